@@ -1,7 +1,7 @@
 """Print a requirements list from pyproject.toml, so the image installs dependencies before the source.
 
-    python requirements.py                       # [project].dependencies
-    python requirements.py --only-extra trainer  # one optional-dependency group
+python requirements.py                       # [project].dependencies
+python requirements.py --only-extra trainer  # one optional-dependency group
 """
 
 from __future__ import annotations
