@@ -1,0 +1,407 @@
+"""The job queue: the jobs table, claimed atomically by workers, leased and heartbeated.
+
+API side (the caller commits unless noted): enqueue_job (commits), get_job, list_jobs, request_cancel,
+episode_history, evaluation_history, count_jobs_by_status, expire_stale_leases (commits).
+
+Worker side (each commits, because its atomicity is the point): claim_next_job, set_episodes_total,
+heartbeat, record_episode, record_evaluation, complete_job, fail_job, cancel_running_job, release_job,
+expire_stale_leases. Every worker-side write first checks that the job is still `running` under this worker's
+id and raises LeaseLostError otherwise, so a worker whose lease expired can never overwrite the outcome.
+
+Concurrency: on PostgreSQL claiming uses `FOR UPDATE SKIP LOCKED` and enqueueing a transaction-scoped
+advisory lock; on SQLite every transaction already begins IMMEDIATE (store.db), which serialises writers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.orm import Session
+
+from store.policies import register_policy
+from store.tables import (
+    JOB_STATUSES,
+    PROMOTE_RULES,
+    EpisodeRow,
+    EvaluationRow,
+    Job,
+    utcnow,
+)
+
+# Fixed key for the advisory lock that makes "count queued, then insert" atomic across API replicas.
+ENQUEUE_LOCK_KEY = 0x6464_7067_656E_71  # "ddpgenq"
+MAX_ERROR_CHARS = 4000
+
+
+class QueueFullError(Exception):
+    """The number of queued jobs is at the limit; try later (HTTP 429)."""
+
+
+class JobStateError(Exception):
+    """The job is not in a state that allows the operation (HTTP 409)."""
+
+
+class JobNotFoundError(JobStateError, LookupError):
+    """No job with that id (HTTP 404). A JobStateError too, so callers catching that one are not surprised."""
+
+
+class LeaseLostError(JobStateError):
+    """The worker no longer holds the job: its lease expired, or the job ended or was reclaimed elsewhere."""
+
+
+# --- API side -------------------------------------------------------------------------------------------
+
+
+def enqueue_job(
+    session: Session, *, config: dict[str, Any], promote: str, max_queued: int, max_attempts: int = 1
+) -> Job:
+    """Insert a queued job unless `max_queued` jobs are already queued (QueueFullError). Commits.
+
+    Atomic against concurrent enqueues from any number of processes: exactly `max_queued` can be queued.
+    `config` is stored as given ({"preset": ..., overrides...}); an int `episodes` in it sets episodes_total.
+    `max_attempts` > 1 lets a job whose worker died be requeued (its partial history is discarded) that often.
+    """
+    if promote not in PROMOTE_RULES:
+        raise ValueError(f"promote must be one of {', '.join(PROMOTE_RULES)}, got {promote!r}")
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+    try:
+        _lock_queue(session)
+        queued = session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued")) or 0
+        if queued >= max_queued:
+            raise QueueFullError(f"{queued} jobs are already queued (the limit is {max_queued}); try again later")
+        episodes = config.get("episodes")
+        job = Job(
+            status="queued",
+            config=dict(config),
+            promote=promote,
+            created_at=utcnow(),
+            attempts=0,
+            max_attempts=max_attempts,
+            cancel_requested=False,
+            episodes_total=episodes if isinstance(episodes, int) and not isinstance(episodes, bool) else None,
+            episodes_done=0,
+            env_steps=0,
+        )
+        session.add(job)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return job
+
+
+def get_job(session: Session, job_id: int) -> Job | None:
+    """The job, or None."""
+    return session.get(Job, job_id)
+
+
+def list_jobs(
+    session: Session, *, status: str | None = None, limit: int = 50, offset: int = 0
+) -> tuple[list[Job], int]:
+    """A page of jobs, newest first, optionally of one status, and the total count matching the filter."""
+    if status is not None and status not in JOB_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(JOB_STATUSES)}, got {status!r}")
+    query = select(Job)
+    count = select(func.count()).select_from(Job)
+    if status is not None:
+        query = query.where(Job.status == status)
+        count = count.where(Job.status == status)
+    total = session.scalar(count) or 0
+    page = session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)).all()
+    return list(page), total
+
+
+def request_cancel(session: Session, job_id: int) -> Job:
+    """Cancel a queued job now, or ask its worker to stop a running one (it stops within one episode).
+
+    Idempotent for a running job already asked. JobNotFoundError for an unknown id; JobStateError for a job
+    that already ended. The caller commits. Each step is a conditional UPDATE, so a worker claiming the job
+    at the same moment is seen as running, never overwritten.
+    """
+    now = utcnow()
+    cancelled_now = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(status="cancelled", finished_at=now, cancel_requested=True)
+        .execution_options(synchronize_session=False)
+    )
+    if _rowcount(cancelled_now) == 0:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running")
+            .values(cancel_requested=True)
+            .execution_options(synchronize_session=False)
+        )
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise JobNotFoundError(f"job {job_id} not found")
+    if job.status not in ("cancelled", "running"):
+        raise JobStateError(f"job {job_id} is already {job.status}")
+    if job.status == "cancelled" and _rowcount(cancelled_now) == 0:
+        raise JobStateError(f"job {job_id} is already cancelled")
+    return job
+
+
+def episode_history(session: Session, job_id: int) -> list[EpisodeRow]:
+    """Every recorded episode of the job, in order (also while it runs)."""
+    return list(session.scalars(select(EpisodeRow).where(EpisodeRow.job_id == job_id).order_by(EpisodeRow.episode)))
+
+
+def evaluation_history(session: Session, job_id: int) -> list[EvaluationRow]:
+    """Every recorded evaluation of the job, in order."""
+    return list(
+        session.scalars(select(EvaluationRow).where(EvaluationRow.job_id == job_id).order_by(EvaluationRow.episode))
+    )
+
+
+def count_jobs_by_status(session: Session) -> dict[str, int]:
+    """Number of jobs per status, every status present (zero when none)."""
+    counts = dict.fromkeys(JOB_STATUSES, 0)
+    for status, count in session.execute(select(Job.status, func.count()).group_by(Job.status)):
+        counts[status] = count
+    return counts
+
+
+def expire_stale_leases(session: Session, *, now: datetime | None = None) -> list[int]:
+    """End every running job whose lease expired (its worker died or hung). Commits; returns their ids.
+
+    The job ends `failed` with the reason, keeping the reward history written so far, unless it has attempts
+    left (max_attempts > 1): then it is queued again with its history discarded, so the history always
+    belongs to one attempt. Safe to call from any number of workers and API processes at once.
+    """
+    now = now or utcnow()
+    try:
+        query = (
+            select(Job)
+            .where(Job.status == "running", Job.lease_expires_at < now)
+            .order_by(Job.id)
+            # SKIP LOCKED: a row locked right now is being heartbeated or finished by its live worker.
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+        expired = list(session.scalars(query))
+        for job in expired:
+            expires = job.lease_expires_at.isoformat() if job.lease_expires_at else "unknown"
+            _end_attempt(session, job, f"worker {job.worker_id} stopped heartbeating (lease expired at {expires})", now)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return [job.id for job in expired]
+
+
+# --- worker side ----------------------------------------------------------------------------------------
+
+
+def claim_next_job(session: Session, *, worker_id: str, lease_seconds: float) -> Job | None:
+    """Atomically take the oldest queued job: it becomes `running` under this worker with a fresh lease.
+
+    Commits. None when nothing is queued. Concurrent claimers never get the same job.
+    """
+    now = utcnow()
+    try:
+        job = session.scalars(
+            select(Job)
+            .where(Job.status == "queued")
+            .order_by(Job.created_at, Job.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        ).first()
+        if job is None:
+            session.rollback()
+            return None
+        job.status = "running"
+        job.worker_id = worker_id
+        job.attempts += 1
+        job.started_at = now
+        job.heartbeat_at = now
+        job.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        job.error = None
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return job
+
+
+def set_episodes_total(session: Session, job_id: int, *, worker_id: str, episodes_total: int) -> None:
+    """Record how many episodes the resolved config will run (the preset may have supplied it). Commits."""
+    with _owned(session, job_id, worker_id) as job:
+        job.episodes_total = episodes_total
+
+
+def heartbeat(session: Session, job_id: int, *, worker_id: str, lease_seconds: float) -> bool:
+    """Extend the lease; returns whether cancellation was requested. Commits. LeaseLostError if not ours."""
+    with _owned(session, job_id, worker_id) as job:
+        _extend_lease(job, lease_seconds)
+        return job.cancel_requested
+
+
+def record_episode(
+    session: Session,
+    job_id: int,
+    *,
+    worker_id: str,
+    lease_seconds: float,
+    episode: int,
+    episode_return: float,
+    avg_return_10: float,
+    env_steps: int,
+    wall_time: float,
+) -> bool:
+    """Append one episode to the history, update progress and extend the lease, in one transaction. Commits.
+
+    Returns whether cancellation was requested, so the worker needs no separate round trip to find out.
+    """
+    with _owned(session, job_id, worker_id) as job:
+        session.add(
+            EpisodeRow(
+                job_id=job_id,
+                episode=episode,
+                episode_return=episode_return,
+                avg_return_10=avg_return_10,
+                env_steps=env_steps,
+                wall_time=wall_time,
+            )
+        )
+        job.episodes_done = episode + 1
+        job.env_steps = env_steps
+        job.last_return = episode_return
+        _extend_lease(job, lease_seconds)
+        return job.cancel_requested
+
+
+def record_evaluation(
+    session: Session,
+    job_id: int,
+    *,
+    worker_id: str,
+    episode: int,
+    env_steps: int,
+    mean_return: float,
+    std_return: float,
+    wall_time: float,
+) -> None:
+    """Append one evaluation and keep the job's best_eval_return current. Commits."""
+    with _owned(session, job_id, worker_id) as job:
+        session.add(
+            EvaluationRow(
+                job_id=job_id,
+                episode=episode,
+                env_steps=env_steps,
+                mean_return=mean_return,
+                std_return=std_return,
+                wall_time=wall_time,
+            )
+        )
+        if job.best_eval_return is None or mean_return > job.best_eval_return:
+            job.best_eval_return = mean_return
+
+
+def complete_job(session: Session, job_id: int, *, worker_id: str, weights: bytes) -> Job:
+    """Register the trained actor (applying the job's promotion rule) and mark the job `succeeded`. Commits.
+
+    One transaction: either the job succeeded with its policy stored, or neither happened. Raises
+    models.weights.WeightsFormatError for invalid bytes (nothing is stored then).
+    """
+    with _owned(session, job_id, worker_id) as job:
+        policy = register_policy(session, weights=weights, source_job_id=job_id, promote=job.promote)
+        job.status = "succeeded"
+        job.policy_id = policy.id
+        job.finished_at = utcnow()
+        job.lease_expires_at = None
+    return job
+
+
+def fail_job(session: Session, job_id: int, *, worker_id: str, error: str) -> Job:
+    """Mark the job `failed` with a one-line reason (no stack traces: they belong in the log). Commits."""
+    with _owned(session, job_id, worker_id) as job:
+        job.status = "failed"
+        job.error = error[:MAX_ERROR_CHARS]
+        job.finished_at = utcnow()
+        job.lease_expires_at = None
+    return job
+
+
+def cancel_running_job(session: Session, job_id: int, *, worker_id: str) -> Job:
+    """Mark the job `cancelled` after its worker stopped on request; the history so far is kept. Commits."""
+    with _owned(session, job_id, worker_id) as job:
+        job.status = "cancelled"
+        job.finished_at = utcnow()
+        job.lease_expires_at = None
+    return job
+
+
+def release_job(session: Session, job_id: int, *, worker_id: str, reason: str) -> Job:
+    """Give the job up (e.g. the worker is shutting down): requeued if it has attempts left, else `failed`
+    with the reason, exactly as if its lease had expired. Commits."""
+    with _owned(session, job_id, worker_id) as job:
+        _end_attempt(session, job, reason, utcnow())
+    return job
+
+
+# --- helpers --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _owned(session: Session, job_id: int, worker_id: str) -> Iterator[Job]:
+    """Load the job row-locked, insist this worker holds it; commit if the block succeeds, else roll back."""
+    try:
+        job = session.scalars(
+            select(Job).where(Job.id == job_id).with_for_update().execution_options(populate_existing=True)
+        ).first()
+        if job is None:
+            raise JobNotFoundError(f"job {job_id} not found")
+        if job.status != "running" or job.worker_id != worker_id:
+            raise LeaseLostError(
+                f"job {job_id} is {job.status} under worker {job.worker_id}, no longer held by worker {worker_id}"
+            )
+        yield job
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def _extend_lease(job: Job, lease_seconds: float) -> None:
+    now = utcnow()
+    job.heartbeat_at = now
+    job.lease_expires_at = now + timedelta(seconds=lease_seconds)
+
+
+def _end_attempt(session: Session, job: Job, reason: str, now: datetime) -> None:
+    if job.attempts < job.max_attempts and not job.cancel_requested:
+        # A retry starts from scratch, so the previous attempt's partial history goes with it.
+        session.execute(delete(EpisodeRow).where(EpisodeRow.job_id == job.id))
+        session.execute(delete(EvaluationRow).where(EvaluationRow.job_id == job.id))
+        job.status = "queued"
+        job.error = f"attempt {job.attempts} of {job.max_attempts} ended: {reason}; requeued"
+        job.worker_id = None
+        job.started_at = None
+        job.heartbeat_at = None
+        job.lease_expires_at = None
+        job.episodes_done = 0
+        job.env_steps = 0
+        job.last_return = None
+        job.best_eval_return = None
+        return
+    job.status = "failed"
+    job.error = reason[:MAX_ERROR_CHARS]
+    job.finished_at = now
+    job.lease_expires_at = None
+
+
+def _lock_queue(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ENQUEUE_LOCK_KEY})
+    # SQLite: this transaction began IMMEDIATE (store.db), so it already holds the database's write lock.
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0))

@@ -1,0 +1,163 @@
+"""The schema: jobs (the queue itself), their reward histories, the policy registry and the serving pointer.
+
+Every timestamp is timezone-aware UTC in Python. PostgreSQL stores `timestamptz`; SQLite has no time zone
+type, so `UTCDateTime` stores naive UTC text there and re-attaches UTC on the way out.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+PROMOTE_RULES = ("if_better", "always", "never")
+SERVING_STATE_ID = 1
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A datetime that is always timezone-aware UTC in Python, whatever the database stores."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; use an aware datetime")
+        value = value.astimezone(UTC)
+        # SQLite compares timestamps as text: store them all naive in UTC so the ordering is right.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# JSONB on PostgreSQL (compact, indexable); plain JSON text elsewhere.
+JSONDict = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONDict, float: Float(precision=53)}
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Job(Base):
+    """A training job; the jobs table is also the queue (claimed by workers, leased, heartbeated)."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(_in("status", JOB_STATUSES), name="ck_jobs_status"),
+        CheckConstraint(_in("promote", PROMOTE_RULES), name="ck_jobs_promote"),
+        # Claiming scans queued jobs oldest first; lease expiry scans running jobs.
+        Index("ix_jobs_status_created_at", "status", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    config: Mapped[dict[str, Any]]
+    promote: Mapped[str] = mapped_column(String(16), default="if_better")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    max_attempts: Mapped[int] = mapped_column(default=1)
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    heartbeat_at: Mapped[datetime | None]
+    lease_expires_at: Mapped[datetime | None]
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    # use_alter: jobs and policies reference each other, so this constraint is added after both tables exist.
+    policy_id: Mapped[int | None] = mapped_column(
+        ForeignKey("policies.id", ondelete="SET NULL", use_alter=True, name="fk_jobs_policy_id")
+    )
+    episodes_total: Mapped[int | None]
+    episodes_done: Mapped[int] = mapped_column(default=0)
+    env_steps: Mapped[int] = mapped_column(default=0)
+    last_return: Mapped[float | None]
+    best_eval_return: Mapped[float | None]
+
+
+class EpisodeRow(Base):
+    """One training episode's return, written as it happens."""
+
+    __tablename__ = "episodes"
+
+    # The composite primary key is the unique (job_id, episode) index the history is read by.
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    episode: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    episode_return: Mapped[float]
+    avg_return_10: Mapped[float]
+    env_steps: Mapped[int]
+    wall_time: Mapped[float]
+
+
+class EvaluationRow(Base):
+    """One evaluation (noise-free episodes) run after `episode`."""
+
+    __tablename__ = "evaluations"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    episode: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    env_steps: Mapped[int]
+    mean_return: Mapped[float]
+    std_return: Mapped[float]
+    wall_time: Mapped[float]
+
+
+class Policy(Base):
+    """A stored actor: the `ddpg-actor/1` safetensors bytes themselves, and their metadata."""
+
+    __tablename__ = "policies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    weights: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # loaded only when asked for
+    meta: Mapped[dict[str, Any]]
+    env_id: Mapped[str] = mapped_column(String(200))
+    obs_dim: Mapped[int]
+    act_dim: Mapped[int]
+    eval_mean_return: Mapped[float | None]
+    source_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+
+
+class ServingState(Base):
+    """The single row that says which policy is the default; `version` bumps on every promotion."""
+
+    __tablename__ = "serving_state"
+    __table_args__ = (CheckConstraint(f"id = {SERVING_STATE_ID}", name="ck_serving_state_single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, default=SERVING_STATE_ID)
+    default_policy_id: Mapped[int | None] = mapped_column(ForeignKey("policies.id", ondelete="SET NULL"))
+    version: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
