@@ -1,0 +1,72 @@
+"""Reject request bodies over MAX_BODY_BYTES with 413, before they are read whole.
+
+A declared Content-Length over the limit is answered at once, without reading a byte of the body. A chunked
+body (no Content-Length) is counted as it streams in, and the first chunk that crosses the limit raises a
+413 ApiError from `receive`, so the endpoint never holds more than the limit in memory.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import ApiError, error_response
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"request body exceeds the limit of {limit} bytes")
+
+
+class BodySizeLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > limit:
+                    error = _too_large(limit)
+                    # Connection: close, because the unread body is still on the wire.
+                    response = error_response(413, error.code, error.message, headers={"Connection": "close"})
+                    await response(scope, receive, send)
+                    return
+                if declared >= 0:
+                    # The server enforces Content-Length itself, so the body cannot outgrow it: no counting needed.
+                    await self.app(scope, receive, send)
+                    return
+                break
+
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _too_large(limit)
+            return message
+
+        response_started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except ApiError as exc:
+            # Normally the app's exception handler already answered; this covers a read outside any endpoint.
+            if exc.status_code != 413 or response_started:
+                raise
+            await error_response(413, exc.code, exc.message, headers={"Connection": "close"})(scope, receive, send)

@@ -1,0 +1,70 @@
+"""FastAPI dependencies as `Annotated` aliases: what an endpoint needs, declared in its signature."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from app.database import Database
+from app.errors import ApiError
+from app.metrics import Metrics
+from app.policy_cache import PolicyCache
+from app.security import check_bearer
+from app.settings import Settings
+
+# auto_error=False: we raise our own 401 in the one error shape; the scheme is still documented in OpenAPI.
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API_KEY>` when API_KEY is set.")
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+def get_policy_cache(request: Request) -> PolicyCache:
+    cache: PolicyCache = request.app.state.policy_cache
+    return cache
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+PolicyCacheDep = Annotated[PolicyCache, Depends(get_policy_cache)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+def get_session(database: DatabaseDep) -> Iterator[Session]:
+    """A session per request (sync: FastAPI runs it and `def` endpoints in its thread pool)."""
+    if not database.prepared.is_set():
+        raise ApiError(503, "database_unavailable", "the database is not ready yet", headers={"Retry-After": "5"})
+    with database.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def require_api_key(
+    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """Mutating endpoints: 401 unless the configured API_KEY is presented (open when API_KEY is unset)."""
+    if settings.api_key is None:
+        return
+    authorization = f"{credentials.scheme} {credentials.credentials}" if credentials else None
+    check_bearer(authorization, settings.api_key)
+
+
+ApiKeyDep = Depends(require_api_key)

@@ -1,0 +1,142 @@
+"""One JSON error shape for every error response: {"error": {"code", "message", "details"}}.
+
+Every exception that reaches the client goes through here, so clients parse one shape and no stack trace
+or internal message ever leaks (unexpected exceptions are logged server-side and answered with a fixed text).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+logger = logging.getLogger(__name__)
+
+# Stable machine-readable codes for the statuses the framework raises on its own (routing, methods).
+_CODES_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(StarletteHTTPException):
+    """An error with a stable code, a human message and optional per-field details.
+
+    Subclassing Starlette's HTTPException matters: FastAPI re-raises HTTPExceptions raised while it reads the
+    body (e.g. by the body-size limit) instead of turning them into a generic 400.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        *,
+        details: Sequence[Mapping[str, Any]] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(status_code=status_code, detail=message, headers=dict(headers) if headers else None)
+        self.code = code
+        self.message = message
+        self.details = [dict(d) for d in details]
+
+
+def field_error(field: str, message: str, status_code: int = 422) -> ApiError:
+    """A validation error about one field, in the same shape as pydantic's (field named in message and details)."""
+    return ApiError(
+        status_code, "validation_error", f"{field}: {message}", details=[{"field": field, "message": message}]
+    )
+
+
+def error_body(code: str, message: str, details: Sequence[Mapping[str, Any]] = ()) -> bytes:
+    return orjson.dumps({"error": {"code": code, "message": message, "details": list(details)}})
+
+
+def error_response(
+    status_code: int,
+    code: str,
+    message: str,
+    details: Sequence[Mapping[str, Any]] = (),
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    return Response(
+        error_body(code, message, details), status_code=status_code, media_type="application/json", headers=headers
+    )
+
+
+def _field_path(loc: Sequence[int | str]) -> str:
+    """('body', 'episodes') -> 'episodes'; ('query', 'limit') -> 'limit'; list indices as [i]."""
+    parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else list(loc)
+    path = ""
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or (str(loc[0]) if loc else "request")
+
+
+def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """pydantic's error list -> [{"field", "message", "type"}], without echoing the (possibly huge) input."""
+    details = []
+    for err in errors:
+        loc = err.get("loc", ())
+        if err.get("type") == "json_invalid":
+            details.append({"field": "body", "message": "request body is not valid JSON", "type": "json_invalid"})
+            continue
+        field = _field_path(loc)
+        message = str(err.get("msg", "invalid value"))
+        if err.get("type") == "missing" and not loc[1:] and loc and loc[0] == "body":
+            field, message = "body", "a JSON request body is required"
+        details.append({"field": field, "message": message, "type": str(err.get("type", "value_error"))})
+    return details
+
+
+async def _api_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+
+
+async def _http_exception_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _CODES_BY_STATUS.get(exc.status_code, "http_error")
+    # Starlette's own details ("Not Found", "Method Not Allowed") are safe to show; they carry no internals.
+    message = str(exc.detail) if exc.detail else code.replace("_", " ")
+    return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+async def _validation_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    details = validation_details(exc.errors())
+    message = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5]) or "invalid request"
+    return error_response(422, "validation_error", message, details)
+
+
+async def _unhandled_error_handler(request: Request, exc: Exception) -> Response:
+    # The traceback goes to the log, never to the client.
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal_error", "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error through the one shape."""
+    app.add_exception_handler(ApiError, _api_error_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
+    app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(Exception, _unhandled_error_handler)

@@ -1,0 +1,80 @@
+"""What one API process does between start and stop: database, policy cache, background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from app.database import Database, redacted
+from app.metrics import Metrics
+from app.policy_cache import PolicyCache, running_refresher
+from app.routers.act import ActRuntime
+from app.settings import Settings
+from models.weights import load_actor_file
+from store.jobs import expire_stale_leases
+
+logger = logging.getLogger(__name__)
+
+# Workers expire each other's stale leases; the API does it too, so a job whose only worker died still ends
+# `failed` with its reason even when no worker is left. Rare enough to cost nothing.
+LEASE_SWEEP_SECONDS = 15.0
+
+
+async def _sweep_stale_leases(database: Database) -> None:
+    while True:
+        await asyncio.sleep(LEASE_SWEEP_SECONDS)
+        if not database.prepared.is_set():
+            continue
+
+        def sweep() -> list[int]:
+            with database.sessions() as session:
+                return expire_stale_leases(session)
+
+        try:
+            expired = await asyncio.to_thread(sweep)
+        except Exception as exc:
+            logger.debug("lease sweep failed: %s", exc)
+            continue
+        if expired:
+            logger.warning("jobs %s lost their worker (lease expired)", expired)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    metrics: Metrics = app.state.metrics
+    if settings.policy_file is not None:
+        # Fail fast on a bad POLICY_FILE: it is configuration, and retrying will not fix it.
+        load_actor_file(settings.policy_file)
+
+    database = Database.connect(settings.database_url)
+    cache = PolicyCache(database.serving_state, database.policy_weights, lru_size=settings.policy_lru_size)
+    app.state.database = database
+    app.state.policy_cache = cache
+    app.state.act_runtime = ActRuntime(cache, metrics, settings.max_batch, settings.act_api_key)
+    logger.info("API starting on database %s", redacted(settings.database_url))
+
+    background: list[asyncio.Task[None]] = []
+    try:
+        # Normally the database is there: prepare it and load the default policy before the first request,
+        # so /readyz is true from the start. If not, start anyway and keep trying in the background.
+        preparing = asyncio.create_task(database.prepare_with_retry(settings.policy_file), name="database-prepare")
+        background.append(preparing)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(preparing), timeout=30)
+        if database.prepared.is_set():
+            await cache.refresh()
+        background.append(asyncio.create_task(_sweep_stale_leases(database), name="lease-sweeper"))
+        async with running_refresher(cache, settings.policy_refresh_seconds):
+            yield
+    finally:
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        database.close()

@@ -1,0 +1,72 @@
+"""Wiring only: build the FastAPI app from Settings. `uvicorn app.main:create_app --factory` or `app.main:app`.
+
+Importing this module has no side effects: `app` is created on first access (module __getattr__), and all
+I/O (database, policies, background tasks) happens in the lifespan.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from app.body_limit import BodySizeLimitMiddleware
+from app.errors import install_error_handlers
+from app.lifespan import lifespan
+from app.metrics import Metrics, MetricsMiddleware
+from app.routers import act, bench, health, jobs, policies, train
+from app.settings import Settings
+
+API_DESCRIPTION = """Serve a DDPG actor for gymnasium `Pendulum-v1` (POST /act) and train new ones (POST /train).
+
+Every error is `{"error": {"code", "message", "details"}}`. Mutating endpoints need `Authorization: Bearer <key>`
+when the server has an API_KEY."""
+
+
+def configure_logging(level: str) -> None:
+    """Give our loggers a handler when nobody else did (uvicorn only configures its own)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("app", "store", "models"):
+        logging.getLogger(name).setLevel(level)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The application: routers, error shape, middleware; state filled in by the lifespan."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    metrics = Metrics()
+    application = FastAPI(
+        title="DDPG policy service",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    application.state.settings = settings
+    application.state.metrics = metrics
+    install_error_handlers(application)
+    # add_middleware wraps: the last added runs first. Metrics outermost, so 413s are counted and timed too.
+    application.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    application.add_middleware(MetricsMiddleware, metrics=metrics)
+    application.include_router(act.router)
+    application.include_router(train.router)
+    application.include_router(jobs.router)
+    application.include_router(policies.router)
+    application.include_router(health.router)
+    if settings.bench_endpoints:
+        application.include_router(bench.router)
+    return application
+
+
+_app: FastAPI | None = None
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn app.main:app` works, yet importing app.main builds nothing until someone asks for `app`.
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = create_app()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,119 @@
+"""POST /act: the hot path. Actions for one observation or a batch, from the default or a chosen policy.
+
+Deliberately not a pydantic-bodied endpoint: an `async def` (no thread-pool hop) reads the raw body, parses it
+with orjson straight into a float32 array (app.observations), runs the numpy actor inline (microseconds),
+and answers with orjson bytes. No database call unless an uncached explicit policy_id is asked for. The
+request schema is still documented in OpenAPI via `openapi_extra`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import SecretStr
+from starlette.responses import Response
+
+from app.errors import ApiError, field_error
+from app.metrics import Metrics
+from app.observations import ActInput, parse_act_body
+from app.policy_cache import LoadedPolicy, PolicyCache, PolicyUnavailableError
+from app.schemas import ActBatchResponse, ActRequest, ActResponse, error_responses
+from app.security import check_bearer
+
+router = APIRouter(prefix="/act", tags=["act"])
+
+NO_POLICY_RETRY_AFTER_SECONDS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ActRuntime:
+    """What /act needs, gathered once at start-up so a request does one attribute lookup, not several."""
+
+    cache: PolicyCache
+    metrics: Metrics
+    max_batch: int
+    act_api_key: SecretStr | None
+
+
+def json_request_body(model: type[ActRequest]) -> dict[str, object]:
+    """`openapi_extra` documenting a hand-parsed JSON body with a pydantic model's schema."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+def require_json_content_type(request: Request) -> None:
+    """415 for a body declared as something other than JSON (a missing Content-Type is read as JSON)."""
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        return
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type != "application/json" and not (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        raise ApiError(415, "unsupported_media_type", f"expected Content-Type application/json, got {media_type!r}")
+
+
+async def _resolve_policy(cache: PolicyCache, policy_id: int | None) -> LoadedPolicy:
+    if policy_id is None:
+        # Read the swapped reference exactly once: this request uses this policy, whatever swaps next.
+        loaded = cache.default
+        if loaded is None:
+            raise ApiError(
+                503,
+                "no_policy",
+                "no policy is loaded yet: train one (POST /train) or set POLICY_FILE; retry shortly",
+                headers={"Retry-After": str(NO_POLICY_RETRY_AFTER_SECONDS)},
+            )
+        return loaded
+    try:
+        found = await cache.get(policy_id)
+    except PolicyUnavailableError:
+        raise ApiError(503, "policy_unavailable", f"policy {policy_id} cannot be loaded") from None
+    if found is None:
+        raise ApiError(404, "not_found", f"policy {policy_id} not found")
+    return found
+
+
+def _check_obs_dim(parsed: ActInput, loaded: LoadedPolicy) -> None:
+    expected = loaded.actor.obs_dim
+    if parsed.obs_dim != expected:
+        field = "observations[0]" if parsed.batched else "observation"
+        raise field_error(
+            field, f"expected {expected} numbers (obs_dim of policy {loaded.policy_id}), got {parsed.obs_dim}"
+        )
+
+
+@router.post(
+    "",
+    response_model=None,
+    summary="Actions for observations",
+    openapi_extra=json_request_body(ActRequest),
+    responses={
+        200: {
+            "model": ActResponse | ActBatchResponse,
+            "description": "`action` for `observation`, "
+            "`actions` for `observations`; `policy_id` names the policy that computed them.",
+        },
+        **error_responses(401, 404, 413, 415, 422, 503),
+    },
+)
+async def act(request: Request) -> Response:
+    """Compute the action for `observation` (or each of `observations`) with the default or given policy."""
+    runtime: ActRuntime = request.app.state.act_runtime
+    if runtime.act_api_key is not None:
+        check_bearer(request.headers.get("authorization"), runtime.act_api_key)
+    require_json_content_type(request)
+    parsed = parse_act_body(await request.body(), runtime.max_batch)
+    loaded = await _resolve_policy(runtime.cache, parsed.policy_id)
+    _check_obs_dim(parsed, loaded)
+    actions = loaded.actor.act(parsed.observations)
+    runtime.metrics.act_batch_size.observe(parsed.count)
+    key = "actions" if parsed.batched else "action"
+    content = orjson.dumps({key: actions, "policy_id": loaded.policy_id}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(content, media_type="application/json")

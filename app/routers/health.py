@@ -1,0 +1,71 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from app.deps import DatabaseDep, MetricsDep, PolicyCacheDep
+from app.errors import ApiError
+from app.schemas import HealthOut, ReadyOut, error_responses
+from store.jobs import count_jobs_by_status
+from store.tables import JOB_STATUSES
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["health"])
+
+# A hung database must not hang the health check that is supposed to report it.
+READY_DB_TIMEOUT_SECONDS = 2.0
+
+
+@router.get("/healthz", response_model=HealthOut)
+async def healthz() -> HealthOut:
+    """Alive: the process answers HTTP (says nothing about the database or the policy)."""
+    return HealthOut()
+
+
+@router.get("/readyz", response_model=ReadyOut, responses=error_responses(503))
+async def readyz(database: DatabaseDep, cache: PolicyCacheDep) -> ReadyOut:
+    """Ready to serve /act: the database is reachable and a default policy is loaded; 503 says which is not."""
+    unavailable = {"Retry-After": "5"}
+    if not database.prepared.is_set():
+        raise ApiError(503, "not_ready", "database not reachable or not migrated yet", headers=unavailable)
+    try:
+        await asyncio.wait_for(asyncio.to_thread(database.ping), READY_DB_TIMEOUT_SECONDS)
+    except Exception as exc:
+        logger.debug("readiness ping failed: %s", exc)
+        raise ApiError(503, "not_ready", "database not reachable", headers=unavailable) from None
+    loaded = cache.default
+    if loaded is None:
+        raise ApiError(503, "not_ready", "no policy loaded yet (training a first one?)", headers=unavailable)
+    return ReadyOut(policy_id=loaded.policy_id)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+            "description": "Prometheus text exposition format.",
+        }
+    },
+)
+def metrics(metrics: MetricsDep, database: DatabaseDep, cache: PolicyCacheDep) -> Response:
+    """Prometheus metrics: requests and latency by route and status, /act batch sizes, jobs, default policy."""
+    loaded = cache.default
+    metrics.default_policy_id.set(0 if loaded is None else loaded.policy_id)
+    if database.prepared.is_set():
+        try:
+            with database.sessions() as session:
+                counts = count_jobs_by_status(session)
+            for status in JOB_STATUSES:
+                metrics.jobs.labels(status).set(counts.get(status, 0))
+        except Exception as exc:  # metrics must still answer while the database is down
+            logger.debug("cannot count jobs for /metrics: %s", exc)
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,86 @@
+"""Every setting of the service, read once from the environment; a bad value stops start-up with a clear message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Settings(BaseSettings):
+    """Environment variables of the API process (names are the field names in upper case)."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    data_dir: Path = Field(Path("./data"), description="Directory for the embedded SQLite database.")
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; empty means SQLite under DATA_DIR (store.db.default_database_url)."
+    )
+    host: str = Field("127.0.0.1", description="Address `python -m app` binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `python -m app` listens on.")
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes started by `python -m app`.")
+    api_key: SecretStr | None = Field(
+        None, description="When set, POST /train, cancel and promote need `Authorization: Bearer <key>`."
+    )
+    act_api_key: SecretStr | None = Field(None, description="When set, POST /act needs `Authorization: Bearer <key>`.")
+    policy_file: Path | None = Field(
+        None, description="A ddpg-actor/1 safetensors file registered and promoted at start-up."
+    )
+    max_batch: int = Field(4096, ge=1, le=1_000_000, description="Most observations one POST /act may carry.")
+    max_queued_jobs: int = Field(
+        16, ge=1, le=100_000, description="Queued training jobs beyond which POST /train is 429."
+    )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, le=1 << 30, description="Largest request body accepted; bigger ones get 413."
+    )
+    policy_refresh_seconds: float = Field(
+        0.5, gt=0, le=60, description="How often each API process polls the database for a promoted policy."
+    )
+    policy_lru_size: int = Field(8, ge=1, le=1024, description="Explicitly requested policies kept loaded per process.")
+    train_max_episodes: int = Field(1000, ge=1, description="Upper bound on `episodes` in POST /train.")
+    train_max_episode_steps: int = Field(1000, ge=1, description="Upper bound on `max_episode_steps`.")
+    train_max_hidden_size: int = Field(1024, ge=1, description="Upper bound on `hidden_size`.")
+    train_max_batch_size: int = Field(4096, ge=1, description="Upper bound on `batch_size`.")
+    train_max_replay_size: int = Field(1_000_000, ge=1, description="Upper bound on `replay_size`.")
+    embedded_worker: bool = Field(True, description="`python -m app` also starts one trainer worker subprocess.")
+    bootstrap_job: bool = Field(True, description="`python -m app` queues a training job when no policy exists yet.")
+    bootstrap_preset: str = Field("default", min_length=1, description="Preset of the bootstrap job.")
+    bench_endpoints: bool = Field(False, description="Expose POST /bench/noop (benchmarks only).")
+    log_level: LogLevel = Field("INFO", description="Logging level of the API process.")
+
+    @field_validator("api_key", "act_api_key", mode="before")
+    @classmethod
+    def _empty_key_means_unset(cls, value: object) -> object:
+        # docker compose's `API_KEY=${API_KEY:-}` yields an empty string, which must mean "no auth", not "key ''".
+        if isinstance(value, str) and value.strip() == "":
+            return None
+        return value
+
+    @field_validator("policy_file", mode="before")
+    @classmethod
+    def _empty_path_means_unset(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip() == "":
+            return None
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _resolve_database_url(self) -> Settings:
+        if not self.database_url:
+            from store.db import default_database_url
+
+            # frozen model: object.__setattr__ is the documented way to finish a derived field in a validator.
+            object.__setattr__(self, "database_url", default_database_url(self.data_dir))
+        elif "://" not in self.database_url:
+            raise ValueError(f"DATABASE_URL must be a SQLAlchemy URL like sqlite:///path, got {self.database_url!r}")
+        if self.policy_file is not None and not self.policy_file.is_file():
+            raise ValueError(f"POLICY_FILE {str(self.policy_file)!r} is not a file")
+        return self
