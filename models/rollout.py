@@ -1,0 +1,292 @@
+"""One episode of a policy, run headless and turned into a small animated GIF with the return on the frames.
+
+Torch-free on purpose: the API imports this module (for `GET /policies/{id}/rollout.gif`) and must never import
+torch. gymnasium and Pillow are imported lazily inside the functions, so importing this module costs nothing
+and a process without gymnasium only fails when it actually renders.
+
+The GIF is kept small (every 2nd frame, 250 px, one shared 32-colour palette, about 60 kB for Pendulum's 200
+steps) so that rendering takes well under a second and the endpoint can afford it once per policy.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from models.policy import NumpyActor
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PilImage
+
+logger = logging.getLogger(__name__)
+
+GIF_COMMENT_PREFIX = "ddpg-rollout"
+DEFAULT_SIZE = 250
+DEFAULT_FRAME_EVERY = 2
+# Long enough to read the final return before the GIF loops.
+FINAL_FRAME_HOLD_MS = 1500
+PALETTE_COLOURS = 32
+_TEXT_COLOUR = (0, 0, 0)
+_FINAL_TEXT_COLOUR = (170, 20, 20)
+
+# pygame's renderer keeps module-level state (pygame.init, fonts); rendering from two threads at once (the API
+# runs sync endpoints in a thread pool) is not something pygame promises to support, so renders take turns.
+_render_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A rendered episode: the GIF bytes and the numbers written on its frames."""
+
+    gif: bytes
+    episode_return: float
+    steps: int
+    max_steps: int | None
+    env_id: str
+    seed: int
+
+
+def _prepare_headless() -> None:
+    """Make pygame work without a display and keep its banner off stdout (the CLI's stdout is for results)."""
+    # setdefault: an operator who set a driver on purpose keeps it; rgb_array rendering needs no display anyway.
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+
+
+def _make_env(env_id: str, max_steps: int | None, render: bool) -> Any:
+    _prepare_headless()
+    import gymnasium as gym
+
+    kwargs: dict[str, Any] = {}
+    if render:
+        kwargs["render_mode"] = "rgb_array"
+    if max_steps is not None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+        kwargs["max_episode_steps"] = max_steps
+    return gym.make(env_id, **kwargs)
+
+
+def _check_dims(actor: NumpyActor, env: Any, env_id: str) -> None:
+    obs_shape = env.observation_space.shape
+    act_shape = env.action_space.shape
+    if obs_shape != (actor.obs_dim,) or act_shape != (actor.act_dim,):
+        raise ValueError(
+            f"policy has obs_dim={actor.obs_dim}, act_dim={actor.act_dim} but {env_id} has "
+            f"observation shape {obs_shape} and action shape {act_shape}"
+        )
+
+
+def _time_limit(env: Any) -> int | None:
+    spec = getattr(env, "spec", None)
+    limit = getattr(spec, "max_episode_steps", None)
+    return int(limit) if limit is not None else None
+
+
+def run_episode(actor: NumpyActor, env_id: str | None = None, seed: int = 0, max_steps: int | None = None) -> float:
+    """The undiscounted return of one deterministic episode (no exploration noise), without rendering."""
+    env_id = env_id or actor.weights.env_id
+    env = _make_env(env_id, max_steps, render=False)
+    try:
+        _check_dims(actor, env, env_id)
+        obs, _ = env.reset(seed=seed)
+        total = 0.0
+        done = False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(actor.act(obs))
+            total += float(reward)
+            done = bool(terminated or truncated)
+        return total
+    finally:
+        env.close()
+
+
+def frame_caption(episode_return: float, step: int, max_steps: int | None) -> str:
+    """The line written on every frame, e.g. `return -143.2  step 57/200`."""
+    of = f"/{max_steps}" if max_steps is not None else ""
+    return f"return {episode_return:.1f}  step {step}{of}"
+
+
+def final_caption(episode_return: float) -> str:
+    """The extra line on the last frame."""
+    return f"final return {episode_return:.1f}"
+
+
+def gif_comment(episode_return: float, steps: int, env_id: str, seed: int) -> str:
+    """Machine-readable summary stored in the GIF's comment extension, so a GIF on disk says what it shows."""
+    return f"{GIF_COMMENT_PREFIX} env={env_id} seed={seed} steps={steps} return={episode_return!r}"
+
+
+def render_rollout(
+    actor: NumpyActor,
+    *,
+    env_id: str | None = None,
+    seed: int = 0,
+    max_steps: int | None = None,
+    fps: int = 30,
+    size: int = DEFAULT_SIZE,
+    frame_every: int = DEFAULT_FRAME_EVERY,
+) -> Rollout:
+    """Run one episode with `rgb_array` rendering and return the GIF together with its return.
+
+    `env_id` defaults to the policy's own; `max_steps` to the environment's time limit; `fps` is the
+    environment's playback speed (every `frame_every`-th step is kept, so each GIF frame lasts
+    `frame_every / fps` seconds and the animation plays in real time).
+    """
+    if fps < 1:
+        raise ValueError(f"fps must be at least 1, got {fps}")
+    if frame_every < 1:
+        raise ValueError(f"frame_every must be at least 1, got {frame_every}")
+    if not 16 <= size <= 2000:
+        raise ValueError(f"size must be between 16 and 2000 pixels, got {size}")
+    env_id = env_id or actor.weights.env_id
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    with _render_lock:
+        env = _make_env(env_id, max_steps, render=True)
+        try:
+            _check_dims(actor, env, env_id)
+            limit = _time_limit(env)
+            obs, _ = env.reset(seed=seed)
+            # (rgb frame, return so far, step) for the kept steps; step 0 is the starting position.
+            captured: list[tuple[np.ndarray[Any, Any], float, int]] = [(env.render(), 0.0, 0)]
+            total = 0.0
+            step = 0
+            done = False
+            while not done:
+                obs, reward, terminated, truncated, _ = env.step(actor.act(obs))
+                total += float(reward)
+                step += 1
+                done = bool(terminated or truncated)
+                # Rendering is most of the cost, so skipped steps are never rendered; the last one always is.
+                if done or step % frame_every == 0:
+                    captured.append((env.render(), total, step))
+        finally:
+            env.close()
+
+    font_size = max(10, round(13 * size / DEFAULT_SIZE))
+    font = ImageFont.load_default(size=font_size)
+    margin = max(3, size // 40)
+    line_height = font_size + 3
+    images: list[PilImage] = []
+    palette: PilImage | None = None
+    for index, (rgb, running_return, at_step) in enumerate(captured):
+        image = Image.fromarray(rgb)
+        image = _downscale(image, size)
+        draw = ImageDraw.Draw(image)
+        draw.text((margin, margin), frame_caption(running_return, at_step, limit), fill=_TEXT_COLOUR, font=font)
+        is_last = index == len(captured) - 1
+        if is_last:
+            draw.text((margin, margin + line_height), final_caption(total), fill=_FINAL_TEXT_COLOUR, font=font)
+        if palette is None:
+            # One palette for all frames: per-frame median-cut costs ~10 ms a frame, and the scene's colours do
+            # not change. The final caption's colour is seeded in so it maps to itself, not to a near grey.
+            palette = _shared_palette(image, extra=_FINAL_TEXT_COLOUR)
+        images.append(image.quantize(palette=palette, dither=Image.Dither.NONE))
+
+    frame_ms = round(1000 * frame_every / fps)
+    durations = [frame_ms] * len(images)
+    durations[-1] = max(frame_ms, FINAL_FRAME_HOLD_MS)
+    buffer = io.BytesIO()
+    images[0].save(
+        buffer,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=durations,
+        loop=0,
+        optimize=False,
+        comment=gif_comment(total, step, env_id, seed).encode(),
+    )
+    gif = buffer.getvalue()
+    logger.debug(
+        "rendered %s seed=%d: %d steps, return %.1f, %d frames, %d bytes",
+        env_id,
+        seed,
+        step,
+        total,
+        len(images),
+        len(gif),
+    )
+    return Rollout(gif=gif, episode_return=total, steps=step, max_steps=limit, env_id=env_id, seed=seed)
+
+
+def render_rollout_gif(
+    actor: NumpyActor,
+    *,
+    env_id: str | None = None,
+    seed: int = 0,
+    max_steps: int | None = None,
+    fps: int = 30,
+) -> bytes:
+    """The animated GIF of one episode (see `render_rollout` for the numbers behind it)."""
+    return render_rollout(actor, env_id=env_id, seed=seed, max_steps=max_steps, fps=fps).gif
+
+
+def write_rollout_gif(
+    weights_path: str | Path,
+    out_path: str | Path,
+    seed: int = 0,
+    *,
+    max_steps: int | None = None,
+) -> Rollout:
+    """Render the episode of the actor file at `weights_path` into `out_path` (the trainer CLI's `--gif`)."""
+    actor = NumpyActor.from_file(weights_path)
+    rollout = render_rollout(actor, seed=seed, max_steps=max_steps)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename, so a reader never sees half a GIF.
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(rollout.gif)
+    tmp.replace(out)
+    logger.info(
+        "wrote %s (%d bytes): %s seed=%d return %.1f",
+        out,
+        len(rollout.gif),
+        rollout.env_id,
+        seed,
+        rollout.episode_return,
+    )
+    return rollout
+
+
+def read_gif_comment(gif: bytes) -> dict[str, str]:
+    """Parse the summary `render_rollout` stores in a GIF's comment ({} when there is none)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(gif)) as image:
+        raw = image.info.get("comment", b"")
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+    if not text.startswith(GIF_COMMENT_PREFIX):
+        return {}
+    fields = dict(part.split("=", 1) for part in text.split()[1:] if "=" in part)
+    return fields
+
+
+def _downscale(image: PilImage, size: int) -> PilImage:
+    width, height = image.size
+    if width == height and width % size == 0:
+        # Integer box reduction (500 -> 250 for Pendulum) is several times faster than a resampling resize.
+        return image.reduce(width // size)
+    from PIL import Image
+
+    scale = size / max(width, height)
+    return image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR)
+
+
+def _shared_palette(image: PilImage, *, extra: tuple[int, int, int]) -> PilImage:
+    from PIL import Image
+
+    # Median cut on the first frame plus a strip of the extra colour, so that colour gets its own entry.
+    probe = Image.new("RGB", (image.width, image.height + 4), extra)
+    probe.paste(image, (0, 0))
+    return probe.quantize(colors=PALETTE_COLOURS, method=Image.Quantize.MEDIANCUT)
