@@ -1,0 +1,105 @@
+"""Shared fixtures: a fresh, migrated-or-empty database per test on SQLite always, and on PostgreSQL whenever
+TEST_DATABASE_URL is set (each test gets its own schema there, dropped afterwards)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.weights import encode_actor
+from store.db import create_db_engine, make_session_factory, migrate
+
+POSTGRES_ENV = "TEST_DATABASE_URL"
+
+
+def _postgres_schema_url(base_url: str) -> Iterator[str]:
+    """A URL whose search_path is a new schema: tables, sequences and alembic_version all live in it."""
+    import psycopg
+
+    base = make_url(base_url)
+    schema = f"test_{secrets.token_hex(6)}"
+    admin_dsn = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin_dsn, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with nothing in it: a new SQLite file, or a new PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
+        return
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"{POSTGRES_ENV} is not set")
+    yield from _postgres_schema_url(base)
+
+
+@pytest.fixture
+def database_url(empty_database_url: str) -> str:
+    """A fresh database with the schema migrated to head."""
+    migrate(empty_database_url)
+    return empty_database_url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(engine)
+
+
+@pytest.fixture
+def session(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    with sessions() as session:
+        yield session
+
+
+ActorFactory = Callable[..., bytes]
+
+
+def make_actor_bytes(eval_mean_return: float | None = -500.0, *, seed: int = 0, hidden_size: int = 8) -> bytes:
+    """A small but valid `ddpg-actor/1` file for Pendulum (obs 3, act 1)."""
+    rng = np.random.default_rng(seed)
+    tensors = {
+        "linear1.weight": rng.normal(size=(hidden_size, 3)),
+        "linear1.bias": np.zeros(hidden_size),
+        "linear2.weight": rng.normal(size=(hidden_size, hidden_size)),
+        "linear2.bias": np.zeros(hidden_size),
+        "linear3.weight": rng.normal(size=(1, hidden_size)),
+        "linear3.bias": np.zeros(1),
+    }
+    return encode_actor(
+        tensors,
+        env_id="Pendulum-v1",
+        action_low=[-2.0],
+        action_high=[2.0],
+        config={"hidden_size": hidden_size},
+        seed=seed,
+        eval_mean_return=eval_mean_return,
+        created_at="2026-01-01T00:00:00+00:00",
+    )
+
+
+@pytest.fixture
+def actor_bytes() -> ActorFactory:
+    """make_actor_bytes, as a fixture for tests that prefer injection."""
+    return make_actor_bytes

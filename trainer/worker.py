@@ -1,0 +1,467 @@
+"""The job worker (`python -m trainer worker`): claims queued training jobs from the database and runs them.
+
+One job at a time per process. Every episode's reward is written as it happens (which also renews the lease
+and tells the worker whether cancellation was requested); a background thread heartbeats too, so a long
+episode never loses the lease. Jobs whose worker died are found by their expired lease, by any worker or API
+process (`store.jobs.expire_stale_leases`).
+
+SIGTERM / SIGINT: the current episode finishes, the job is released with the reason "worker shutting down"
+(`failed`, or requeued when the job has attempts left, see `store.jobs.release_job`), and the process exits 0.
+A database that is unreachable is retried with exponential backoff, never crash-looped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import random
+import secrets
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.weights import WeightsFormatError
+from store import jobs
+from store.db import create_db_engine, default_database_url, make_session_factory, migrate
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# Connectivity problems: worth waiting out. Anything else is a bug and should surface.
+DB_UNAVAILABLE = (OperationalError, InterfaceError)
+SHUTDOWN_REASON = "worker shutting down"
+MAX_BACKOFF_SECONDS = 30.0
+
+
+# The trainer's records and result, as the worker uses them (docs/INTERFACES.md). Protocols instead of imports
+# keep this module importable without torch, so tests can inject a fake train function.
+class EpisodeLike(Protocol):
+    @property
+    def episode(self) -> int: ...
+    @property
+    def episode_return(self) -> float: ...
+    @property
+    def avg_return_10(self) -> float: ...
+    @property
+    def env_steps(self) -> int: ...
+    @property
+    def wall_time(self) -> float: ...
+
+
+class EvaluationLike(Protocol):
+    @property
+    def episode(self) -> int: ...
+    @property
+    def env_steps(self) -> int: ...
+    @property
+    def mean_return(self) -> float: ...
+    @property
+    def std_return(self) -> float: ...
+    @property
+    def wall_time(self) -> float: ...
+
+
+class ResultLike(Protocol):
+    @property
+    def actor_bytes(self) -> bytes: ...
+
+
+class ConfigLike(Protocol):
+    @property
+    def episodes(self) -> int: ...
+
+
+Callback = Callable[[EpisodeLike, EvaluationLike | None], bool]
+TrainFunction = Callable[[Any, Callback], ResultLike]
+MakeConfig = Callable[..., ConfigLike]
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What one worker process does; built from the command line by `parse_args`."""
+
+    database_url: str
+    worker_id: str
+    lease_seconds: float = 30.0
+    poll_interval: float = 1.0
+    once: bool = False
+    max_jobs: int | None = None
+    train_function: str | None = None
+
+
+class Backoff:
+    """Exponential backoff with jitter (so a fleet of workers does not reconnect in lockstep)."""
+
+    def __init__(self, initial: float = 0.5, maximum: float = MAX_BACKOFF_SECONDS) -> None:
+        self._initial = initial
+        self._maximum = maximum
+        self._next = initial
+
+    def next_delay(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self._maximum)
+        return delay * random.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        self._next = self._initial
+
+
+class _StopTrainingError(Exception):
+    """Raised out of the training loop when the job can no longer be written (lease lost, shutting down)."""
+
+
+class Worker:
+    """Claims and runs jobs until stopped. `train` and `make_config` are injectable for tests."""
+
+    def __init__(
+        self,
+        options: WorkerOptions,
+        *,
+        train: TrainFunction | None = None,
+        make_config: MakeConfig | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.options = options
+        self.stop = stop or threading.Event()
+        self._train = train
+        self._make_config = make_config
+        self._sessions: sessionmaker[Session] | None = None
+
+    # --- the loop ---------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Migrate, then claim and run jobs until stopped, `--once` or `--max-jobs`. Returns the exit code."""
+        logger.info("worker %s starting", self.options.worker_id)
+        if not self._wait_for_database():
+            return 0
+        done = 0
+        backoff = Backoff()
+        while not self.stop.is_set():
+            try:
+                expired = self._session_call(jobs.expire_stale_leases)
+                if expired:
+                    logger.warning("failed or requeued jobs %s: their workers' leases expired", expired)
+                job = self._session_call(
+                    lambda s: jobs.claim_next_job(
+                        s, worker_id=self.options.worker_id, lease_seconds=self.options.lease_seconds
+                    )
+                )
+            except DB_UNAVAILABLE as exc:
+                delay = backoff.next_delay()
+                logger.warning("database unavailable (%s); retrying in %.1f s", _one_line(exc), delay)
+                self.stop.wait(delay)
+                continue
+            backoff.reset()
+            if job is None:
+                if self.options.once:
+                    break
+                self.stop.wait(self.options.poll_interval)
+                continue
+            self._run_job(job.id, dict(job.config))
+            done += 1
+            if self.options.once or (self.options.max_jobs is not None and done >= self.options.max_jobs):
+                break
+        logger.info("worker %s stopped after %d job(s)", self.options.worker_id, done)
+        return 0
+
+    def _wait_for_database(self) -> bool:
+        """Run the migrations (safe to race other processes), retrying while the database is unreachable."""
+        backoff = Backoff()
+        while not self.stop.is_set():
+            try:
+                migrate(self.options.database_url)
+                self._sessions = make_session_factory(create_db_engine(self.options.database_url))
+                return True
+            except DB_UNAVAILABLE as exc:
+                delay = backoff.next_delay()
+                logger.warning("database unavailable at start (%s); retrying in %.1f s", _one_line(exc), delay)
+                self.stop.wait(delay)
+        return False
+
+    # --- one job ----------------------------------------------------------------------------------------
+
+    def _run_job(self, job_id: int, config_dict: dict[str, Any]) -> None:
+        worker_id = self.options.worker_id
+        logger.info("job %d: claimed, config %s", job_id, config_dict)
+        heartbeat = _Heartbeat(self, job_id)
+        heartbeat.start()
+        outcome = "finished"
+
+        def on_progress(episode: EpisodeLike, evaluation: EvaluationLike | None) -> bool:
+            nonlocal outcome
+            cancel = self._retrying(
+                f"job {job_id}: recording episode {episode.episode}",
+                lambda s: jobs.record_episode(
+                    s,
+                    job_id,
+                    worker_id=worker_id,
+                    lease_seconds=self.options.lease_seconds,
+                    episode=int(episode.episode),
+                    episode_return=float(episode.episode_return),
+                    avg_return_10=float(episode.avg_return_10),
+                    env_steps=int(episode.env_steps),
+                    wall_time=float(episode.wall_time),
+                ),
+            )
+            if evaluation is not None:
+                self._retrying(
+                    f"job {job_id}: recording evaluation after episode {evaluation.episode}",
+                    lambda s: jobs.record_evaluation(
+                        s,
+                        job_id,
+                        worker_id=worker_id,
+                        episode=int(evaluation.episode),
+                        env_steps=int(evaluation.env_steps),
+                        mean_return=float(evaluation.mean_return),
+                        std_return=float(evaluation.std_return),
+                        wall_time=float(evaluation.wall_time),
+                    ),
+                )
+            if heartbeat.lease_lost.is_set():
+                raise jobs.LeaseLostError(f"job {job_id}: lease lost while heartbeating")
+            if cancel or heartbeat.cancel_requested.is_set():
+                outcome = "cancelled"
+                return False
+            if self.stop.is_set():
+                outcome = "shutdown"
+                return False
+            return True
+
+        try:
+            try:
+                config = self._config_from(config_dict)
+                self._retrying(
+                    f"job {job_id}: setting episodes_total",
+                    lambda s: jobs.set_episodes_total(s, job_id, worker_id=worker_id, episodes_total=config.episodes),
+                )
+                result = self._train_function()(config, on_progress)
+            except (jobs.LeaseLostError, _StopTrainingError):
+                raise
+            except Exception as exc:
+                # The full traceback goes to the log; the job row gets one line a user can act on.
+                logger.exception("job %d: training failed", job_id)
+                error = _one_line(exc)  # bound now: `exc` is unset once the except block ends
+                self._finish(job_id, "failed", lambda s: jobs.fail_job(s, job_id, worker_id=worker_id, error=error))
+                return
+            if outcome == "cancelled":
+                self._finish(job_id, "cancelled", lambda s: jobs.cancel_running_job(s, job_id, worker_id=worker_id))
+            elif outcome == "shutdown":
+                self._finish(
+                    job_id,
+                    "released",
+                    lambda s: jobs.release_job(s, job_id, worker_id=worker_id, reason=SHUTDOWN_REASON),
+                )
+            else:
+                self._complete(job_id, result.actor_bytes)
+        except jobs.LeaseLostError as exc:
+            logger.warning("job %d: abandoned, %s", job_id, exc)
+        except _StopTrainingError as exc:
+            logger.warning("job %d: abandoned (%s); its lease will expire", job_id, exc)
+        finally:
+            heartbeat.stop()
+
+    def _complete(self, job_id: int, actor_bytes: bytes) -> None:
+        worker_id = self.options.worker_id
+        try:
+            job = self._retrying(
+                f"job {job_id}: storing the policy",
+                lambda s: jobs.complete_job(s, job_id, worker_id=worker_id, weights=actor_bytes),
+            )
+        except WeightsFormatError as exc:
+            logger.error("job %d: the trainer exported an invalid actor: %s", job_id, exc)
+            error = f"invalid exported actor: {exc}"
+            self._finish(job_id, "failed", lambda s: jobs.fail_job(s, job_id, worker_id=worker_id, error=error))
+            return
+        logger.info("job %d: succeeded, policy %s", job_id, job.policy_id)
+
+    def _finish(self, job_id: int, what: str, write: Callable[[Session], object]) -> None:
+        self._retrying(f"job {job_id}: marking it {what}", write)
+        logger.info("job %d: %s", job_id, what)
+
+    def _config_from(self, config_dict: dict[str, Any]) -> ConfigLike:
+        make_config = self._make_config
+        if make_config is None:
+            from trainer.config import make_config as trainer_make_config
+
+            make_config = trainer_make_config
+        overrides = dict(config_dict)
+        preset = overrides.pop("preset", "default")
+        return make_config(str(preset), **overrides)
+
+    def _train_function(self) -> TrainFunction:
+        if self._train is None:
+            self._train = load_train_function(self.options.train_function)
+        return self._train
+
+    # --- database access --------------------------------------------------------------------------------
+
+    def _session_call(self, work: Callable[[Session], T]) -> T:
+        if self._sessions is None:
+            raise RuntimeError("worker database is not initialised; call run()")
+        with self._sessions() as session:
+            return work(session)
+
+    def _retrying(self, what: str, work: Callable[[Session], T]) -> T:
+        """Run a write, waiting out database outages with backoff; give up only when asked to stop."""
+        backoff = Backoff()
+        while True:
+            try:
+                return self._session_call(work)
+            except DB_UNAVAILABLE as exc:
+                if self.stop.is_set():
+                    raise _StopTrainingError(f"database unavailable while shutting down: {_one_line(exc)}") from exc
+                delay = backoff.next_delay()
+                logger.warning("%s: database unavailable (%s); retrying in %.1f s", what, _one_line(exc), delay)
+                self.stop.wait(delay)
+
+
+class _Heartbeat:
+    """Renews the job's lease every lease/3 seconds from a daemon thread, independent of episode length."""
+
+    def __init__(self, worker: Worker, job_id: int) -> None:
+        self._worker = worker
+        self._job_id = job_id
+        self._done = threading.Event()
+        self.cancel_requested = threading.Event()
+        self.lease_lost = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-job-{job_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        options = self._worker.options
+        interval = max(options.lease_seconds / 3, 0.05)
+        while not self._done.wait(interval):
+            try:
+                cancel = self._worker._session_call(
+                    lambda s: jobs.heartbeat(
+                        s, self._job_id, worker_id=options.worker_id, lease_seconds=options.lease_seconds
+                    )
+                )
+            except jobs.LeaseLostError as exc:
+                logger.warning("job %d: %s", self._job_id, exc)
+                self.lease_lost.set()
+                return
+            except DB_UNAVAILABLE as exc:
+                logger.warning("job %d: heartbeat failed (%s); will retry", self._job_id, _one_line(exc))
+                continue
+            if cancel:
+                self.cancel_requested.set()
+
+
+def load_train_function(dotted: str | None) -> TrainFunction:
+    """`trainer.training.train` (torch limited to one thread), or the `module:function` given instead."""
+    if dotted:
+        module_name, _, attribute = dotted.partition(":")
+        function: TrainFunction = getattr(importlib.import_module(module_name), attribute)
+        return function
+    import torch
+
+    # Several workers (and the API) share the machine's cores; one thread each avoids oversubscription.
+    torch.set_num_threads(1)
+    from trainer.training import train
+
+    real_train: TrainFunction = train
+    return real_train
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    message = lines[0] if lines else ""
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def default_worker_id() -> str:
+    """host-pid-random: unique across machines, restarts and PID reuse."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def parse_args(argv: list[str] | None = None) -> WorkerOptions:
+    """Command-line flags, with defaults from DATABASE_URL and DATA_DIR."""
+    parser = argparse.ArgumentParser(prog="python -m trainer worker", description="Run queued training jobs.")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL") or default_database_url(Path(os.environ.get("DATA_DIR") or "data")),
+        help="SQLAlchemy URL (default: $DATABASE_URL, else sqlite under $DATA_DIR or ./data)",
+    )
+    parser.add_argument("--worker-id", default=None, help="name in the jobs table (default: host-pid-random)")
+    parser.add_argument("--lease-seconds", type=_positive_float, default=30.0, help="job lease length (default 30)")
+    parser.add_argument(
+        "--poll-interval", type=_positive_float, default=1.0, help="seconds between polls of an empty queue"
+    )
+    parser.add_argument("--once", action="store_true", help="run at most one job, then exit")
+    parser.add_argument("--max-jobs", type=_positive_int, default=None, help="exit after this many jobs")
+    parser.add_argument(
+        "--train-function",
+        default=None,
+        help="module:function to train with instead of trainer.training.train (tests use a fake)",
+    )
+    args = parser.parse_args(argv)
+    return WorkerOptions(
+        database_url=args.database_url,
+        worker_id=args.worker_id or default_worker_id(),
+        lease_seconds=args.lease_seconds,
+        poll_interval=args.poll_interval,
+        once=args.once,
+        max_jobs=args.max_jobs,
+        train_function=args.train_function,
+    )
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT ask the worker to stop after the current episode."""
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        logger.info("received %s: stopping after the current episode", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m trainer worker`."""
+    options = parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=os.environ.get("LOG_LEVEL", "INFO"),
+            format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s",
+        )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step is noise here
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    return Worker(options, stop=stop).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
