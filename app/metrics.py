@@ -24,7 +24,7 @@ class Metrics:
 
     def __init__(self) -> None:
         # The `_created` timestamp series double the exposition for no use here.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "http_requests",

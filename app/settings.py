@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     embedded_worker: bool = Field(True, description="`python -m app` also starts one trainer worker subprocess.")
     bootstrap_job: bool = Field(True, description="`python -m app` queues a training job when no policy exists yet.")
     bootstrap_preset: str = Field("default", min_length=1, description="Preset of the bootstrap job.")
+    bootstrap_episodes: int | None = Field(
+        None, ge=1, description="Episodes of the bootstrap job (empty: the preset's own)."
+    )
+    access_log: bool = Field(False, description="uvicorn access log (off: it costs /act throughput).")
     bench_endpoints: bool = Field(False, description="Expose POST /bench/noop (benchmarks only).")
     log_level: LogLevel = Field("INFO", description="Logging level of the API process.")
 
@@ -60,7 +64,7 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("policy_file", mode="before")
+    @field_validator("policy_file", "bootstrap_episodes", mode="before")
     @classmethod
     def _empty_path_means_unset(cls, value: object) -> object:
         if isinstance(value, str) and value.strip() == "":

@@ -30,6 +30,10 @@ def check_training_budget(request: TrainRequest, settings: Settings) -> None:
         value = getattr(request, name)
         if value is not None and value > limit:
             raise field_error(name, f"must be at most {limit} on this server, got {value}")
+    if request.batch_size is not None and request.replay_size is not None and request.replay_size < request.batch_size:
+        raise field_error(
+            "replay_size", f"must be at least batch_size ({request.batch_size}), got {request.replay_size}"
+        )
 
 
 @router.post(

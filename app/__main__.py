@@ -1,0 +1,94 @@
+"""`python -m app`: the one-command run.
+
+Migrates the database, registers POLICY_FILE, queues a bootstrap training job when there is no policy yet,
+starts one trainer worker subprocess (EMBEDDED_WORKER), then serves with uvicorn (uvloop + httptools,
+WORKERS processes). Ctrl-C or SIGTERM stops the API, then the worker, cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+from types import FrameType
+
+import uvicorn
+from pydantic import ValidationError
+
+from app.database import Database, redacted
+from app.embedded import queue_bootstrap_job, start_worker, stop_worker, trainer_available
+from app.main import configure_logging
+from app.settings import Settings
+
+logger = logging.getLogger("app")
+
+
+def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    # uvicorn re-raises the signal that stopped it once it has shut down; turning SIGTERM into SystemExit
+    # (instead of the default immediate death) lets the `finally` below stop the worker too.
+    raise SystemExit(0)
+
+
+def prepare(settings: Settings) -> None:
+    """Before forking API workers: schema, POLICY_FILE and bootstrap job, once (not once per worker)."""
+    database = Database.connect(settings.database_url)
+    try:
+        database.prepare(settings.policy_file)
+        if settings.bootstrap_job:
+            queue_bootstrap_job(
+                database.sessions,
+                preset=settings.bootstrap_preset,
+                episodes=settings.bootstrap_episodes,
+                max_queued=settings.max_queued_jobs,
+            )
+    finally:
+        database.close()
+
+
+def main() -> int:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        logging.basicConfig(format="%(levelname)s %(message)s")
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper() or 'settings'}: {e['msg']}" for e in exc.errors())
+        logger.error("invalid settings: %s", problems)
+        return 2
+    configure_logging(settings.log_level)
+    logger.info("database %s", redacted(settings.database_url))
+    try:
+        prepare(settings)
+    except Exception as exc:
+        # The API still starts; its lifespan keeps retrying and /readyz reports the database as unreachable.
+        logger.error("database not ready at start-up (%s: %s); starting anyway", type(exc).__name__, exc)
+
+    worker: subprocess.Popen[bytes] | None = None
+    if settings.embedded_worker:
+        if trainer_available():
+            worker = start_worker(settings.database_url)
+        else:
+            logger.error("EMBEDDED_WORKER is set but torch/gymnasium are not installed; no jobs will run here")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            loop="uvloop",
+            http="httptools",
+            log_level=settings.log_level.lower(),
+            access_log=settings.access_log,
+            timeout_graceful_shutdown=10,
+        )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if worker is not None:
+            stop_worker(worker)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
