@@ -4,16 +4,23 @@ Torch-free on purpose: the API imports this module (for `GET /policies/{id}/roll
 torch. gymnasium and Pillow are imported lazily inside the functions, so importing this module costs nothing
 and a process without gymnasium only fails when it actually renders.
 
-The GIF is kept small (every 2nd frame, 250 px, one shared 32-colour palette, about 60 kB for Pendulum's 200
-steps) so that rendering takes well under a second and the endpoint can afford it once per policy.
+The GIF is kept small (every 2nd frame, 250 px, one shared 32-colour palette: 60-150 kB for Pendulum's 200
+steps) so that rendering takes about a second and the endpoint can afford it once per policy.
+
+Entry points: `render_rollout` (GIF plus its numbers), `render_rollout_gif` (bytes only),
+`rollout_gif_for_weights` (from safetensors bytes, cached per policy: the API endpoint) and
+`write_rollout_gif` (from a weights file to a GIF file: the trainer CLI).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import io
 import logging
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +47,16 @@ _FINAL_TEXT_COLOUR = (170, 20, 20)
 # runs sync endpoints in a thread pool) is not something pygame promises to support, so renders take turns.
 _render_lock = threading.Lock()
 
+# Policies are immutable (their bytes have a sha256), so a rendered GIF never goes stale; a few dozen
+# entries of ~100 kB bound the memory an API process spends on it.
+GIF_CACHE_SIZE = 32
+_gif_cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+_gif_cache_lock = threading.Lock()
+
+
+class RenderUnavailableError(RuntimeError):
+    """gymnasium or its pygame renderer is not installed in this process (e.g. a slim API image)."""
+
 
 @dataclass(frozen=True)
 class Rollout:
@@ -61,9 +78,27 @@ def _prepare_headless() -> None:
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 
+def rendering_available() -> bool:
+    """Whether this process can render (gymnasium, pygame and Pillow installed), without importing them."""
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in ("gymnasium", "pygame", "PIL"))
+    except (ImportError, ValueError):
+        return False
+
+
 def _make_env(env_id: str, max_steps: int | None, render: bool) -> Any:
     _prepare_headless()
-    import gymnasium as gym
+    try:
+        import gymnasium as gym
+    except ImportError as exc:
+        raise RenderUnavailableError(
+            f"gymnasium is not installed here ({exc}); pip install 'gymnasium[classic-control]'"
+        ) from None
+    # Pendulum imports pygame only on the first render(); checking now gives one clear error instead.
+    if render and not rendering_available():
+        raise RenderUnavailableError(
+            "rendering needs pygame and Pillow: pip install 'gymnasium[classic-control]' pillow"
+        )
 
     kwargs: dict[str, Any] = {}
     if render:
@@ -230,6 +265,27 @@ def render_rollout_gif(
 ) -> bytes:
     """The animated GIF of one episode (see `render_rollout` for the numbers behind it)."""
     return render_rollout(actor, env_id=env_id, seed=seed, max_steps=max_steps, fps=fps).gif
+
+
+def rollout_gif_for_weights(weights: bytes, *, seed: int = 0) -> bytes:
+    """The GIF of a `ddpg-actor/1` file's episode, cached by (sha256 of the bytes, seed): for the API endpoint.
+
+    Raises `models.weights.WeightsFormatError` for invalid bytes, `RenderUnavailableError` when this process
+    cannot render. Blocking (about a second on a miss): call it from a thread, not the event loop.
+    """
+    key = (hashlib.sha256(weights).hexdigest(), seed)
+    with _gif_cache_lock:
+        cached = _gif_cache.get(key)
+        if cached is not None:
+            _gif_cache.move_to_end(key)
+            return cached
+    gif = render_rollout_gif(NumpyActor.from_bytes(weights), seed=seed)
+    with _gif_cache_lock:
+        _gif_cache[key] = gif
+        _gif_cache.move_to_end(key)
+        while len(_gif_cache) > GIF_CACHE_SIZE:
+            _gif_cache.popitem(last=False)
+    return gif
 
 
 def write_rollout_gif(

@@ -15,15 +15,18 @@ from PIL import Image
 from models.policy import NumpyActor
 from models.rollout import (
     _FINAL_TEXT_COLOUR,
+    RenderUnavailableError,
     final_caption,
     frame_caption,
     read_gif_comment,
     render_rollout,
     render_rollout_gif,
+    rendering_available,
+    rollout_gif_for_weights,
     run_episode,
     write_rollout_gif,
 )
-from models.weights import encode_actor
+from models.weights import WeightsFormatError, encode_actor
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Short episodes keep the suite fast; one test runs Pendulum's full 200 steps.
@@ -145,6 +148,27 @@ def test_obs_dim_mismatch_is_a_clear_error() -> None:
 def test_bad_arguments_are_rejected(actor: NumpyActor, kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         render_rollout(actor, **kwargs)  # type: ignore[arg-type]
+
+
+def test_gif_for_weights_is_cached_per_policy_and_seed() -> None:
+    weights = random_actor_bytes(seed=5)
+    first = rollout_gif_for_weights(weights, seed=0)
+    assert first.startswith(b"GIF89a")
+    # The same policy (same bytes, even a different bytes object) is not rendered again.
+    assert rollout_gif_for_weights(bytes(bytearray(weights)), seed=0) is first
+    other_seed = rollout_gif_for_weights(weights, seed=1)
+    assert other_seed != first
+    assert read_gif_comment(other_seed)["seed"] == "1"
+    with pytest.raises(WeightsFormatError):
+        rollout_gif_for_weights(b"not an actor file")
+
+
+def test_missing_gymnasium_is_a_clear_error(actor: NumpyActor, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert rendering_available()
+    # None in sys.modules makes `import gymnasium` fail, as in an API image built without it.
+    monkeypatch.setitem(sys.modules, "gymnasium", None)
+    with pytest.raises(RenderUnavailableError, match="gymnasium"):
+        render_rollout_gif(actor, max_steps=SHORT)
 
 
 def test_rendering_never_imports_torch(tmp_path: Path) -> None:
