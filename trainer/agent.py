@@ -29,9 +29,7 @@ def polyak_update(params: Iterable[torch.Tensor], target_params: Iterable[torch.
             target.lerp_(param, tau)
 
 
-def bellman_target(
-    rewards: torch.Tensor, next_q: torch.Tensor, terminated: torch.Tensor, gamma: float
-) -> torch.Tensor:
+def bellman_target(rewards: torch.Tensor, next_q: torch.Tensor, terminated: torch.Tensor, gamma: float) -> torch.Tensor:
     """y = r + gamma * (1 - terminated) * Q'(s', mu'(s')).
 
     Only true termination stops the bootstrap. A time-limit truncation is stored with terminated = 0:
@@ -125,7 +123,7 @@ class DDPGAgent:
         # 2. Critic: mean squared error between Q(s, a) and the fixed target (one critic; TD3 has two).
         critic_loss = F.mse_loss(self.critic(obs, actions), target_q)
         self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
+        critic_loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         self.critic_optimizer.step()
 
         # 3. Actor: maximise Q(s, mu(s)) through the freshly updated critic, i.e. minimise -Q.

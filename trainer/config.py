@@ -10,6 +10,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -94,23 +95,22 @@ def _check_types(config: DDPGConfig) -> None:
             raise ValueError(f"invalid {f.name}: expected {_describe(expected)}, got {value!r}")
 
 
+# The scalar types DDPGConfig uses, and what counts as one (bool is an int to Python, but not to us).
+_SCALAR_CHECKS: dict[Any, Callable[[object], bool]] = {
+    type(None): lambda v: v is None,
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    float: lambda v: isinstance(v, float) and math.isfinite(v),
+    str: lambda v: isinstance(v, str),
+}
+
+
 def _matches(value: object, expected: Any) -> bool:
     origin = typing.get_origin(expected)
     if origin is Literal:
-        return value in get_args(expected)
+        return any(type(value) is type(choice) and value == choice for choice in get_args(expected))
     if origin in (typing.Union, types.UnionType):
         return any(_matches(value, arg) for arg in get_args(expected))
-    if expected is type(None):
-        return value is None
-    if expected is bool:
-        return isinstance(value, bool)
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if expected is float:
-        return isinstance(value, float) and math.isfinite(value)
-    if expected is str:
-        return isinstance(value, str)
-    return isinstance(value, expected)
+    return _SCALAR_CHECKS[expected](value)
 
 
 def _describe(expected: Any) -> str:
@@ -167,5 +167,5 @@ def make_config(preset: str = "default", **overrides: object) -> DDPGConfig:
     unknown = sorted(set(overrides) - set(FIELD_NAMES))
     if unknown:
         raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
-    coerced = {name: _coerce(name, value) for name, value in overrides.items()}
+    coerced: dict[str, Any] = {name: _coerce(name, value) for name, value in overrides.items()}
     return dataclasses.replace(PRESETS[preset], **coerced)

@@ -47,5 +47,10 @@ def env_spec(env: gym.Env[FloatArray, FloatArray], env_id: str) -> EnvSpec:
     high = np.asarray(act_space.high, dtype=np.float32)
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low < high)):
         raise ValueError(f"{env_id}: the action space must have finite bounds with low < high, got {act_space}")
-    return EnvSpec(env_id=env_id, obs_dim=int(obs_space.shape[0]), act_dim=int(act_space.shape[0]),
-                   action_low=low, action_high=high)
+    return EnvSpec(
+        env_id=env_id,
+        obs_dim=int(obs_space.shape[0]),
+        act_dim=int(act_space.shape[0]),
+        action_low=low,
+        action_high=high,
+    )

@@ -11,7 +11,8 @@ import numpy.typing as npt
 from trainer.env import make_env
 
 FloatArray = npt.NDArray[np.float32]
-Policy = Callable[[FloatArray], npt.ArrayLike]
+# observations (n, obs_dim) -> actions (n, act_dim) within the env's own bounds
+BatchPolicy = Callable[[FloatArray], npt.ArrayLike]
 
 # Evaluation episodes reset with seeds EVAL_SEED_BASE, EVAL_SEED_BASE + 1, ...: the same start states for
 # every run and every evaluation, so numbers are comparable across checkpoints, seeds and presets, and
@@ -27,29 +28,38 @@ class EvaluationStats:
 
 
 def evaluate_policy(
-    policy: Policy,
+    policy: BatchPolicy,
     env_id: str,
     *,
     episodes: int,
     max_episode_steps: int | None = None,
     seed_base: int = EVAL_SEED_BASE,
 ) -> EvaluationStats:
-    """Run `episodes` full episodes with `policy` (observation -> action in the env's own bounds)."""
+    """Run `episodes` full episodes of a deterministic batch policy and summarise their returns.
+
+    The episodes run in lockstep, one env each, so the policy is called once per time step on a batch
+    rather than once per env step: for a numpy actor that is most of the evaluation's cost saved.
+    """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    env = make_env(env_id, max_episode_steps)
-    returns: list[float] = []
+    envs = [make_env(env_id, max_episode_steps) for _ in range(episodes)]
     try:
-        for i in range(episodes):
-            obs, _ = env.reset(seed=seed_base + i)
-            total = 0.0
-            while True:
-                obs, reward, terminated, truncated, _ = env.step(np.asarray(policy(obs), dtype=np.float32))
-                total += float(reward)
-                if terminated or truncated:
-                    break
-            returns.append(total)
+        observations = np.stack([env.reset(seed=seed_base + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
+        returns = np.zeros(episodes, dtype=np.float64)
+        active = list(range(episodes))
+        while active:
+            actions = np.asarray(policy(observations[active]), dtype=np.float32)
+            still_active: list[int] = []
+            for row, i in enumerate(active):
+                obs, reward, terminated, truncated, _ = envs[i].step(actions[row])
+                returns[i] += float(reward)
+                observations[i] = obs
+                if not (terminated or truncated):
+                    still_active.append(i)
+            active = still_active
     finally:
-        env.close()
-    array = np.asarray(returns, dtype=np.float64)
-    return EvaluationStats(mean_return=float(array.mean()), std_return=float(array.std()), returns=tuple(returns))
+        for env in envs:
+            env.close()
+    return EvaluationStats(
+        mean_return=float(returns.mean()), std_return=float(returns.std()), returns=tuple(float(r) for r in returns)
+    )

@@ -1,0 +1,201 @@
+"""`python -m trainer {train,evaluate,worker}`: the command line over train(), the numpy actor and the worker.
+
+Every DDPGConfig field is a `--dashed-name` flag of `train`, generated from the dataclass so the CLI,
+the HTTP API and the config can never drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import logging
+import signal
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from trainer.config import PRESETS, DDPGConfig, make_config
+
+logger = logging.getLogger("trainer")
+
+ACTOR_FILE = "actor.safetensors"
+REWARDS_FILE = "rewards.csv"
+EVALUATIONS_FILE = "evaluations.csv"
+PLOT_FILE = "rewards.png"
+CONFIG_FILE = "config.json"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    # The worker owns its own flags: hand it the rest of the line untouched, and import it only now so
+    # this CLI works (and stays light) without it.
+    if args_list and args_list[0] == "worker":
+        worker = importlib.import_module("trainer.worker")
+        return int(worker.main(args_list[1:]))
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler: Callable[[argparse.Namespace, argparse.ArgumentParser], int] = args.handler
+    return handler(args, parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description="DDPG trainer for continuous control.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,worker}")
+
+    train_parser = sub.add_parser("train", help="train an actor and write it with its reward history to --out")
+    train_parser.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
+    train_parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="starting hyperparameters")
+    hints = typing.get_type_hints(DDPGConfig)
+    for f in dataclasses.fields(DDPGConfig):
+        _add_field_flag(train_parser, f, hints[f.name])
+    train_parser.set_defaults(handler=_run_train)
+
+    eval_parser = sub.add_parser("evaluate", help="evaluate an exported actor with the torch-free numpy actor")
+    eval_parser.add_argument("path", type=Path, help="a ddpg-actor/1 .safetensors file")
+    eval_parser.add_argument("--episodes", type=_positive_int, default=10, help="episodes to run (default 10)")
+    eval_parser.add_argument(
+        "--max-episode-steps", type=_optional_positive_int, default=None, help="steps per episode (default: env's)"
+    )
+    eval_parser.set_defaults(handler=_run_evaluate)
+
+    sub.add_parser("worker", help="run training jobs from the database (see `python -m trainer worker --help`)")
+    return parser
+
+
+def _add_field_flag(parser: argparse.ArgumentParser, f: dataclasses.Field[Any], hint: Any) -> None:
+    flag = "--" + f.name.replace("_", "-")
+    default = getattr(PRESETS["default"], f.name)
+    help_text = f"{f.metadata.get('help', '')} (default preset: {default})"
+    # SUPPRESS: an absent flag leaves the preset's value, so `--preset seed` is never silently overridden.
+    common: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+    if typing.get_origin(hint) is Literal:
+        parser.add_argument(flag, choices=list(typing.get_args(hint)), **common)
+    elif typing.get_origin(hint) in (typing.Union, types.UnionType):
+        parser.add_argument(flag, type=_optional_positive_int, metavar="N|none", **common)
+    elif hint is int:
+        parser.add_argument(flag, type=int, metavar="N", **common)
+    elif hint is float:
+        parser.add_argument(flag, type=float, metavar="X", **common)
+    else:
+        parser.add_argument(flag, type=str, **common)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _optional_positive_int(text: str) -> int | None:
+    return None if text.lower() in ("none", "null") else _positive_int(text)
+
+
+def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    overrides = {name: getattr(args, name) for name in (f.name for f in dataclasses.fields(DDPGConfig)) if name in args}
+    try:
+        config = make_config(args.preset, **overrides)
+    except ValueError as exc:
+        parser.error(str(exc))
+    out: Path = args.out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"cannot create --out directory {out}: {exc}")
+
+    # Imported here: torch and gymnasium load in seconds, and `--help` or a bad flag should not wait.
+    from trainer.history import write_episodes_csv, write_evaluations_csv
+    from trainer.plotting import plot_rewards
+    from trainer.progress import make_progress
+    from trainer.training import train
+
+    logger.info("training %s preset=%s seed=%d episodes=%d", config.env_id, args.preset, config.seed, config.episodes)
+    stop = _StopOnInterrupt()
+    with make_progress(config.episodes, interactive=sys.stderr.isatty()) as progress:
+
+        def callback(*records: Any) -> bool:
+            progress(*records)
+            return not stop.requested
+
+        with stop:
+            try:
+                result = train(config, callback)
+            except ValueError as exc:  # e.g. an env id that does not exist or has no Box action space
+                logger.error("%s", exc)
+                return 1
+
+    (out / ACTOR_FILE).write_bytes(result.actor_bytes)
+    write_episodes_csv(out / REWARDS_FILE, result.episodes)
+    write_evaluations_csv(out / EVALUATIONS_FILE, result.evaluations)
+    title = f"DDPG on {config.env_id} (preset {args.preset}, seed {config.seed})"
+    plot_rewards(out / PLOT_FILE, result.episodes, result.evaluations, title=title)
+    (out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    logger.info(
+        "wrote %s: exported %s actor, evaluation mean return %.1f%s",
+        out,
+        config.export,
+        result.eval_mean_return if result.eval_mean_return is not None else float("nan"),
+        " (stopped early)" if result.stopped_early else "",
+    )
+    return 0
+
+
+def _run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from models.policy import NumpyActor
+    from models.weights import WeightsFormatError
+    from trainer.evaluation import evaluate_policy
+
+    try:
+        actor = NumpyActor.from_file(args.path)
+    except WeightsFormatError as exc:
+        logger.error("%s: %s", args.path, exc)
+        return 1
+    try:
+        stats = evaluate_policy(
+            actor.act, actor.weights.env_id, episodes=args.episodes, max_episode_steps=args.max_episode_steps
+        )
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return 1
+    report = {
+        "path": str(args.path),
+        "env_id": actor.weights.env_id,
+        "episodes": args.episodes,
+        "mean_return": stats.mean_return,
+        "std_return": stats.std_return,
+        "returns": list(stats.returns),
+    }
+    # The result is the command's output, so it goes to stdout as one JSON line; logs go to stderr.
+    sys.stdout.write(json.dumps(report) + "\n")
+    return 0
+
+
+class _StopOnInterrupt:
+    """The first Ctrl-C asks training to stop after the current episode (results are still written);
+    a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _StopOnInterrupt:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: types.FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning("interrupt: stopping after this episode (Ctrl-C again to abort)")
