@@ -65,26 +65,27 @@ class Database:
         if policy_file is not None:
             register_policy_file(self.sessions, policy_file)
 
+    async def try_prepare(self, policy_file: Path | None) -> bool:
+        """One attempt at `prepare` off the event loop; False (logged) if the database is not there."""
+        try:
+            await asyncio.to_thread(self.prepare, policy_file)
+        except Exception as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            logger.warning("database %s not ready (%s: %s)", redacted(self.url), type(exc).__name__, detail)
+            return False
+        self.prepared.set()
+        logger.info("database %s ready", redacted(self.url))
+        return True
+
     async def prepare_with_retry(self, policy_file: Path | None) -> None:
         """Keep trying `prepare` with capped exponential backoff until it succeeds (a lifespan task)."""
         delay = 1.0
         while True:
-            try:
-                await asyncio.to_thread(self.prepare, policy_file)
-            except Exception as exc:
-                logger.warning(
-                    "database %s not ready (%s: %s); retrying in %.0f s",
-                    redacted(self.url),
-                    type(exc).__name__,
-                    str(exc).splitlines()[0] if str(exc) else "",
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_SECONDS)
-                continue
-            self.prepared.set()
-            logger.info("database %s ready", redacted(self.url))
-            return
+            await asyncio.sleep(delay)
+            if await self.try_prepare(policy_file):
+                return
+            delay = min(delay * 2, _RETRY_MAX_SECONDS)
+            logger.info("retrying the database in %.0f s", delay)
 
 
 def register_policy_file(sessions: sessionmaker[Session], path: Path) -> int:

@@ -62,12 +62,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         # Normally the database is there: prepare it and load the default policy before the first request,
         # so /readyz is true from the start. If not, start anyway and keep trying in the background.
-        preparing = asyncio.create_task(database.prepare_with_retry(settings.policy_file), name="database-prepare")
-        background.append(preparing)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(preparing), timeout=30)
-        if database.prepared.is_set():
+        if await database.try_prepare(settings.policy_file):
             await cache.refresh()
+        else:
+            background.append(
+                asyncio.create_task(database.prepare_with_retry(settings.policy_file), name="database-prepare")
+            )
         background.append(asyncio.create_task(_sweep_stale_leases(database), name="lease-sweeper"))
         async with running_refresher(cache, settings.policy_refresh_seconds):
             yield

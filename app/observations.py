@@ -19,6 +19,8 @@ from app.errors import ApiError, field_error
 FloatArray = npt.NDArray[np.float32]
 
 _ALLOWED_KEYS = frozenset({"observation", "observations", "policy_id"})
+# Ids are 32-bit integers in PostgreSQL; a bigger one is a bad request, not a database error.
+MAX_ID = 2**31 - 1
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -62,6 +64,8 @@ def parse_act_body(body: bytes, max_batch: int) -> ActInput:
     policy_id = payload.get("policy_id")
     if policy_id is not None and (type(policy_id) is not int or policy_id < 1):
         raise field_error("policy_id", "must be a positive integer")
+    if policy_id is not None and policy_id > MAX_ID:
+        raise field_error("policy_id", f"must be at most {MAX_ID}")
 
     has_one, has_batch = "observation" in payload, "observations" in payload
     if has_one and has_batch:

@@ -1,0 +1,58 @@
+"""Test policies built from random numpy arrays (no torch), and small helpers shared by the app tests."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+
+from models.weights import encode_actor
+
+
+def make_policy_bytes(
+    seed: int = 0,
+    *,
+    obs_dim: int = 3,
+    act_dim: int = 1,
+    hidden_size: int = 8,
+    eval_mean_return: float | None = -500.0,
+    action_bound: float = 2.0,
+) -> bytes:
+    """A valid `ddpg-actor/1` file with random weights; different seeds give different actions."""
+    rng = np.random.default_rng(seed)
+    tensors = {
+        "linear1.weight": rng.normal(size=(hidden_size, obs_dim)),
+        "linear1.bias": rng.normal(size=hidden_size),
+        "linear2.weight": rng.normal(size=(hidden_size, hidden_size)),
+        "linear2.bias": rng.normal(size=hidden_size),
+        "linear3.weight": rng.normal(size=(act_dim, hidden_size)),
+        "linear3.bias": rng.normal(size=act_dim),
+    }
+    return encode_actor(
+        tensors,
+        env_id="Pendulum-v1",
+        action_low=[-action_bound] * act_dim,
+        action_high=[action_bound] * act_dim,
+        config={"hidden_size": hidden_size},
+        seed=seed,
+        eval_mean_return=eval_mean_return,
+        created_at="2026-01-01T00:00:00+00:00",
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def assert_error_shape(body: object, code: str | None = None) -> dict[str, object]:
+    """Every error response is {"error": {"code", "message", "details"}}; returns the inner object."""
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    error = body["error"]
+    assert isinstance(error, dict) and set(error) == {"code", "message", "details"}, error
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["details"], list)
+    if code is not None:
+        assert error["code"] == code, error
+    return error
