@@ -143,6 +143,8 @@ class Worker:
     def run(self) -> int:
         """Migrate, then claim and run jobs until stopped, `--once` or `--max-jobs`. Returns the exit code."""
         logger.info("worker %s starting", self.options.worker_id)
+        # Import the trainer (torch) before claiming anything, so a job's lease does not pay for it.
+        self._train_function()
         if not self._wait_for_database():
             return 0
         done = 0
