@@ -1,4 +1,4 @@
-"""Real worker processes (`python -m trainer.worker`) running the real trainer on tiny configs.
+"""Real worker processes (`python -m trainer worker`) running the real trainer on tiny configs.
 
 Waits use generous deadlines only to keep a broken build from hanging; nothing asserts how fast anything is.
 """
@@ -48,13 +48,14 @@ class WorkerProcesses:
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"worker-{len(self.procs)}.log").open("wb")
-        command = [sys.executable, "-m", "trainer.worker", f"--database-url={self.database_url}", "--poll-interval=0.2"]
+        # The URL goes by environment, as in deployment (argv is visible to everyone in `ps`).
+        env = {**os.environ, "DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO"}
         proc = subprocess.Popen(
-            [*command, *args],
+            [sys.executable, "-m", "trainer", "worker", "--poll-interval=0.2", *args],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO"},
+            env=env,
         )
         log.close()
         self.procs.append(proc)
