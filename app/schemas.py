@@ -102,6 +102,10 @@ class TrainRequest(BaseModel):
     eval_every: int | None = Field(None, ge=0, le=1_000_000, description="Episodes between evaluations (0: at end).")
     eval_episodes: int | None = Field(None, ge=1, le=100, description="Episodes per evaluation.")
     export: Literal["best", "last"] | None = Field(None, description="Export the best-evaluated or the last actor.")
+    random_steps: int | None = Field(
+        None, ge=0, le=100_000_000, description="First env steps with uniformly random actions."
+    )
+    update_every: int | None = Field(None, ge=1, le=10_000, description="Env steps between gradient updates.")
     promote: PromoteRule = Field(
         "if_better",
         description="`if_better`: becomes the default only if it evaluates better than the current default; "

@@ -87,6 +87,8 @@ def test_every_hyperparameter_is_accepted_by_its_trainer_name(api: Api) -> None:
         "eval_every": 1,
         "eval_episodes": 2,
         "export": "last",
+        "random_steps": 50,
+        "update_every": 2,
         "promote": "always",
     }
     response = api.client.post("/train", json=body)
@@ -94,6 +96,12 @@ def test_every_hyperparameter_is_accepted_by_its_trainer_name(api: Api) -> None:
     job = response.json()
     assert job["promote"] == "always"
     assert job["config"] == {k: v for k, v in body.items() if k != "promote"}
+    # What the worker will do with it: the trainer accepts the stored config as is.
+    from trainer.config import make_config
+
+    config = dict(job["config"])
+    resolved = make_config(config.pop("preset"), **config)
+    assert resolved.noise == "ou" and resolved.update_every == 2 and resolved.episodes == 3
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from typing import get_args
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.schemas import PresetName
+from app.schemas import PresetName, TrainRequest
 from tests.app.conftest import Api, ApiFactory, SettingsFactory
 from tests.app.factories import assert_error_shape, make_policy_bytes
 
@@ -129,10 +129,12 @@ def test_openapi_documents_every_endpoint_with_schemas(api: Api) -> None:
         assert spec["paths"][path][method].get("description") or spec["paths"][path][method].get("summary")
 
 
-def test_preset_names_match_the_trainer() -> None:
-    from trainer.config import PRESETS
+def test_preset_names_and_hyperparameters_match_the_trainer() -> None:
+    from trainer.config import FIELD_NAMES, PRESETS
 
     assert set(get_args(PresetName)) == set(PRESETS)
+    # Every trainer knob is settable through POST /train except the environment, which this service fixes.
+    assert set(TrainRequest.model_fields) - {"preset", "promote"} == set(FIELD_NAMES) - {"env_id"}
 
 
 def test_importing_app_main_builds_nothing() -> None:
