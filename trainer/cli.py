@@ -41,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_list)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler: Callable[[argparse.Namespace, argparse.ArgumentParser], int] = args.handler
-    return handler(args, parser)
+    # Errors found after parsing are reported by the subcommand's parser, with its usage line.
+    return handler(args, args.subparser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     hints = typing.get_type_hints(DDPGConfig)
     for f in dataclasses.fields(DDPGConfig):
         _add_field_flag(train_parser, f, hints[f.name])
-    train_parser.set_defaults(handler=_run_train)
+    train_parser.set_defaults(handler=_run_train, subparser=train_parser)
 
     eval_parser = sub.add_parser("evaluate", help="evaluate an exported actor with the torch-free numpy actor")
     eval_parser.add_argument("path", type=Path, help="a ddpg-actor/1 .safetensors file")
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_parser.add_argument(
         "--max-episode-steps", type=_optional_positive_int, default=None, help="steps per episode (default: env's)"
     )
-    eval_parser.set_defaults(handler=_run_evaluate)
+    eval_parser.set_defaults(handler=_run_evaluate, subparser=eval_parser)
 
     sub.add_parser("worker", help="run training jobs from the database (see `python -m trainer worker --help`)")
     return parser

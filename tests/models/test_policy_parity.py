@@ -1,0 +1,62 @@
+"""The torch-free NumpyActor computes what the torch Actor computes, through the exported bytes."""
+
+import numpy as np
+import pytest
+import torch
+
+from models.networks import Actor
+from models.policy import NumpyActor
+from models.weights import encode_actor
+
+LOW = np.array([-2.0, 0.5], dtype=np.float32)
+HIGH = np.array([2.0, 1.5], dtype=np.float32)
+
+
+def _pair(obs_dim: int = 5, hidden: int = 32, act_dim: int = 2, seed: int = 0) -> tuple[Actor, NumpyActor]:
+    torch.manual_seed(seed)
+    actor = Actor(obs_dim, hidden, act_dim)
+    # Larger weights than the default init so the tanh is exercised away from its linear region.
+    with torch.no_grad():
+        for p in actor.parameters():
+            p.mul_(3.0)
+    data = encode_actor(
+        {k: v.detach().numpy() for k, v in actor.state_dict().items()},
+        env_id="Test-v0",
+        action_low=LOW,
+        action_high=HIGH,
+        config={},
+        seed=seed,
+        eval_mean_return=None,
+        created_at="2024-01-01T00:00:00+00:00",
+    )
+    return actor, NumpyActor.from_bytes(data)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batch_parity_within_1e_5(seed: int) -> None:
+    actor, numpy_actor = _pair(seed=seed)
+    obs = np.random.default_rng(seed).normal(scale=3.0, size=(257, 5)).astype(np.float32)
+    with torch.no_grad():
+        expected = actor(torch.from_numpy(obs)).numpy()
+    got = numpy_actor.squashed(obs)
+    assert got.shape == (257, 2)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    scaled = LOW + (expected + 1.0) / 2.0 * (HIGH - LOW)
+    np.testing.assert_allclose(numpy_actor.act(obs), scaled, atol=1e-5, rtol=0)
+
+
+def test_single_observation_parity_and_shape() -> None:
+    actor, numpy_actor = _pair()
+    obs = np.array([0.3, -1.2, 2.0, 0.0, 5.0], dtype=np.float32)
+    with torch.no_grad():
+        expected = actor(torch.from_numpy(obs).unsqueeze(0)).numpy()[0]
+    action = numpy_actor.act(obs)
+    assert action.shape == (2,)
+    np.testing.assert_allclose(numpy_actor.squashed(obs), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(action, LOW + (expected + 1.0) / 2.0 * (HIGH - LOW), atol=1e-5, rtol=0)
+    assert np.all(action >= LOW) and np.all(action <= HIGH)
+
+
+def test_accepts_plain_lists() -> None:
+    _, numpy_actor = _pair()
+    assert numpy_actor.act([[0.0] * 5, [1.0] * 5]).shape == (2, 2)
