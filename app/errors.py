@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -128,6 +130,14 @@ async def _validation_error_handler(request: Request, exc: Exception) -> Respons
     return error_response(422, "validation_error", message, details)
 
 
+async def _database_error_handler(request: Request, exc: Exception) -> Response:
+    # Connection refused, server gone, pool exhausted: the client should retry later, not see a 500 or a DSN.
+    logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    return error_response(
+        503, "database_unavailable", "the database is unavailable; retry shortly", headers={"Retry-After": "5"}
+    )
+
+
 async def _unhandled_error_handler(request: Request, exc: Exception) -> Response:
     # The traceback goes to the log, never to the client.
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -139,4 +149,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    for database_error in (OperationalError, InterfaceError, PoolTimeoutError):
+        app.add_exception_handler(database_error, _database_error_handler)
     app.add_exception_handler(Exception, _unhandled_error_handler)

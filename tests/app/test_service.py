@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import get_args
 
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
 from app.main import create_app
 from app.schemas import PresetName, TrainRequest
@@ -90,6 +91,19 @@ def test_unexpected_errors_are_500_in_the_shape_without_internals(make_api: ApiF
     assert "secret" not in response.text and "RuntimeError" not in response.text and "Traceback" not in response.text
 
 
+def test_database_errors_at_run_time_are_503_without_internals(make_api: ApiFactory) -> None:
+    api = make_api()
+
+    @api.client.app.get("/db-down")  # type: ignore[attr-defined]
+    def db_down() -> None:
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("postgresql://ddpg:hunter2@db:5432 refused"))
+
+    response = api.client.get("/db-down")
+    assert response.status_code == 503 and int(response.headers["retry-after"]) > 0
+    assert_error_shape(response.json(), "database_unavailable")
+    assert "hunter2" not in response.text and "SELECT" not in response.text
+
+
 def test_framework_errors_use_the_shape(api: Api) -> None:
     not_found = api.client.get("/nope")
     assert not_found.status_code == 404
@@ -149,6 +163,7 @@ def test_serving_never_imports_torch_or_the_trainer(tmp_path: Path) -> None:
         f"""
         import sys
         from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
         from app.main import create_app
         from app.settings import Settings
         from store.policies import register_policy
