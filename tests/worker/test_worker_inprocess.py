@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 import store.db
 import trainer.worker
 from store import jobs, policies
-from store.tables import Job
+from store.tables import Job, utcnow
 from tests.worker.fake_training import make_fake_train
 from trainer.worker import Worker, WorkerOptions, parse_args
 
@@ -153,3 +154,22 @@ def test_parse_args() -> None:
     options = parse_args(["--database-url", "sqlite:////tmp/x.db", "--once", "--lease-seconds", "5"])
     assert options.database_url == "sqlite:////tmp/x.db" and options.once and options.lease_seconds == 5.0
     assert options.worker_id and options.max_jobs is None
+
+
+def test_a_worker_that_lost_its_lease_abandons_the_job_without_overwriting_it(
+    database_url: str, sessions: sessionmaker[Session]
+) -> None:
+    job_id = _enqueue(sessions, {"episodes": 50})
+    following = _enqueue(sessions, {"episodes": 1})
+
+    def expire_during_episode_2(episode: int) -> None:
+        if episode == 2:  # as if this worker had hung past its lease and another process noticed
+            with sessions() as session:
+                jobs.expire_stale_leases(session, now=utcnow() + timedelta(hours=1))
+
+    worker = Worker(_options(database_url, max_jobs=2), train=make_fake_train(expire_during_episode_2))
+    assert worker.run() == 0
+    job = _job(sessions, job_id)
+    assert job.status == "failed" and job.error is not None and "stopped heartbeating" in job.error
+    assert job.episodes_done == 2 and job.policy_id is None
+    assert _job(sessions, following).status == "succeeded"
