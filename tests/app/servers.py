@@ -40,17 +40,19 @@ def running(command: list[str], env: dict[str, str], log_path: Path) -> Iterator
                     process.wait()
 
 
-def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path, *, deadline: float = 60) -> None:
-    """Poll /readyz until 200 (a bound on waiting, not a timing assertion)."""
+def wait_until_ready(
+    base_url: str, process: subprocess.Popen[bytes], log_path: Path, *, path: str = "/readyz", deadline: float = 60
+) -> None:
+    """Poll `path` until 200 (a bound on waiting, not a timing assertion); fail early if the server died."""
     stop = time.monotonic() + deadline
     while time.monotonic() < stop:
         if process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{base_url}{path}", timeout=2).status_code == 200:
                 return
         time.sleep(0.2)
-    raise AssertionError(f"server not ready after {deadline} s:\n{log_path.read_text()[-4000:]}")
+    raise AssertionError(f"{path} not 200 after {deadline} s:\n{log_path.read_text()[-4000:]}")
 
 
 def uvicorn_command(port: int, workers: int) -> list[str]:

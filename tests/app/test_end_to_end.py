@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.app.factories import free_port
-from tests.app.servers import running, server_env
+from tests.app.servers import running, server_env, wait_until_ready
 
 EPISODES = 20  # the default preset reaches about -150 after ~14 episodes with seed 0
 EVAL_EPISODES = 10
@@ -38,16 +38,7 @@ def test_train_over_http_then_control_pendulum_over_http(tmp_path: Path) -> None
     log_path = tmp_path / "app.log"
     env = server_env(tmp_path / "data", PORT=str(port), HOST="127.0.0.1", EMBEDDED_WORKER="true", BOOTSTRAP_JOB="false")
     with running([sys.executable, "-m", "app"], env, log_path) as process, httpx.Client(base_url=base_url) as client:
-
-        def healthy() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"python -m app exited early:\n{log_path.read_text()[-4000:]}")
-            try:
-                return client.get("/healthz").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for("start-up", healthy, deadline=60, log_path=log_path)
+        wait_until_ready(base_url, process, log_path, path="/healthz")
         assert client.post("/act", json={"observation": [1.0, 0.0, 0.0]}).status_code == 503  # nothing trained yet
 
         response = client.post(
