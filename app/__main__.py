@@ -8,9 +8,12 @@ WORKERS processes). Ctrl-C or SIGTERM stops the API, then the worker, cleanly.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from types import FrameType
 
 import uvicorn
@@ -19,6 +22,7 @@ from pydantic import ValidationError
 from app.database import Database, redacted
 from app.embedded import queue_bootstrap_job, start_worker, stop_worker, trainer_available
 from app.main import configure_logging
+from app.metrics import MULTIPROC_DIR_ENV
 from app.settings import Settings
 
 logger = logging.getLogger("app")
@@ -28,6 +32,15 @@ def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
     # uvicorn re-raises the signal that stopped it once it has shut down; turning SIGTERM into SystemExit
     # (instead of the default immediate death) lets the `finally` below stop the worker too.
     raise SystemExit(0)
+
+
+def _multiprocess_metrics_dir(workers: int) -> str | None:
+    """With several workers, give prometheus_client a fresh shared directory so /metrics sums all of them."""
+    if workers == 1 or os.environ.get(MULTIPROC_DIR_ENV):
+        return None
+    path = tempfile.mkdtemp(prefix="ddpg-metrics-")
+    os.environ[MULTIPROC_DIR_ENV] = path  # inherited by the uvicorn workers, read when they import the client
+    return path
 
 
 def prepare(settings: Settings) -> None:
@@ -68,6 +81,7 @@ def main() -> int:
             worker = start_worker(settings.database_url)
         else:
             logger.error("EMBEDDED_WORKER is set but torch/gymnasium are not installed; no jobs will run here")
+    metrics_dir = _multiprocess_metrics_dir(settings.workers)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.run(
@@ -87,6 +101,8 @@ def main() -> int:
     finally:
         if worker is not None:
             stop_worker(worker)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

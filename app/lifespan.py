@@ -78,3 +78,4 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         database.close()
+        metrics.process_exiting()

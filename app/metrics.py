@@ -4,18 +4,36 @@ Pure ASGI rather than BaseHTTPMiddleware: the latter wraps each request in extra
 would cost /act a visible share of its throughput. Label children are cached so the per-request cost is
 two lock-protected increments. Routes are labelled by their template (`/jobs/{job_id}`), and unmatched
 paths by one constant, so clients cannot blow up the label cardinality.
+
+Several uvicorn worker processes: when PROMETHEUS_MULTIPROC_DIR is set (`python -m app` sets it for
+WORKERS > 1), prometheus_client keeps every value in per-process files there, and /metrics aggregates all
+processes, so a scrape sees the whole server and not whichever worker answered.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNMATCHED_ROUTE = "<unmatched>"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 16384)
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get(MULTIPROC_DIR_ENV))
 
 
 class Metrics:
@@ -45,13 +63,36 @@ class Metrics:
             buckets=_BATCH_BUCKETS,
             registry=self.registry,
         )
+        # Across processes: every process reads the same job counts (max), and the policy id most recently
+        # recorded by a live process wins (a scrape sets it just before exposing).
         self.jobs = Gauge(
-            "training_jobs", "Training jobs by state (read at scrape time).", ["status"], registry=self.registry
+            "training_jobs",
+            "Training jobs by state (read at scrape time).",
+            ["status"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.default_policy_id = Gauge(
-            "default_policy_id", "The default policy this process serves (0: none loaded).", registry=self.registry
+            "default_policy_id",
+            "The default policy this process serves (0: none loaded).",
+            registry=self.registry,
+            multiprocess_mode="livemostrecent",
         )
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def exposition(self) -> bytes:
+        """The text format of every metric: of all worker processes in multiprocess mode, else of this one."""
+        if multiprocess_mode():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+    @staticmethod
+    def process_exiting() -> None:
+        """Drop this process's live gauges from the aggregate (multiprocess mode only)."""
+        if multiprocess_mode():
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from fastapi import APIRouter
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from app.deps import DatabaseDep, MetricsDep, PolicyCacheDep
@@ -68,4 +68,4 @@ def metrics(metrics: MetricsDep, database: DatabaseDep, cache: PolicyCacheDep) -
                 metrics.jobs.labels(status).set(counts.get(status, 0))
         except Exception as exc:  # metrics must still answer while the database is down
             logger.debug("cannot count jobs for /metrics: %s", exc)
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

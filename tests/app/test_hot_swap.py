@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from store.db import create_db_engine, default_database_url, make_session_factory, migrate
 from store.policies import promote_policy, register_policy
@@ -40,6 +41,18 @@ def hammer(base_url: str, stop: threading.Event, results: list[Observation]) -> 
                 results.append(Observation(sent_at, 0, None))
 
 
+def act_requests_counted(exposition: str) -> float:
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == "http_requests_total" and sample.labels == {
+                "method": "POST",
+                "route": "/act",
+                "status": "200",
+            }:
+                return sample.value
+    return 0.0
+
+
 @pytest.mark.slow
 def test_promotion_reaches_every_worker_process_and_no_request_fails(tmp_path: Path) -> None:
     url = default_database_url(tmp_path)
@@ -54,7 +67,9 @@ def test_promotion_reaches_every_worker_process_and_no_request_fails(tmp_path: P
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "uvicorn.log"
-    env = server_env(tmp_path, POLICY_REFRESH_SECONDS="0.5")
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = server_env(tmp_path, POLICY_REFRESH_SECONDS="0.5", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     with running(uvicorn_command(port, workers=2), env, log_path) as process:
         wait_until_ready(base_url, process, log_path)
         # Both workers must have started (each logs its own start-up) before the swap is meaningful.
@@ -84,7 +99,13 @@ def test_promotion_reaches_every_worker_process_and_no_request_fails(tmp_path: P
             stop.set()
             for thread in threads:
                 thread.join()
+        time.sleep(0.3)  # the last responses are counted just after they are sent
+        exposition = httpx.get(f"{base_url}/metrics").text
     engine.dispose()
+
+    # /metrics sums both worker processes: every /act answered is counted once, whichever worker served it.
+    counted = act_requests_counted(exposition)
+    assert counted == sum(1 for r in results if r.status == 200), counted
 
     assert len(results) > 100, "the load generator barely ran"
     failures = [r for r in results if r.status != 200]
