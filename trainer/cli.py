@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 import types
@@ -121,7 +122,7 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     logger.info("training %s preset=%s seed=%d episodes=%d", config.env_id, args.preset, config.seed, config.episodes)
     stop = _StopOnInterrupt()
-    with make_progress(config.episodes, interactive=sys.stderr.isatty()) as progress:
+    with make_progress(config.episodes, interactive=_stderr_is_terminal()) as progress:
 
         def callback(*records: Any) -> bool:
             progress(*records)
@@ -178,6 +179,17 @@ def _run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     # The result is the command's output, so it goes to stdout as one JSON line; logs go to stderr.
     sys.stdout.write(json.dumps(report) + "\n")
     return 0
+
+
+def _stderr_is_terminal() -> bool:
+    """A terminal that can draw a bar: a TTY with a known width (tqdm draws nothing on a pseudo-terminal of size 0x0)."""
+    if not sys.stderr.isatty():
+        return False
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return size.columns > 0 and size.lines > 0
 
 
 class _StopOnInterrupt:

@@ -29,7 +29,7 @@ class DDPGConfig:
 
     env_id: str = field(default="Pendulum-v1", metadata=_doc("gymnasium environment id (continuous Box actions)"))
     seed: int = field(default=0, metadata=_doc("seed for torch, numpy, the environment and the noise"))
-    episodes: int = field(default=40, metadata=_doc("training episodes to run"))
+    episodes: int = field(default=30, metadata=_doc("training episodes to run"))
     max_episode_steps: int | None = field(
         default=None, metadata=_doc("steps per episode; None keeps the env's own time limit (200 for Pendulum)")
     )
@@ -37,8 +37,8 @@ class DDPGConfig:
     actor_lr: float = field(default=1e-3, metadata=_doc("Adam learning rate of the actor"))
     critic_lr: float = field(default=1e-3, metadata=_doc("Adam learning rate of the critic"))
     gamma: float = field(default=0.98, metadata=_doc("discount factor of the Bellman target"))
-    tau: float = field(default=0.01, metadata=_doc("polyak factor of the soft target updates"))
-    batch_size: int = field(default=128, metadata=_doc("transitions per gradient update"))
+    tau: float = field(default=0.02, metadata=_doc("polyak factor of the soft target updates"))
+    batch_size: int = field(default=256, metadata=_doc("transitions per gradient update"))
     replay_size: int = field(default=100_000, metadata=_doc("replay buffer capacity in transitions"))
     learning_starts: int = field(
         default=500, metadata=_doc("env steps before gradient updates start (at least one batch is always needed)")
