@@ -182,7 +182,7 @@ def _run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 
 def _stderr_is_terminal() -> bool:
-    """A terminal that can draw a bar: a TTY with a known width (tqdm draws nothing on a pseudo-terminal of size 0x0)."""
+    """A TTY with a known size: tqdm draws nothing on a pseudo-terminal that reports 0x0."""
     if not sys.stderr.isatty():
         return False
     try:
