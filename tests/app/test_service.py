@@ -165,7 +165,6 @@ def test_serving_never_imports_torch_or_the_trainer(tmp_path: Path) -> None:
         f"""
         import sys
         from fastapi.testclient import TestClient
-from sqlalchemy.exc import OperationalError
         from app.main import create_app
         from app.settings import Settings
         from store.policies import register_policy
