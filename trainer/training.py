@@ -69,8 +69,6 @@ def train(config: DDPGConfig, callback: ProgressCallback | None = None) -> Train
     agent = DDPGAgent.from_config(config, spec.obs_dim, spec.act_dim)
     buffer = ReplayBuffer(config.replay_size, spec.obs_dim, spec.act_dim)
     noise = make_noise(config.noise, spec.act_dim, config.noise_sigma, config.ou_theta, rng)
-    # Updates need a full batch in the buffer whatever learning_starts says.
-    first_update_size = max(config.learning_starts, config.batch_size)
 
     episodes: list[EpisodeRecord] = []
     evaluations: list[EvaluationRecord] = []
@@ -120,7 +118,9 @@ def train(config: DDPGConfig, callback: ProgressCallback | None = None) -> Train
                 env_steps += 1
                 episode_return += float(reward)
                 obs = next_obs
-                if len(buffer) >= first_update_size and env_steps % config.update_every == 0:
+                # Updates need a full batch in the buffer, whatever learning_starts says.
+                learning = env_steps >= config.learning_starts and len(buffer) >= config.batch_size
+                if learning and env_steps % config.update_every == 0:
                     agent.update(buffer.sample(config.batch_size, rng))
                 if terminated or truncated:
                     break
