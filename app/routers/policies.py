@@ -1,17 +1,20 @@
-"""The policy registry: list, inspect, download the weights, promote to default."""
+"""The policy registry: list, inspect, download the weights, watch it in motion, promote to default."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Header, Path, Query
 from starlette.responses import Response
 
-from app.deps import ApiKeyDep, PolicyCacheDep, SessionDep
+from app.deps import ApiKeyDep, DatabaseDep, PolicyCacheDep, SessionDep
 from app.errors import ApiError
 from app.presenters import policy_out
 from app.schemas import PolicyList, PolicyOut, error_responses
+from models.rollout import RenderUnavailableError, rollout_gif_for_weights
+from models.weights import WeightsFormatError
 from store.policies import PolicyNotFoundError, get_policy, get_serving_state, list_policies, promote_policy
 
 router = APIRouter(prefix="/policies", tags=["policies"])
@@ -61,6 +64,62 @@ def weights(policy_id: PolicyId, session: SessionDep) -> Response:
             "ETag": f'"{found.sha256}"',
         },
     )
+
+
+# A stored policy never changes (its bytes have a sha256), so its GIF may be cached; ids are only reused after a
+# database reset, and the ETag (the weights' hash) catches that on revalidation.
+ROLLOUT_CACHE_CONTROL = "public, max-age=3600"
+# One fixed episode per policy: a seed parameter would let clients fill the render cache with one-offs.
+ROLLOUT_SEED = 0
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 weak comparison against an If-None-Match list (`*`, `"a", W/"b"`)."""
+    if if_none_match is None:
+        return False
+    candidates = [c.strip().removeprefix("W/") for c in if_none_match.split(",")]
+    return "*" in candidates or etag in candidates
+
+
+@router.get(
+    "/{policy_id}/rollout.gif",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "An animated GIF of one Pendulum episode of the policy, with the return on the frames.",
+        },
+        304: {"description": "Not modified (If-None-Match matched the ETag)."},
+        **error_responses(404, 422, 503),
+    },
+)
+def rollout_gif(
+    policy_id: PolicyId,
+    database: DatabaseDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """One episode of the policy as an animated GIF (rendered once per policy, ~1 s; then cached)."""
+    # A sync endpoint on purpose: rendering blocks for about a second, so it runs in the thread pool.
+    if not database.prepared.is_set():
+        raise ApiError(503, "database_unavailable", "the database is not ready yet", headers={"Retry-After": "5"})
+    # Read the weights in a short session of its own: renders take turns (one lock), and a request waiting
+    # for its turn must not hold a pooled database connection meanwhile.
+    weights = database.policy_weights(policy_id)
+    if weights is None:
+        raise ApiError(404, "not_found", f"policy {policy_id} not found")
+    etag = f'"{hashlib.sha256(weights).hexdigest()}-{ROLLOUT_SEED}"'
+    headers = {"ETag": etag, "Cache-Control": ROLLOUT_CACHE_CONTROL}
+    if _etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    try:
+        gif = rollout_gif_for_weights(weights, seed=ROLLOUT_SEED)
+    except RenderUnavailableError as exc:
+        raise ApiError(503, "render_unavailable", str(exc)) from None
+    except WeightsFormatError:
+        raise ApiError(503, "policy_unavailable", f"policy {policy_id} has invalid stored weights") from None
+    except ValueError as exc:  # e.g. a policy whose dimensions do not fit its own environment
+        raise ApiError(422, "not_renderable", f"policy {policy_id} cannot be rendered: {exc}") from None
+    return Response(gif, media_type="image/gif", headers=headers)
 
 
 @router.post(
