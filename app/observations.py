@@ -67,7 +67,8 @@ def parse_act_body(body: bytes, max_batch: int) -> ActInput:
     if policy_id is not None and policy_id > MAX_ID:
         raise field_error("policy_id", f"must be at most {MAX_ID}")
 
-    has_one, has_batch = "observation" in payload, "observations" in payload
+    # An explicit null is the same as an absent field (the documented schema says both are nullable).
+    has_one, has_batch = payload.get("observation") is not None, payload.get("observations") is not None
     if has_one and has_batch:
         raise field_error("observations", "give either `observation` or `observations`, not both")
     if has_one:
