@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 PromoteRule = Literal["if_better", "always", "never"]
@@ -112,9 +112,22 @@ class TrainRequest(BaseModel):
         "`always`; `never`.",
     )
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_json_numbers(cls, value: object, info: ValidationInfo) -> object:
+        # pydantic's lax mode would read `true` as 1 and "20" as 20: a hyperparameter must be a JSON number.
+        if info.field_name in _NUMERIC_TRAIN_FIELDS and isinstance(value, bool | str):
+            raise ValueError(f"must be a number, got {'a boolean' if isinstance(value, bool) else 'a string'}")
+        return value
+
     def trainer_config(self) -> dict[str, Any]:
         """The job's config as stored for the worker: the preset plus only the fields the client set."""
         return self.model_dump(exclude={"promote"}, exclude_none=True)
+
+
+_NUMERIC_TRAIN_FIELDS = frozenset(
+    name for name, info in TrainRequest.model_fields.items() if info.annotation in (int | None, float | None)
+)
 
 
 class JobProgress(BaseModel):
