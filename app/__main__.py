@@ -24,6 +24,7 @@ from app.embedded import queue_bootstrap_job, start_worker, stop_worker, trainer
 from app.main import configure_logging
 from app.metrics import MULTIPROC_DIR_ENV
 from app.settings import Settings
+from models.weights import WeightsFormatError, load_actor_file
 
 logger = logging.getLogger("app")
 
@@ -68,6 +69,14 @@ def main() -> int:
         logger.error("invalid settings: %s", problems)
         return 2
     configure_logging(settings.log_level)
+    if settings.policy_file is not None:
+        # Configuration, not a transient fault: stop here with one clear line rather than blaming the database
+        # below and then dying in the lifespan with a traceback.
+        try:
+            load_actor_file(settings.policy_file)
+        except WeightsFormatError as exc:
+            logger.error("POLICY_FILE %s is not a valid ddpg-actor/1 safetensors file: %s", settings.policy_file, exc)
+            return 2
     logger.info("database %s", redacted(settings.database_url))
     try:
         prepare(settings)
