@@ -1,15 +1,18 @@
-"""Training jobs: list, inspect, cancel, and their reward histories (JSON, CSV, PNG)."""
+"""Training jobs: list, inspect, cancel, their reward histories (JSON, CSV, PNG) and their live events (SSE)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Header, Path, Query, Request
 from sqlalchemy.orm import Session
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
-from app.deps import ApiKeyDep, SessionDep
+from app.database import Database
+from app.deps import ApiKeyDep, DatabaseDep, SessionDep
 from app.errors import ApiError
+from app.job_events import Poll, job_event_stream, parse_last_event_id, read_events_after
 from app.presenters import job_out, rewards_out
 from app.rewards import rewards_csv, rewards_png
 from app.schemas import JobList, JobOut, JobStatus, RewardsOut, error_responses
@@ -124,3 +127,55 @@ def rewards_plot(job_id: JobId, session: SessionDep) -> Response:
     )
     # Render after the session's work is done; the session closes when the request ends.
     return Response(rewards_png(history), media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+_EVENTS_DESCRIPTION = """`text/event-stream`: one `episode` event per episode and one `evaluation` event per
+evaluation (their data are the rows of `/jobs/{id}/rewards`, as JSON), in the order they happened, replayed
+from the start and then live; then one `status` event with the job (as `GET /jobs/{id}`) once it has ended,
+and the stream closes. Each history event has an `id`; send the last one seen as `Last-Event-ID` to resume
+after it (browsers' EventSource does this when it reconnects). Comment lines (`: heartbeat`) keep idle
+connections open."""
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": _EVENTS_DESCRIPTION},
+        **error_responses(404, 422, 503),
+    },
+)
+async def events(
+    job_id: JobId,
+    request: Request,
+    database: DatabaseDep,
+    last_event_id: Annotated[
+        str | None, Header(description="Resume after this event id (sent by EventSource on reconnect).")
+    ] = None,
+) -> StreamingResponse:
+    """Live progress as server-sent events: episodes and evaluations as they happen, then the final status."""
+    after = parse_last_event_id(last_event_id)
+    if not database.prepared.is_set():
+        raise ApiError(503, "database_unavailable", "the database is not ready yet", headers={"Retry-After": "5"})
+
+    def read(position: int) -> Poll:
+        return _read_poll(database, job_id, position)
+
+    # The first poll decides between 404 and a stream; it runs off the event loop like every later one.
+    first = await asyncio.to_thread(read, after)
+    if first.gone:
+        raise ApiError(404, "not_found", f"job {job_id} not found")
+    return StreamingResponse(
+        job_event_stream(read, after, request.is_disconnected),
+        media_type="text/event-stream",
+        headers={
+            "Cache-Control": "no-cache",
+            # nginx buffers proxied responses unless told not to; events must arrive as they are written.
+            "X-Accel-Buffering": "no",
+        },
+    )
+
+
+def _read_poll(database: Database, job_id: int, after: int) -> Poll:
+    with database.sessions() as session:
+        return read_events_after(session, job_id, after)
