@@ -46,7 +46,8 @@ def check_training_budget(request: TrainRequest, settings: Settings) -> None:
             "description": "Queued; `Location` is the job's URL.",
             "headers": {"Location": {"schema": {"type": "string"}}},
         },
-        **error_responses(401, 413, 415, 422, 429, 503),
+        # 400: a body that is not even text (FastAPI cannot decode it), before it is parsed as JSON.
+        **error_responses(400, 401, 413, 415, 422, 429, 503),
     },
 )
 def train(body: TrainRequest, session: SessionDep, settings: SettingsDep, response: Response) -> JobOut:
