@@ -125,7 +125,7 @@ def train(config: DDPGConfig, callback: ProgressCallback | None = None) -> Train
                 if terminated or truncated:
                     break
 
-            recent = [record.episode_return for record in episodes[-9:]] + [episode_return]
+            recent = [r.episode_return for r in episodes[-9:]] + [episode_return]
             record = EpisodeRecord(
                 episode=episode,
                 episode_return=episode_return,
