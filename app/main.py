@@ -14,7 +14,7 @@ from app.body_limit import BodySizeLimitMiddleware
 from app.errors import install_error_handlers
 from app.lifespan import lifespan
 from app.metrics import Metrics, MetricsMiddleware
-from app.routers import act, bench, health, jobs, policies, train
+from app.routers import act, bench, health, jobs, kserve, policies, train
 from app.settings import Settings
 
 API_DESCRIPTION = """Serve a DDPG actor for gymnasium `Pendulum-v1` (POST /act) and train new ones (POST /train).
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(jobs.router)
     application.include_router(policies.router)
     application.include_router(health.router)
+    application.include_router(kserve.router)
     if settings.bench_endpoints:
         application.include_router(bench.router)
     return application
