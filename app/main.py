@@ -14,7 +14,7 @@ from app.body_limit import BodySizeLimitMiddleware
 from app.errors import install_error_handlers
 from app.lifespan import lifespan
 from app.metrics import Metrics, MetricsMiddleware
-from app.routers import act, bench, health, jobs, kserve, policies, train
+from app.routers import act, bench, dashboard, health, jobs, kserve, policies, train
 from app.settings import Settings
 
 API_DESCRIPTION = """Serve a DDPG actor for gymnasium `Pendulum-v1` (POST /act) and train new ones (POST /train).
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(policies.router)
     application.include_router(health.router)
     application.include_router(kserve.router)
+    application.include_router(dashboard.router)
     if settings.bench_endpoints:
         application.include_router(bench.router)
     return application
