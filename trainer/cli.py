@@ -118,14 +118,14 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     from trainer.history import write_episodes_csv, write_evaluations_csv
     from trainer.plotting import plot_rewards
     from trainer.progress import make_progress
-    from trainer.training import train
+    from trainer.training import EpisodeRecord, EvaluationRecord, train
 
     logger.info("training %s preset=%s seed=%d episodes=%d", config.env_id, args.preset, config.seed, config.episodes)
     stop = _StopOnInterrupt()
     with make_progress(config.episodes, interactive=_stderr_is_terminal()) as progress:
 
-        def callback(*records: Any) -> bool:
-            progress(*records)
+        def callback(episode: EpisodeRecord, evaluation: EvaluationRecord | None) -> bool:
+            progress(episode, evaluation)
             return not stop.requested
 
         with stop:
