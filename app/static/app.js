@@ -13,6 +13,7 @@ const state = {
   chart: null,
   chartDirty: false,
   counts: { episodes: 0, evaluations: 0 },
+  finalStatus: null, // the selected job's status once its event stream ended
 };
 
 const $ = (id) => document.getElementById(id);
@@ -165,7 +166,7 @@ async function refreshPolicies() {
         el("td", {}, fmtReturn(policy.eval_mean_return)),
         el("td", {}, policy.source_job_id ? `#${policy.source_job_id}` : "–"),
         el("td", {}, fmtTime(policy.created_at)),
-        el("td", { class: "actions" }, action),
+        el("td", {}, el("div", { class: "actions" }, action)),
       ),
     );
   }
@@ -177,11 +178,11 @@ function progressCell(job) {
   const { episodes_done: done, episodes_total: total } = job.progress;
   const label = total ? `${done} / ${total} episodes` : `${done} episodes`;
   const bar = el("progress", { max: String(total || 1), value: String(total ? done : 0), "aria-label": `job ${job.id}: ${label}` });
-  return el("td", { class: "progress" }, bar, el("span", { class: "small" }, label));
+  return el("td", {}, el("div", { class: "progress" }, bar, el("span", { class: "small" }, label)));
 }
 
 function jobActions(job) {
-  const cell = el("td", { class: "actions" });
+  const cell = el("div", { class: "actions" });
   cell.append(
     el("button", { type: "button", onclick: () => selectJob(job.id), "aria-pressed": String(job.id === state.selectedJobId) }, "Curve"),
   );
@@ -193,7 +194,7 @@ function jobActions(job) {
   if (job.status === "succeeded" && job.policy_id && job.policy_id !== state.defaultPolicyId) {
     cell.append(el("button", { type: "button", onclick: () => promote(job.policy_id) }, `Promote #${job.policy_id}`));
   }
-  return cell;
+  return el("td", {}, cell);
 }
 
 async function refreshJobs() {
@@ -306,7 +307,7 @@ function makeChart() {
         x: { type: "linear", title: { display: true, text: "Episode" }, ticks: { precision: 0 } },
         y: { title: { display: true, text: "Return" } },
       },
-      plugins: { legend: { position: "bottom" } },
+      plugins: { legend: { position: "bottom", labels: { usePointStyle: true } } },
     },
   });
 }
@@ -318,15 +319,21 @@ function scheduleRedraw() {
   requestAnimationFrame(() => {
     state.chartDirty = false;
     state.chart.update("none");
-    const { episodes, evaluations } = state.counts;
-    $("curve-summary").textContent = `${episodes} episodes · ${evaluations} evaluations`;
+    showCurveSummary();
   });
+}
+
+function showCurveSummary() {
+  const { episodes, evaluations } = state.counts;
+  const ended = state.finalStatus ? ` · job ${state.finalStatus}` : "";
+  $("curve-summary").textContent = `${episodes} episodes · ${evaluations} evaluations${ended}`;
 }
 
 function selectJob(jobId) {
   if (state.events) state.events.close();
   state.selectedJobId = jobId;
   state.counts = { episodes: 0, evaluations: 0 };
+  state.finalStatus = null;
   for (const dataset of state.chart.data.datasets) dataset.data = [];
   state.chart.update("none");
   $("curve-job").textContent = `— job #${jobId}`;
@@ -356,9 +363,8 @@ function selectJob(jobId) {
   source.addEventListener("status", (message) => {
     // The job ended: the stream is complete, so stop EventSource from reconnecting.
     source.close();
-    const job = JSON.parse(message.data);
-    const { episodes, evaluations: evals } = state.counts;
-    $("curve-summary").textContent = `${episodes} episodes · ${evals} evaluations · job ${job.status}`;
+    state.finalStatus = JSON.parse(message.data).status;
+    showCurveSummary();
     refreshAll();
   });
 }
