@@ -7,8 +7,14 @@ WORKERS processes). Ctrl-C or SIGTERM stops the API, then the worker, cleanly.
 
 from __future__ import annotations
 
-import logging
 import os
+
+# Before numpy loads: one BLAS thread per process. A threaded OpenBLAS made a 1024-observation /act ~10x slower
+# (its threads spin against the event loop, the other worker processes and the trainer on a small machine), and
+# concurrency here comes from uvicorn worker processes, not from threads inside one forward pass.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import logging
 import shutil
 import signal
 import subprocess
