@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from app.body_limit import BodySizeLimitMiddleware
 from app.errors import install_error_handlers
+from app.fast_path import ActFastPath
 from app.lifespan import lifespan
 from app.metrics import Metrics, MetricsMiddleware
 from app.routers import act, bench, dashboard, health, jobs, kserve, policies, train
@@ -46,7 +47,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.state.settings = settings
     application.state.metrics = metrics
     install_error_handlers(application)
-    # add_middleware wraps: the last added runs first. Metrics outermost, so 413s are counted and timed too.
+    # add_middleware wraps: the last added runs first. Metrics outermost, so 413s are counted and timed too;
+    # the /act fast path innermost, so both apply to it.
+    application.add_middleware(ActFastPath, bench_endpoints=settings.bench_endpoints)
     application.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     application.add_middleware(MetricsMiddleware, metrics=metrics)
     application.include_router(act.router)

@@ -49,7 +49,11 @@ def json_request_body(model: type[ActRequest]) -> dict[str, object]:
 
 def require_json_content_type(request: Request) -> None:
     """415 for a body declared as something other than JSON (a missing Content-Type is read as JSON)."""
-    content_type = request.headers.get("content-type")
+    check_json_content_type(request.headers.get("content-type"))
+
+
+def check_json_content_type(content_type: str | None) -> None:
+    """The check of require_json_content_type on the header value itself (for the pure-ASGI fast path)."""
     if content_type is None:
         return
     media_type = content_type.partition(";")[0].strip().lower()
@@ -105,15 +109,26 @@ def _check_obs_dim(parsed: ActInput, loaded: LoadedPolicy) -> None:
 )
 async def act(request: Request) -> Response:
     """Compute the action for `observation` (or each of `observations`) with the default or given policy."""
+    # app.fast_path answers POST /act before FastAPI's router; this endpoint documents it and serves any app
+    # built without that middleware. Both run check_act_headers, then act_content: one behaviour.
     runtime: ActRuntime = request.app.state.act_runtime
+    check_act_headers(runtime, request.headers.get("authorization"), request.headers.get("content-type"))
+    return Response(await act_content(runtime, await request.body()), media_type="application/json")
+
+
+def check_act_headers(runtime: ActRuntime, authorization: str | None, content_type: str | None) -> None:
+    """401 without the ACT_API_KEY bearer token (when one is set), then 415 for a non-JSON Content-Type."""
     if runtime.act_api_key is not None:
-        check_bearer(request.headers.get("authorization"), runtime.act_api_key)
-    require_json_content_type(request)
-    parsed = parse_act_body(await request.body(), runtime.max_batch)
+        check_bearer(authorization, runtime.act_api_key)
+    check_json_content_type(content_type)
+
+
+async def act_content(runtime: ActRuntime, body: bytes) -> bytes:
+    """The JSON answer of POST /act for a raw request body (ApiError for a request that cannot be served)."""
+    parsed = parse_act_body(body, runtime.max_batch)
     loaded = await _resolve_policy(runtime.cache, parsed.policy_id)
     _check_obs_dim(parsed, loaded)
     actions = loaded.actor.act(parsed.observations)
     runtime.metrics.act_batch_size.observe(parsed.count)
     key = "actions" if parsed.batched else "action"
-    content = orjson.dumps({key: actions, "policy_id": loaded.policy_id}, option=orjson.OPT_SERIALIZE_NUMPY)
-    return Response(content, media_type="application/json")
+    return orjson.dumps({key: actions, "policy_id": loaded.policy_id}, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -1,7 +1,8 @@
 """POST /bench/noop: the limit of this HTTP stack, for bench/serve_bench.py (only when BENCH_ENDPOINTS=1).
 
 It does everything /act does except choosing a policy and the forward pass, so the ratio of the two
-measures exactly what serving a policy costs on top of the framework.
+measures exactly what serving a policy costs on top of the framework. Like /act, it is answered by
+app.fast_path (same dispatch cost, whatever the position of its router among the others).
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.observations import parse_act_body
-from app.routers.act import ActRuntime, json_request_body, require_json_content_type
+from app.routers.act import ActRuntime, check_act_headers, json_request_body
 from app.schemas import ActRequest, error_responses
-from app.security import check_bearer
 
 router = APIRouter(prefix="/bench", tags=["bench"])
 
@@ -28,8 +28,11 @@ _CONSTANT = b'{"ok":true}'
 async def noop(request: Request) -> Response:
     """Parse and validate an /act body exactly like /act, then return a constant (benchmark baseline)."""
     runtime: ActRuntime = request.app.state.act_runtime
-    if runtime.act_api_key is not None:
-        check_bearer(request.headers.get("authorization"), runtime.act_api_key)
-    require_json_content_type(request)
-    parse_act_body(await request.body(), runtime.max_batch)
-    return Response(_CONSTANT, media_type="application/json")
+    check_act_headers(runtime, request.headers.get("authorization"), request.headers.get("content-type"))
+    return Response(await noop_content(runtime, await request.body()), media_type="application/json")
+
+
+async def noop_content(runtime: ActRuntime, body: bytes) -> bytes:
+    """What /act does with a body, minus choosing a policy and the forward pass."""
+    parse_act_body(body, runtime.max_batch)
+    return _CONSTANT
