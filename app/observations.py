@@ -22,6 +22,8 @@ _ALLOWED_KEYS = frozenset({"observation", "observations", "policy_id"})
 # Ids are 32-bit integers in PostgreSQL; a bigger one is a bad request, not a database error.
 MAX_ID = 2**31 - 1
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Integers up to 2**24 are exact in float32, so converting them cannot round differently from the general path.
+_EXACT_INT = 2**24
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +77,7 @@ def parse_act_body(body: bytes, max_batch: int) -> ActInput:
         value = payload["observation"]
         if type(value) is not list or not value:
             raise field_error("observation", "must be a non-empty list of numbers")
-        # `true`/`false` would pass numpy's numeric inference as 1/0; only look closer when they appear at all.
-        return ActInput(_to_float32(value, "observation", 1, b"true" in body or b"false" in body), False, policy_id)
+        return ActInput(_to_float32(value, "observation", 1, body), False, policy_id)
     if has_batch:
         value = payload["observations"]
         if type(value) is not list:
@@ -85,12 +86,20 @@ def parse_act_body(body: bytes, max_batch: int) -> ActInput:
             raise field_error("observations", "must contain at least one observation")
         if len(value) > max_batch:
             raise field_error("observations", f"at most {max_batch} observations per request, got {len(value)}")
-        return ActInput(_to_float32(value, "observations", 2, b"true" in body or b"false" in body), True, policy_id)
+        return ActInput(_to_float32(value, "observations", 2, body), True, policy_id)
     raise field_error("observation", "one of `observation` or `observations` is required")
 
 
-def _to_float32(value: list[Any], field: str, ndim: int, may_hold_bools: bool) -> FloatArray:
-    if not may_hold_bools:
+def _to_float32(value: list[Any], field: str, ndim: int, body: bytes) -> FloatArray:
+    if ndim == 1 and all(
+        (type(x) is float and -_FLOAT32_MAX <= x <= _FLOAT32_MAX) or (type(x) is int and -_EXACT_INT <= x <= _EXACT_INT)
+        for x in value
+    ):
+        # One observation of plain numbers within float32 range: a few Python comparisons are cheaper than numpy's
+        # inference, cast and finiteness check (several microseconds on the hot path), with the same result.
+        return np.array(value, dtype=np.float32)
+    # `true`/`false` would pass numpy's numeric inference as 1/0; only look closer when they appear at all.
+    if b"true" not in body and b"false" not in body:
         try:
             inferred = np.asarray(value)
         except (ValueError, OverflowError):  # ragged nesting, or an integer too large for int64
