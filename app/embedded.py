@@ -20,6 +20,10 @@ logger = logging.getLogger(__name__)
 
 # The worker finishes its current episode on SIGTERM (a second or so); after this it is killed.
 WORKER_STOP_TIMEOUT_SECONDS = 30.0
+# The embedded worker shares the machine with the API: at niceness 10 it gets the CPU the API leaves idle (all of
+# it when there is no traffic) but yields within a scheduler tick when /act needs it, so training does not show
+# up in /act's tail latency (bench/serve_bench.py, issue 5). A docker compose worker has its own container.
+WORKER_NICENESS = 10
 
 
 def queue_bootstrap_job(
@@ -50,7 +54,8 @@ def trainer_available() -> bool:
     return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("gymnasium") is not None
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def _prepare_worker_process() -> None:  # pragma: no cover - runs in the child between fork and exec
+    os.nice(WORKER_NICENESS)
     # Linux: if the API process is killed hard (SIGKILL), the kernel sends the worker SIGTERM, so it releases
     # its job instead of training on as an orphan.
     if sys.platform.startswith("linux"):
@@ -67,7 +72,7 @@ def start_worker(database_url: str) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "trainer", "worker"],
         env=env,
         process_group=0,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509
+        preexec_fn=_prepare_worker_process,  # noqa: PLW1509
     )
     logger.info("started embedded trainer worker (pid %s)", process.pid)
     threading.Thread(target=_report_exit, args=(process,), name="worker-watch", daemon=True).start()
