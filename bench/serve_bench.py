@@ -1,0 +1,688 @@
+"""Serving benchmark: POST /act against the limit of this HTTP stack, batches, training and promotions.
+
+    python bench/serve_bench.py                        # 1 then 2 worker processes, ~3 minutes
+    python bench/serve_bench.py --duration 3 --rounds 1 --workers 1   # quicker look
+
+The service runs as users run it (`python -m app`: uvicorn with uvloop + httptools, access log off, an
+embedded trainer worker) on a fresh SQLite database holding two random policies of the default preset's
+shape (obs 3, hidden 64, act 1). Load comes from a second process: wrk (Debian package `wrk`) with a Lua
+script for the POST body, or, when wrk is absent, the asyncio HTTP/1.1 keep-alive generator below. Scenarios,
+each run `--rounds` times interleaved with the others (the median is reported, so a neighbour's burst of CPU
+use hits every scenario alike):
+
+- `POST /bench/noop` with one observation: parses and validates the same body as /act, returns a constant.
+  The limit of this stack (BENCH_ENDPOINTS=1).
+- `POST /act` with 1, 64 and 1024 observations (observations per second).
+- `POST /act` with one observation while a training job runs in the embedded worker (1 worker process only).
+- `POST /act` during 20 promotions (POST /policies/{id}/promote, alternating the two policies) from the
+  Python generator, which checks every response: status 200, policy_id one of the two, and the action equal
+  to that policy's local numpy forward pass of the observation sent. The same generator without promotions
+  gives the comparison p99.
+
+Numbers are printed, never asserted. The load generator shares the machine with the server, so these are
+lower bounds on what the server does with the machine to itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python bench/serve_bench.py` from the repository root
+    sys.path.insert(0, str(REPO))
+
+from models.policy import NumpyActor  # noqa: E402
+from models.weights import encode_actor  # noqa: E402
+from store.db import create_db_engine, default_database_url, make_session_factory, migrate  # noqa: E402
+from store.policies import register_policy  # noqa: E402
+
+# Issue 5's targets.
+TARGET_ACT_NOOP_RATIO = 0.90
+TARGET_P99_MS = 5.0
+TARGET_OBS_PER_SECOND = 300_000
+TARGET_TRAINING_P99_FACTOR = 3.0
+
+WRK_SCRIPT = """
+local f = assert(io.open(os.getenv("BENCH_BODY_FILE"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "errors": %d, "non2xx": %d}\\n',
+    summary.requests, summary.duration, latency:percentile(50.0), latency:percentile(99.0),
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
+
+
+# ---------------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class Run:
+    """One measurement: requests, wall seconds, latency percentiles, failures."""
+
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int  # transport errors and non-2xx answers
+    observations_per_request: int = 1
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def obs_per_second(self) -> float:
+        return self.rps * self.observations_per_request
+
+
+def median_run(runs: list[Run]) -> Run:
+    """The run with the median requests/s (its own latencies, so the numbers of one row belong together)."""
+    ordered = sorted(runs, key=lambda r: r.rps)
+    middle = ordered[(len(ordered) - 1) // 2] if len(ordered) % 2 else ordered[len(ordered) // 2]
+    return Run(
+        requests=middle.requests,
+        seconds=middle.seconds,
+        p50_ms=statistics.median(r.p50_ms for r in runs),
+        p99_ms=statistics.median(r.p99_ms for r in runs),
+        errors=sum(r.errors for r in runs),
+        observations_per_request=middle.observations_per_request,
+        extra=middle.extra,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- policies
+
+
+def random_policy_bytes(seed: int, hidden_size: int) -> bytes:
+    """A valid actor of Pendulum's shape with random weights (scaled like an initialised network)."""
+    rng = np.random.default_rng(seed)
+    obs_dim, act_dim = 3, 1
+    tensors = {
+        "linear1.weight": rng.normal(scale=1 / np.sqrt(obs_dim), size=(hidden_size, obs_dim)),
+        "linear1.bias": rng.normal(scale=0.1, size=hidden_size),
+        "linear2.weight": rng.normal(scale=1 / np.sqrt(hidden_size), size=(hidden_size, hidden_size)),
+        "linear2.bias": rng.normal(scale=0.1, size=hidden_size),
+        "linear3.weight": rng.normal(scale=1 / np.sqrt(hidden_size), size=(act_dim, hidden_size)),
+        "linear3.bias": rng.normal(scale=0.1, size=act_dim),
+    }
+    return encode_actor(
+        tensors,
+        env_id="Pendulum-v1",
+        action_low=[-2.0],
+        action_high=[2.0],
+        config={"hidden_size": hidden_size},
+        seed=seed,
+        eval_mean_return=-150.0 - seed,
+        created_at="2026-01-01T00:00:00+00:00",
+    )
+
+
+def seed_database(data_dir: Path, hidden_size: int) -> dict[int, NumpyActor]:
+    """Two policies in a fresh database, the first one the default; their local actors by id."""
+    url = default_database_url(data_dir)
+    migrate(url)
+    engine = create_db_engine(url)
+    actors: dict[int, NumpyActor] = {}
+    try:
+        with make_session_factory(engine)() as session:
+            for seed, rule in ((1, "always"), (2, "never")):
+                weights = random_policy_bytes(seed, hidden_size)
+                policy = register_policy(session, weights=weights, promote=rule)
+                session.flush()
+                actors[policy.id] = NumpyActor.from_bytes(weights)
+            session.commit()
+    finally:
+        engine.dispose()
+    return actors
+
+
+def observations(count: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.uniform([-1.0, -1.0, -8.0], [1.0, 1.0, 8.0], size=(count, 3)).round(6)
+
+
+def act_body(count: int, seed: int = 0) -> bytes:
+    obs = observations(count, seed).tolist()
+    return orjson.dumps({"observation": obs[0]} if count == 1 else {"observations": obs})
+
+
+# ---------------------------------------------------------------------------------------------------- the server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http(method: str, url: str, body: dict[str, object] | None = None, timeout: float = 10) -> tuple[int, object]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+@contextlib.contextmanager
+def service(data_dir: Path, port: int, workers: int, log_path: Path) -> Iterator[str]:
+    """`python -m app` as a user starts it (plus the benchmark endpoint); its base URL once /readyz is 200."""
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "API_KEY", "ACT_API_KEY", "POLICY_FILE"}}
+    env.update(
+        DATA_DIR=str(data_dir),
+        PORT=str(port),
+        WORKERS=str(workers),
+        EMBEDDED_WORKER="true",
+        BOOTSTRAP_JOB="false",
+        BENCH_ENDPOINTS="1",
+        LOG_LEVEL="WARNING",
+        POLICY_REFRESH_SECONDS="0.5",
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"the service exited with {process.returncode}; see {log_path}")
+                with contextlib.suppress(OSError):
+                    if http("GET", f"{base_url}/readyz", timeout=2)[0] == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the service is not ready after 60 s; see {log_path}")
+                time.sleep(0.2)
+            yield base_url
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(45)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+
+
+# ---------------------------------------------------------------------------------------------------- load: wrk
+
+
+def run_wrk(url: str, body_file: Path, script: Path, *, connections: int, threads: int, seconds: float) -> Run:
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
+    completed = subprocess.run(
+        command, env=dict(os.environ, BENCH_BODY_FILE=str(body_file)), capture_output=True, text=True, check=True
+    )
+    summary = json.loads(completed.stdout.strip().splitlines()[-1])
+    return Run(
+        requests=summary["requests"],
+        seconds=summary["duration_us"] / 1e6,
+        p50_ms=summary["p50_us"] / 1e3,
+        p99_ms=summary["p99_us"] / 1e3,
+        errors=summary["errors"] + summary["non2xx"],
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- load: Python
+
+# Checks one answer: (status, body, context of the request) -> None, or a description of what is wrong.
+Check = Callable[[int, bytes, object], str | None]
+
+
+class HttpConnection:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams: far cheaper per request than httpx."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        self.writer.write(head + body)
+        try:
+            raw = await self.reader.readuntil(b"\r\n\r\n")
+            lines = raw.decode("latin-1").split("\r\n")
+            status = int(lines[0].split(" ", 2)[1])
+            length = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            payload = await self.reader.readexactly(length) if length else b""
+        except BaseException:
+            await self.close()
+            raise
+        return status, payload
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
+
+
+@dataclass
+class PythonLoad:
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    problems: list[str] = field(default_factory=list)
+    policies_seen: dict[int, int] = field(default_factory=dict)
+
+
+async def python_load(
+    base_url: str,
+    path: str,
+    bodies: list[bytes],
+    *,
+    connections: int,
+    seconds: float,
+    check: Check | None = None,
+    during: Callable[[], object] | None = None,
+) -> tuple[Run, PythonLoad]:
+    """`connections` keep-alive connections sending round-robin bodies for `seconds` (or until `during` ends)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    result = PythonLoad()
+    stop = asyncio.Event()
+
+    async def connection_loop(offset: int) -> None:
+        client = HttpConnection(host, int(port))
+        index = offset
+        try:
+            while not stop.is_set():
+                index = (index + 1) % len(bodies)
+                started = time.perf_counter()
+                try:
+                    status, payload = await client.request("POST", path, bodies[index])
+                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                    result.errors += 1
+                    result.problems.append(f"transport: {type(exc).__name__}: {exc}")
+                    continue
+                result.latencies.append(time.perf_counter() - started)
+                problem = check(status, payload, index) if check else (None if status == 200 else f"status {status}")
+                if problem is not None:
+                    result.errors += 1
+                    result.problems.append(problem)
+        finally:
+            await client.close()
+
+    started = time.perf_counter()
+    tasks = [asyncio.create_task(connection_loop(i * 7)) for i in range(connections)]
+    if during is not None:
+        await during()  # type: ignore[misc]
+    else:
+        await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - started
+    latencies = sorted(result.latencies)
+    if latencies:
+        p50, p99 = latencies[len(latencies) // 2], latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    else:
+        p50 = p99 = float("nan")
+    return Run(len(latencies), elapsed, p50 * 1e3, p99 * 1e3, result.errors), result
+
+
+# ---------------------------------------------------------------------------------------------------- scenarios
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    workdir: Path
+    use_wrk: bool
+    script: Path
+    body_files: dict[int, Path]
+
+    def load(self, base_url: str, path: str, count: int) -> Run:
+        """`connections` connections posting the body of `count` observations to `path` for `duration` s."""
+        if self.use_wrk:
+            run = run_wrk(
+                base_url + path,
+                self.body_files[count],
+                self.script,
+                connections=self.args.connections,
+                threads=self.args.wrk_threads,
+                seconds=self.args.duration,
+            )
+        else:
+            body = self.body_files[count].read_bytes()
+            run, _ = asyncio.run(
+                python_load(base_url, path, [body], connections=self.args.connections, seconds=self.args.duration)
+            )
+        run.observations_per_request = count
+        return run
+
+
+def measure_idle(bench: Bench, base_url: str) -> dict[str, Run]:
+    """noop, act x1, x64, x1024, `rounds` times interleaved; the median of each."""
+    scenarios = {"noop": ("/bench/noop", 1), "act1": ("/act", 1), "act64": ("/act", 64), "act1024": ("/act", 1024)}
+    for path, count in scenarios.values():  # warm-up (and a check that each scenario answers 200)
+        _warm(bench, base_url + path, count)
+    runs: dict[str, list[Run]] = {name: [] for name in scenarios}
+    for _ in range(bench.args.rounds):
+        for name, (path, count) in scenarios.items():
+            runs[name].append(bench.load(base_url, path, count))
+    return {name: median_run(r) for name, r in runs.items()}
+
+
+def _warm(bench: Bench, url: str, count: int) -> None:
+    body = bench.body_files[count].read_bytes()
+    for _ in range(50):
+        status, _ = http("POST", url, orjson.loads(body))
+        if status != 200:
+            raise RuntimeError(f"warm-up POST {url} answered {status}")
+
+
+def measure_training(bench: Bench, base_url: str) -> tuple[Run, dict[str, object]]:
+    """/act x1 while the embedded worker trains (a long job, cancelled afterwards)."""
+    status, job = http("POST", f"{base_url}/train", {"episodes": 1000, "eval_every": 0, "promote": "never", "seed": 0})
+    if status != 202 or not isinstance(job, dict):
+        raise RuntimeError(f"POST /train answered {status}: {job}")
+    job_url = f"{base_url}/jobs/{job['id']}"
+    deadline = time.monotonic() + 60
+    while True:  # until gradient updates run: the first episode done (warm-up steps are cheap)
+        _, state = http("GET", job_url)
+        assert isinstance(state, dict)
+        if state["status"] == "running" and state["progress"]["episodes_done"] >= 1:
+            break
+        if state["status"] not in ("queued", "running") or time.monotonic() > deadline:
+            raise RuntimeError(f"training job did not start: {state}")
+        time.sleep(0.2)
+    runs = [bench.load(base_url, "/act", 1) for _ in range(bench.args.rounds)]
+    _, state = http("GET", job_url)
+    assert isinstance(state, dict)
+    http("POST", f"{job_url}/cancel")
+    return median_run(runs), {"status": state["status"], "episodes_done": state["progress"]["episodes_done"]}
+
+
+def measure_promotions(bench: Bench, base_url: str, actors: dict[int, NumpyActor]) -> Promotions:
+    """Python load (checking every answer) without promotions, then during `promotions` promotions."""
+    obs = observations(256, seed=7).astype(np.float32)
+    bodies = [orjson.dumps({"observation": row.tolist()}) for row in obs]
+    # What each policy answers for each observation, computed here with the same numpy forward pass.
+    expected = {pid: actor.act(obs) for pid, actor in actors.items()}
+    ids = sorted(actors)
+    seen: dict[int, int] = {}
+
+    def check(status: int, payload: bytes, index: object) -> str | None:
+        if status != 200:
+            return f"status {status}: {payload[:200]!r}"
+        answer = orjson.loads(payload)
+        policy_id = answer.get("policy_id")
+        if policy_id not in expected:
+            return f"wrong: policy_id {policy_id!r} is not one of {ids}"
+        seen[policy_id] = seen.get(policy_id, 0) + 1
+        assert isinstance(index, int)
+        if not np.allclose(answer["action"], expected[policy_id][index], rtol=1e-5, atol=1e-6):
+            return f"wrong: action {answer['action']} is not policy {policy_id}'s {expected[policy_id][index].tolist()}"
+        return None
+
+    host, port = base_url.removeprefix("http://").split(":")
+    promote_problems: list[str] = []
+    promoted = 0
+
+    async def promote_all() -> None:
+        nonlocal promoted
+        client = HttpConnection(host, int(port))
+        await asyncio.sleep(bench.args.promotion_interval)
+        for i in range(bench.args.promotions):
+            target = ids[(i + 1) % len(ids)]  # the first promotion switches away from the current default
+            status, payload = await client.request("POST", f"/policies/{target}/promote", b"")
+            if status == 200:
+                promoted += 1
+            else:
+                promote_problems.append(f"promote {target}: {status} {payload[:200]!r}")
+            await asyncio.sleep(bench.args.promotion_interval)
+        await client.close()
+
+    connections = bench.args.connections
+    idle, _ = asyncio.run(
+        python_load(base_url, "/act", bodies, connections=connections, seconds=bench.args.duration, check=check)
+    )
+    seen.clear()
+    during, load = asyncio.run(
+        python_load(base_url, "/act", bodies, connections=connections, seconds=0, check=check, during=promote_all)
+    )
+    return Promotions(idle, during, promoted, dict(sorted(seen.items())), load.problems + promote_problems)
+
+
+@dataclass
+class WorkerResults:
+    """Everything measured against one server (one worker count)."""
+
+    idle: dict[str, Run]
+    promotions: Promotions
+    training: Run | None = None
+    training_job: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class Promotions:
+    idle: Run  # the same Python generator, no promotions
+    during: Run
+    promoted: int
+    answers_per_policy: dict[int, int]
+    problems: list[str]
+
+
+# ---------------------------------------------------------------------------------------------------- report
+
+
+def machine() -> str:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
+    return f"{os.cpu_count()} CPUs ({model}), Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def fmt_rate(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of load per measurement")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; the median is reported")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections")
+    parser.add_argument("--workers", default="1,2", help="uvicorn worker counts to measure, comma separated")
+    parser.add_argument("--hidden-size", type=int, default=64, help="actor width (the default preset's is 64)")
+    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (one keeps a core for the server)")
+    parser.add_argument("--load-generator", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--promotions", type=int, default=20, help="promotions during the promotion scenario")
+    parser.add_argument("--promotion-interval", type=float, default=0.4, help="seconds between promotions")
+    parser.add_argument("--no-training", action="store_true", help="skip the /act-during-training scenario")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (server logs)")
+    args = parser.parse_args()
+
+    use_wrk = args.load_generator == "wrk" or (args.load_generator == "auto" and shutil.which("wrk") is not None)
+    if args.load_generator == "wrk" and shutil.which("wrk") is None:
+        parser.error("wrk is not installed (apt-get install wrk)")
+    workdir = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    script = workdir / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    body_files = {}
+    for count in (1, 64, 1024):
+        body_files[count] = workdir / f"body-{count}.json"
+        body_files[count].write_bytes(act_body(count))
+    bench = Bench(args, workdir, use_wrk, script, body_files)
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    results: dict[int, WorkerResults] = {}
+    try:
+        for workers in [int(w) for w in args.workers.split(",")]:
+            data_dir = workdir / f"data-{workers}"
+            data_dir.mkdir()
+            actors = seed_database(data_dir, args.hidden_size)
+            log_path = workdir / f"service-{workers}.log"
+            print(f"# {workers} worker(s): measuring ...", file=sys.stderr, flush=True)
+            with service(data_dir, free_port(), workers, log_path) as base_url:
+                idle = measure_idle(bench, base_url)
+                training, job = (None, {}) if workers > 1 or args.no_training else measure_training(bench, base_url)
+                promotions = measure_promotions(bench, base_url, actors)
+            results[workers] = WorkerResults(idle, promotions, training, job)
+    finally:
+        if args.keep:
+            print(f"# kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    load_after = os.getloadavg()
+    report(args, results, use_wrk=use_wrk, load=(load_before[0], load_after[0]), elapsed=time.monotonic() - started)
+    return 0
+
+
+def row(workers: int, name: str, run: Run, versus: str = "") -> None:
+    print(
+        f"| {workers} | {name} | {run.observations_per_request} | {fmt_rate(run.rps)} | "
+        f"{fmt_rate(run.obs_per_second)} | {run.p50_ms:.2f} | {run.p99_ms:.2f} | {run.errors} | {versus} |"
+    )
+
+
+def report(
+    args: argparse.Namespace,
+    results: dict[int, WorkerResults],
+    *,
+    use_wrk: bool,
+    load: tuple[float, float],
+    elapsed: float,
+) -> None:
+    generator = "wrk (1 thread)" if use_wrk else "asyncio HTTP/1.1 generator"
+    if use_wrk and args.wrk_threads != 1:
+        generator = f"wrk ({args.wrk_threads} threads)"
+    print(f"Machine: {machine()}")
+    print(
+        f"Load: {generator} on the same machine, {args.connections} keep-alive connections, "
+        f"{args.duration:g} s per measurement, median of {args.rounds} interleaved rounds; actor hidden size "
+        f"{args.hidden_size}. Load average before {load[0]:.2f}, after {load[1]:.2f}; "
+        f"bench took {elapsed:.0f} s."
+    )
+    print()
+    print("| Workers | Scenario | Obs/request | Requests/s | Obs/s | p50 ms | p99 ms | Failed | vs |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---|")
+    checks: list[tuple[str, bool, str]] = []
+    for workers, entry in results.items():
+        idle = entry.idle
+        noop, act1 = idle["noop"], idle["act1"]
+
+        row(workers, "POST /bench/noop (stack limit)", noop)
+        row(workers, "POST /act", act1, f"{act1.rps / noop.rps:.0%} of noop req/s")
+        for name in ("act64", "act1024"):
+            run = idle[name]
+            row(workers, "POST /act", run, f"{run.obs_per_second / act1.obs_per_second:.0f}x the obs/s of 1")
+        if workers == 1:
+            checks.append(
+                (
+                    f"/act >= {TARGET_ACT_NOOP_RATIO:.0%} of noop req/s (1 worker)",
+                    act1.rps >= TARGET_ACT_NOOP_RATIO * noop.rps,
+                    f"{act1.rps / noop.rps:.0%}",
+                )
+            )
+            checks.append(
+                (f"/act p99 <= {TARGET_P99_MS:g} ms (1 worker)", act1.p99_ms <= TARGET_P99_MS, f"{act1.p99_ms:.2f} ms")
+            )
+            checks.append(
+                (
+                    f">= {TARGET_OBS_PER_SECOND:,} obs/s at 1024 per request (1 worker)",
+                    idle["act1024"].obs_per_second >= TARGET_OBS_PER_SECOND,
+                    f"{fmt_rate(idle['act1024'].obs_per_second)} obs/s",
+                )
+            )
+        training, job = entry.training, entry.training_job
+        if training is not None:
+            factor = training.p99_ms / act1.p99_ms
+            row(workers, "POST /act while a job trains", training, f"p99 {factor:.1f}x idle")
+            ok = factor <= TARGET_TRAINING_P99_FACTOR and training.errors == 0
+            checks.append(
+                (
+                    f"training: p99 <= {TARGET_TRAINING_P99_FACTOR:g}x idle, no failures",
+                    ok,
+                    f"{factor:.1f}x, {training.errors} failed, job {job['status']} after "
+                    f"{job['episodes_done']} episodes",
+                )
+            )
+        promotions = entry.promotions
+        during = promotions.during
+        row(workers, "POST /act, Python generator (checks every answer)", promotions.idle)
+        row(
+            workers,
+            f"POST /act during {promotions.promoted} promotions (same generator)",
+            during,
+            f"p99 {during.p99_ms / promotions.idle.p99_ms:.1f}x; answers per policy {promotions.answers_per_policy}",
+        )
+        wrong = [p for p in promotions.problems if p.startswith("wrong")]
+        ok = (
+            during.errors == 0
+            and not promotions.problems
+            and promotions.promoted == args.promotions
+            and len(promotions.answers_per_policy) == 2
+        )
+        measured = (
+            f"{promotions.promoted} promoted, {during.errors} failed, {len(wrong)} wrong answers of "
+            f"{sum(promotions.answers_per_policy.values())}"
+        )
+        if promotions.problems:
+            measured += f"; first problem: {promotions.problems[0]}"
+        checks.append(
+            (f"promotions ({workers} worker(s)): no failures, each answer from the policy it names", ok, measured)
+        )
+    print()
+    print("| Target | Met | Measured |")
+    print("|---|---|---|")
+    for name, ok, measured in checks:
+        print(f"| {name} | {'yes' if ok else 'NO'} | {measured} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
