@@ -25,6 +25,7 @@ from starlette.responses import Response
 from app.errors import ApiError
 from app.policy_cache import LoadedPolicy, PolicyCache, PolicyUnavailableError
 from app.routers.act import ActRuntime
+from app.schemas import error_responses
 from app.security import check_bearer
 
 INPUT_NAME = "observation"
@@ -67,8 +68,14 @@ _ERROR_DOC = {
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` entries for the protocols' error shape."""
-    return {status: {"description": '`{"error": "<message>"}`', **_ERROR_DOC} for status in statuses}
+    """OpenAPI `responses=` entries for the protocols' error shape.
+
+    Plus 422 in the service's shape: FastAPI would otherwise document its own validation-error schema for the
+    path parameters (plain strings here, so that 422 cannot actually happen).
+    """
+    documented: dict[int | str, dict[str, Any]] = dict(error_responses(422))
+    documented.update({status: {"description": '`{"error": "<message>"}`', **_ERROR_DOC} for status in statuses})
+    return documented
 
 
 def _body_doc(schema: dict[str, Any], example: dict[str, Any]) -> dict[str, Any]:
