@@ -29,6 +29,7 @@ REWARDS_FILE = "rewards.csv"
 EVALUATIONS_FILE = "evaluations.csv"
 PLOT_FILE = "rewards.png"
 CONFIG_FILE = "config.json"
+GIF_FILE = "rollout.gif"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser = sub.add_parser("train", help="train an actor and write it with its reward history to --out")
     train_parser.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
     train_parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="starting hyperparameters")
+    train_parser.add_argument(
+        "--gif", action="store_true", help=f"also write {GIF_FILE}: one episode of the exported actor, rendered"
+    )
     hints = typing.get_type_hints(DDPGConfig)
     for f in dataclasses.fields(DDPGConfig):
         _add_field_flag(train_parser, f, hints[f.name])
@@ -141,6 +145,15 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     title = f"DDPG on {config.env_id} (preset {args.preset}, seed {config.seed})"
     plot_rewards(out / PLOT_FILE, result.episodes, result.evaluations, title=title)
     (out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    if args.gif:
+        # The same renderer as the API's GET /policies/{id}/rollout.gif, seeded with the run's seed.
+        from models.rollout import RenderUnavailableError, write_rollout_gif
+
+        try:
+            write_rollout_gif(out / ACTOR_FILE, out / GIF_FILE, seed=config.seed)
+        except RenderUnavailableError as exc:
+            logger.error("cannot write %s: %s", GIF_FILE, exc)
+            return 1
     logger.info(
         "wrote %s: exported %s actor, evaluation mean return %.1f%s",
         out,

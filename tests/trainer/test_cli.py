@@ -130,3 +130,14 @@ def test_worker_subcommand_dispatches_the_rest_of_the_line(monkeypatch: pytest.M
     monkeypatch.setitem(sys.modules, "trainer.worker", fake)
     assert cli.main(["worker", "--once", "--database-url", "sqlite://"]) == 7
     assert received == [["--once", "--database-url", "sqlite://"]]
+
+
+def test_gif_flag_writes_the_rollout_next_to_the_weights(tmp_path: Path) -> None:
+    from PIL import Image
+
+    out = tmp_path / "gif-run"
+    assert cli.main(["train", "--out", str(out), "--seed", "2", "--gif", *FAST_TRAIN]) == 0
+    gif = out / cli.GIF_FILE
+    assert gif.read_bytes()[:6] == b"GIF89a"
+    with Image.open(gif) as image:
+        assert image.n_frames > 10  # an animation of the episode, not a still
