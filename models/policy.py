@@ -2,10 +2,14 @@
 
 Weights are transposed once at load time so that a forward pass is three `matmul`s on contiguous
 float32 arrays, for one observation or a batch, with no per-call copies of the weights.
+
+One observation (the /act hot path) takes a separate route: `np.dot` into per-thread scratch buffers, which
+skips the allocations of the batch route and measured about 30% faster per call (bench/serve_bench.py).
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +23,20 @@ FloatArray = npt.NDArray[np.float32]
 class NumpyActor:
     """mu(s) scaled to the environment's action bounds, computed with numpy only."""
 
-    __slots__ = ("_b1", "_b2", "_b3", "_half_range", "_high", "_low", "_mid", "_w1", "_w2", "_w3", "weights")
+    __slots__ = (
+        "_b1",
+        "_b2",
+        "_b3",
+        "_half_range",
+        "_high",
+        "_low",
+        "_mid",
+        "_scratch",
+        "_w1",
+        "_w2",
+        "_w3",
+        "weights",
+    )
 
     def __init__(self, weights: ActorWeights) -> None:
         self.weights = weights
@@ -36,6 +53,8 @@ class NumpyActor:
         self._half_range = ((weights.action_high - weights.action_low) / 2).astype(np.float32)
         self._low = weights.action_low
         self._high = weights.action_high
+        # Per thread: an actor may be shared by the event loop and thread-pool endpoints at once.
+        self._scratch = threading.local()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> NumpyActor:
@@ -69,9 +88,40 @@ class NumpyActor:
 
     def act(self, observations: npt.ArrayLike) -> FloatArray:
         """Actions within [action_low, action_high] for one observation (obs_dim,) or a batch (n, obs_dim)."""
-        out = self.squashed(observations)
+        x: FloatArray = np.asarray(observations, dtype=np.float32)
+        if x.ndim == 1 and x.shape[0] == self.weights.obs_dim:
+            return self._act_one(x)
+        out = self.squashed(x)
         out *= self._half_range
         out += self._mid
         # float32 rounding can overshoot a bound by one ulp; the contract is "within the bounds".
-        np.clip(out, self._low, self._high, out=out)
+        # (Two ufuncs, not np.clip: its Python-level dispatch cost ~9 us per call here.)
+        np.maximum(out, self._low, out=out)
+        np.minimum(out, self._high, out=out)
         return out
+
+    def _act_one(self, x: FloatArray) -> FloatArray:
+        """The same arithmetic as `act` for one observation, with no temporary arrays but the result."""
+        try:
+            h1, h2, out = self._scratch.buffers
+        except AttributeError:
+            hidden, act_dim = self.weights.hidden_size, self.weights.act_dim
+            h1, h2, out = self._scratch.buffers = (
+                np.empty(hidden, np.float32),
+                np.empty(hidden, np.float32),
+                np.empty(act_dim, np.float32),
+            )
+        np.dot(x, self._w1, out=h1)
+        h1 += self._b1
+        np.maximum(h1, 0.0, out=h1)
+        np.dot(h1, self._w2, out=h2)
+        h2 += self._b2
+        np.maximum(h2, 0.0, out=h2)
+        np.dot(h2, self._w3, out=out)
+        out += self._b3
+        np.tanh(out, out=out)
+        out *= self._half_range
+        out += self._mid
+        action: FloatArray = np.maximum(out, self._low)  # a fresh array: the caller may keep it
+        np.minimum(action, self._high, out=action)
+        return action
