@@ -60,3 +60,19 @@ def test_single_observation_parity_and_shape() -> None:
 def test_accepts_plain_lists() -> None:
     _, numpy_actor = _pair()
     assert numpy_actor.act([[0.0] * 5, [1.0] * 5]).shape == (2, 2)
+
+
+def test_single_observations_from_many_threads_match_the_batch_route() -> None:
+    # One observation uses per-thread scratch buffers: threads sharing an actor must not see each other's.
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, numpy_actor = _pair()
+    obs = np.random.default_rng(7).normal(scale=3.0, size=(400, 5)).astype(np.float32)
+    expected = numpy_actor.act(obs)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = np.stack(list(pool.map(numpy_actor.act, obs)))
+    np.testing.assert_array_equal(got, expected)
+    # Each result is its own array, not a view of a buffer the next call overwrites.
+    first = numpy_actor.act(obs[0])
+    numpy_actor.act(obs[1])
+    np.testing.assert_array_equal(first, expected[0])
