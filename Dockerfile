@@ -47,6 +47,10 @@ COPY --from=api-deps /opt/venv /opt/venv
 COPY --chown=ddpg:ddpg app ./app
 COPY --chown=ddpg:ddpg models ./models
 COPY --chown=ddpg:ddpg store ./store
+# Inside a container the API must listen beyond loopback; the trainer runs in its own image/service.
+ENV HOST=0.0.0.0 \
+    PORT=8000 \
+    EMBEDDED_WORKER=false
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
