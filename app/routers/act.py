@@ -128,7 +128,9 @@ async def act_content(runtime: ActRuntime, body: bytes) -> bytes:
     parsed = parse_act_body(body, runtime.max_batch)
     loaded = await _resolve_policy(runtime.cache, parsed.policy_id)
     _check_obs_dim(parsed, loaded)
-    actions = loaded.actor.act(parsed.observations)
     runtime.metrics.act_batch_size.observe(parsed.count)
-    key = "actions" if parsed.batched else "action"
-    return orjson.dumps({key: actions, "policy_id": loaded.policy_id}, option=orjson.OPT_SERIALIZE_NUMPY)
+    if parsed.batched:
+        actions = loaded.actor.act(parsed.observations)
+        return orjson.dumps({"actions": actions, "policy_id": loaded.policy_id}, option=orjson.OPT_SERIALIZE_NUMPY)
+    # One observation: the actor's list-of-floats route skips building an array just to serialise it.
+    return orjson.dumps({"action": loaded.actor.act_one(parsed.observations), "policy_id": loaded.policy_id})
