@@ -53,7 +53,7 @@ if str(REPO) not in sys.path:  # `python bench/serve_bench.py` from the reposito
     sys.path.insert(0, str(REPO))
 
 from models.policy import NumpyActor  # noqa: E402
-from models.weights import encode_actor  # noqa: E402
+from models.random_actor import random_actor_bytes  # noqa: E402
 from store.db import create_db_engine, default_database_url, make_session_factory, migrate  # noqa: E402
 from store.policies import register_policy  # noqa: E402
 
@@ -124,25 +124,8 @@ def median_run(runs: list[Run]) -> Run:
 
 def random_policy_bytes(seed: int, hidden_size: int) -> bytes:
     """A valid actor of Pendulum's shape with random weights (scaled like an initialised network)."""
-    rng = np.random.default_rng(seed)
-    obs_dim, act_dim = 3, 1
-    tensors = {
-        "linear1.weight": rng.normal(scale=1 / np.sqrt(obs_dim), size=(hidden_size, obs_dim)),
-        "linear1.bias": rng.normal(scale=0.1, size=hidden_size),
-        "linear2.weight": rng.normal(scale=1 / np.sqrt(hidden_size), size=(hidden_size, hidden_size)),
-        "linear2.bias": rng.normal(scale=0.1, size=hidden_size),
-        "linear3.weight": rng.normal(scale=1 / np.sqrt(hidden_size), size=(act_dim, hidden_size)),
-        "linear3.bias": rng.normal(scale=0.1, size=act_dim),
-    }
-    return encode_actor(
-        tensors,
-        env_id="Pendulum-v1",
-        action_low=[-2.0],
-        action_high=[2.0],
-        config={"hidden_size": hidden_size},
-        seed=seed,
-        eval_mean_return=-150.0 - seed,
-        created_at="2026-01-01T00:00:00+00:00",
+    return random_actor_bytes(
+        seed, hidden_size=hidden_size, weight_scale=None, bias_scale=0.1, eval_mean_return=-150.0 - seed
     )
 
 

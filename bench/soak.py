@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.weights import encode_actor  # noqa: E402
+from models.random_actor import random_actor_bytes  # noqa: E402
 from store.db import create_db_engine, make_session_factory  # noqa: E402
 from store.policies import register_policy  # noqa: E402
 
@@ -39,25 +39,7 @@ MAX_IN_FLIGHT = 32
 
 
 def random_actor(seed: int, hidden_size: int = 64) -> bytes:
-    rng = np.random.default_rng(seed)
-    tensors = {
-        "linear1.weight": rng.normal(scale=0.3, size=(hidden_size, 3)),
-        "linear1.bias": np.zeros(hidden_size),
-        "linear2.weight": rng.normal(scale=0.3, size=(hidden_size, hidden_size)),
-        "linear2.bias": np.zeros(hidden_size),
-        "linear3.weight": rng.normal(scale=0.3, size=(1, hidden_size)),
-        "linear3.bias": np.zeros(1),
-    }
-    return encode_actor(
-        tensors,
-        env_id="Pendulum-v1",
-        action_low=[-2.0],
-        action_high=[2.0],
-        config={"hidden_size": hidden_size},
-        seed=seed,
-        eval_mean_return=-1000.0,
-        created_at="2026-01-01T00:00:00+00:00",
-    )
+    return random_actor_bytes(seed, hidden_size=hidden_size, weight_scale=0.3, bias_scale=0.0, eval_mean_return=-1000.0)
 
 
 def rss_mib(pid: int) -> float:

@@ -8,13 +8,12 @@ import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.weights import encode_actor
+from models.random_actor import random_actor_bytes
 from store.db import create_db_engine, make_session_factory, migrate
 
 POSTGRES_ENV = "TEST_DATABASE_URL"
@@ -78,25 +77,7 @@ ActorFactory = Callable[..., bytes]
 
 def make_actor_bytes(eval_mean_return: float | None = -500.0, *, seed: int = 0, hidden_size: int = 8) -> bytes:
     """A small but valid `ddpg-actor/1` file for Pendulum (obs 3, act 1)."""
-    rng = np.random.default_rng(seed)
-    tensors = {
-        "linear1.weight": rng.normal(size=(hidden_size, 3)),
-        "linear1.bias": np.zeros(hidden_size),
-        "linear2.weight": rng.normal(size=(hidden_size, hidden_size)),
-        "linear2.bias": np.zeros(hidden_size),
-        "linear3.weight": rng.normal(size=(1, hidden_size)),
-        "linear3.bias": np.zeros(1),
-    }
-    return encode_actor(
-        tensors,
-        env_id="Pendulum-v1",
-        action_low=[-2.0],
-        action_high=[2.0],
-        config={"hidden_size": hidden_size},
-        seed=seed,
-        eval_mean_return=eval_mean_return,
-        created_at="2026-01-01T00:00:00+00:00",
-    )
+    return random_actor_bytes(seed, hidden_size=hidden_size, bias_scale=0.0, eval_mean_return=eval_mean_return)
 
 
 @pytest.fixture

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import socket
 
-import numpy as np
-
-from models.weights import encode_actor
+from models.random_actor import random_actor_bytes
 
 
 def make_policy_bytes(
@@ -19,24 +17,13 @@ def make_policy_bytes(
     action_bound: float = 2.0,
 ) -> bytes:
     """A valid `ddpg-actor/1` file with random weights; different seeds give different actions."""
-    rng = np.random.default_rng(seed)
-    tensors = {
-        "linear1.weight": rng.normal(size=(hidden_size, obs_dim)),
-        "linear1.bias": rng.normal(size=hidden_size),
-        "linear2.weight": rng.normal(size=(hidden_size, hidden_size)),
-        "linear2.bias": rng.normal(size=hidden_size),
-        "linear3.weight": rng.normal(size=(act_dim, hidden_size)),
-        "linear3.bias": rng.normal(size=act_dim),
-    }
-    return encode_actor(
-        tensors,
-        env_id="Pendulum-v1",
-        action_low=[-action_bound] * act_dim,
-        action_high=[action_bound] * act_dim,
-        config={"hidden_size": hidden_size},
-        seed=seed,
+    return random_actor_bytes(
+        seed,
+        obs_dim=obs_dim,
+        act_dim=act_dim,
+        hidden_size=hidden_size,
+        action_bound=action_bound,
         eval_mean_return=eval_mean_return,
-        created_at="2026-01-01T00:00:00+00:00",
     )
 
 

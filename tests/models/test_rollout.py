@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from models.policy import NumpyActor
+from models.random_actor import random_actor_bytes as make_random_actor
 from models.rollout import (
     _FINAL_TEXT_COLOUR,
     RenderUnavailableError,
@@ -26,7 +27,7 @@ from models.rollout import (
     run_episode,
     write_rollout_gif,
 )
-from models.weights import WeightsFormatError, encode_actor
+from models.weights import WeightsFormatError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Short episodes keep the suite fast; one test runs Pendulum's full 200 steps.
@@ -34,25 +35,7 @@ SHORT = 24
 
 
 def random_actor_bytes(obs_dim: int = 3, hidden: int = 16, act_dim: int = 1, seed: int = 0) -> bytes:
-    rng = np.random.default_rng(seed)
-    tensors = {
-        "linear1.weight": rng.normal(size=(hidden, obs_dim)),
-        "linear1.bias": rng.normal(size=hidden),
-        "linear2.weight": rng.normal(size=(hidden, hidden)) / np.sqrt(hidden),
-        "linear2.bias": rng.normal(size=hidden),
-        "linear3.weight": rng.normal(size=(act_dim, hidden)),
-        "linear3.bias": rng.normal(size=act_dim),
-    }
-    return encode_actor(
-        tensors,
-        env_id="Pendulum-v1",
-        action_low=[-2.0] * act_dim,
-        action_high=[2.0] * act_dim,
-        config={"preset": "test"},
-        seed=seed,
-        eval_mean_return=None,
-        created_at="2024-01-01T00:00:00+00:00",
-    )
+    return make_random_actor(seed, obs_dim=obs_dim, act_dim=act_dim, hidden_size=hidden, config={"preset": "test"})
 
 
 @pytest.fixture(scope="module")
