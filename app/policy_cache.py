@@ -123,8 +123,9 @@ class PolicyCache:
         if weights is None:
             return None
         try:
-            # Decoding a small actor takes well under a millisecond, but large ones do not: keep it off the loop.
-            actor = await asyncio.to_thread(NumpyActor.from_bytes, weights)
+            # Off the loop: decoding a large actor takes a while, and so does this process's first warm_up (it
+            # compiles the one-observation kernel, ~0.5 s), which must not happen inside a request.
+            actor = await asyncio.to_thread(_ready_actor, weights)
         except WeightsFormatError as exc:
             raise PolicyUnavailableError(f"policy {policy_id} has invalid stored weights: {exc}") from exc
         return LoadedPolicy(policy_id, actor)
@@ -134,6 +135,12 @@ class PolicyCache:
         self._lru.move_to_end(loaded.policy_id)
         while len(self._lru) > self._lru_size:
             self._lru.popitem(last=False)
+
+
+def _ready_actor(weights: bytes) -> NumpyActor:
+    actor = NumpyActor.from_bytes(weights)
+    actor.warm_up()
+    return actor
 
 
 @contextlib.asynccontextmanager

@@ -63,18 +63,16 @@ def check_json_content_type(content_type: str | None) -> None:
         raise ApiError(415, "unsupported_media_type", f"expected Content-Type application/json, got {media_type!r}")
 
 
-async def _resolve_policy(cache: PolicyCache, policy_id: int | None) -> LoadedPolicy:
-    if policy_id is None:
-        # Read the swapped reference exactly once: this request uses this policy, whatever swaps next.
-        loaded = cache.default
-        if loaded is None:
-            raise ApiError(
-                503,
-                "no_policy",
-                "no policy is loaded yet: train one (POST /train) or set POLICY_FILE; retry shortly",
-                headers={"Retry-After": str(NO_POLICY_RETRY_AFTER_SECONDS)},
-            )
-        return loaded
+def _no_policy() -> ApiError:
+    return ApiError(
+        503,
+        "no_policy",
+        "no policy is loaded yet: train one (POST /train) or set POLICY_FILE; retry shortly",
+        headers={"Retry-After": str(NO_POLICY_RETRY_AFTER_SECONDS)},
+    )
+
+
+async def _explicit_policy(cache: PolicyCache, policy_id: int) -> LoadedPolicy:
     try:
         found = await cache.get(policy_id)
     except PolicyUnavailableError:
@@ -84,13 +82,10 @@ async def _resolve_policy(cache: PolicyCache, policy_id: int | None) -> LoadedPo
     return found
 
 
-def _check_obs_dim(parsed: ActInput, loaded: LoadedPolicy) -> None:
-    expected = loaded.actor.obs_dim
-    if parsed.obs_dim != expected:
-        field = "observations[0]" if parsed.batched else "observation"
-        raise field_error(
-            field, f"expected {expected} numbers (obs_dim of policy {loaded.policy_id}), got {parsed.obs_dim}"
-        )
+def _wrong_obs_dim(parsed: ActInput, loaded: LoadedPolicy) -> ApiError:
+    field = "observations[0]" if parsed.batched else "observation"
+    expected, policy_id = loaded.actor.obs_dim, loaded.policy_id
+    return field_error(field, f"expected {expected} numbers (obs_dim of policy {policy_id}), got {parsed.obs_dim}")
 
 
 @router.post(
@@ -126,8 +121,15 @@ def check_act_headers(runtime: ActRuntime, authorization: str | None, content_ty
 async def act_content(runtime: ActRuntime, body: bytes) -> bytes:
     """The JSON answer of POST /act for a raw request body (ApiError for a request that cannot be served)."""
     parsed = parse_act_body(body, runtime.max_batch)
-    loaded = await _resolve_policy(runtime.cache, parsed.policy_id)
-    _check_obs_dim(parsed, loaded)
+    if parsed.policy_id is None:
+        # Read the swapped reference exactly once: this request uses this policy, whatever swaps next.
+        loaded = runtime.cache.default
+        if loaded is None:
+            raise _no_policy()
+    else:
+        loaded = await _explicit_policy(runtime.cache, parsed.policy_id)
+    if parsed.obs_dim != loaded.actor.obs_dim:
+        raise _wrong_obs_dim(parsed, loaded)
     runtime.metrics.act_batch_size.observe(parsed.count)
     if parsed.batched:
         actions = loaded.actor.act(parsed.observations)

@@ -57,7 +57,8 @@ def _service_process(
     """Start a compose service's command locally: its environment, with the `db` host swapped for ours."""
     command = list(service["command"])
     assert command[0] == "python", "compose commands run the image's python"
-    environment = {key: str(value) for key, value in service["environment"].items()}
+    # `KEY: ${VAR:-}` reads as YAML null without docker-compose's own interpolation: compose passes "".
+    environment = {key: "" if value is None else str(value) for key, value in service["environment"].items()}
     assert "@db:5432/" in environment["DATABASE_URL"], "services reach PostgreSQL as the `db` service"
     environment.update(DATABASE_URL=database_url, DATA_DIR=str(data_dir), **overrides)
     base = {key: os.environ[key] for key in ("PATH", "HOME", "LANG") if key in os.environ}

@@ -1,0 +1,120 @@
+"""One observation through the actor in one compiled call: the /act hot path's forward pass.
+
+Why not numpy: for one observation of the default preset's actor (3 -> 64 -> 64 -> 1) the arithmetic is a few
+thousand multiply-adds, while each numpy call costs about half a microsecond of dispatch, and the forward pass
+needs at least seven of them. Measured under the server (bench/serve_bench.py, issue 5), those calls were most of
+what /act costs beyond parsing its body; this kernel does the whole pass, squashing and clipping included, in
+one call of about half a microsecond. Batches keep numpy's BLAS (`NumpyActor.act`), which wins there.
+
+The weights travel as one flat float32 array (`pack_actor`): every array argument costs the compiled
+function's dispatcher ~70 ns to check, so the kernel takes four. The packed array starts with its own
+dimensions, and the kernel checks every array's size against them before reading anything: numba does not
+bounds-check, so a mismatch must be a ValueError, never a read past the end.
+
+numba is imported and the kernel compiled (~0.5 s) on first use, not at import: the trainer and the CLI load
+this package without serving one observation at a time.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+ForwardOne = Callable[[FloatArray, FloatArray, FloatArray, FloatArray], None]
+
+HEADER_SIZE = 3  # obs_dim, hidden_size, act_dim, stored as floats (exact in float32 far beyond any real width)
+_SIGNATURE = "void(float32[::1], float32[::1], float64[::1], float32[::1])"
+
+
+def packed_size(obs_dim: int, hidden_size: int, act_dim: int) -> int:
+    """Length of `pack_actor`'s array: header, three layers with their biases, then mid/half-range/low/high."""
+    layers = (obs_dim + 1) * hidden_size + (hidden_size + 1) * hidden_size + (hidden_size + 1) * act_dim
+    return HEADER_SIZE + layers + 4 * act_dim
+
+
+def pack_actor(
+    layers: list[tuple[FloatArray, FloatArray]], action_low: FloatArray, action_high: FloatArray
+) -> FloatArray:
+    """The kernel's parameter array from three (weight (in, out), bias (out,)) layers and the action bounds.
+
+    Weights are stored input-major (the torch Linear's W.T): the kernel adds one input's row to all outputs at
+    a time, a contiguous multiply-add the compiler vectorises, and skips the rows of inputs that relu zeroed.
+    """
+    (w1, _), (w2, _), (w3, _) = layers
+    obs_dim, hidden_size = w1.shape
+    act_dim = w3.shape[1]
+    if w2.shape != (hidden_size, hidden_size) or w3.shape != (hidden_size, act_dim):
+        raise ValueError(f"layer shapes {w1.shape}, {w2.shape}, {w3.shape} do not chain")
+    low = np.asarray(action_low, np.float32)
+    high = np.asarray(action_high, np.float32)
+    parts: list[npt.ArrayLike] = [np.array([obs_dim, hidden_size, act_dim], np.float32)]
+    for weight, bias in layers:
+        parts += [np.asarray(weight, np.float32).ravel(), np.asarray(bias, np.float32)]
+    # low + (tanh + 1) / 2 * (high - low) == mid + tanh * half_range, one multiply-add fewer.
+    parts += [(high + low) / 2, (high - low) / 2, low, high]
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+
+def _forward_one(x: Any, params: Any, scratch: Any, out: Any) -> None:  # pragma: no cover - runs compiled
+    """out = clip(mid + tanh(W3 relu(W2 relu(W1 x + b1) + b2) + b3) * half_range, low, high); scratch: 2 * hidden."""
+    obs_dim = int(params[0])
+    hidden = int(params[1])
+    act_dim = int(params[2])
+    # packed_size, inlined: the compiled kernel cannot call a plain Python function.
+    expected = HEADER_SIZE + (obs_dim + 1) * hidden + (hidden + 1) * hidden + (hidden + 1) * act_dim + 4 * act_dim
+    if params.shape[0] != expected or x.shape[0] != obs_dim or out.shape[0] != act_dim or scratch.shape[0] < 2 * hidden:
+        raise ValueError("array sizes do not match the packed actor")
+    w1 = HEADER_SIZE
+    b1 = w1 + obs_dim * hidden
+    w2 = b1 + hidden
+    b2 = w2 + hidden * hidden
+    w3 = b2 + hidden
+    b3 = w3 + hidden * act_dim
+    tail = b3 + act_dim
+    # h1 and h2 hold pre-activations: relu is applied where they are read, by skipping inputs <= 0 (which
+    # contribute nothing), so a typical half of layers 2 and 3 is never computed.
+    for j in range(hidden):
+        scratch[j] = params[b1 + j]
+    for i in range(obs_dim):
+        value = x[i]
+        row = w1 + i * hidden
+        for j in range(hidden):
+            scratch[j] += value * params[row + j]
+    for j in range(hidden):
+        scratch[hidden + j] = params[b2 + j]
+    for i in range(hidden):
+        value = scratch[i]
+        if value > 0.0:
+            row = w2 + i * hidden
+            for j in range(hidden):
+                scratch[hidden + j] += value * params[row + j]
+    for k in range(act_dim):
+        total = np.float64(params[b3 + k])
+        for i in range(hidden):
+            value = scratch[hidden + i]
+            if value > 0.0:
+                total += value * params[w3 + i * act_dim + k]
+        low = params[tail + 2 * act_dim + k]
+        high = params[tail + 3 * act_dim + k]
+        action = params[tail + k] + math.tanh(total) * params[tail + act_dim + k]
+        # Written so that NaN (from an overflowing pre-activation) lands on `low`: the contract is "within bounds".
+        if action > high:
+            action = high
+        elif not action >= low:
+            action = low
+        out[k] = action
+
+
+@functools.cache
+def forward_one_kernel() -> ForwardOne:
+    """The compiled kernel, `kernel(x, packed, scratch, out)`; compiled once per process, on the first call."""
+    from numba import njit  # numba ships no type information (mypy: ignore_missing_imports)
+
+    kernel: ForwardOne = njit(_SIGNATURE, nogil=True, cache=False)(_forward_one)
+    return kernel
