@@ -33,14 +33,9 @@ class ActInput:
     observations: FloatArray
     batched: bool
     policy_id: int | None
-
-    @property
-    def obs_dim(self) -> int:
-        return int(self.observations.shape[-1])
-
-    @property
-    def count(self) -> int:
-        return int(self.observations.shape[0]) if self.batched else 1
+    # Plain ints, not properties of the array: /act reads both on every request.
+    count: int
+    obs_dim: int
 
 
 def parse_act_body(body: bytes, max_batch: int) -> ActInput:
@@ -77,7 +72,7 @@ def parse_act_body(body: bytes, max_batch: int) -> ActInput:
         value = payload["observation"]
         if type(value) is not list or not value:
             raise field_error("observation", "must be a non-empty list of numbers")
-        return ActInput(_to_float32(value, "observation", 1, body), False, policy_id)
+        return ActInput(_to_float32(value, "observation", 1, body), False, policy_id, 1, len(value))
     if has_batch:
         value = payload["observations"]
         if type(value) is not list:
@@ -86,7 +81,9 @@ def parse_act_body(body: bytes, max_batch: int) -> ActInput:
             raise field_error("observations", "must contain at least one observation")
         if len(value) > max_batch:
             raise field_error("observations", f"at most {max_batch} observations per request, got {len(value)}")
-        return ActInput(_to_float32(value, "observations", 2, body), True, policy_id)
+        batch = _to_float32(value, "observations", 2, body)
+        count, obs_dim = batch.shape
+        return ActInput(batch, True, policy_id, count, obs_dim)
     raise field_error("observation", "one of `observation` or `observations` is required")
 
 

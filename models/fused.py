@@ -70,44 +70,50 @@ def _forward_one(x: Any, params: Any, scratch: Any, out: Any) -> None:  # pragma
     expected = HEADER_SIZE + (obs_dim + 1) * hidden + (hidden + 1) * hidden + (hidden + 1) * act_dim + 4 * act_dim
     if params.shape[0] != expected or x.shape[0] != obs_dim or out.shape[0] != act_dim or scratch.shape[0] < 2 * hidden:
         raise ValueError("array sizes do not match the packed actor")
-    w1 = HEADER_SIZE
-    b1 = w1 + obs_dim * hidden
-    w2 = b1 + hidden
-    b2 = w2 + hidden * hidden
-    w3 = b2 + hidden
-    b3 = w3 + hidden * act_dim
-    tail = b3 + act_dim
-    # h1 and h2 hold pre-activations: relu is applied where they are read, by skipping inputs <= 0 (which
-    # contribute nothing), so a typical half of layers 2 and 3 is never computed.
+    # Views, not flat offsets: indexing a row view by the loop variable is what lets the compiler vectorise the
+    # inner loops (with `params[offset + j]` a 256-wide actor took 11 us instead of 3).
+    end_w1 = HEADER_SIZE + obs_dim * hidden
+    end_w2 = end_w1 + hidden + hidden * hidden
+    end_w3 = end_w2 + hidden + hidden * act_dim
+    w1 = params[HEADER_SIZE:end_w1].reshape((obs_dim, hidden))
+    b1 = params[end_w1 : end_w1 + hidden]
+    w2 = params[end_w1 + hidden : end_w2].reshape((hidden, hidden))
+    b2 = params[end_w2 : end_w2 + hidden]
+    w3 = params[end_w2 + hidden : end_w3].reshape((hidden, act_dim))
+    b3 = params[end_w3 : end_w3 + act_dim]
+    tail = params[end_w3 + act_dim :].reshape((4, act_dim))  # mid, half_range, low, high
+    # h1 and h2 hold pre-activations (in float64: sums of float32 products, rounded once at the end). relu is
+    # applied where they are read, by skipping inputs <= 0 (which contribute nothing): about half of layers 2
+    # and 3 is never computed. Each input adds its weight row to all outputs: a contiguous, vectorised loop.
+    h1 = scratch[:hidden]
+    h2 = scratch[hidden : 2 * hidden]
     for j in range(hidden):
-        scratch[j] = params[b1 + j]
+        h1[j] = b1[j]
     for i in range(obs_dim):
         value = x[i]
-        row = w1 + i * hidden
+        row = w1[i]
         for j in range(hidden):
-            scratch[j] += value * params[row + j]
+            h1[j] += value * row[j]
     for j in range(hidden):
-        scratch[hidden + j] = params[b2 + j]
+        h2[j] = b2[j]
     for i in range(hidden):
-        value = scratch[i]
+        value = h1[i]
         if value > 0.0:
-            row = w2 + i * hidden
+            row = w2[i]
             for j in range(hidden):
-                scratch[hidden + j] += value * params[row + j]
+                h2[j] += value * row[j]
     for k in range(act_dim):
-        total = np.float64(params[b3 + k])
+        total = np.float64(b3[k])
         for i in range(hidden):
-            value = scratch[hidden + i]
+            value = h2[i]
             if value > 0.0:
-                total += value * params[w3 + i * act_dim + k]
-        low = params[tail + 2 * act_dim + k]
-        high = params[tail + 3 * act_dim + k]
-        action = params[tail + k] + math.tanh(total) * params[tail + act_dim + k]
+                total += value * w3[i, k]
+        action = tail[0, k] + math.tanh(total) * tail[1, k]
         # Written so that NaN (from an overflowing pre-activation) lands on `low`: the contract is "within bounds".
-        if action > high:
-            action = high
-        elif not action >= low:
-            action = low
+        if action > tail[3, k]:
+            action = tail[3, k]
+        elif not action >= tail[2, k]:
+            action = tail[2, k]
         out[k] = action
 
 
