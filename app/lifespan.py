@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -43,6 +44,25 @@ async def _sweep_stale_leases(database: Database) -> None:
             logger.warning("jobs %s lost their worker (lease expired)", expired)
 
 
+def freeze_startup_objects() -> None:
+    """Keep everything alive after start-up out of the garbage collector's full collections.
+
+    Measured (bench/serve_bench.py, 1024 observations per request): each request's thousand small lists made
+    full collections frequent, and each one walked the ~240,000 objects of the loaded libraries (numba, FastAPI,
+    SQLAlchemy, ...) for about 100 ms, stalling every request in flight: p99 110 ms against a p50 of 7 ms.
+    Frozen, a full collection takes a fraction of a millisecond. The first call in a process collects first, so
+    start-up garbage is freed rather than kept for good; later calls (more apps in one test process) only freeze.
+    """
+    global _startup_collected
+    if not _startup_collected:
+        gc.collect()
+        _startup_collected = True
+    gc.freeze()
+
+
+_startup_collected = False
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -69,6 +89,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 asyncio.create_task(database.prepare_with_retry(settings.policy_file), name="database-prepare")
             )
         background.append(asyncio.create_task(_sweep_stale_leases(database), name="lease-sweeper"))
+        freeze_startup_objects()
         async with running_refresher(cache, settings.policy_refresh_seconds):
             yield
     finally:

@@ -430,8 +430,8 @@ def measure_promotions(bench: Bench, base_url: str, actors: dict[int, NumpyActor
     """Python load (checking every answer) without promotions, then during `promotions` promotions."""
     obs = observations(256, seed=7).astype(np.float32)
     bodies = [orjson.dumps({"observation": row.tolist()}) for row in obs]
-    # What each policy answers for each observation, computed here with the same numpy forward pass.
-    expected = {pid: actor.act(obs) for pid, actor in actors.items()}
+    # What each policy answers for each observation, computed here with the server's own one-observation route.
+    expected = {pid: np.array([actor.act_one(row) for row in obs]) for pid, actor in actors.items()}
     ids = sorted(actors)
     seen: dict[int, int] = {}
 
