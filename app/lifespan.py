@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 # Workers expire each other's stale leases; the API does it too, so a job whose only worker died still ends
 # `failed` with its reason even when no worker is left. Rare enough to cost nothing.
 LEASE_SWEEP_SECONDS = 15.0
+# Several workers: how often each publishes its per-request metrics to the others' scrapes (app.loop_metrics).
+METRICS_SNAPSHOT_SECONDS = 1.0
 
 
 async def _sweep_stale_leases(database: Database) -> None:
@@ -42,6 +44,15 @@ async def _sweep_stale_leases(database: Database) -> None:
             continue
         if expired:
             logger.warning("jobs %s lost their worker (lease expired)", expired)
+
+
+async def _publish_metrics(metrics: Metrics) -> None:
+    while True:
+        await asyncio.sleep(METRICS_SNAPSHOT_SECONDS)
+        try:
+            metrics.write_snapshot()
+        except OSError as exc:  # a full or vanished directory must not end the task: the next write may work
+            logger.warning("could not write the metrics snapshot: %s", exc)
 
 
 def freeze_startup_objects() -> None:
@@ -89,6 +100,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 asyncio.create_task(database.prepare_with_retry(settings.policy_file), name="database-prepare")
             )
         background.append(asyncio.create_task(_sweep_stale_leases(database), name="lease-sweeper"))
+        if metrics.snapshots is not None:
+            background.append(asyncio.create_task(_publish_metrics(metrics), name="metrics-snapshots"))
         freeze_startup_objects()
         async with running_refresher(cache, settings.policy_refresh_seconds):
             yield

@@ -1,23 +1,39 @@
 """Counters and histograms written from the event loop at the cost of integer additions, read at scrape time.
 
 Why not prometheus_client's Counter and Histogram on every request: each `inc`/`observe` takes a lock per value
-and walks Python-level checks; measured under the server (bench/serve_bench.py, issue 5), the batch-size
-histogram alone cost POST /act about 2 microseconds, 5% of its throughput. Here a request adds to plain ints,
-and a custom collector turns them into the same metric families when /metrics is scraped.
+and walks Python-level checks (in multiprocess mode it also packs into a memory-mapped file); measured under the
+server (bench/serve_bench.py, issue 5), the batch-size histogram alone cost POST /act about 2 microseconds, 5% of
+its throughput, and the multiprocess request metrics 4 microseconds a request. Here a request adds to plain ints
+and a collector turns them into the same metric families when /metrics is scraped.
 
 Only for values written from the event loop thread (ASGI middleware, `async def` endpoints): plain `+=` is not
-atomic across threads. In multiprocess mode (several uvicorn workers) values must live in prometheus_client's
-shared files instead, so `app.metrics` uses its Counter and Histogram there; both expose the same families.
+atomic across threads.
+
+Several worker processes (`ProcessSnapshots`): each process writes its cumulative values to a small JSON file in
+the shared directory every second and when it stops; a scrape adds every other process's last file to its own
+live values. Another worker's counts can be up to a second old, which a Prometheus scrape interval (15 s and up)
+does not notice; a worker that dies without stopping loses at most its last second.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+logger = logging.getLogger(__name__)
+
+# One process's values of one metric, as JSON: [[label values], value] for a counter, [[label values], per-bucket
+# counts, sum] for a histogram.
+State = list[list[Any]]
 
 
 class LoopCounterChild:
@@ -44,53 +60,57 @@ class LoopHistogramChild:
         self.sum += amount
 
 
-class _LoopMetric(Collector):
-    """Label children by value tuple; with no label names, the metric itself is its only child."""
-
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+class LoopCounter(Collector):
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
-
-    def describe(self) -> Iterable[Metric]:
-        # An empty family of the right names, so registering does not call collect (nothing to read yet).
-        return [self._family()]
-
-    def _family(self) -> Metric:
-        raise NotImplementedError
-
-
-class LoopCounter(_LoopMetric):
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
-        super().__init__(name, documentation, labelnames)
-        self._children: dict[tuple[str, ...], LoopCounterChild] = {}
-        self._unlabelled = LoopCounterChild()
+        # With no label names the metric's only child has the empty label tuple.
+        self._children: dict[tuple[str, ...], LoopCounterChild] = {} if labelnames else {(): LoopCounterChild()}
 
     def labels(self, *values: str) -> LoopCounterChild:
-        return self._children.setdefault(tuple(values), LoopCounterChild())
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[tuple(values)] = LoopCounterChild()
+        return child
 
     def inc(self, amount: float = 1.0) -> None:
-        self._unlabelled.inc(amount)
+        self._children[()].inc(amount)
 
-    def _family(self) -> CounterMetricFamily:
-        return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+    def state(self) -> State:
+        return [[list(values), child.value] for values, child in list(self._children.items())]
+
+    def family(self, states: Iterable[State]) -> CounterMetricFamily:
+        """The metric family of the summed states (one per process)."""
+        totals: dict[tuple[str, ...], float] = {}
+        for state in states:
+            for values, value in state:
+                key = tuple(values)
+                totals[key] = totals.get(key, 0.0) + value
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for key, total in totals.items():
+            family.add_metric(list(key), total)
+        return family
+
+    def describe(self) -> Iterable[Metric]:
+        # An empty family of the right name: registering checks names without reading any values.
+        return [self.family([])]
 
     def collect(self) -> Iterable[Metric]:
-        family = self._family()
-        children = list(self._children.items()) if self.labelnames else [((), self._unlabelled)]
-        for values, child in children:
-            family.add_metric(list(values), child.value)
-        yield family
+        yield self.family([self.state()])
 
 
-class LoopHistogram(_LoopMetric):
+class LoopHistogram(Collector):
     def __init__(
         self, name: str, documentation: str, labelnames: Sequence[str] = (), *, buckets: Sequence[float]
     ) -> None:
-        super().__init__(name, documentation, labelnames)
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
         self._bounds = tuple(sorted(float(b) for b in buckets))
-        self._children: dict[tuple[str, ...], LoopHistogramChild] = {}
-        self._unlabelled = LoopHistogramChild(self._bounds)
+        self._children: dict[tuple[str, ...], LoopHistogramChild] = (
+            {} if labelnames else {(): LoopHistogramChild(self._bounds)}
+        )
 
     def labels(self, *values: str) -> LoopHistogramChild:
         child = self._children.get(values)
@@ -99,19 +119,71 @@ class LoopHistogram(_LoopMetric):
         return child
 
     def observe(self, amount: float) -> None:
-        self._unlabelled.observe(amount)
+        self._children[()].observe(amount)
 
-    def _family(self) -> HistogramMetricFamily:
-        return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+    def state(self) -> State:
+        return [[list(values), list(child.counts), child.sum] for values, child in list(self._children.items())]
 
-    def collect(self) -> Iterable[Metric]:
-        family = self._family()
-        children = list(self._children.items()) if self.labelnames else [((), self._unlabelled)]
+    def family(self, states: Iterable[State]) -> HistogramMetricFamily:
+        """The metric family of the summed states (one per process)."""
+        totals: dict[tuple[str, ...], tuple[list[int], float]] = {}
+        for state in states:
+            for values, counts, total in state:
+                key = tuple(values)
+                summed, summed_total = totals.get(key, ([0] * len(counts), 0.0))
+                totals[key] = ([a + b for a, b in zip(summed, counts, strict=True)], summed_total + total)
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         upper = [floatToGoString(bound) for bound in self._bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
-        for values, child in children:
+        for key, (counts, total) in totals.items():
             cumulative, buckets = 0, []
-            for le, count in zip(upper, list(child.counts), strict=True):
+            for le, count in zip(upper, counts, strict=True):
                 cumulative += count
                 buckets.append((le, float(cumulative)))
-            family.add_metric(list(values), buckets, child.sum)
-        yield family
+            family.add_metric(list(key), buckets, total)
+        return family
+
+    def describe(self) -> Iterable[Metric]:
+        return [self.family([])]
+
+    def collect(self) -> Iterable[Metric]:
+        yield self.family([self.state()])
+
+
+LoopMetric = LoopCounter | LoopHistogram
+
+
+class ProcessSnapshots(Collector):
+    """Loop metrics summed over the worker processes that share `directory` (see the module docstring)."""
+
+    PREFIX = "loop_metrics_"
+
+    def __init__(self, directory: Path, metrics: Sequence[LoopMetric]) -> None:
+        self.directory = directory
+        self.metrics = metrics
+        self.path = directory / f"{self.PREFIX}{os.getpid()}.json"
+
+    def write(self) -> None:
+        """This process's cumulative values, replacing its previous file atomically (readers never see half)."""
+        payload = json.dumps({metric.name: metric.state() for metric in self.metrics})
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(payload)
+        os.replace(temporary, self.path)
+
+    def _other_processes(self) -> list[dict[str, State]]:
+        snapshots = []
+        for path in self.directory.glob(f"{self.PREFIX}*.json"):
+            if path == self.path:
+                continue  # this process counts from its live values
+            try:
+                snapshots.append(json.loads(path.read_text()))
+            except (OSError, ValueError) as exc:  # removed meanwhile, or not ours: one bad file must not stop a scrape
+                logger.warning("skipping metrics snapshot %s: %s", path.name, exc)
+        return snapshots
+
+    def describe(self) -> Iterable[Metric]:
+        return [metric.family([]) for metric in self.metrics]
+
+    def collect(self) -> Iterable[Metric]:
+        others = self._other_processes()
+        for metric in self.metrics:
+            yield metric.family([metric.state(), *(other.get(metric.name, []) for other in others)])

@@ -1,39 +1,42 @@
 """Prometheus metrics of one API process, and the pure-ASGI middleware that records every request.
 
 Pure ASGI rather than BaseHTTPMiddleware: the latter wraps each request in extra tasks and streams, which
-would cost /act a visible share of its throughput. Label children are cached so the per-request cost is
-two lock-protected increments. Routes are labelled by their template (`/jobs/{job_id}`), and unmatched
-paths by one constant, so clients cannot blow up the label cardinality.
+would cost /act a visible share of its throughput. Per-request values are app.loop_metrics counters and
+histograms with cached label children, so recording a request is a few integer additions. Routes are labelled
+by their template (`/jobs/{job_id}`), and unmatched paths by one constant, so clients cannot blow up the label
+cardinality.
 
 Several uvicorn worker processes: when PROMETHEUS_MULTIPROC_DIR is set (`python -m app` sets it for
-WORKERS > 1), prometheus_client keeps every value in per-process files there, and /metrics aggregates all
-processes, so a scrape sees the whole server and not whichever worker answered.
+WORKERS > 1), every process shares its values through files there (prometheus_client's for the gauges,
+app.loop_metrics' snapshots for the rest), and /metrics aggregates all processes, so a scrape sees the whole
+server and not whichever worker answered.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from typing import Any
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
-    Counter,
     Gauge,
-    Histogram,
     disable_created_metrics,
     generate_latest,
     multiprocess,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.loop_metrics import LoopCounter, LoopHistogram
+from app.loop_metrics import LoopCounter, LoopCounterChild, LoopHistogram, LoopHistogramChild, ProcessSnapshots
 
 UNMATCHED_ROUTE = "<unmatched>"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 16384)
 LATENCY_NAME = "http_request_duration_seconds"
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+logger = logging.getLogger(__name__)
 
 
 def multiprocess_mode() -> bool:
@@ -52,23 +55,17 @@ class Metrics:
         requests_doc = "HTTP requests by method, route template and status."
         latency_doc = "HTTP request latency by method, route template and status."
         batch_doc = "Observations per successful POST /act request."
-        self.requests: Counter | LoopCounter
-        self.latency: Histogram | LoopHistogram
-        self.act_batch_size: Histogram | LoopHistogram
+        # Per-request values as plain integer additions (app.loop_metrics), the same families as prometheus_client's
+        # Counter and Histogram at a fraction of the cost on the hot path.
+        self.requests = LoopCounter("http_requests", requests_doc, request_labels)
+        self.latency = LoopHistogram(LATENCY_NAME, latency_doc, request_labels, buckets=_LATENCY_BUCKETS)
+        self.act_batch_size = LoopHistogram("act_batch_size", batch_doc, buckets=_BATCH_BUCKETS)
+        loop_metrics = (self.requests, self.latency, self.act_batch_size)
+        self.snapshots: ProcessSnapshots | None = None
         if multiprocess_mode():
-            # Values must reach prometheus_client's per-process files, which only its own metric classes write.
-            self.requests = Counter("http_requests", requests_doc, request_labels, registry=self.registry)
-            self.latency = Histogram(
-                LATENCY_NAME, latency_doc, request_labels, buckets=_LATENCY_BUCKETS, registry=self.registry
-            )
-            self.act_batch_size = Histogram("act_batch_size", batch_doc, buckets=_BATCH_BUCKETS, registry=self.registry)
+            self.snapshots = ProcessSnapshots(Path(os.environ[MULTIPROC_DIR_ENV]), loop_metrics)
         else:
-            # Per-request metrics as plain integer additions (app.loop_metrics): the same families, a fraction of
-            # the cost on the hot path.
-            self.requests = LoopCounter("http_requests", requests_doc, request_labels)
-            self.latency = LoopHistogram(LATENCY_NAME, latency_doc, request_labels, buckets=_LATENCY_BUCKETS)
-            self.act_batch_size = LoopHistogram("act_batch_size", batch_doc, buckets=_BATCH_BUCKETS)
-            for collector in (self.requests, self.latency, self.act_batch_size):
+            for collector in loop_metrics:
                 self.registry.register(collector)
         # Across processes: every process reads the same job counts (max), and the policy id most recently
         # recorded by a live process wins (a scrape sets it just before exposing).
@@ -85,20 +82,29 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livemostrecent",
         )
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, int], tuple[LoopCounterChild, LoopHistogramChild]] = {}
 
     def exposition(self) -> bytes:
         """The text format of every metric: of all worker processes in multiprocess mode, else of this one."""
-        if multiprocess_mode():
+        if self.snapshots is not None:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            registry.register(self.snapshots)
             return generate_latest(registry)
         return generate_latest(self.registry)
 
-    @staticmethod
-    def process_exiting() -> None:
-        """Drop this process's live gauges from the aggregate (multiprocess mode only)."""
-        if multiprocess_mode():
+    def write_snapshot(self) -> None:
+        """Multiprocess mode: publish this process's per-request values to the other workers' scrapes."""
+        if self.snapshots is not None:
+            self.snapshots.write()
+
+    def process_exiting(self) -> None:
+        """Publish the final values and drop this process's live gauges from the aggregate (multiprocess mode)."""
+        if self.snapshots is not None:
+            try:
+                self.snapshots.write()
+            except OSError as exc:
+                logger.warning("could not write the final metrics snapshot: %s", exc)
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.lifespan import METRICS_SNAPSHOT_SECONDS
 from store.db import create_db_engine, default_database_url, make_session_factory, migrate
 from store.policies import promote_policy, register_policy
 from tests.app.factories import free_port, make_policy_bytes
@@ -99,13 +100,16 @@ def test_promotion_reaches_every_worker_process_and_no_request_fails(tmp_path: P
             stop.set()
             for thread in threads:
                 thread.join()
-        time.sleep(0.3)  # the last responses are counted just after they are sent
-        exposition = httpx.get(f"{base_url}/metrics").text
+        # /metrics sums both worker processes: every /act answered is counted once, whichever worker served it.
+        # The other worker's values arrive with its next snapshot (app.loop_metrics), within about a second.
+        answered = sum(1 for r in results if r.status == 200)
+        deadline = time.monotonic() + METRICS_SNAPSHOT_SECONDS + 4.0
+        counted = act_requests_counted(httpx.get(f"{base_url}/metrics").text)
+        while counted != answered and time.monotonic() < deadline:
+            time.sleep(0.2)
+            counted = act_requests_counted(httpx.get(f"{base_url}/metrics").text)
     engine.dispose()
-
-    # /metrics sums both worker processes: every /act answered is counted once, whichever worker served it.
-    counted = act_requests_counted(exposition)
-    assert counted == sum(1 for r in results if r.status == 200), counted
+    assert counted == answered, (counted, answered)
 
     assert len(results) > 100, "the load generator barely ran"
     failures = [r for r in results if r.status != 200]

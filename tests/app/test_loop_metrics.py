@@ -1,12 +1,14 @@
 """app.loop_metrics exposes exactly what prometheus_client's own Counter and Histogram expose for the same data."""
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.loop_metrics import LoopCounter, LoopHistogram
+from app.loop_metrics import LoopCounter, LoopHistogram, ProcessSnapshots
 
 BUCKETS = (0.5, 1, 2.5, 10, 100)
 LABELS = ("method", "route")
@@ -80,3 +82,47 @@ def test_unlabelled_counter_and_a_name_clash_with_another_collector() -> None:
     # Registering describes the families, so a duplicate name is refused as prometheus_client refuses its own.
     with pytest.raises(ValueError, match="Duplicated"):
         Counter("jobs_started", "doc", registry=registry)
+
+
+def _process(directory: Path, name: str) -> tuple[LoopCounter, LoopHistogram, ProcessSnapshots]:
+    """The loop metrics of one worker process; `name` stands in for its pid (one test process plays several)."""
+    counter = LoopCounter("requests", "doc", LABELS)
+    histogram = LoopHistogram("batch", "doc", buckets=(1, 4, 16))
+    snapshots = ProcessSnapshots(directory, [counter, histogram])
+    snapshots.path = directory / f"{ProcessSnapshots.PREFIX}{name}.json"
+    return counter, histogram, snapshots
+
+
+def test_process_snapshots_sum_every_process_and_count_the_scraping_one_live(tmp_path: Path) -> None:
+    counter_a, histogram_a, snapshots_a = _process(tmp_path, "a")
+    counter_b, histogram_b, snapshots_b = _process(tmp_path, "b")
+    registry = CollectorRegistry()
+    registry.register(snapshots_a)  # process a answers the scrape
+    counter_a.labels("POST", "/act").inc()
+    histogram_a.observe(1)
+    counter_b.labels("POST", "/act").inc(2)
+    counter_b.labels("GET", "/jobs/{job_id}").inc()
+    histogram_b.observe(20)
+    # b has not published yet: only a's live values.
+    assert registry.get_sample_value("requests_total", {"method": "POST", "route": "/act"}) == 1.0
+    snapshots_b.write()
+    counter_a.labels("POST", "/act").inc()  # after b's write; a's own values are always current
+    assert registry.get_sample_value("requests_total", {"method": "POST", "route": "/act"}) == 4.0
+    assert registry.get_sample_value("requests_total", {"method": "GET", "route": "/jobs/{job_id}"}) == 1.0
+    assert registry.get_sample_value("batch_bucket", {"le": "1.0"}) == 1.0
+    assert registry.get_sample_value("batch_bucket", {"le": "16.0"}) == 1.0
+    assert registry.get_sample_value("batch_bucket", {"le": "+Inf"}) == 2.0
+    assert registry.get_sample_value("batch_sum") == 21.0
+    # a's own file is ignored by a's scrape (live values instead), or everything of a would count twice.
+    snapshots_a.write()
+    assert registry.get_sample_value("requests_total", {"method": "POST", "route": "/act"}) == 4.0
+
+
+def test_a_damaged_snapshot_is_skipped_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    counter, _, snapshots = _process(tmp_path, "a")
+    counter.labels("POST", "/act").inc()
+    (tmp_path / f"{ProcessSnapshots.PREFIX}broken.json").write_text('{"requests": [[["POST", "/a')
+    registry = CollectorRegistry()
+    registry.register(snapshots)
+    assert registry.get_sample_value("requests_total", {"method": "POST", "route": "/act"}) == 1.0
+    assert "skipping metrics snapshot" in caplog.text
