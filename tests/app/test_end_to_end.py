@@ -31,6 +31,19 @@ def wait_for(predicate_name: str, check: object, *, deadline: float, log_path: P
     raise AssertionError(f"{predicate_name} did not happen within {deadline} s:\n{log_path.read_text()[-4000:]}")
 
 
+def _children(pid: int) -> list[int]:
+    """Pids of the processes whose parent is `pid` (Linux /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
 @pytest.mark.slow
 def test_train_over_http_then_control_pendulum_over_http(tmp_path: Path) -> None:
     port = free_port()
@@ -40,6 +53,9 @@ def test_train_over_http_then_control_pendulum_over_http(tmp_path: Path) -> None
     with running([sys.executable, "-m", "app"], env, log_path) as process, httpx.Client(base_url=base_url) as client:
         wait_until_ready(base_url, process, log_path, path="/healthz")
         assert client.post("/act", json={"observation": [1.0, 0.0, 0.0]}).status_code == 503  # nothing trained yet
+        # The embedded trainer only takes CPU the API leaves idle (app.embedded).
+        (worker,) = _children(process.pid)
+        assert os.sched_getscheduler(worker) == os.SCHED_IDLE
 
         response = client.post(
             "/train", json={"preset": "default", "episodes": EPISODES, "seed": 0, "promote": "always"}
