@@ -22,7 +22,7 @@ FloatArray = npt.NDArray[np.float32]
 
 
 class NumpyActor:
-    """mu(s) scaled to the environment's action bounds, computed with numpy only."""
+    """mu(s) scaled to the environment's action bounds, without torch (numpy; one observation: a compiled kernel)."""
 
     __slots__ = (
         "_b1",

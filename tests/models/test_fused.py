@@ -7,29 +7,14 @@ import torch
 from models.fused import forward_one_kernel, pack_actor, packed_size
 from models.networks import Actor
 from models.policy import NumpyActor
-from models.weights import encode_actor
+from tests.models.actor_pairs import torch_and_numpy_actor
 
 
 def _pair(obs_dim: int, hidden: int, act_dim: int, seed: int) -> tuple[Actor, NumpyActor, np.ndarray, np.ndarray]:
-    torch.manual_seed(seed)
-    actor = Actor(obs_dim, hidden, act_dim)
-    with torch.no_grad():  # weights well beyond the default init: tanh saturates for some inputs, not for others
-        for p in actor.parameters():
-            p.mul_(3.0)
     rng = np.random.default_rng(seed)
     low = rng.uniform(-3.0, 0.0, act_dim).astype(np.float32)
     high = (low + rng.uniform(0.5, 4.0, act_dim)).astype(np.float32)
-    data = encode_actor(
-        {k: v.detach().numpy() for k, v in actor.state_dict().items()},
-        env_id="Test-v0",
-        action_low=low,
-        action_high=high,
-        config={},
-        seed=seed,
-        eval_mean_return=None,
-        created_at="2024-01-01T00:00:00+00:00",
-    )
-    return actor, NumpyActor.from_bytes(data), low, high
+    return (*torch_and_numpy_actor(obs_dim, hidden, act_dim, seed, low, high), low, high)
 
 
 @pytest.mark.parametrize(

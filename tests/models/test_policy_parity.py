@@ -6,30 +6,14 @@ import torch
 
 from models.networks import Actor
 from models.policy import NumpyActor
-from models.weights import encode_actor
+from tests.models.actor_pairs import torch_and_numpy_actor
 
 LOW = np.array([-2.0, 0.5], dtype=np.float32)
 HIGH = np.array([2.0, 1.5], dtype=np.float32)
 
 
 def _pair(obs_dim: int = 5, hidden: int = 32, act_dim: int = 2, seed: int = 0) -> tuple[Actor, NumpyActor]:
-    torch.manual_seed(seed)
-    actor = Actor(obs_dim, hidden, act_dim)
-    # Larger weights than the default init so the tanh is exercised away from its linear region.
-    with torch.no_grad():
-        for p in actor.parameters():
-            p.mul_(3.0)
-    data = encode_actor(
-        {k: v.detach().numpy() for k, v in actor.state_dict().items()},
-        env_id="Test-v0",
-        action_low=LOW,
-        action_high=HIGH,
-        config={},
-        seed=seed,
-        eval_mean_return=None,
-        created_at="2024-01-01T00:00:00+00:00",
-    )
-    return actor, NumpyActor.from_bytes(data)
+    return torch_and_numpy_actor(obs_dim, hidden, act_dim, seed, LOW, HIGH)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
