@@ -13,7 +13,7 @@ import threading
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.jobs import QueueFullError, count_jobs_by_status, enqueue_job
+from store.jobs import QueueFullError, count_jobs_by_status, enqueue_job, lock_queue
 from store.policies import list_policies
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,9 @@ def queue_bootstrap_job(
 ) -> int | None:
     """Queue one training job when there is no policy and nothing is queued or running; return its id."""
     with sessions() as session:
+        # The enqueue lock first: API replicas starting at the same moment must not both see "no policy, no
+        # job" and both queue one. The lock lasts until enqueue_job commits (or the session ends).
+        lock_queue(session)
         _, policies = list_policies(session, limit=1)
         if policies:
             return None

@@ -70,7 +70,7 @@ def enqueue_job(
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
     try:
-        _lock_queue(session)
+        lock_queue(session)
         queued = session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued")) or 0
         if queued >= max_queued:
             raise QueueFullError(f"{queued} jobs are already queued (the limit is {max_queued}); try again later")
@@ -397,10 +397,17 @@ def _end_attempt(session: Session, job: Job, reason: str, now: datetime) -> None
     job.lease_expires_at = None
 
 
-def _lock_queue(session: Session) -> None:
+def lock_queue(session: Session) -> None:
+    """Hold the enqueue lock until this transaction ends: checks made after it stay true until the commit.
+
+    Reentrant within a transaction, so a caller may lock, check, then call enqueue_job in the same transaction.
+    """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ENQUEUE_LOCK_KEY})
-    # SQLite: this transaction began IMMEDIATE (store.db), so it already holds the database's write lock.
+    else:
+        # SQLite: every transaction begins IMMEDIATE (store.db), taking the database's write lock; make sure this
+        # one has begun.
+        session.connection()
 
 
 def _rowcount(result: Any) -> int:
