@@ -34,6 +34,7 @@ test: lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python bench/train_bench.py
+	$(BIN)/python bench/forward_bench.py
 	$(BIN)/python bench/serve_bench.py
 
 clean:
