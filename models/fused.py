@@ -18,12 +18,16 @@ this package without serving one observation at a time.
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
 ForwardOne = Callable[[FloatArray, FloatArray, FloatArray, FloatArray], None]
@@ -122,5 +126,9 @@ def forward_one_kernel() -> ForwardOne:
     """The compiled kernel, `kernel(x, packed, scratch, out)`; compiled once per process, on the first call."""
     from numba import njit  # numba ships no type information (mypy: ignore_missing_imports)
 
+    start = time.perf_counter()
+    # An explicit signature compiles now, not on a first call. cache=False: numba's on-disk cache needs a writable
+    # directory beside this file (not so in the api image, whose user owns nothing there), and compiling is brief.
     kernel: ForwardOne = njit(_SIGNATURE, nogil=True, cache=False)(_forward_one)
+    logger.info("compiled the one-observation forward kernel in %.2f s", time.perf_counter() - start)
     return kernel
