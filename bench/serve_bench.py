@@ -52,6 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/serve_bench.py` from the repository root
     sys.path.insert(0, str(REPO))
 
+from bench.http_connection import HttpConnection  # noqa: E402
 from models.policy import NumpyActor  # noqa: E402
 from models.random_actor import random_actor_bytes  # noqa: E402
 from store.db import create_db_engine, default_database_url, make_session_factory, migrate  # noqa: E402
@@ -250,46 +251,6 @@ def run_wrk(url: str, body_file: Path, script: Path, *, connections: int, thread
 
 # Checks one answer: (status, body, context of the request) -> None, or a description of what is wrong.
 Check = Callable[[int, bytes, object], str | None]
-
-
-class HttpConnection:
-    """A minimal HTTP/1.1 keep-alive client on asyncio streams: far cheaper per request than httpx."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def request(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        head = (
-            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        self.writer.write(head + body)
-        try:
-            raw = await self.reader.readuntil(b"\r\n\r\n")
-            lines = raw.decode("latin-1").split("\r\n")
-            status = int(lines[0].split(" ", 2)[1])
-            length = 0
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value)
-            payload = await self.reader.readexactly(length) if length else b""
-        except BaseException:
-            await self.close()
-            raise
-        return status, payload
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(Exception):
-                await self.writer.wait_closed()
-        self.reader = self.writer = None
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Benchmarks that print numbers (`make bench`); run each as `python bench/<name>.py`."""
