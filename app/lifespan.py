@@ -15,6 +15,7 @@ from app.metrics import Metrics
 from app.policy_cache import PolicyCache, running_refresher
 from app.routers.act import ActRuntime
 from app.settings import Settings
+from models.fused import forward_one_kernel
 from models.weights import load_actor_file
 from store.jobs import expire_stale_leases
 
@@ -100,6 +101,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 asyncio.create_task(database.prepare_with_retry(settings.policy_file), name="database-prepare")
             )
         background.append(asyncio.create_task(_sweep_stale_leases(database), name="lease-sweeper"))
+        # Compile /act's one-observation kernel before serving, even with no policy yet: compiling holds the GIL
+        # for most of a second, which later, under traffic, would stall every request of the process once.
+        await asyncio.to_thread(forward_one_kernel)
         if metrics.snapshots is not None:
             background.append(asyncio.create_task(_publish_metrics(metrics), name="metrics-snapshots"))
         freeze_startup_objects()

@@ -123,8 +123,8 @@ class PolicyCache:
         if weights is None:
             return None
         try:
-            # Off the loop: decoding a large actor takes a while, and so does this process's first warm_up (it
-            # compiles the one-observation kernel, ~0.5 s), which must not happen inside a request.
+            # Off the loop: decoding a large actor takes a while, and warm_up compiles the one-observation kernel
+            # (~0.5 s) if the app's start-up has not already, which must not happen inside a request.
             actor = await asyncio.to_thread(_ready_actor, weights)
         except WeightsFormatError as exc:
             raise PolicyUnavailableError(f"policy {policy_id} has invalid stored weights: {exc}") from exc
