@@ -23,7 +23,7 @@ import os
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -60,19 +60,45 @@ class LoopHistogramChild:
         self.sum += amount
 
 
-class LoopCounter(Collector):
+Child = TypeVar("Child", LoopCounterChild, LoopHistogramChild)
+
+
+class _LoopMetric(Collector, Generic[Child]):
+    """Label children by value tuple (with no label names, the one child has the empty tuple); exposition from
+    `state` (this process's values) and `family` (any number of processes' states, summed)."""
+
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
-        # With no label names the metric's only child has the empty label tuple.
-        self._children: dict[tuple[str, ...], LoopCounterChild] = {} if labelnames else {(): LoopCounterChild()}
+        self._children: dict[tuple[str, ...], Child] = {} if labelnames else {(): self._new_child()}
 
-    def labels(self, *values: str) -> LoopCounterChild:
+    def _new_child(self) -> Child:
+        raise NotImplementedError
+
+    def labels(self, *values: str) -> Child:
         child = self._children.get(values)
         if child is None:
-            child = self._children[tuple(values)] = LoopCounterChild()
+            child = self._children[tuple(values)] = self._new_child()
         return child
+
+    def state(self) -> State:
+        raise NotImplementedError
+
+    def family(self, states: Iterable[State]) -> Metric:
+        raise NotImplementedError
+
+    def describe(self) -> Iterable[Metric]:
+        # An empty family of the right name: registering checks names without reading any values.
+        return [self.family([])]
+
+    def collect(self) -> Iterable[Metric]:
+        yield self.family([self.state()])
+
+
+class LoopCounter(_LoopMetric[LoopCounterChild]):
+    def _new_child(self) -> LoopCounterChild:
+        return LoopCounterChild()
 
     def inc(self, amount: float = 1.0) -> None:
         self._children[()].inc(amount)
@@ -81,7 +107,6 @@ class LoopCounter(Collector):
         return [[list(values), child.value] for values, child in list(self._children.items())]
 
     def family(self, states: Iterable[State]) -> CounterMetricFamily:
-        """The metric family of the summed states (one per process)."""
         totals: dict[tuple[str, ...], float] = {}
         for state in states:
             for values, value in state:
@@ -92,31 +117,16 @@ class LoopCounter(Collector):
             family.add_metric(list(key), total)
         return family
 
-    def describe(self) -> Iterable[Metric]:
-        # An empty family of the right name: registering checks names without reading any values.
-        return [self.family([])]
 
-    def collect(self) -> Iterable[Metric]:
-        yield self.family([self.state()])
-
-
-class LoopHistogram(Collector):
+class LoopHistogram(_LoopMetric[LoopHistogramChild]):
     def __init__(
         self, name: str, documentation: str, labelnames: Sequence[str] = (), *, buckets: Sequence[float]
     ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
         self._bounds = tuple(sorted(float(b) for b in buckets))
-        self._children: dict[tuple[str, ...], LoopHistogramChild] = (
-            {} if labelnames else {(): LoopHistogramChild(self._bounds)}
-        )
+        super().__init__(name, documentation, labelnames)
 
-    def labels(self, *values: str) -> LoopHistogramChild:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[tuple(values)] = LoopHistogramChild(self._bounds)
-        return child
+    def _new_child(self) -> LoopHistogramChild:
+        return LoopHistogramChild(self._bounds)
 
     def observe(self, amount: float) -> None:
         self._children[()].observe(amount)
@@ -125,7 +135,6 @@ class LoopHistogram(Collector):
         return [[list(values), list(child.counts), child.sum] for values, child in list(self._children.items())]
 
     def family(self, states: Iterable[State]) -> HistogramMetricFamily:
-        """The metric family of the summed states (one per process)."""
         totals: dict[tuple[str, ...], tuple[list[int], float]] = {}
         for state in states:
             for values, counts, total in state:
@@ -141,12 +150,6 @@ class LoopHistogram(Collector):
                 buckets.append((le, float(cumulative)))
             family.add_metric(list(key), buckets, total)
         return family
-
-    def describe(self) -> Iterable[Metric]:
-        return [self.family([])]
-
-    def collect(self) -> Iterable[Metric]:
-        yield self.family([self.state()])
 
 
 LoopMetric = LoopCounter | LoopHistogram
