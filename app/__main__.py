@@ -25,10 +25,10 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 
-from app.database import Database, redacted
-from app.embedded import queue_bootstrap_job, start_worker, stop_worker, trainer_available
+from app.infra.database import Database, redacted
+from app.infra.embedded import queue_bootstrap_job, start_worker, stop_worker, trainer_available
+from app.infra.metrics import MULTIPROC_DIR_ENV
 from app.main import configure_logging
-from app.metrics import MULTIPROC_DIR_ENV
 from app.settings import Settings
 from models.weights import WeightsFormatError, load_actor_file
 

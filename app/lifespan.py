@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from app.database import Database, redacted
-from app.metrics import Metrics
-from app.policy_cache import PolicyCache, running_refresher
-from app.routers.act import ActRuntime
+from app.infra.database import Database, redacted
+from app.infra.metrics import Metrics
+from app.serving.policy_cache import PolicyCache, running_refresher
+from app.serving.runtime import ActRuntime
 from app.settings import Settings
 from models.fused import forward_one_kernel
 from models.weights import load_actor_file
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 # Workers expire each other's stale leases; the API does it too, so a job whose only worker died still ends
 # `failed` with its reason even when no worker is left. Rare enough to cost nothing.
 LEASE_SWEEP_SECONDS = 15.0
-# Several workers: how often each publishes its per-request metrics to the others' scrapes (app.loop_metrics).
+# Several workers: how often each publishes its per-request metrics to the others' scrapes (app.infra.loop_metrics).
 METRICS_SNAPSHOT_SECONDS = 1.0
 
 

@@ -10,12 +10,12 @@ import logging
 
 from fastapi import FastAPI
 
-from app.body_limit import BodySizeLimitMiddleware
-from app.errors import install_error_handlers
-from app.fast_path import ActFastPath
+from app.infra.body_limit import BodySizeLimitMiddleware
+from app.infra.errors import install_error_handlers
+from app.infra.metrics import Metrics, MetricsMiddleware
 from app.lifespan import lifespan
-from app.metrics import Metrics, MetricsMiddleware
-from app.routers import act, bench, dashboard, health, jobs, kserve, policies, train
+from app.routes import act, bench, dashboard, health, jobs, kserve, policies, train
+from app.serving.fast_path import ActFastPath
 from app.settings import Settings
 
 API_DESCRIPTION = """Serve a DDPG actor for gymnasium `Pendulum-v1` (POST /act) and train new ones (POST /train).

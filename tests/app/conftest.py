@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.policy_cache import PolicyCache
+from app.serving.policy_cache import PolicyCache
 from app.settings import Settings
 from store.policies import register_policy
 

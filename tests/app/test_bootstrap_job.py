@@ -5,7 +5,7 @@ import threading
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.embedded import queue_bootstrap_job
+from app.infra.embedded import queue_bootstrap_job
 from store.jobs import enqueue_job, lock_queue
 from store.tables import Job
 

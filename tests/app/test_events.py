@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.job_events import Poll, SseEvent, job_event_stream, read_events_after
+from app.jobs.events import Poll, SseEvent, job_event_stream, read_events_after
 from store.db import create_db_engine, make_session_factory
 from store.jobs import (
     claim_next_job,

@@ -101,7 +101,7 @@ def test_promotion_reaches_every_worker_process_and_no_request_fails(tmp_path: P
             for thread in threads:
                 thread.join()
         # /metrics sums both worker processes: every /act answered is counted once, whichever worker served it.
-        # The other worker's values arrive with its next snapshot (app.loop_metrics), within about a second.
+        # The other worker's values arrive with its next snapshot (app.infra.loop_metrics), within about a second.
         answered = sum(1 for r in results if r.status == 200)
         deadline = time.monotonic() + METRICS_SNAPSHOT_SECONDS + 4.0
         counted = act_requests_counted(httpx.get(f"{base_url}/metrics").text)

@@ -1,4 +1,4 @@
-"""app.loop_metrics exposes exactly what prometheus_client's own Counter and Histogram expose for the same data."""
+"""app.infra.loop_metrics exposes what prometheus_client's own Counter and Histogram expose for the same data."""
 
 from pathlib import Path
 
@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.loop_metrics import LoopCounter, LoopHistogram, ProcessSnapshots
+from app.infra.loop_metrics import LoopCounter, LoopHistogram, ProcessSnapshots
 
 BUCKETS = (0.5, 1, 2.5, 10, 100)
 LABELS = ("method", "route")
@@ -24,7 +24,7 @@ def _samples(registry: CollectorRegistry) -> set[tuple[str, tuple[tuple[str, str
 
 
 def _registries() -> tuple[CollectorRegistry, CollectorRegistry]:
-    disable_created_metrics()  # as app.metrics does
+    disable_created_metrics()  # as app.infra.metrics does
     return CollectorRegistry(auto_describe=True), CollectorRegistry(auto_describe=True)
 
 

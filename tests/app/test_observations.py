@@ -6,8 +6,8 @@ import numpy as np
 import orjson
 import pytest
 
-from app.errors import ApiError
-from app.observations import parse_act_body
+from app.infra.errors import ApiError
+from app.serving.observations import parse_act_body
 
 
 def parse(payload: object, max_batch: int = 4) -> object:

@@ -6,7 +6,7 @@ import asyncio
 
 import numpy as np
 
-from app.policy_cache import PolicyCache
+from app.serving.policy_cache import PolicyCache
 from tests.app.factories import make_policy_bytes
 
 

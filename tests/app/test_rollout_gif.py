@@ -52,7 +52,7 @@ def test_render_unavailable_is_503(api: Api, monkeypatch: pytest.MonkeyPatch) ->
     def unavailable(weights: bytes, *, seed: int = 0) -> bytes:
         raise RenderUnavailableError("gymnasium is not installed here")
 
-    monkeypatch.setattr("app.routers.policies.rollout_gif_for_weights", unavailable)
+    monkeypatch.setattr("app.routes.policies.rollout_gif_for_weights", unavailable)
     response = api.client.get(f"/policies/{policy_id}/rollout.gif")
     assert response.status_code == 503
     assert_error_shape(response.json(), "render_unavailable")

@@ -9,11 +9,12 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from app.database import Database
-from app.errors import ApiError
-from app.metrics import Metrics
-from app.policy_cache import PolicyCache
-from app.security import check_bearer
+from app.infra.content_type import check_json_content_type
+from app.infra.database import Database
+from app.infra.errors import ApiError
+from app.infra.metrics import Metrics
+from app.infra.security import check_bearer
+from app.serving.policy_cache import PolicyCache
 from app.settings import Settings
 
 # auto_error=False: we raise our own 401 in the one error shape; the scheme is still documented in OpenAPI.
@@ -68,3 +69,8 @@ def require_api_key(
 
 
 ApiKeyDep = Depends(require_api_key)
+
+
+def require_json_content_type(request: Request) -> None:
+    """415 for a body declared as something other than JSON (a missing Content-Type is read as JSON)."""
+    check_json_content_type(request.headers.get("content-type"))

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from app.errors import ApiError, field_error
+from app.infra.errors import ApiError, field_error
 
 FloatArray = npt.NDArray[np.float32]
 

@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query
 from starlette.responses import Response
 
-from app.deps import ApiKeyDep, DatabaseDep, PolicyCacheDep, SessionDep
-from app.errors import ApiError
-from app.presenters import policy_out
+from app.infra.errors import ApiError
+from app.jobs.presenters import policy_out
+from app.routes.deps import ApiKeyDep, DatabaseDep, PolicyCacheDep, SessionDep
 from app.schemas import PolicyList, PolicyOut, error_responses
 from models.rollout import RenderUnavailableError, rollout_gif_for_weights
 from models.weights import WeightsFormatError

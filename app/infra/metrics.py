@@ -1,14 +1,14 @@
 """Prometheus metrics of one API process, and the pure-ASGI middleware that records every request.
 
 Pure ASGI rather than BaseHTTPMiddleware: the latter wraps each request in extra tasks and streams, which
-would cost /act a visible share of its throughput. Per-request values are app.loop_metrics counters and
+would cost /act a visible share of its throughput. Per-request values are app.infra.loop_metrics counters and
 histograms with cached label children, so recording a request is a few integer additions. Routes are labelled
 by their template (`/jobs/{job_id}`), and unmatched paths by one constant, so clients cannot blow up the label
 cardinality.
 
 Several uvicorn worker processes: when PROMETHEUS_MULTIPROC_DIR is set (`python -m app` sets it for
 WORKERS > 1), every process shares its values through files there (prometheus_client's for the gauges,
-app.loop_metrics' snapshots for the rest), and /metrics aggregates all processes, so a scrape sees the whole
+app.infra.loop_metrics' snapshots for the rest), and /metrics aggregates all processes, so a scrape sees the whole
 server and not whichever worker answered.
 """
 
@@ -28,7 +28,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.loop_metrics import LoopCounter, LoopCounterChild, LoopHistogram, LoopHistogramChild, ProcessSnapshots
+from app.infra.loop_metrics import LoopCounter, LoopCounterChild, LoopHistogram, LoopHistogramChild, ProcessSnapshots
 
 UNMATCHED_ROUTE = "<unmatched>"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -55,8 +55,8 @@ class Metrics:
         requests_doc = "HTTP requests by method, route template and status."
         latency_doc = "HTTP request latency by method, route template and status."
         batch_doc = "Observations per successful POST /act request."
-        # Per-request values as plain integer additions (app.loop_metrics), the same families as prometheus_client's
-        # Counter and Histogram at a fraction of the cost on the hot path.
+        # Per-request values as plain integer additions (app.infra.loop_metrics), the same families as
+        # prometheus_client's Counter and Histogram at a fraction of the cost on the hot path.
         self.requests = LoopCounter("http_requests", requests_doc, request_labels)
         self.latency = LoopHistogram(LATENCY_NAME, latency_doc, request_labels, buckets=_LATENCY_BUCKETS)
         self.act_batch_size = LoopHistogram("act_batch_size", batch_doc, buckets=_BATCH_BUCKETS)

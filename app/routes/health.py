@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
-from app.deps import DatabaseDep, MetricsDep, PolicyCacheDep
-from app.errors import ApiError
+from app.infra.errors import ApiError
+from app.routes.deps import DatabaseDep, MetricsDep, PolicyCacheDep
 from app.schemas import HealthOut, ReadyOut, error_responses
 from store.jobs import count_jobs_by_status
 from store.tables import JOB_STATUSES

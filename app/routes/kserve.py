@@ -22,11 +22,11 @@ from fastapi import APIRouter, Request
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
-from app.errors import ApiError
-from app.policy_cache import LoadedPolicy, PolicyCache, PolicyUnavailableError
-from app.routers.act import ActRuntime
+from app.infra.errors import ApiError
+from app.infra.security import check_bearer
 from app.schemas import error_responses
-from app.security import check_bearer
+from app.serving.policy_cache import LoadedPolicy, PolicyCache, PolicyUnavailableError
+from app.serving.runtime import ActRuntime
 
 INPUT_NAME = "observation"
 OUTPUT_NAME = "action"

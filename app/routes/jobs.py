@@ -9,12 +9,12 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response, StreamingResponse
 
-from app.database import Database
-from app.deps import ApiKeyDep, DatabaseDep, SessionDep
-from app.errors import ApiError
-from app.job_events import Poll, job_event_stream, parse_last_event_id, read_events_after
-from app.presenters import job_out, rewards_out
-from app.rewards import rewards_csv, rewards_png
+from app.infra.database import Database
+from app.infra.errors import ApiError
+from app.jobs.events import Poll, job_event_stream, parse_last_event_id, read_events_after
+from app.jobs.presenters import job_out, rewards_out
+from app.jobs.rewards import rewards_csv, rewards_png
+from app.routes.deps import ApiKeyDep, DatabaseDep, SessionDep
 from app.schemas import JobList, JobOut, JobStatus, RewardsOut, error_responses
 from store.jobs import (
     JobNotFoundError,

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import field_error
-from app.presenters import job_out, rewards_out
+from app.infra.errors import field_error
+from app.jobs.presenters import job_out, rewards_out
 from store.jobs import get_job
 from store.tables import TERMINAL_STATUSES, EpisodeRow, EvaluationRow
 

@@ -22,8 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.routers.act import ActRuntime, act_content, check_act_headers
-from app.routers.bench import noop_content
+from app.serving.runtime import ActRuntime, act_content, check_act_headers, noop_content
 
 ContentHandler = Callable[[ActRuntime, bytes], Awaitable[bytes]]
 

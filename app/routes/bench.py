@@ -2,7 +2,7 @@
 
 It does everything /act does except choosing a policy and the forward pass, so the ratio of the two
 measures exactly what serving a policy costs on top of the framework. Like /act, it is answered by
-app.fast_path (same dispatch cost, whatever the position of its router among the others).
+app.serving.fast_path (same dispatch cost, whatever the position of its router among the others).
 """
 
 from __future__ import annotations
@@ -10,13 +10,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.observations import parse_act_body
-from app.routers.act import ActRuntime, check_act_headers, json_request_body
-from app.schemas import ActRequest, error_responses
+from app.schemas import ActRequest, error_responses, json_request_body
+from app.serving.runtime import ActRuntime, check_act_headers, noop_content
 
 router = APIRouter(prefix="/bench", tags=["bench"])
-
-_CONSTANT = b'{"ok":true}'
 
 
 @router.post(
@@ -30,9 +27,3 @@ async def noop(request: Request) -> Response:
     runtime: ActRuntime = request.app.state.act_runtime
     check_act_headers(runtime, request.headers.get("authorization"), request.headers.get("content-type"))
     return Response(await noop_content(runtime, await request.body()), media_type="application/json")
-
-
-async def noop_content(runtime: ActRuntime, body: bytes) -> bytes:
-    """What /act does with a body, minus choosing a policy and the forward pass."""
-    parse_act_body(body, runtime.max_batch)
-    return _CONSTANT

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
 
-from app.deps import ApiKeyDep, SessionDep, SettingsDep
-from app.errors import ApiError, field_error
-from app.presenters import job_out
-from app.routers.act import require_json_content_type
+from app.infra.errors import ApiError, field_error
+from app.jobs.presenters import job_out
+from app.routes.deps import ApiKeyDep, SessionDep, SettingsDep, require_json_content_type
 from app.schemas import JobOut, TrainRequest, error_responses
 from app.settings import Settings
 from store.jobs import QueueFullError, enqueue_job

@@ -40,6 +40,16 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorResponse} for status in statuses}
 
 
+def json_request_body(model: type[BaseModel]) -> dict[str, object]:
+    """`openapi_extra` documenting a hand-parsed JSON body with a pydantic model's schema."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
 # ---- /act -------------------------------------------------------------------------------------------------
 
 

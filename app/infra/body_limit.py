@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import ApiError, error_response
+from app.infra.errors import ApiError, error_response
 
 
 def _too_large(limit: int) -> ApiError:

@@ -6,7 +6,7 @@ import hmac
 
 from pydantic import SecretStr
 
-from app.errors import ApiError
+from app.infra.errors import ApiError
 
 
 def check_bearer(authorization: str | None, expected: SecretStr | None) -> None:

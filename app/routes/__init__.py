@@ -1,0 +1,1 @@
+"""The HTTP routes, one router per resource. Routers never import each other."""

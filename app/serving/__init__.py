@@ -1,0 +1,1 @@
+"""Serving: the /act runtime and its fast path, observation parsing, the policy cache."""
