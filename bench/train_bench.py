@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from trainer.config import make_config
+from models.training_config import make_config
 from trainer.training import EpisodeRecord, EvaluationRecord, train
 
 THRESHOLD = -200.0

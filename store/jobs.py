@@ -22,15 +22,9 @@ from typing import Any
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
+from models.training_config import JOB_STATUSES, PROMOTE_RULES
 from store.policies import register_policy
-from store.tables import (
-    JOB_STATUSES,
-    PROMOTE_RULES,
-    EpisodeRow,
-    EvaluationRow,
-    Job,
-    utcnow,
-)
+from store.tables import EpisodeRow, EvaluationRow, Job, utcnow
 
 # Fixed key for the advisory lock that makes "count queued, then insert" atomic across API replicas.
 ENQUEUE_LOCK_KEY = 0x6464_7067_656E_71  # "ddpgenq"
@@ -161,7 +155,7 @@ def evaluation_history(session: Session, job_id: int) -> list[EvaluationRow]:
 
 def count_jobs_by_status(session: Session) -> dict[str, int]:
     """Number of jobs per status, every status present (zero when none)."""
-    counts = dict.fromkeys(JOB_STATUSES, 0)
+    counts: dict[str, int] = dict.fromkeys(JOB_STATUSES, 0)
     for status, count in session.execute(select(Job.status, func.count()).group_by(Job.status)):
         counts[status] = count
     return counts

@@ -7,8 +7,9 @@ import hashlib
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from models.training_config import PROMOTE_RULES
 from models.weights import decode_actor
-from store.tables import PROMOTE_RULES, SERVING_STATE_ID, Policy, ServingState, utcnow
+from store.tables import SERVING_STATE_ID, Policy, ServingState, utcnow
 
 
 class PolicyNotFoundError(LookupError):

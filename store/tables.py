@@ -27,9 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-PROMOTE_RULES = ("if_better", "always", "never")
+from models.training_config import JOB_STATUSES, PROMOTE_RULES
+
 SERVING_STATE_ID = 1
 
 

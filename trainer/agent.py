@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.networks import Actor, Critic
-from trainer.config import DDPGConfig
+from models.training_config import TrainingConfig
 from trainer.replay_buffer import ReplaySamples
 
 FloatArray = npt.NDArray[np.float32]
@@ -81,7 +81,7 @@ class DDPGAgent:
         self._critic_target_params = list(self.critic_target.parameters())
 
     @classmethod
-    def from_config(cls, config: DDPGConfig, obs_dim: int, act_dim: int) -> DDPGAgent:
+    def from_config(cls, config: TrainingConfig, obs_dim: int, act_dim: int) -> DDPGAgent:
         return cls(
             obs_dim,
             act_dim,

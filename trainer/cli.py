@@ -1,13 +1,12 @@
 """`python -m trainer {train,evaluate,worker}`: the command line over train(), the numpy actor and the worker.
 
-Every DDPGConfig field is a `--dashed-name` flag of `train`, generated from the dataclass so the CLI,
-the HTTP API and the config can never drift apart.
+Every TrainingConfig field is a `--dashed-name` flag of `train`, generated from the one config model (its
+type, choices and description), so the CLI, the HTTP API and the config can never drift apart.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 import logging
@@ -20,7 +19,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from trainer.config import PRESETS, DDPGConfig, make_config
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+
+from models.training_config import PRESET_NAMES, PRESETS, TrainingConfig, describe_errors, make_config
 
 logger = logging.getLogger("trainer")
 
@@ -53,13 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     train_parser = sub.add_parser("train", help="train an actor and write it with its reward history to --out")
     train_parser.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
-    train_parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="starting hyperparameters")
+    train_parser.add_argument("--preset", default="default", choices=PRESET_NAMES, help="starting hyperparameters")
     train_parser.add_argument(
         "--gif", action="store_true", help=f"also write {GIF_FILE}: one episode of the exported actor, rendered"
     )
-    hints = typing.get_type_hints(DDPGConfig)
-    for f in dataclasses.fields(DDPGConfig):
-        _add_field_flag(train_parser, f, hints[f.name])
+    for name, info in TrainingConfig.model_fields.items():
+        _add_field_flag(train_parser, name, info)
     train_parser.set_defaults(handler=_run_train, subparser=train_parser)
 
     eval_parser = sub.add_parser("evaluate", help="evaluate an exported actor with the torch-free numpy actor")
@@ -74,12 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_field_flag(parser: argparse.ArgumentParser, f: dataclasses.Field[Any], hint: Any) -> None:
-    flag = "--" + f.name.replace("_", "-")
-    default = getattr(PRESETS["default"], f.name)
-    help_text = f"{f.metadata.get('help', '')} (default preset: {default})"
+def _add_field_flag(parser: argparse.ArgumentParser, name: str, info: FieldInfo) -> None:
+    """One flag per config field; argparse only converts the text, the config model validates the value."""
+    flag = "--" + name.replace("_", "-")
+    hint = info.annotation
+    default = getattr(PRESETS["default"], name)
+    help_text = f"{info.description} (default preset: {default})"
     # SUPPRESS: an absent flag leaves the preset's value, so `--preset seed` is never silently overridden.
-    common: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+    common: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
     if typing.get_origin(hint) is Literal:
         parser.add_argument(flag, choices=list(typing.get_args(hint)), **common)
     elif typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -107,11 +110,11 @@ def _optional_positive_int(text: str) -> int | None:
 
 
 def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    overrides = {name: getattr(args, name) for name in (f.name for f in dataclasses.fields(DDPGConfig)) if name in args}
+    overrides = {name: getattr(args, name) for name in TrainingConfig.model_fields if name in args}
     try:
         config = make_config(args.preset, **overrides)
-    except ValueError as exc:
-        parser.error(str(exc))
+    except ValidationError as exc:
+        parser.error(describe_errors(exc))
     out: Path = args.out
     try:
         out.mkdir(parents=True, exist_ok=True)

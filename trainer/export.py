@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
+from models.training_config import TrainingConfig
 from models.weights import decode_actor, encode_actor, read_header
-from trainer.config import DDPGConfig
 from trainer.env import EnvSpec
 
 # safetensors aligns the tensor data that follows the header to 8 bytes.
@@ -27,7 +27,7 @@ def export_actor(
     actor_tensors: Mapping[str, npt.NDArray[np.float32]],
     *,
     spec: EnvSpec,
-    config: DDPGConfig,
+    config: TrainingConfig,
     eval_mean_return: float | None,
     created_at: str | None = None,
 ) -> bytes:

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from models.policy import NumpyActor
+from models.training_config import TrainingConfig
 from trainer.agent import DDPGAgent
-from trainer.config import DDPGConfig
 from trainer.env import env_spec, make_env
 from trainer.evaluation import evaluate_policy
 from trainer.export import export_actor
@@ -50,7 +50,7 @@ ProgressCallback = Callable[[EpisodeRecord, EvaluationRecord | None], bool]
 
 @dataclass
 class TrainingResult:
-    config: DDPGConfig
+    config: TrainingConfig
     actor_bytes: bytes  # ddpg-actor/1 safetensors
     eval_mean_return: float | None  # of the exported actor
     episodes: list[EpisodeRecord] = field(default_factory=list)
@@ -58,7 +58,7 @@ class TrainingResult:
     stopped_early: bool = False
 
 
-def train(config: DDPGConfig, callback: ProgressCallback | None = None) -> TrainingResult:
+def train(config: TrainingConfig, callback: ProgressCallback | None = None) -> TrainingResult:
     """Train DDPG as configured and return the exported actor with the full reward history."""
     # One thread: small matmuls gain nothing from more, and several runs share a 2-core machine.
     # It also keeps float reductions in one order, which "same seed, same weights" relies on.

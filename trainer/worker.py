@@ -28,9 +28,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol, TypeVar
 
+from pydantic import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.training_config import TrainingConfig, describe_errors, make_config
 from models.weights import WeightsFormatError
 from store import jobs
 from store.db import create_db_engine, default_database_url, make_session_factory, migrate
@@ -44,7 +46,7 @@ SHUTDOWN_REASON = "worker shutting down"
 MAX_BACKOFF_SECONDS = 30.0
 
 
-# The trainer's records and result, as the worker uses them (docs/INTERFACES.md). Protocols instead of imports
+# The trainer's records and result, as the worker uses them. Protocols instead of imports
 # keep this module importable without torch, so tests can inject a fake train function.
 class EpisodeLike(Protocol):
     @property
@@ -77,14 +79,8 @@ class ResultLike(Protocol):
     def actor_bytes(self) -> bytes: ...
 
 
-class ConfigLike(Protocol):
-    @property
-    def episodes(self) -> int: ...
-
-
 Callback = Callable[[EpisodeLike, EvaluationLike | None], bool]
 TrainFunction = Callable[[Any, Callback], ResultLike]
-MakeConfig = Callable[..., ConfigLike]
 
 
 @dataclass(frozen=True)
@@ -122,20 +118,18 @@ class _StopTrainingError(Exception):
 
 
 class Worker:
-    """Claims and runs jobs until stopped. `train` and `make_config` are injectable for tests."""
+    """Claims and runs jobs until stopped. `train` is injectable for tests."""
 
     def __init__(
         self,
         options: WorkerOptions,
         *,
         train: TrainFunction | None = None,
-        make_config: MakeConfig | None = None,
         stop: threading.Event | None = None,
     ) -> None:
         self.options = options
         self.stop = stop or threading.Event()
         self._train = train
-        self._make_config = make_config
         self._sessions: sessionmaker[Session] | None = None
 
     # --- the loop ---------------------------------------------------------------------------------------
@@ -291,15 +285,15 @@ class Worker:
         self._retrying(f"job {job_id}: marking it {what}", write)
         logger.info("job %d: %s", job_id, what)
 
-    def _config_from(self, config_dict: dict[str, Any]) -> ConfigLike:
-        make_config = self._make_config
-        if make_config is None:
-            from trainer.config import make_config as trainer_make_config
-
-            make_config = trainer_make_config
+    @staticmethod
+    def _config_from(config_dict: dict[str, Any]) -> TrainingConfig:
+        """The job's stored preset and overrides, validated by the one config model (the API already did)."""
         overrides = dict(config_dict)
         preset = overrides.pop("preset", "default")
-        return make_config(str(preset), **overrides)
+        try:
+            return make_config(str(preset), **overrides)
+        except ValidationError as exc:
+            raise ValueError(f"invalid config: {describe_errors(exc)}") from None
 
     def _train_function(self) -> TrainFunction:
         if self._train is None:

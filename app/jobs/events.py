@@ -23,8 +23,9 @@ from sqlalchemy.orm import Session
 
 from app.infra.errors import field_error
 from app.jobs.presenters import job_out, rewards_out
+from models.training_config import TERMINAL_STATUSES
 from store.jobs import get_job
-from store.tables import TERMINAL_STATUSES, EpisodeRow, EvaluationRow
+from store.tables import EpisodeRow, EvaluationRow
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from app.schemas import EpisodeOut, EvaluationOut, JobOut, JobProgress, PolicyOut, RewardsOut
+from app.schemas.jobs import EpisodeOut, EvaluationOut, JobOut, JobProgress, RewardsOut
+from app.schemas.policies import PolicyOut
 from store.tables import EpisodeRow, EvaluationRow, Job, Policy
 
 

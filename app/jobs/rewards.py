@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
-from app.schemas import RewardsOut
+from app.schemas.jobs import RewardsOut
 
 CSV_COLUMNS = (
     "episode",

@@ -11,7 +11,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.schemas import ActBatchResponse, ActRequest, ActResponse, error_responses, json_request_body
+from app.schemas.act import ActBatchResponse, ActRequest, ActResponse
+from app.schemas.errors import error_responses, json_request_body
 from app.serving.runtime import ActRuntime, act_content, check_act_headers
 
 router = APIRouter(prefix="/act", tags=["act"])

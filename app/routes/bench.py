@@ -10,7 +10,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.schemas import ActRequest, error_responses, json_request_body
+from app.schemas.act import ActRequest
+from app.schemas.errors import error_responses, json_request_body
 from app.serving.runtime import ActRuntime, check_act_headers, noop_content
 
 router = APIRouter(prefix="/bench", tags=["bench"])

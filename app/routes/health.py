@@ -11,9 +11,10 @@ from starlette.responses import Response
 
 from app.infra.errors import ApiError
 from app.routes.deps import DatabaseDep, MetricsDep, PolicyCacheDep
-from app.schemas import HealthOut, ReadyOut, error_responses
+from app.schemas.errors import error_responses
+from app.schemas.health import HealthOut, ReadyOut
+from models.training_config import JOB_STATUSES
 from store.jobs import count_jobs_by_status
-from store.tables import JOB_STATUSES
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,9 @@ from app.jobs.events import Poll, job_event_stream, parse_last_event_id, read_ev
 from app.jobs.presenters import job_out, rewards_out
 from app.jobs.rewards import rewards_csv, rewards_png
 from app.routes.deps import ApiKeyDep, DatabaseDep, SessionDep
-from app.schemas import JobList, JobOut, JobStatus, RewardsOut, error_responses
+from app.schemas.errors import error_responses
+from app.schemas.jobs import JobList, JobOut, RewardsOut
+from models.training_config import JobStatus
 from store.jobs import (
     JobNotFoundError,
     JobStateError,

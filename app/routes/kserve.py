@@ -24,7 +24,7 @@ from starlette.responses import Response
 
 from app.infra.errors import ApiError
 from app.infra.security import check_bearer
-from app.schemas import error_responses
+from app.schemas.errors import error_responses
 from app.serving.policy_cache import LoadedPolicy, PolicyCache, PolicyUnavailableError
 from app.serving.runtime import ActRuntime
 

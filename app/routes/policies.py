@@ -12,7 +12,8 @@ from starlette.responses import Response
 from app.infra.errors import ApiError
 from app.jobs.presenters import policy_out
 from app.routes.deps import ApiKeyDep, DatabaseDep, PolicyCacheDep, SessionDep
-from app.schemas import PolicyList, PolicyOut, error_responses
+from app.schemas.errors import error_responses
+from app.schemas.policies import PolicyList, PolicyOut
 from models.rollout import RenderUnavailableError, rollout_gif_for_weights
 from models.weights import WeightsFormatError
 from store.policies import PolicyNotFoundError, get_policy, get_serving_state, list_policies, promote_policy

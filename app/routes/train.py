@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from app.infra.errors import ApiError, field_error
 from app.jobs.presenters import job_out
 from app.routes.deps import ApiKeyDep, SessionDep, SettingsDep, require_json_content_type
-from app.schemas import JobOut, TrainRequest, error_responses
+from app.schemas.errors import error_responses
+from app.schemas.jobs import JobOut
+from app.schemas.train import TrainRequest
 from app.settings import Settings
+from models.training_config import TrainingConfig
 from store.jobs import QueueFullError, enqueue_job
 
 router = APIRouter(prefix="/train", tags=["jobs"])
@@ -16,8 +21,17 @@ router = APIRouter(prefix="/train", tags=["jobs"])
 QUEUE_FULL_RETRY_AFTER_SECONDS = 30
 
 
-def check_training_budget(request: TrainRequest, settings: Settings) -> None:
-    """The server's configured limits (TRAIN_MAX_*), on top of the schema's static bounds."""
+def resolve_config(request: TrainRequest) -> TrainingConfig:
+    """The config the worker will run, validated as a whole by the trainer's own model (422 naming the field)."""
+    try:
+        return request.resolved_config()
+    except ValidationError as exc:
+        # Located like the body's own errors, so the one error handler names the field.
+        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from None
+
+
+def check_training_budget(config: TrainingConfig, request: TrainRequest, settings: Settings) -> None:
+    """The server's configured limits (TRAIN_MAX_*) on the config the job would run, preset values included."""
     limits = {
         "episodes": settings.train_max_episodes,
         "max_episode_steps": settings.train_max_episode_steps,
@@ -26,13 +40,10 @@ def check_training_budget(request: TrainRequest, settings: Settings) -> None:
         "replay_size": settings.train_max_replay_size,
     }
     for name, limit in limits.items():
-        value = getattr(request, name)
+        value = getattr(config, name)
         if value is not None and value > limit:
-            raise field_error(name, f"must be at most {limit} on this server, got {value}")
-    if request.batch_size is not None and request.replay_size is not None and request.replay_size < request.batch_size:
-        raise field_error(
-            "replay_size", f"must be at least batch_size ({request.batch_size}), got {request.replay_size}"
-        )
+            source = "" if getattr(request, name) is not None else f" (from preset {request.preset!r})"
+            raise field_error(name, f"must be at most {limit} on this server, got {value}{source}")
 
 
 @router.post(
@@ -51,7 +62,7 @@ def check_training_budget(request: TrainRequest, settings: Settings) -> None:
 )
 def train(body: TrainRequest, session: SessionDep, settings: SettingsDep, response: Response) -> JobOut:
     """Queue a training job (hyperparameters optional, from a preset); 202 with `Location: /jobs/{id}`."""
-    check_training_budget(body, settings)
+    check_training_budget(resolve_config(body), body, settings)
     try:
         job = enqueue_job(
             session, config=body.trainer_config(), promote=body.promote, max_queued=settings.max_queued_jobs

@@ -97,7 +97,7 @@ def test_every_hyperparameter_is_accepted_by_its_trainer_name(api: Api) -> None:
     assert job["promote"] == "always"
     assert job["config"] == {k: v for k, v in body.items() if k != "promote"}
     # What the worker will do with it: the trainer accepts the stored config as is.
-    from trainer.config import make_config
+    from models.training_config import make_config
 
     config = dict(job["config"])
     resolved = make_config(config.pop("preset"), **config)

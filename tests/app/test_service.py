@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
 from app.main import create_app
-from app.schemas import PresetName, TrainRequest
+from app.schemas.train import TrainRequest
+from models.training_config import PresetName
 from tests.app.conftest import Api, ApiFactory, SettingsFactory
 from tests.app.factories import assert_error_shape, make_policy_bytes
 
@@ -146,7 +147,7 @@ def test_openapi_documents_every_endpoint_with_schemas(api: Api) -> None:
 
 
 def test_preset_names_and_hyperparameters_match_the_trainer() -> None:
-    from trainer.config import FIELD_NAMES, PRESETS
+    from models.training_config import FIELD_NAMES, PRESETS
 
     assert set(get_args(PresetName)) == set(PRESETS)
     # Every trainer knob is settable through POST /train except the environment, which this service fixes.

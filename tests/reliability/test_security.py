@@ -134,7 +134,7 @@ def test_nothing_is_unpickled_anywhere_in_the_source() -> None:
 
 def test_limits_exist_and_are_documented() -> None:
     from app.main import create_app
-    from app.schemas import TrainRequest
+    from app.schemas.train import TrainRequest
     from app.settings import Settings
 
     fields = Settings.model_fields

@@ -69,7 +69,7 @@ def test_config_json_is_the_full_config_with_overrides(trained: Path) -> None:
     config = json.loads((trained / "config.json").read_text())
     assert config["seed"] == 3 and config["gamma"] == 0.95 and config["hidden_size"] == 16
     assert config["actor_lr"] == 1e-3  # from the default preset
-    assert set(config) == set(cli.DDPGConfig.__dataclass_fields__)
+    assert set(config) == set(cli.TrainingConfig.model_fields)
     assert load_actor_file(trained / "actor.safetensors").config == config
 
 
@@ -119,7 +119,7 @@ def test_bad_arguments_exit_non_zero_from_the_shell(tmp_path: Path) -> None:
 
 def test_every_config_field_is_a_flag() -> None:
     help_text = cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help()  # type: ignore[union-attr]
-    for name in cli.DDPGConfig.__dataclass_fields__:
+    for name in cli.TrainingConfig.model_fields:
         assert "--" + name.replace("_", "-") in help_text
 
 

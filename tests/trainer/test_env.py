@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 import trainer.training
+from models.training_config import make_config
 from models.weights import decode_actor
-from trainer.config import make_config
 from trainer.env import EnvSpec, env_spec, make_env
 from trainer.training import train
 

@@ -5,9 +5,9 @@ import pytest
 
 import trainer.export
 from models.policy import NumpyActor
+from models.training_config import make_config
 from models.weights import decode_actor
 from trainer.agent import DDPGAgent
-from trainer.config import make_config
 from trainer.env import env_spec, make_env
 from trainer.evaluation import evaluate_policy
 from trainer.export import export_actor

@@ -1,8 +1,8 @@
-import dataclasses
+from typing import get_args
 
 import pytest
 
-from trainer.config import PRESETS, DDPGConfig, make_config
+from models.training_config import PRESETS, PresetName, TrainingConfig, make_config
 
 
 def test_seed_preset_is_the_tutorial() -> None:
@@ -15,13 +15,17 @@ def test_seed_preset_is_the_tutorial() -> None:
 
 
 def test_default_preset_is_the_dataclass_default() -> None:
-    assert PRESETS["default"] == DDPGConfig()
-    assert make_config() == DDPGConfig()
+    assert PRESETS["default"] == TrainingConfig()
+    assert make_config() == TrainingConfig()
+
+
+def test_preset_names_are_the_presets() -> None:
+    assert get_args(PresetName) == tuple(PRESETS)
 
 
 def test_every_field_documents_itself() -> None:
-    for field in dataclasses.fields(DDPGConfig):
-        assert field.metadata.get("help"), field.name
+    for name, field in TrainingConfig.model_fields.items():
+        assert field.description, name
 
 
 def test_overrides_replace_fields_and_ints_are_accepted_for_floats() -> None:
@@ -33,14 +37,15 @@ def test_overrides_replace_fields_and_ints_are_accepted_for_floats() -> None:
 
 def test_to_dict_round_trips() -> None:
     config = make_config(seed=7)
-    assert DDPGConfig(**config.to_dict()) == config
+    assert TrainingConfig(**config.to_dict()) == config
+    assert TrainingConfig.model_validate_json(config.model_dump_json()) == config
 
 
 @pytest.mark.parametrize(
     ("preset", "overrides", "message"),
     [
         ("nope", {}, "unknown preset 'nope'"),
-        ("default", {"hiden_size": 3}, "unknown config field.*hiden_size"),
+        ("default", {"hiden_size": 3}, "hiden_size"),
         ("default", {"gamma": 1.5}, "gamma"),
         ("default", {"tau": 0.0}, "tau"),
         ("default", {"episodes": 0}, "episodes"),
@@ -53,8 +58,18 @@ def test_to_dict_round_trips() -> None:
         ("default", {"batch_size": 512, "replay_size": 100}, "replay_size"),
         ("default", {"max_episode_steps": 0}, "max_episode_steps"),
         ("default", {"eval_episodes": 0}, "eval_episodes"),
+        ("default", {"env_id": "  "}, "env_id"),
+        ("seed", {"replay_size": 100}, "replay_size"),
     ],
 )
 def test_invalid_configs_name_the_problem(preset: str, overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make_config(preset, **overrides)
+
+
+def test_field_errors_are_located_at_the_field() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as exc_info:
+        make_config("default", replay_size=100)
+    assert [error["loc"] for error in exc_info.value.errors()] == [("replay_size",)]

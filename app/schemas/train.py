@@ -1,0 +1,62 @@
+"""The body of POST /train, derived field by field from the one training config (`models.training_config`).
+
+Every hyperparameter is optional (unset ones come from the preset) and keeps the config's type, bounds and
+description, so the OpenAPI document, the CLI's `--help` and the trainer's validation say the same thing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.fields import FieldInfo
+
+from models.training_config import PresetName, PromoteRule, TrainingConfig, make_config
+
+# Chosen by the server, not by the body (a later model registry decides which environments it trains).
+_NOT_IN_BODY = frozenset({"env_id"})
+
+
+class _TrainRequestBase(BaseModel):
+    """Hyperparameters of a DDPG training job: all optional, unset ones come from `preset`.
+
+    Names are the trainer's (`python -m trainer train --help`). Static bounds are below; the server also
+    enforces its configured budget (TRAIN_MAX_EPISODES, TRAIN_MAX_HIDDEN_SIZE, TRAIN_MAX_BATCH_SIZE,
+    TRAIN_MAX_REPLAY_SIZE, TRAIN_MAX_EPISODE_STEPS) on the resulting config.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    preset: PresetName = Field("default", description="`seed` reproduces the tutorial; `default` is tuned.")
+    promote: PromoteRule = Field(
+        "if_better",
+        description="`if_better`: becomes the default only if it evaluates better than the current default; "
+        "`always`; `never`.",
+    )
+
+    def trainer_config(self) -> dict[str, Any]:
+        """The job's config as stored for the worker: the preset plus only the fields the client set."""
+        return self.model_dump(exclude={"promote"}, exclude_none=True)
+
+    def resolved_config(self) -> TrainingConfig:
+        """The full config the worker will train with; pydantic's ValidationError (located at the field) if the
+        combination is invalid, e.g. a replay_size below the preset's batch_size."""
+        overrides = self.trainer_config()
+        return make_config(overrides.pop("preset"), **overrides)
+
+
+def _optional(info: FieldInfo) -> tuple[Any, FieldInfo]:
+    """The config field with the same type, bounds and description, but optional (None: take the preset's)."""
+    annotation: Any = info.annotation
+    return annotation | None, FieldInfo.merge_field_infos(info, default=None)
+
+
+if TYPE_CHECKING:  # type checkers see the base (its methods); FastAPI and OpenAPI see every field
+    TrainRequest = _TrainRequestBase
+else:
+    TrainRequest = create_model(
+        "TrainRequest",
+        __base__=_TrainRequestBase,
+        __doc__=_TrainRequestBase.__doc__,
+        **{name: _optional(info) for name, info in TrainingConfig.model_fields.items() if name not in _NOT_IN_BODY},
+    )
