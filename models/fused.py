@@ -2,7 +2,7 @@
 
 Why not numpy: for one observation of the default preset's actor (3 -> 64 -> 64 -> 1) the arithmetic is a few
 thousand multiply-adds, while each numpy call costs about half a microsecond of dispatch, and the forward pass
-needs at least seven of them. Measured under the server (bench/serve_bench.py, issue 5), those calls were most of
+needs at least seven of them. Measured under the server (bench/serve_bench.py), those calls were most of
 what /act costs beyond parsing its body; this kernel does the whole pass, squashing and clipping included, in
 one call of about half a microsecond. Batches keep numpy's BLAS (`NumpyActor.act`), which wins there.
 

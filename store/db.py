@@ -34,13 +34,6 @@ def default_database_url(data_dir: Path) -> str:
     return f"sqlite:///{(Path(data_dir).expanduser().resolve() / SQLITE_FILENAME).as_posix()}"
 
 
-def is_sqlite(url_or_engine: str | Engine | Connection) -> bool:
-    """Whether the URL, engine or connection talks to SQLite."""
-    if isinstance(url_or_engine, str):
-        return make_url(url_or_engine).get_backend_name() == "sqlite"
-    return url_or_engine.dialect.name == "sqlite"
-
-
 def create_db_engine(url: str) -> Engine:
     """An engine configured for this project: SQLite with WAL, busy_timeout and FKs; PostgreSQL with pre-ping."""
     parsed = make_url(url)

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.db import create_db_engine, make_session_factory, migrate
-from store.policies import get_policy, get_serving_state, promote_policy, register_policy
+from store.policies import get_policy, get_serving_state, register_policy
 from store.tables import Policy
 
 logger = logging.getLogger(__name__)
@@ -105,11 +105,3 @@ def register_policy_file(sessions: sessionmaker[Session], path: Path) -> int:
         session.commit()
         logger.info("registered POLICY_FILE %s as policy %s (now the default)", path, policy.id)
         return policy.id
-
-
-def promote(sessions: sessionmaker[Session], policy_id: int) -> Policy:
-    with sessions() as session:
-        policy = promote_policy(session, policy_id)
-        session.commit()
-        session.refresh(policy)
-        return policy

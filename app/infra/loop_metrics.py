@@ -2,7 +2,7 @@
 
 Why not prometheus_client's Counter and Histogram on every request: each `inc`/`observe` takes a lock per value
 and walks Python-level checks (in multiprocess mode it also packs into a memory-mapped file); measured under the
-server (bench/serve_bench.py, issue 5), the batch-size histogram alone cost POST /act about 2 microseconds, 5% of
+server (bench/serve_bench.py), the batch-size histogram alone cost POST /act about 2 microseconds, 5% of
 its throughput, and the multiprocess request metrics 4 microseconds a request. Here a request adds to plain ints
 and a collector turns them into the same metric families when /metrics is scraped.
 

@@ -1,6 +1,6 @@
 """Pure-ASGI dispatch of `POST /act` (and, in benchmark mode, `POST /bench/noop`) ahead of FastAPI's router.
 
-Measured (bench/serve_bench.py, issue 5): for a one-observation /act, FastAPI's route matching (it walks every
+Measured (bench/serve_bench.py): for a one-observation /act, FastAPI's route matching (it walks every
 included router), dependency solving, exit stacks and Request/Response objects cost several times the parse and
 forward pass themselves. This middleware sits innermost (inside the metrics and body-size middlewares, so both
 still apply) and answers these two exact paths itself with the same functions the FastAPI endpoints call:
