@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass
 
 from models.training_config import make_config
-from trainer.training import EpisodeRecord, EvaluationRecord, train
+from trainer.records import EpisodeRecord, EvaluationRecord
+from trainer.training import train
 
 THRESHOLD = -200.0
 # Issue 2's targets for the default preset.

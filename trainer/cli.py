@@ -125,7 +125,8 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     from trainer.history import write_episodes_csv, write_evaluations_csv
     from trainer.plotting import plot_rewards
     from trainer.progress import make_progress
-    from trainer.training import EpisodeRecord, EvaluationRecord, train
+    from trainer.records import EpisodeRecord, EvaluationRecord
+    from trainer.training import train
 
     logger.info("training %s preset=%s seed=%d episodes=%d", config.env_id, args.preset, config.seed, config.episodes)
     stop = _StopOnInterrupt()

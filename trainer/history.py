@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from trainer.training import EpisodeRecord, EvaluationRecord
+from trainer.records import EpisodeRecord, EvaluationRecord
 
 EPISODE_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EpisodeRecord))
 EVALUATION_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EvaluationRecord))

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from tqdm import tqdm
 
-from trainer.training import EpisodeRecord, EvaluationRecord
+from trainer.records import EpisodeRecord, EvaluationRecord
 
 logger = logging.getLogger("trainer.progress")
 

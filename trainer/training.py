@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,42 +18,11 @@ from trainer.env import env_spec, make_env
 from trainer.evaluation import evaluate_policy
 from trainer.export import export_actor
 from trainer.noise import make_noise
+from trainer.records import EpisodeRecord, EvaluationRecord, ProgressCallback, TrainingResult
 from trainer.replay_buffer import ReplayBuffer
 from trainer.seeding import seed_everything
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EpisodeRecord:
-    episode: int  # 0-based
-    episode_return: float
-    avg_return_10: float  # mean of the last (up to) 10 episode returns, this one included
-    env_steps: int  # cumulative
-    wall_time: float  # seconds since train() started
-
-
-@dataclass(frozen=True)
-class EvaluationRecord:
-    episode: int  # the episode after which it ran
-    env_steps: int
-    mean_return: float
-    std_return: float
-    wall_time: float
-
-
-# Called after every episode with that episode and the evaluation that just ran (if any); False stops training.
-ProgressCallback = Callable[[EpisodeRecord, EvaluationRecord | None], bool]
-
-
-@dataclass
-class TrainingResult:
-    config: TrainingConfig
-    actor_bytes: bytes  # ddpg-actor/1 safetensors
-    eval_mean_return: float | None  # of the exported actor
-    episodes: list[EpisodeRecord] = field(default_factory=list)
-    evaluations: list[EvaluationRecord] = field(default_factory=list)
-    stopped_early: bool = False
 
 
 def train(config: TrainingConfig, callback: ProgressCallback | None = None) -> TrainingResult:

@@ -16,7 +16,6 @@ import argparse
 import importlib
 import logging
 import os
-import random
 import secrets
 import signal
 import socket
@@ -26,61 +25,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.training_config import TrainingConfig, describe_errors, make_config
 from models.weights import WeightsFormatError
 from store import jobs
 from store.db import create_db_engine, default_database_url, make_session_factory, migrate
+from trainer.backoff import DB_UNAVAILABLE, Backoff, one_line
+from trainer.heartbeat import Heartbeat
+from trainer.records import EpisodeRecord, EvaluationRecord, ProgressCallback, TrainingResult
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# Connectivity problems: worth waiting out. Anything else is a bug and should surface.
-DB_UNAVAILABLE = (OperationalError, InterfaceError)
 SHUTDOWN_REASON = "worker shutting down"
-MAX_BACKOFF_SECONDS = 30.0
 
 
-# The trainer's records and result, as the worker uses them. Protocols instead of imports
-# keep this module importable without torch, so tests can inject a fake train function.
-class EpisodeLike(Protocol):
-    @property
-    def episode(self) -> int: ...
-    @property
-    def episode_return(self) -> float: ...
-    @property
-    def avg_return_10(self) -> float: ...
-    @property
-    def env_steps(self) -> int: ...
-    @property
-    def wall_time(self) -> float: ...
-
-
-class EvaluationLike(Protocol):
-    @property
-    def episode(self) -> int: ...
-    @property
-    def env_steps(self) -> int: ...
-    @property
-    def mean_return(self) -> float: ...
-    @property
-    def std_return(self) -> float: ...
-    @property
-    def wall_time(self) -> float: ...
-
-
-class ResultLike(Protocol):
-    @property
-    def actor_bytes(self) -> bytes: ...
-
-
-Callback = Callable[[EpisodeLike, EvaluationLike | None], bool]
-TrainFunction = Callable[[Any, Callback], ResultLike]
+TrainFunction = Callable[[TrainingConfig, ProgressCallback], TrainingResult]
 
 
 @dataclass(frozen=True)
@@ -94,23 +58,6 @@ class WorkerOptions:
     once: bool = False
     max_jobs: int | None = None
     train_function: str | None = None
-
-
-class Backoff:
-    """Exponential backoff with jitter (so a fleet of workers does not reconnect in lockstep)."""
-
-    def __init__(self, initial: float = 0.5, maximum: float = MAX_BACKOFF_SECONDS) -> None:
-        self._initial = initial
-        self._maximum = maximum
-        self._next = initial
-
-    def next_delay(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self._maximum)
-        return delay * random.uniform(0.8, 1.2)
-
-    def reset(self) -> None:
-        self._next = self._initial
 
 
 class _StopTrainingError(Exception):
@@ -155,7 +102,7 @@ class Worker:
                 )
             except DB_UNAVAILABLE as exc:
                 delay = backoff.next_delay()
-                logger.warning("database unavailable (%s); retrying in %.1f s", _one_line(exc), delay)
+                logger.warning("database unavailable (%s); retrying in %.1f s", one_line(exc), delay)
                 self.stop.wait(delay)
                 continue
             backoff.reset()
@@ -181,7 +128,7 @@ class Worker:
                 return True
             except DB_UNAVAILABLE as exc:
                 delay = backoff.next_delay()
-                logger.warning("database unavailable at start (%s); retrying in %.1f s", _one_line(exc), delay)
+                logger.warning("database unavailable at start (%s); retrying in %.1f s", one_line(exc), delay)
                 self.stop.wait(delay)
         return False
 
@@ -190,11 +137,11 @@ class Worker:
     def _run_job(self, job_id: int, config_dict: dict[str, Any]) -> None:
         worker_id = self.options.worker_id
         logger.info("job %d: claimed, config %s", job_id, config_dict)
-        heartbeat = _Heartbeat(self, job_id)
+        heartbeat = Heartbeat(self._session_call, job_id, worker_id=worker_id, lease_seconds=self.options.lease_seconds)
         heartbeat.start()
         outcome = "finished"
 
-        def on_progress(episode: EpisodeLike, evaluation: EvaluationLike | None) -> bool:
+        def on_progress(episode: EpisodeRecord, evaluation: EvaluationRecord | None) -> bool:
             nonlocal outcome
             cancel = self._retrying(
                 f"job {job_id}: recording episode {episode.episode}",
@@ -247,7 +194,7 @@ class Worker:
             except Exception as exc:
                 # The full traceback goes to the log; the job row gets one line a user can act on.
                 logger.exception("job %d: training failed", job_id)
-                error = _one_line(exc)  # bound now: `exc` is unset once the except block ends
+                error = one_line(exc)  # bound now: `exc` is unset once the except block ends
                 self._finish(job_id, "failed", lambda s: jobs.fail_job(s, job_id, worker_id=worker_id, error=error))
                 return
             if outcome == "cancelled":
@@ -316,49 +263,10 @@ class Worker:
                 return self._session_call(work)
             except DB_UNAVAILABLE as exc:
                 if self.stop.is_set():
-                    raise _StopTrainingError(f"database unavailable while shutting down: {_one_line(exc)}") from exc
+                    raise _StopTrainingError(f"database unavailable while shutting down: {one_line(exc)}") from exc
                 delay = backoff.next_delay()
-                logger.warning("%s: database unavailable (%s); retrying in %.1f s", what, _one_line(exc), delay)
+                logger.warning("%s: database unavailable (%s); retrying in %.1f s", what, one_line(exc), delay)
                 self.stop.wait(delay)
-
-
-class _Heartbeat:
-    """Renews the job's lease every lease/3 seconds from a daemon thread, independent of episode length."""
-
-    def __init__(self, worker: Worker, job_id: int) -> None:
-        self._worker = worker
-        self._job_id = job_id
-        self._done = threading.Event()
-        self.cancel_requested = threading.Event()
-        self.lease_lost = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-job-{job_id}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        options = self._worker.options
-        interval = max(options.lease_seconds / 3, 0.05)
-        while not self._done.wait(interval):
-            try:
-                cancel = self._worker._session_call(
-                    lambda s: jobs.heartbeat(
-                        s, self._job_id, worker_id=options.worker_id, lease_seconds=options.lease_seconds
-                    )
-                )
-            except jobs.LeaseLostError as exc:
-                logger.warning("job %d: %s", self._job_id, exc)
-                self.lease_lost.set()
-                return
-            except DB_UNAVAILABLE as exc:
-                logger.warning("job %d: heartbeat failed (%s); will retry", self._job_id, _one_line(exc))
-                continue
-            if cancel:
-                self.cancel_requested.set()
 
 
 def load_train_function(dotted: str | None) -> TrainFunction:
@@ -375,12 +283,6 @@ def load_train_function(dotted: str | None) -> TrainFunction:
 
     real_train: TrainFunction = train
     return real_train
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    message = lines[0] if lines else ""
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def default_worker_id() -> str:
