@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from trainer.training import EpisodeRecord, EvaluationRecord
+from trainer.records import EpisodeRecord, EvaluationRecord
 
 
 def plot_rewards(
