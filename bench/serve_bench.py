@@ -27,21 +27,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
 import platform
 import shutil
-import signal
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,100 +44,15 @@ if str(REPO) not in sys.path:  # `python bench/serve_bench.py` from the reposito
     sys.path.insert(0, str(REPO))
 
 from bench.http_connection import HttpConnection  # noqa: E402
+from bench.load import WRK_SCRIPT, Run, median_run, python_load, run_wrk  # noqa: E402
+from bench.service import free_port, http, seed_database, service  # noqa: E402
 from models.policy import NumpyActor  # noqa: E402
-from models.random_actor import random_actor_bytes  # noqa: E402
-from store.db import create_db_engine, default_database_url, make_session_factory, migrate  # noqa: E402
-from store.policies import register_policy  # noqa: E402
 
-# Issue 5's targets.
+# The serving targets this benchmark reports against.
 TARGET_ACT_NOOP_RATIO = 0.90
 TARGET_P99_MS = 5.0
 TARGET_OBS_PER_SECOND = 300_000
 TARGET_TRAINING_P99_FACTOR = 3.0
-
-WRK_SCRIPT = """
-local f = assert(io.open(os.getenv("BENCH_BODY_FILE"), "rb"))
-wrk.method = "POST"
-wrk.body = f:read("*a")
-f:close()
-wrk.headers["Content-Type"] = "application/json"
-
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '{"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "errors": %d, "non2xx": %d}\\n',
-    summary.requests, summary.duration, latency:percentile(50.0), latency:percentile(99.0),
-    e.connect + e.read + e.write + e.timeout, e.status))
-end
-"""
-
-
-# ---------------------------------------------------------------------------------------------------- results
-
-
-@dataclass
-class Run:
-    """One measurement: requests, wall seconds, latency percentiles, failures."""
-
-    requests: int
-    seconds: float
-    p50_ms: float
-    p99_ms: float
-    errors: int  # transport errors and non-2xx answers
-    observations_per_request: int = 1
-    extra: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
-
-    @property
-    def obs_per_second(self) -> float:
-        return self.rps * self.observations_per_request
-
-
-def median_run(runs: list[Run]) -> Run:
-    """The run with the median requests/s (its own latencies, so the numbers of one row belong together)."""
-    ordered = sorted(runs, key=lambda r: r.rps)
-    middle = ordered[(len(ordered) - 1) // 2] if len(ordered) % 2 else ordered[len(ordered) // 2]
-    return Run(
-        requests=middle.requests,
-        seconds=middle.seconds,
-        p50_ms=statistics.median(r.p50_ms for r in runs),
-        p99_ms=statistics.median(r.p99_ms for r in runs),
-        errors=sum(r.errors for r in runs),
-        observations_per_request=middle.observations_per_request,
-        extra=middle.extra,
-    )
-
-
-# ---------------------------------------------------------------------------------------------------- policies
-
-
-def random_policy_bytes(seed: int, hidden_size: int) -> bytes:
-    """A valid actor of Pendulum's shape with random weights (scaled like an initialised network)."""
-    return random_actor_bytes(
-        seed, hidden_size=hidden_size, weight_scale=None, bias_scale=0.1, eval_mean_return=-150.0 - seed
-    )
-
-
-def seed_database(data_dir: Path, hidden_size: int) -> dict[int, NumpyActor]:
-    """Two policies in a fresh database, the first one the default; their local actors by id."""
-    url = default_database_url(data_dir)
-    migrate(url)
-    engine = create_db_engine(url)
-    actors: dict[int, NumpyActor] = {}
-    try:
-        with make_session_factory(engine)() as session:
-            for seed, rule in ((1, "always"), (2, "never")):
-                weights = random_policy_bytes(seed, hidden_size)
-                policy = register_policy(session, weights=weights, promote=rule)
-                session.flush()
-                actors[policy.id] = NumpyActor.from_bytes(weights)
-            session.commit()
-    finally:
-        engine.dispose()
-    return actors
 
 
 def observations(count: int, seed: int) -> np.ndarray:
@@ -157,161 +63,6 @@ def observations(count: int, seed: int) -> np.ndarray:
 def act_body(count: int, seed: int = 0) -> bytes:
     obs = observations(count, seed).tolist()
     return orjson.dumps({"observation": obs[0]} if count == 1 else {"observations": obs})
-
-
-# ---------------------------------------------------------------------------------------------------- the server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def http(method: str, url: str, body: dict[str, object] | None = None, timeout: float = 10) -> tuple[int, object]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-
-
-@contextlib.contextmanager
-def service(data_dir: Path, port: int, workers: int, log_path: Path) -> Iterator[str]:
-    """`python -m app` as a user starts it (plus the benchmark endpoint); its base URL once /readyz is 200."""
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "API_KEY", "ACT_API_KEY", "POLICY_FILE"}}
-    env.update(
-        DATA_DIR=str(data_dir),
-        PORT=str(port),
-        WORKERS=str(workers),
-        EMBEDDED_WORKER="true",
-        BOOTSTRAP_JOB="false",
-        BENCH_ENDPOINTS="1",
-        LOG_LEVEL="WARNING",
-        POLICY_REFRESH_SECONDS="0.5",
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"the service exited with {process.returncode}; see {log_path}")
-                with contextlib.suppress(OSError):
-                    if http("GET", f"{base_url}/readyz", timeout=2)[0] == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the service is not ready after 60 s; see {log_path}")
-                time.sleep(0.2)
-            yield base_url
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(45)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
-
-
-# ---------------------------------------------------------------------------------------------------- load: wrk
-
-
-def run_wrk(url: str, body_file: Path, script: Path, *, connections: int, threads: int, seconds: float) -> Run:
-    command = [
-        "wrk",
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{max(1, round(seconds))}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(script),
-        url,
-    ]
-    completed = subprocess.run(
-        command, env=dict(os.environ, BENCH_BODY_FILE=str(body_file)), capture_output=True, text=True, check=True
-    )
-    summary = json.loads(completed.stdout.strip().splitlines()[-1])
-    return Run(
-        requests=summary["requests"],
-        seconds=summary["duration_us"] / 1e6,
-        p50_ms=summary["p50_us"] / 1e3,
-        p99_ms=summary["p99_us"] / 1e3,
-        errors=summary["errors"] + summary["non2xx"],
-    )
-
-
-# ---------------------------------------------------------------------------------------------------- load: Python
-
-# Checks one answer: (status, body, context of the request) -> None, or a description of what is wrong.
-Check = Callable[[int, bytes, object], str | None]
-
-
-@dataclass
-class PythonLoad:
-    latencies: list[float] = field(default_factory=list)
-    errors: int = 0
-    problems: list[str] = field(default_factory=list)
-    policies_seen: dict[int, int] = field(default_factory=dict)
-
-
-async def python_load(
-    base_url: str,
-    path: str,
-    bodies: list[bytes],
-    *,
-    connections: int,
-    seconds: float,
-    check: Check | None = None,
-    during: Callable[[], object] | None = None,
-) -> tuple[Run, PythonLoad]:
-    """`connections` keep-alive connections sending round-robin bodies for `seconds` (or until `during` ends)."""
-    host, port = base_url.removeprefix("http://").split(":")
-    result = PythonLoad()
-    stop = asyncio.Event()
-
-    async def connection_loop(offset: int) -> None:
-        client = HttpConnection(host, int(port))
-        index = offset
-        try:
-            while not stop.is_set():
-                index = (index + 1) % len(bodies)
-                started = time.perf_counter()
-                try:
-                    status, payload = await client.request("POST", path, bodies[index])
-                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                    result.errors += 1
-                    result.problems.append(f"transport: {type(exc).__name__}: {exc}")
-                    continue
-                result.latencies.append(time.perf_counter() - started)
-                problem = check(status, payload, index) if check else (None if status == 200 else f"status {status}")
-                if problem is not None:
-                    result.errors += 1
-                    result.problems.append(problem)
-        finally:
-            await client.close()
-
-    started = time.perf_counter()
-    tasks = [asyncio.create_task(connection_loop(i * 7)) for i in range(connections)]
-    if during is not None:
-        await during()  # type: ignore[misc]
-    else:
-        await asyncio.sleep(seconds)
-    stop.set()
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - started
-    latencies = sorted(result.latencies)
-    if latencies:
-        p50, p99 = latencies[len(latencies) // 2], latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    else:
-        p50 = p99 = float("nan")
-    return Run(len(latencies), elapsed, p50 * 1e3, p99 * 1e3, result.errors), result
 
 
 # ---------------------------------------------------------------------------------------------------- scenarios

@@ -1,0 +1,108 @@
+"""The service under benchmark: `python -m app` started as a user starts it, on a database seeded with policies."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from the repository root
+    sys.path.insert(0, str(REPO))
+
+from models.policy import NumpyActor  # noqa: E402
+from models.random_actor import random_actor_bytes  # noqa: E402
+from store.db import create_db_engine, default_database_url, make_session_factory, migrate  # noqa: E402
+from store.policies import register_policy  # noqa: E402
+
+
+def random_policy_bytes(seed: int, hidden_size: int) -> bytes:
+    """A valid actor of Pendulum's shape with random weights (scaled like an initialised network)."""
+    return random_actor_bytes(
+        seed, hidden_size=hidden_size, weight_scale=None, bias_scale=0.1, eval_mean_return=-150.0 - seed
+    )
+
+
+def seed_database(data_dir: Path, hidden_size: int) -> dict[int, NumpyActor]:
+    """Two policies in a fresh database, the first one the default; their local actors by id."""
+    url = default_database_url(data_dir)
+    migrate(url)
+    engine = create_db_engine(url)
+    actors: dict[int, NumpyActor] = {}
+    try:
+        with make_session_factory(engine)() as session:
+            for seed, rule in ((1, "always"), (2, "never")):
+                weights = random_policy_bytes(seed, hidden_size)
+                policy = register_policy(session, weights=weights, promote=rule)
+                session.flush()
+                actors[policy.id] = NumpyActor.from_bytes(weights)
+            session.commit()
+    finally:
+        engine.dispose()
+    return actors
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http(method: str, url: str, body: dict[str, object] | None = None, timeout: float = 10) -> tuple[int, object]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+@contextlib.contextmanager
+def service(data_dir: Path, port: int, workers: int, log_path: Path) -> Iterator[str]:
+    """`python -m app` as a user starts it (plus the benchmark endpoint); its base URL once /readyz is 200."""
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "API_KEY", "ACT_API_KEY", "POLICY_FILE"}}
+    env.update(
+        DATA_DIR=str(data_dir),
+        PORT=str(port),
+        WORKERS=str(workers),
+        EMBEDDED_WORKER="true",
+        BOOTSTRAP_JOB="false",
+        BENCH_ENDPOINTS="1",
+        LOG_LEVEL="WARNING",
+        POLICY_REFRESH_SECONDS="0.5",
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"the service exited with {process.returncode}; see {log_path}")
+                with contextlib.suppress(OSError):
+                    if http("GET", f"{base_url}/readyz", timeout=2)[0] == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the service is not ready after 60 s; see {log_path}")
+                time.sleep(0.2)
+            yield base_url
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(45)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
