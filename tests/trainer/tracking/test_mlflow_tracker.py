@@ -4,7 +4,6 @@ tracking server that is down costs seconds and never an exception."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
 import sys
 import time
@@ -40,22 +39,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:D
 # Port 9 (discard) on loopback: nothing listens, so every connection is refused at once.
 DOWN_SERVER = "http://127.0.0.1:9"
 CONFIG = {"env_id": "Pendulum-v1", "seed": 3, "hidden_size": 64, "actor_lr": 0.001, "max_episode_steps": None}
-
-
-@pytest.fixture(scope="session")
-def empty_store_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow sqlite store with its schema, made once: MLflow's migrations take seconds per new database."""
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture
-def store(tmp_path: Path, empty_store_file: Path) -> tuple[str, str]:
-    """A local tracking + registry store (sqlite) of this test's own, and an artifact root, under tmp_path."""
-    path = tmp_path / "mlflow.db"
-    shutil.copyfile(empty_store_file, path)
-    return f"sqlite:///{path}", (tmp_path / "artifacts").as_uri()
 
 
 @pytest.fixture
