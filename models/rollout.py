@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from episodes import Step, run_episodes
 from models.policy import NumpyActor
 
 if TYPE_CHECKING:
@@ -86,10 +87,11 @@ def rendering_available() -> bool:
         return False
 
 
-def _make_env(env_id: str, max_steps: int | None, render: bool) -> Any:
+def _require_gymnasium(render: bool) -> None:
+    """RenderUnavailableError now, with the install hint, when this process cannot run (or render) an episode."""
     _prepare_headless()
     try:
-        import gymnasium as gym
+        import gymnasium  # noqa: F401
     except ImportError as exc:
         raise RenderUnavailableError(
             f"gymnasium is not installed here ({exc}); pip install 'gymnasium[classic-control]'"
@@ -98,25 +100,6 @@ def _make_env(env_id: str, max_steps: int | None, render: bool) -> Any:
     if render and not rendering_available():
         raise RenderUnavailableError(
             "rendering needs pygame and Pillow: pip install 'gymnasium[classic-control]' pillow"
-        )
-
-    kwargs: dict[str, Any] = {}
-    if render:
-        kwargs["render_mode"] = "rgb_array"
-    if max_steps is not None:
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be at least 1, got {max_steps}")
-        kwargs["max_episode_steps"] = max_steps
-    return gym.make(env_id, **kwargs)
-
-
-def _check_dims(actor: NumpyActor, env: Any, env_id: str) -> None:
-    obs_shape = env.observation_space.shape
-    act_shape = env.action_space.shape
-    if obs_shape != (actor.obs_dim,) or act_shape != (actor.act_dim,):
-        raise ValueError(
-            f"policy has obs_dim={actor.obs_dim}, act_dim={actor.act_dim} but {env_id} has "
-            f"observation shape {obs_shape} and action shape {act_shape}"
         )
 
 
@@ -129,19 +112,11 @@ def _time_limit(env: Any) -> int | None:
 def run_episode(actor: NumpyActor, env_id: str | None = None, seed: int = 0, max_steps: int | None = None) -> float:
     """The undiscounted return of one deterministic episode (no exploration noise), without rendering."""
     env_id = env_id or actor.weights.env_id
-    env = _make_env(env_id, max_steps, render=False)
-    try:
-        _check_dims(actor, env, env_id)
-        obs, _ = env.reset(seed=seed)
-        total = 0.0
-        done = False
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(actor.act(obs))
-            total += float(reward)
-            done = bool(terminated or truncated)
-        return total
-    finally:
-        env.close()
+    _require_gymnasium(render=False)
+    (result,) = run_episodes(
+        actor.act, env_id, [seed], max_steps=max_steps, obs_dim=actor.obs_dim, act_dim=actor.act_dim
+    )
+    return result.episode_return
 
 
 def frame_caption(episode_return: float, step: int, max_steps: int | None) -> str:
@@ -186,27 +161,33 @@ def render_rollout(
 
     from PIL import Image, ImageDraw, ImageFont
 
+    # (rgb frame, return so far, step) for the kept steps; step 0 is the starting position.
+    captured: list[tuple[np.ndarray[Any, Any], float, int]] = []
+    limits: list[int | None] = []
+
+    def capture_start(start: Step) -> None:
+        limits.append(_time_limit(start.env))
+        captured.append((np.asarray(start.env.render()), 0.0, 0))
+
+    def capture_step(step: Step) -> None:
+        # Rendering is most of the cost, so skipped steps are never rendered; the last one always is.
+        if step.done or step.step % frame_every == 0:
+            captured.append((np.asarray(step.env.render()), step.episode_return, step.step))
+
     with _render_lock:
-        env = _make_env(env_id, max_steps, render=True)
-        try:
-            _check_dims(actor, env, env_id)
-            limit = _time_limit(env)
-            obs, _ = env.reset(seed=seed)
-            # (rgb frame, return so far, step) for the kept steps; step 0 is the starting position.
-            captured: list[tuple[np.ndarray[Any, Any], float, int]] = [(env.render(), 0.0, 0)]
-            total = 0.0
-            step = 0
-            done = False
-            while not done:
-                obs, reward, terminated, truncated, _ = env.step(actor.act(obs))
-                total += float(reward)
-                step += 1
-                done = bool(terminated or truncated)
-                # Rendering is most of the cost, so skipped steps are never rendered; the last one always is.
-                if done or step % frame_every == 0:
-                    captured.append((env.render(), total, step))
-        finally:
-            env.close()
+        _require_gymnasium(render=True)
+        (result,) = run_episodes(
+            actor.act,
+            env_id,
+            [seed],
+            max_steps=max_steps,
+            on_step=capture_step,
+            on_reset=capture_start,
+            render_mode="rgb_array",
+            obs_dim=actor.obs_dim,
+            act_dim=actor.act_dim,
+        )
+    total, step, limit = result.episode_return, result.steps, limits[0]
 
     font_size = max(10, round(13 * size / DEFAULT_SIZE))
     font = ImageFont.load_default(size=font_size)

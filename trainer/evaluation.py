@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from trainer.env import make_env
+from episodes import run_episodes
 
 FloatArray = npt.NDArray[np.float32]
 # observations (n, obs_dim) -> actions (n, act_dim) within the env's own bounds
@@ -37,29 +37,15 @@ def evaluate_policy(
 ) -> EvaluationStats:
     """Run `episodes` full episodes of a deterministic batch policy and summarise their returns.
 
-    The episodes run in lockstep, one env each, so the policy is called once per time step on a batch
-    rather than once per env step: for a numpy actor that is most of the evaluation's cost saved.
+    The episodes run in lockstep (`batched=True`), one env each, so the policy is called once per time step on
+    a batch rather than once per env step: for a numpy actor that is most of the evaluation's cost saved.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    envs = [make_env(env_id, max_episode_steps) for _ in range(episodes)]
-    try:
-        observations = np.stack([env.reset(seed=seed_base + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
-        returns = np.zeros(episodes, dtype=np.float64)
-        active = list(range(episodes))
-        while active:
-            actions = np.asarray(policy(observations[active]), dtype=np.float32)
-            still_active: list[int] = []
-            for row, i in enumerate(active):
-                obs, reward, terminated, truncated, _ = envs[i].step(actions[row])
-                returns[i] += float(reward)
-                observations[i] = obs
-                if not (terminated or truncated):
-                    still_active.append(i)
-            active = still_active
-    finally:
-        for env in envs:
-            env.close()
+    results = run_episodes(
+        policy, env_id, range(seed_base, seed_base + episodes), max_steps=max_episode_steps, batched=True
+    )
+    returns = np.array([result.episode_return for result in results], dtype=np.float64)
     return EvaluationStats(
         mean_return=float(returns.mean()), std_return=float(returns.std()), returns=tuple(float(r) for r in returns)
     )
