@@ -230,6 +230,13 @@ def set_episodes_total(session: Session, job_id: int, *, worker_id: str, episode
         job.episodes_total = episodes_total
 
 
+def record_tracking(session: Session, job_id: int, *, worker_id: str, run_id: str | None, error: str | None) -> None:
+    """Record the job's experiment-tracker run id, or why it is not tracked. Commits."""
+    with _owned(session, job_id, worker_id) as job:
+        job.tracking_run_id = run_id
+        job.tracking_error = error[:2000] if error else None
+
+
 def heartbeat(session: Session, job_id: int, *, worker_id: str, lease_seconds: float) -> bool:
     """Extend the lease; returns whether cancellation was requested. Commits. LeaseLostError if not ours."""
     with _owned(session, job_id, worker_id) as job:

@@ -104,6 +104,9 @@ class Job(Base):
     env_steps: Mapped[int] = mapped_column(default=0)
     last_return: Mapped[float | None]
     best_eval_return: Mapped[float | None]
+    # The experiment tracker's run of this job (MLflow), or why the job was not tracked (server down...).
+    tracking_run_id: Mapped[str | None] = mapped_column(String(64))
+    tracking_error: Mapped[str | None] = mapped_column(Text)
 
 
 class EpisodeRow(Base):

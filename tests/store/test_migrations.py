@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import multiprocessing
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from store.db import create_db_engine, migrate
+from store.db import alembic_config, create_db_engine, migrate
 from store.tables import Base
+
+
+def _head(url: str) -> str:
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    assert head is not None
+    return head
 
 
 def test_migrate_from_empty_creates_every_table_and_the_serving_row(empty_database_url: str) -> None:
@@ -21,7 +29,9 @@ def test_migrate_from_empty_creates_every_table_and_the_serving_row(empty_databa
         index_names = {index["name"] for index in inspect(engine).get_indexes("jobs")}
         assert "ix_jobs_status_created_at" in index_names
         with engine.connect() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == _head(
+                empty_database_url
+            )
             row = connection.execute(text("SELECT id, default_policy_id, version FROM serving_state")).one()
             assert tuple(row) == (1, None, 0)
     finally:
@@ -55,7 +65,27 @@ def test_several_processes_migrating_at_once_all_succeed(empty_database_url: str
     engine = create_db_engine(empty_database_url)
     try:
         with engine.connect() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == _head(
+                empty_database_url
+            )
             assert connection.execute(text("SELECT count(*) FROM serving_state")).scalar_one() == 1
+    finally:
+        engine.dispose()
+
+
+def test_upgrading_from_the_first_revision_keeps_every_job(empty_database_url: str) -> None:
+    command.upgrade(alembic_config(empty_database_url), "0001")
+    engine = create_db_engine(empty_database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("INSERT INTO jobs (status, config, promote, created_at, attempts, max_attempts, cancel_requested, "
+                     "episodes_done, env_steps) VALUES ('succeeded', '{\"episodes\": 3}', 'never', "
+                     "CURRENT_TIMESTAMP, 1, 1, false, 3, 600)")
+            )  # fmt: skip
+        migrate(empty_database_url)
+        with engine.connect() as connection:
+            row = connection.execute(text("SELECT status, episodes_done, tracking_run_id FROM jobs")).one()
+            assert tuple(row) == ("succeeded", 3, None)
     finally:
         engine.dispose()
