@@ -1,4 +1,4 @@
-"""app.client against the real service (`python -m app` as a subprocess) serving a random-weight POLICY_FILE.
+"""ddpg_client against the real service (`python -m app` as a subprocess) serving a random-weight POLICY_FILE.
 
 No trainer worker runs, so queued jobs stay queued; that is enough to exercise every client call and every
 typed error without training anything.
@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app.client import (
+from ddpg_client import (
     AsyncPolicyClient,
     AuthError,
     NotFoundError,
@@ -316,7 +316,7 @@ def test_error_parsing_falls_back_to_raw_text() -> None:
 
 def test_rollout_cli_prints_the_local_episode_return(server: Server) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "app.client", "rollout", "--url", server.url, "--episodes", "1", "--seed", "3"],
+        [sys.executable, "-m", "ddpg_client", "rollout", "--url", server.url, "--episodes", "1", "--seed", "3"],
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True,
@@ -338,7 +338,7 @@ def test_rollout_cli_prints_the_local_episode_return(server: Server) -> None:
 
 def test_cli_reports_service_errors(server: Server) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "app.client", "act", "--url", server.url, "1", "0"],
+        [sys.executable, "-m", "ddpg_client", "act", "--url", server.url, "1", "0"],
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True,

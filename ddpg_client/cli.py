@@ -1,0 +1,106 @@
+"""`python -m ddpg_client`: run Pendulum locally with the service's actions, or ask for one action.
+
+    python -m ddpg_client rollout --url http://127.0.0.1:8000 --episodes 5 [--seed 0] [--api-key KEY]
+    python -m ddpg_client act --url http://127.0.0.1:8000 1.0 0.0 0.0
+
+Results go to stdout, one line each; errors are logged to stderr. Exit status: 0 done, 1 the service answered
+with an error (or a bad argument), 2 the service could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import httpx
+
+from ddpg_client.clients import PolicyClient
+from ddpg_client.errors import ServiceError
+from ddpg_client.protocol import DEFAULT_TIMEOUT_SECONDS
+from ddpg_client.rollout import run_remote_episodes
+
+# Named explicitly: under `python -m ddpg_client` the entry module's __name__ is "__main__".
+logger = logging.getLogger("ddpg_client")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ddpg_client", description="Talk to the DDPG policy service.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=os.environ.get("POLICY_SERVICE_URL", "http://127.0.0.1:8000"))
+    common.add_argument(
+        "--api-key", default=os.environ.get("POLICY_SERVICE_API_KEY"), help="sent as `Authorization: Bearer`"
+    )
+    common.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, help="seconds per request")
+    common.add_argument("--policy-id", type=int, default=None, help="a stored policy instead of the default one")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rollout = sub.add_parser(
+        "rollout", parents=[common], help="run episodes locally with every action from POST /act and print returns"
+    )
+    rollout.add_argument("--episodes", type=int, default=5)
+    rollout.add_argument("--seed", type=int, default=0, help="episode i is reset with seed + i")
+    rollout.add_argument("--env-id", default="Pendulum-v1")
+    rollout.add_argument("--max-steps", type=int, default=None, help="default: the environment's time limit")
+
+    act = sub.add_parser("act", parents=[common], help="print the action for one observation")
+    act.add_argument("observation", nargs="+", type=float)
+    return parser
+
+
+def _write(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _cmd_rollout(args: argparse.Namespace, client: PolicyClient) -> int:
+    if args.episodes < 1:
+        raise SystemExit("--episodes must be at least 1")
+    returns: list[float] = []
+    outcomes = run_remote_episodes(
+        client,
+        episodes=args.episodes,
+        seed=args.seed,
+        env_id=args.env_id,
+        max_steps=args.max_steps,
+        policy_id=args.policy_id,
+    )
+    try:
+        for outcome in outcomes:
+            returns.append(outcome.episode_return)
+            policies = ",".join(str(p) for p in sorted(outcome.policy_ids))
+            _write(
+                f"episode {outcome.episode} seed {outcome.seed} return {outcome.episode_return:.2f} "
+                f"steps {outcome.steps} policy {policies}"
+            )
+    except ValueError as exc:  # the environment: an unknown --env-id, a bad --max-steps, mismatched sizes
+        logger.error("%s", exc)
+        return 1
+    _write(f"mean return {sum(returns) / len(returns):.2f} over {len(returns)} episodes")
+    return 0
+
+
+def _cmd_act(args: argparse.Namespace, client: PolicyClient) -> int:
+    result = client.act(args.observation, policy_id=args.policy_id)
+    _write(json.dumps({"action": result.action, "policy_id": result.policy_id}))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m ddpg_client`; returns the exit status."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _build_parser().parse_args(argv)
+    try:
+        with PolicyClient(args.url, api_key=args.api_key, timeout=args.timeout) as client:
+            if args.command == "rollout":
+                return _cmd_rollout(args, client)
+            return _cmd_act(args, client)
+    except ServiceError as exc:
+        logger.error("service error: %s", exc)
+        return 1
+    except httpx.TransportError as exc:
+        logger.error("cannot reach %s: %s", args.url, exc)
+        return 2
