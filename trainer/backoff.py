@@ -26,10 +26,3 @@ class Backoff:
 
     def reset(self) -> None:
         self._next = self._initial
-
-
-def one_line(exc: BaseException) -> str:
-    """`Type: first line of the message`: what a job row or a log line shows of an exception."""
-    lines = str(exc).strip().splitlines()
-    message = lines[0] if lines else ""
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

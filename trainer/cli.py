@@ -22,16 +22,10 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
+from models.run_files import ACTOR_FILE, CONFIG_FILE, EVALUATIONS_FILE, GIF_FILE, PLOT_FILE, REWARDS_FILE
 from models.training_config import PRESET_NAMES, PRESETS, TrainingConfig, describe_errors, make_config
 
 logger = logging.getLogger("trainer")
-
-ACTOR_FILE = "actor.safetensors"
-REWARDS_FILE = "rewards.csv"
-EVALUATIONS_FILE = "evaluations.csv"
-PLOT_FILE = "rewards.png"
-CONFIG_FILE = "config.json"
-GIF_FILE = "rollout.gif"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,8 +9,9 @@ from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
+from models.errors import one_line
 from store import jobs
-from trainer.backoff import DB_UNAVAILABLE, one_line
+from trainer.backoff import DB_UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 

@@ -30,11 +30,12 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.errors import one_line
 from models.training_config import TrainingConfig, describe_errors, make_config
 from models.weights import WeightsFormatError
 from store import jobs
 from store.db import create_db_engine, default_database_url, make_session_factory, migrate
-from trainer.backoff import DB_UNAVAILABLE, Backoff, one_line
+from trainer.backoff import DB_UNAVAILABLE, Backoff
 from trainer.heartbeat import Heartbeat
 from trainer.records import EpisodeRecord, EvaluationRecord, ProgressCallback, TrainingResult
 

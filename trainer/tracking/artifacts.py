@@ -17,10 +17,8 @@ if TYPE_CHECKING:
     from trainer.records import EpisodeRecord, EvaluationRecord
 
 # The names `python -m trainer train --out DIR` writes (trainer/cli.py), plus the ONNX export.
-ACTOR_FILE = "actor.safetensors"
-ONNX_FILE = "actor.onnx"
-PLOT_FILE = "rewards.png"
-CONFIG_FILE = "config.json"
+from models.run_files import ACTOR_FILE, CONFIG_FILE, ONNX_FILE, PLOT_FILE
+
 ARTIFACT_FILES = (ACTOR_FILE, ONNX_FILE, PLOT_FILE, CONFIG_FILE)
 
 

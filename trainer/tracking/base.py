@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, Protocol, TypeVar
 
+from models.errors import one_line
 from trainer.tracking.artifacts import RunArtifacts
 
 logger = logging.getLogger(__name__)
@@ -156,12 +157,3 @@ class TrackerGroup:
                 self.dropped[name] = f"{what} raised {one_line(exc)}"
                 logger.warning("dropping tracker %s: %s raised %s", name, what, one_line(exc))
                 self.trackers.remove(tracker)
-
-
-def one_line(exc: BaseException) -> str:
-    """`Type: first line of the message`: long server responses and tracebacks stay out of job rows and logs."""
-    lines = str(exc).strip().splitlines()
-    message = lines[0] if lines else ""
-    if len(message) > 300:
-        message = message[:297] + "..."
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -8,9 +8,10 @@ Enabled by `MLFLOW_TRACKING_URI` (any URI MLflow takes: `http://host:5000` for a
 - artifacts at the end: actor.safetensors, actor.onnx, rewards.png, config.json; tag `actor_sha256` names the
   policy as the service's registry does.
 
-Needs only `mlflow-skinny` (the `mlflow` extra), and never imports torch, so the API process can call
-`set_champion_alias`. A local `sqlite:` store also needs SQLAlchemy and Alembic, which the service depends on
-anyway; the `file:` store is refused by MLflow 3 unless MLFLOW_ALLOW_FILE_STORE is set.
+Needs only `mlflow-skinny` (the `mlflow` extra). The registry side (the `champion` alias a promotion sets) is
+`models.mlflow_registry`, which the API process uses too. A local `sqlite:` store also needs SQLAlchemy and
+Alembic, which the service depends on anyway; the `file:` store is refused by MLflow 3 unless
+MLFLOW_ALLOW_FILE_STORE is set.
 
 A server that is down must not hold training up for minutes: MLflow's HTTP client retries 7 times with
 exponential backoff and a 120 s timeout by default. `bound_http_retries` lowers those defaults (unless the
@@ -22,14 +23,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import tempfile
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.tracking.artifacts import ACTOR_FILE, RunArtifacts
+from models.errors import one_line
+from models.mlflow_registry import INSTALL_HINT, bound_http_retries
+from trainer.tracking.artifacts import RunArtifacts
 from trainer.tracking.base import (
     EPISODE_AVG_RETURN_10,
     EPISODE_RETURN,
@@ -39,7 +41,6 @@ from trainer.tracking.base import (
     EvaluationLike,
     GuardedTracker,
     RunOutcome,
-    one_line,
 )
 
 if TYPE_CHECKING:
@@ -51,35 +52,12 @@ logger = logging.getLogger(__name__)
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 EXPERIMENT_NAME_ENV = "MLFLOW_EXPERIMENT_NAME"
 DEFAULT_EXPERIMENT_NAME = "ddpg"
-CHAMPION_ALIAS = "champion"
-INSTALL_HINT = "pip install 'ddpg-policy-service[mlflow]'"
 EXPORTED_EVAL_MEAN_RETURN = "exported/eval_mean_return"
 ACTOR_SHA256_TAG = "actor_sha256"
 
-# MLflow reads these per request. Two retries one second apart and a 5 s timeout: a refused connection costs
-# ~2 s, a server that accepts but never answers ~15 s, once, before the tracker disables itself.
-HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
-}
-# MLflow run ids are hex; checked before one goes into a search filter string.
-_RUN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 _STATUS = {"finished": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
 # MLflow's limit on one param value; config values are far shorter, this only keeps a log_batch from failing.
 _MAX_PARAM_LENGTH = 6000
-
-
-class TrackingError(RuntimeError):
-    """An MLflow call failed (server unreachable, store error, missing artifact); the message says which."""
-
-
-def bound_http_retries(environ: MutableMapping[str, str] | None = None) -> None:
-    """Set HTTP_DEFAULTS in the environment where it does not set them already (an operator's values win)."""
-    target = os.environ if environ is None else environ
-    for key, value in HTTP_DEFAULTS.items():
-        target.setdefault(key, value)
 
 
 class MlflowTracker(GuardedTracker):
@@ -220,51 +198,6 @@ class MlflowTracker(GuardedTracker):
         self._client.log_batch(self.run_id, metrics=metrics, tags=tags)
 
 
-def set_champion_alias(
-    tracking_uri: str,
-    model_name: str,
-    run_id: str,
-    *,
-    artifact_path: str = ACTOR_FILE,
-    alias: str = CHAMPION_ALIAS,
-    registry_uri: str | None = None,
-    tags: Mapping[str, str] | None = None,
-) -> str:
-    """Register the run's actor as a version of `model_name` (created if missing) and point `alias` at it.
-
-    Returns the model version. Promoting the same run again reuses its version instead of adding one. Raises
-    TrackingError when the run has no `artifact_path` artifact or MLflow fails; the caller (a promotion) decides
-    whether that matters. Torch-free, for the API process; HTTP retries bounded as in `bound_http_retries`.
-    """
-    if not _RUN_ID.fullmatch(run_id):
-        raise ValueError(f"not an MLflow run id: {run_id!r}")
-    try:
-        from mlflow import MlflowClient
-    except ImportError as exc:
-        raise TrackingError(f"mlflow is not installed ({INSTALL_HINT})") from exc
-
-    bound_http_retries()
-    try:
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
-        artifact_names = {info.path for info in client.list_artifacts(run_id)}
-        if artifact_path not in artifact_names:
-            raise TrackingError(f"run {run_id} has no artifact {artifact_path!r} (has {sorted(artifact_names)})")
-        source = f"runs:/{run_id}/{artifact_path}"
-        version = _existing_version(client, model_name, run_id, source)
-        if version is None:
-            _ensure_registered_model(client, model_name)
-            version = client.create_model_version(model_name, source, run_id=run_id, tags=dict(tags or {})).version
-        client.set_registered_model_alias(model_name, alias, str(version))
-    except TrackingError:
-        raise
-    except Exception as exc:  # MlflowException, requests' errors, SQL errors: one type for the caller
-        raise TrackingError(
-            f"setting alias {alias!r} of model {model_name!r} to run {run_id}: {one_line(exc)}"
-        ) from exc
-    logger.info("model %r version %s (run %s) is now %r", model_name, version, run_id, alias)
-    return str(version)
-
-
 def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     from mlflow.exceptions import MlflowException
 
@@ -279,30 +212,6 @@ def _experiment_id(client: MlflowClient, name: str, artifact_location: str | Non
         if experiment is None:
             raise
         return str(experiment.experiment_id)
-
-
-def _ensure_registered_model(client: MlflowClient, name: str) -> None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        try:
-            client.create_registered_model(name)
-        except MlflowException as create_exc:
-            # Created concurrently by another promotion: fine.
-            if create_exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-
-
-def _existing_version(client: MlflowClient, model_name: str, run_id: str, source: str) -> str | None:
-    # Filtered by run id only (checked against _RUN_ID, so it needs no quoting); name and source compared here.
-    for version in client.search_model_versions(f"run_id='{run_id}'"):
-        if version.name == model_name and version.source == source:
-            return str(version.version)
-    return None
 
 
 def _metrics(values: Mapping[str, float], step: int) -> list[Metric]:

@@ -11,12 +11,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from models.errors import one_line
 from models.policy import NumpyActor
 from models.random_actor import random_actor_bytes
 from models.weights import WeightsFormatError
 from tests.trainer.tracking import records
 from trainer.tracking import ARTIFACT_FILES, RunArtifacts, RunOutcome, TrackerGroup
-from trainer.tracking.base import EpisodeLike, EvaluationLike, GuardedTracker, one_line
+from trainer.tracking.base import EpisodeLike, EvaluationLike, GuardedTracker
 
 
 class RecordingTracker(GuardedTracker):

@@ -12,6 +12,13 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from models.mlflow_registry import (
+    CHAMPION_ALIAS,
+    HTTP_DEFAULTS,
+    TrackingError,
+    bound_http_retries,
+    set_champion_alias,
+)
 from models.onnx_export import read_onnx_metadata
 from models.random_actor import random_actor_bytes
 from tests.trainer.tracking import records
@@ -24,13 +31,8 @@ from trainer.tracking import (
 )
 from trainer.tracking.mlflow_tracker import (
     ACTOR_SHA256_TAG,
-    CHAMPION_ALIAS,
     EXPORTED_EVAL_MEAN_RETURN,
-    HTTP_DEFAULTS,
     MlflowTracker,
-    TrackingError,
-    bound_http_retries,
-    set_champion_alias,
 )
 
 REPO = Path(__file__).resolve().parents[3]
@@ -239,7 +241,8 @@ def test_tracking_and_alias_never_import_torch(store: tuple[str, str]) -> None:
 import sys
 from models.random_actor import random_actor_bytes
 from trainer.tracking import RunArtifacts
-from trainer.tracking.mlflow_tracker import MlflowTracker, set_champion_alias
+from models.mlflow_registry import set_champion_alias
+from trainer.tracking.mlflow_tracker import MlflowTracker
 
 uri = "{uri}"
 tracker = MlflowTracker(uri, artifact_location="{artifact_root}")
