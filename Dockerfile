@@ -47,6 +47,7 @@ COPY --from=api-deps /opt/venv /opt/venv
 COPY --chown=ddpg:ddpg app ./app
 COPY --chown=ddpg:ddpg models ./models
 COPY --chown=ddpg:ddpg store ./store
+COPY --chown=ddpg:ddpg episodes ./episodes
 # Inside a container the API must listen beyond loopback; the trainer runs in its own image/service.
 ENV HOST=0.0.0.0 \
     PORT=8000 \
@@ -63,6 +64,7 @@ COPY --from=trainer-deps /opt/venv /opt/venv
 COPY --chown=ddpg:ddpg trainer ./trainer
 COPY --chown=ddpg:ddpg models ./models
 COPY --chown=ddpg:ddpg store ./store
+COPY --chown=ddpg:ddpg episodes ./episodes
 USER 10001:10001
 # Healthy while the database answers; a worker that loses its job is caught by the lease, not here.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \

@@ -21,9 +21,10 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
-	$(BIN)/mypy app trainer models store
+	$(BIN)/mypy app trainer models store ddpg_client episodes
 
 # Two pytest processes: most slow tests wait on the real server and worker processes they start, so two
 # runners finish in about half the time on a 2-core machine (4 minutes instead of 8 when it is quiet).
