@@ -1,4 +1,4 @@
-"""`python -m trainer {train,evaluate,worker}`: the command line over train(), the numpy actor and the worker.
+"""`python -m trainer {train,evaluate,export-onnx,worker}`: the command line over training, actor files and the worker.
 
 Every TrainingConfig field is a `--dashed-name` flag of `train`, generated from the one config model (its
 type, choices and description), so the CLI, the HTTP API and the config can never drift apart.
@@ -17,13 +17,16 @@ import types
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from models.run_files import ACTOR_FILE, CONFIG_FILE, EVALUATIONS_FILE, GIF_FILE, PLOT_FILE, REWARDS_FILE
+from models.run_files import ACTOR_FILE, EVALUATIONS_FILE, GIF_FILE, REWARDS_FILE
 from models.training_config import PRESET_NAMES, PRESETS, TrainingConfig, describe_errors, make_config
+
+if TYPE_CHECKING:
+    from trainer.tracking import TrackerGroup
 
 logger = logging.getLogger("trainer")
 
@@ -45,13 +48,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer", description="DDPG trainer for continuous control.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,worker}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,export-onnx,worker}")
 
     train_parser = sub.add_parser("train", help="train an actor and write it with its reward history to --out")
     train_parser.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
     train_parser.add_argument("--preset", default="default", choices=PRESET_NAMES, help="starting hyperparameters")
     train_parser.add_argument(
         "--gif", action="store_true", help=f"also write {GIF_FILE}: one episode of the exported actor, rendered"
+    )
+    train_parser.add_argument(
+        "--tensorboard",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write TensorBoard scalars (episode return, average of 10, evaluations) under DIR/<out name>; "
+        "MLflow tracking is on when MLFLOW_TRACKING_URI is set",
     )
     for name, info in TrainingConfig.model_fields.items():
         _add_field_flag(train_parser, name, info)
@@ -64,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-episode-steps", type=_optional_positive_int, default=None, help="steps per episode (default: env's)"
     )
     eval_parser.set_defaults(handler=_run_evaluate, subparser=eval_parser)
+
+    onnx_parser = sub.add_parser(
+        "export-onnx", help="write the ONNX model of an actor file (scaling and clipping inside)"
+    )
+    onnx_parser.add_argument("path", type=Path, help="a ddpg-actor/1 .safetensors file")
+    onnx_parser.add_argument("out", type=Path, help="the .onnx file to write")
+    onnx_parser.set_defaults(handler=_run_export_onnx, subparser=onnx_parser)
 
     sub.add_parser("worker", help="run training jobs from the database (see `python -m trainer worker --help`)")
     return parser
@@ -115,19 +133,23 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     except OSError as exc:
         parser.error(f"cannot create --out directory {out}: {exc}")
 
+    trackers = _trackers(args.tensorboard, out, parser)
+
     # Imported here: torch and gymnasium load in seconds, and `--help` or a bad flag should not wait.
     from trainer.history import write_episodes_csv, write_evaluations_csv
-    from trainer.plotting import plot_rewards
     from trainer.progress import make_progress
     from trainer.records import EpisodeRecord, EvaluationRecord
+    from trainer.tracking import RunArtifacts
     from trainer.training import train
 
     logger.info("training %s preset=%s seed=%d episodes=%d", config.env_id, args.preset, config.seed, config.episodes)
+    trackers.start(config.to_dict())
     stop = _StopOnInterrupt()
     with make_progress(config.episodes, interactive=_stderr_is_terminal()) as progress:
 
         def callback(episode: EpisodeRecord, evaluation: EvaluationRecord | None) -> bool:
             progress(episode, evaluation)
+            trackers.log_progress(episode, evaluation)
             return not stop.requested
 
         with stop:
@@ -135,14 +157,19 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
                 result = train(config, callback)
             except ValueError as exc:  # e.g. an env id that does not exist or has no Box action space
                 logger.error("%s", exc)
+                trackers.close("failed")
                 return 1
 
-    (out / ACTOR_FILE).write_bytes(result.actor_bytes)
+    # The actor, its ONNX model, the plot and config.json: the same files a tracker uploads.
+    title = f"DDPG on {config.env_id} (preset {args.preset}, seed {config.seed})"
+    artifacts = RunArtifacts.from_training(
+        result.actor_bytes, config.to_dict(), result.episodes, result.evaluations, title=title
+    )
+    artifacts.write_to(out)
     write_episodes_csv(out / REWARDS_FILE, result.episodes)
     write_evaluations_csv(out / EVALUATIONS_FILE, result.evaluations)
-    title = f"DDPG on {config.env_id} (preset {args.preset}, seed {config.seed})"
-    plot_rewards(out / PLOT_FILE, result.episodes, result.evaluations, title=title)
-    (out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    trackers.finish(artifacts)
+    trackers.close("cancelled" if result.stopped_early else "finished")
     if args.gif:
         # The same renderer as the API's GET /policies/{id}/rollout.gif, seeded with the run's seed.
         from models.rollout import RenderUnavailableError, write_rollout_gif
@@ -159,6 +186,39 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         result.eval_mean_return if result.eval_mean_return is not None else float("nan"),
         " (stopped early)" if result.stopped_early else "",
     )
+    return 0
+
+
+def _trackers(tensorboard_root: Path | None, out: Path, parser: argparse.ArgumentParser) -> TrackerGroup:
+    """TensorBoard under `--tensorboard DIR/<out name>`, MLflow when MLFLOW_TRACKING_URI is set; either may be off."""
+    from trainer.tracking import TrackerGroup
+    from trainer.tracking.mlflow_tracker import MlflowTracker
+    from trainer.tracking.tensorboard_tracker import TensorBoardTracker
+
+    trackers = TrackerGroup()
+    if tensorboard_root is not None:
+        try:
+            trackers.trackers.append(TensorBoardTracker(tensorboard_root / out.resolve().name))
+        except (OSError, ImportError) as exc:  # refuse before training, not after
+            parser.error(f"--tensorboard {tensorboard_root}: {exc}")
+    mlflow = MlflowTracker.from_env(run_name=out.resolve().name)
+    if mlflow is not None:
+        trackers.trackers.append(mlflow)
+    return trackers
+
+
+def _run_export_onnx(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from models.weights import WeightsFormatError
+    from trainer.onnx_command import export_onnx
+
+    try:
+        export_onnx(args.path, args.out)
+    except WeightsFormatError as exc:
+        logger.error("%s", exc)
+        return 1
+    except OSError as exc:
+        logger.error("cannot write %s: %s", args.out, exc)
+        return 1
     return 0
 
 

@@ -39,7 +39,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_train_writes_all_files(trained: Path) -> None:
     assert sorted(p.name for p in trained.iterdir()) == [
-        "actor.safetensors", "config.json", "evaluations.csv", "rewards.csv", "rewards.png",
+        "actor.onnx", "actor.safetensors", "config.json", "evaluations.csv", "rewards.csv", "rewards.png",
     ]  # fmt: skip
 
 
