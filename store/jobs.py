@@ -4,9 +4,10 @@ API side (the caller commits unless noted): enqueue_job (commits), get_job, list
 episode_history, evaluation_history, count_jobs_by_status, expire_stale_leases (commits).
 
 Worker side (each commits, because its atomicity is the point): claim_next_job, set_episodes_total,
-heartbeat, record_episode, record_evaluation, complete_job, fail_job, cancel_running_job, release_job,
-expire_stale_leases. Every worker-side write first checks that the job is still `running` under this worker's
-id and raises LeaseLostError otherwise, so a worker whose lease expired can never overwrite the outcome.
+heartbeat, record_episode, record_evaluation, record_tracking, complete_job, fail_job, cancel_running_job,
+release_job, expire_stale_leases. Every worker-side write first checks that the job is still `running` under this
+worker's id and raises LeaseLostError otherwise, so a worker whose lease expired can never overwrite the outcome
+(record_tracking, which annotates the job's tracker run after it succeeded, checks the worker alone).
 
 Concurrency: on PostgreSQL claiming uses `FOR UPDATE SKIP LOCKED` and enqueueing a transaction-scoped
 advisory lock; on SQLite every transaction already begins IMMEDIATE (store.db), which serialises writers.
@@ -231,10 +232,20 @@ def set_episodes_total(session: Session, job_id: int, *, worker_id: str, episode
 
 
 def record_tracking(session: Session, job_id: int, *, worker_id: str, run_id: str | None, error: str | None) -> None:
-    """Record the job's experiment-tracker run id, or why it is not tracked. Commits."""
-    with _owned(session, job_id, worker_id) as job:
-        job.tracking_run_id = run_id
-        job.tracking_error = error[:2000] if error else None
+    """Record the job's experiment-tracker run id, or why it is (partly) not tracked. Commits.
+
+    The one worker write allowed after the job ended: the tracker's last step (the registry alias of a promoted
+    policy) comes after the job succeeded. Still only by the worker that ran it; nothing else of the row changes.
+    """
+    job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
+    if job is None:
+        raise JobNotFoundError(f"job {job_id} not found")
+    if job.worker_id != worker_id:
+        session.rollback()
+        raise LeaseLostError(f"job {job_id} is held by worker {job.worker_id}, not {worker_id}")
+    job.tracking_run_id = run_id
+    job.tracking_error = error[:2000] if error else None
+    session.commit()
 
 
 def heartbeat(session: Session, job_id: int, *, worker_id: str, lease_seconds: float) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -84,3 +85,24 @@ def make_actor_bytes(eval_mean_return: float | None = -500.0, *, seed: int = 0, 
 def actor_bytes() -> ActorFactory:
     """make_actor_bytes, as a fixture for tests that prefer injection."""
     return make_actor_bytes
+
+
+# ---- a local MLflow store (tracking and registry) per test, copied from one migrated once per session
+
+
+@pytest.fixture(scope="session")
+def empty_store_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow sqlite store with its schema, made once: MLflow's migrations take seconds per new database."""
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def store(tmp_path: Path, empty_store_file: Path) -> tuple[str, str]:
+    """A local tracking + registry store (sqlite) of this test's own, and an artifact root, under tmp_path."""
+    path = tmp_path / "mlflow.db"
+    shutil.copyfile(empty_store_file, path)
+    return f"sqlite:///{path}", (tmp_path / "artifacts").as_uri()

@@ -35,8 +35,10 @@ from models.training_config import TrainingConfig, describe_errors, make_config
 from models.weights import WeightsFormatError
 from store import jobs
 from store.db import create_db_engine, default_database_url, make_session_factory, migrate
+from store.policies import get_serving_state
 from trainer.backoff import DB_UNAVAILABLE, Backoff
 from trainer.heartbeat import Heartbeat
+from trainer.job_tracking import JobTracking
 from trainer.records import EpisodeRecord, EvaluationRecord, ProgressCallback, TrainingResult
 
 logger = logging.getLogger(__name__)
@@ -141,6 +143,7 @@ class Worker:
         heartbeat = Heartbeat(self._session_call, job_id, worker_id=worker_id, lease_seconds=self.options.lease_seconds)
         heartbeat.start()
         outcome = "finished"
+        tracking: JobTracking | None = None
 
         def on_progress(episode: EpisodeRecord, evaluation: EvaluationRecord | None) -> bool:
             nonlocal outcome
@@ -172,6 +175,8 @@ class Worker:
                         wall_time=float(evaluation.wall_time),
                     ),
                 )
+            if tracking is not None:
+                tracking.progress(episode, evaluation)
             if heartbeat.lease_lost.is_set():
                 raise jobs.LeaseLostError(f"job {job_id}: lease lost while heartbeating")
             if cancel or heartbeat.cancel_requested.is_set():
@@ -189,6 +194,7 @@ class Worker:
                     f"job {job_id}: setting episodes_total",
                     lambda s: jobs.set_episodes_total(s, job_id, worker_id=worker_id, episodes_total=config.episodes),
                 )
+                tracking = self._start_tracking(job_id, config)
                 result = self._train_function()(config, on_progress)
             except (jobs.LeaseLostError, _StopTrainingError):
                 raise
@@ -196,8 +202,12 @@ class Worker:
                 # The full traceback goes to the log; the job row gets one line a user can act on.
                 logger.exception("job %d: training failed", job_id)
                 error = one_line(exc)  # bound now: `exc` is unset once the except block ends
+                if tracking is not None:
+                    tracking.ended("failed")
                 self._finish(job_id, "failed", lambda s: jobs.fail_job(s, job_id, worker_id=worker_id, error=error))
                 return
+            if tracking is not None and outcome != "finished":
+                tracking.ended("cancelled" if outcome == "cancelled" else "failed")
             if outcome == "cancelled":
                 self._finish(job_id, "cancelled", lambda s: jobs.cancel_running_job(s, job_id, worker_id=worker_id))
             elif outcome == "shutdown":
@@ -207,7 +217,10 @@ class Worker:
                     lambda s: jobs.release_job(s, job_id, worker_id=worker_id, reason=SHUTDOWN_REASON),
                 )
             else:
-                self._complete(job_id, result.actor_bytes)
+                promoted = self._complete(job_id, result.actor_bytes)
+                if tracking is not None:
+                    tracking.succeeded(result, config.to_dict(), promoted=promoted)
+                    self._record_tracking(job_id, tracking)
         except jobs.LeaseLostError as exc:
             logger.warning("job %d: abandoned, %s", job_id, exc)
         except _StopTrainingError as exc:
@@ -215,7 +228,24 @@ class Worker:
         finally:
             heartbeat.stop()
 
-    def _complete(self, job_id: int, actor_bytes: bytes) -> None:
+    def _start_tracking(self, job_id: int, config: TrainingConfig) -> JobTracking | None:
+        """The job's MLflow run when MLFLOW_TRACKING_URI is set; its id (or why there is none) goes on the job."""
+        tracking = JobTracking(job_id)
+        if not tracking.enabled:
+            return None
+        tracking.start(config.to_dict())
+        self._record_tracking(job_id, tracking)
+        return tracking
+
+    def _record_tracking(self, job_id: int, tracking: JobTracking) -> None:
+        run_id, error, worker_id = tracking.run_id, tracking.error, self.options.worker_id
+        self._retrying(
+            f"job {job_id}: recording its tracker run",
+            lambda s: jobs.record_tracking(s, job_id, worker_id=worker_id, run_id=run_id, error=error),
+        )
+
+    def _complete(self, job_id: int, actor_bytes: bytes) -> bool:
+        """Store the policy and mark the job succeeded; whether the policy now serves (its promotion rule)."""
         worker_id = self.options.worker_id
         try:
             job = self._retrying(
@@ -226,8 +256,10 @@ class Worker:
             logger.error("job %d: the trainer exported an invalid actor: %s", job_id, exc)
             error = f"invalid exported actor: {exc}"
             self._finish(job_id, "failed", lambda s: jobs.fail_job(s, job_id, worker_id=worker_id, error=error))
-            return
+            return False
         logger.info("job %d: succeeded, policy %s", job_id, job.policy_id)
+        serving_id, _ = self._retrying(f"job {job_id}: reading the serving policy", get_serving_state)
+        return job.policy_id is not None and serving_id == job.policy_id
 
     def _finish(self, job_id: int, what: str, write: Callable[[Session], object]) -> None:
         self._retrying(f"job {job_id}: marking it {what}", write)
