@@ -6,23 +6,24 @@ every snapshot of the history is a prefix of one sequence. Each event's id is it
 `Last-Event-ID` to resume exactly after the last event it saw, whatever it missed in between.
 
 The stream polls the database (in a thread, never on the event loop), so it works the same across API
-replicas and with either database, at the cost of up to one polling interval of delay.
+replicas and with either database, at the cost of up to one polling interval of delay. sse-starlette does the
+protocol: the framing, keep-alive comments, noticing a client that went away, and ending streams on shutdown.
+The events on the wire are documented by the models in `app.schemas.jobs` (`JobEvent`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Message
 
-from app.infra.errors import field_error
-from app.jobs.presenters import job_out, rewards_out
+from app.schemas.jobs import EpisodeOut, EvaluationOut, JobOut
 from models.training_config import TERMINAL_STATUSES
 from store.jobs import get_job
 from store.tables import EpisodeRow, EvaluationRow
@@ -35,7 +36,11 @@ POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 15.0
 # How long a browser's EventSource waits before reconnecting after a dropped connection.
 RETRY_MILLISECONDS = 2000
-MAX_EVENT_ID = 2**62
+# What `Last-Event-ID` may be: an id of this stream, or -1 (replay everything, as when it is absent or empty).
+# Ids are 2 x episode + 1 at most; 18 digits bound them far beyond any job while staying a 64-bit integer.
+LAST_EVENT_ID_PATTERN = r"^(-1|[0-9]{1,18})?$"
+# Lines end in LF, as they always have here (sse-starlette's default is CRLF; both are valid SSE).
+LINE_SEPARATOR = "\n"
 
 
 def episode_event_id(episode: int) -> int:
@@ -47,41 +52,43 @@ def evaluation_event_id(episode: int) -> int:
 
 
 def parse_last_event_id(value: str | None) -> int:
-    """The `Last-Event-ID` header as the position to resume after; -1 (replay everything) when absent."""
-    if value is None or not value.strip():
-        return -1
-    try:
-        position = int(value.strip())
-    except ValueError:
-        raise field_error("Last-Event-ID", "must be an event id from this stream (an integer)") from None
-    if not -1 <= position <= MAX_EVENT_ID:
-        raise field_error("Last-Event-ID", f"must be between -1 and {MAX_EVENT_ID}")
-    return position
+    """The `Last-Event-ID` header (already matched against LAST_EVENT_ID_PATTERN) as the position to resume
+    after; -1 (replay everything) when absent or empty."""
+    return int(value) if value else -1
 
 
-@dataclass(frozen=True, slots=True)
-class SseEvent:
-    """One server-sent event: its type, JSON data and (for history rows) its id."""
+def sse(
+    data: str | None = None,
+    *,
+    event: str | None = None,
+    id: int | None = None,
+    retry: int | None = None,
+    comment: str | None = None,
+) -> ServerSentEvent:
+    """One server-sent event (or comment) framed the way this stream frames them."""
+    return ServerSentEvent(
+        data,
+        event=event,
+        id=None if id is None else str(id),
+        retry=retry,
+        comment=comment,
+        sep=LINE_SEPARATOR,
+    )
 
-    event: str
-    data: str
-    id: int | None = None
 
-    def encode(self) -> bytes:
-        lines = [f"event: {self.event}"]
-        if self.id is not None:
-            lines.append(f"id: {self.id}")
-        # The data is one line of JSON; SSE would need one `data:` per line otherwise.
-        lines.append(f"data: {self.data}")
-        return ("\n".join(lines) + "\n\n").encode()
+def position(event: ServerSentEvent) -> int:
+    """A history event's position in the sequence (its id)."""
+    if event.id is None:
+        raise ValueError(f"a {event.event!r} event has no id")
+    return int(event.id)
 
 
 @dataclass(frozen=True, slots=True)
 class Poll:
     """What one poll found: the new history events in order, and the final state if the job has ended."""
 
-    events: list[SseEvent]
-    final: SseEvent | None
+    events: list[ServerSentEvent]
+    final: ServerSentEvent | None
     # The job no longer exists (deleted while streaming): the stream ends without a status.
     gone: bool = False
 
@@ -95,35 +102,31 @@ def read_events_after(session: Session, job_id: int, after: int) -> Poll:
     job = get_job(session, job_id)
     if job is None:
         return Poll([], None, gone=True)
-    status = job.status
-    final_job = job_out(job) if status in TERMINAL_STATUSES else None
+    ended = job.status in TERMINAL_STATUSES
+    final = sse(JobOut.model_validate(job).model_dump_json(), event="status") if ended else None
     # Episode e is new when 2e > after, i.e. e >= after // 2 + 1; an evaluation when 2e + 1 > after, which
     # e >= after // 2 bounds from below (the query) and the filter below makes exact.
     first_episode = after // 2 + 1
     first_evaluation = max(0, after // 2)
-    episodes = list(
-        session.scalars(
-            select(EpisodeRow)
-            .where(EpisodeRow.job_id == job_id, EpisodeRow.episode >= first_episode)
-            .order_by(EpisodeRow.episode)
-        )
+    episodes = session.scalars(
+        select(EpisodeRow)
+        .where(EpisodeRow.job_id == job_id, EpisodeRow.episode >= first_episode)
+        .order_by(EpisodeRow.episode)
     )
-    evaluations = [
-        row
-        for row in session.scalars(
-            select(EvaluationRow)
-            .where(EvaluationRow.job_id == job_id, EvaluationRow.episode >= first_evaluation)
-            .order_by(EvaluationRow.episode)
-        )
-        if evaluation_event_id(row.episode) > after
+    evaluations = session.scalars(
+        select(EvaluationRow)
+        .where(EvaluationRow.job_id == job_id, EvaluationRow.episode >= first_evaluation)
+        .order_by(EvaluationRow.episode)
+    )
+    events = [
+        sse(EpisodeOut.model_validate(row).model_dump_json(), event="episode", id=episode_event_id(row.episode))
+        for row in episodes
     ]
-    history = rewards_out(job, episodes, evaluations)
-    events = [SseEvent("episode", row.model_dump_json(), episode_event_id(row.episode)) for row in history.episodes] + [
-        SseEvent("evaluation", row.model_dump_json(), evaluation_event_id(row.episode)) for row in history.evaluations
-    ]
+    for row in evaluations:
+        if (event_id := evaluation_event_id(row.episode)) > after:
+            events.append(sse(EvaluationOut.model_validate(row).model_dump_json(), event="evaluation", id=event_id))
     # Sorting by id interleaves each evaluation right after the episode it followed.
-    events.sort(key=lambda event: event.id or 0)
-    final = SseEvent("status", final_job.model_dump_json()) if final_job is not None else None
+    events.sort(key=position)
     return Poll(events, final)
 
 
@@ -131,45 +134,17 @@ ReadPoll = Callable[[int], Poll]
 
 
 async def job_event_stream(
-    read: ReadPoll,
-    after: int,
-    is_disconnected: Callable[[], Awaitable[bool]],
-    *,
-    poll_seconds: float = POLL_SECONDS,
-    heartbeat_seconds: float = HEARTBEAT_SECONDS,
-) -> AsyncIterator[bytes]:
+    read: ReadPoll, after: int, *, poll_seconds: float = POLL_SECONDS
+) -> AsyncIterator[ServerSentEvent]:
     """Replay the history after `after`, follow it live, end with the final `status` event.
 
     `read(after)` is blocking (a database query) and runs in a thread. Database errors do not end the
-    stream: the client keeps its position, and the next poll picks up where this one failed.
+    stream: the client keeps its position, and the next poll picks up where this one failed. A client that
+    goes away cancels the stream (EventSourceResponse), wherever it is waiting.
     """
-    try:
-        async with contextlib.aclosing(
-            _follow(read, after, is_disconnected, poll_seconds, heartbeat_seconds)
-        ) as chunks:
-            async for chunk in chunks:
-                yield chunk
-    except asyncio.CancelledError:
-        # Starlette cancels the response when the client disconnects: the usual way a live stream ends.
-        logger.debug("event stream: client disconnected")
-        raise
-
-
-async def _follow(
-    read: ReadPoll,
-    after: int,
-    is_disconnected: Callable[[], Awaitable[bool]],
-    poll_seconds: float,
-    heartbeat_seconds: float,
-) -> AsyncGenerator[bytes, None]:
-    yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
-    last_sent = time.monotonic()
+    yield sse(retry=RETRY_MILLISECONDS)
     failing = False
     while True:
-        # Servers that do not cancel the response on disconnect (ASGI spec 2.4) are noticed here.
-        if await is_disconnected():
-            logger.debug("event stream: client disconnected")
-            return
         try:
             poll = await asyncio.to_thread(read, after)
         except Exception as exc:
@@ -182,14 +157,33 @@ async def _follow(
         if poll.gone:
             return
         for event in poll.events:
-            yield event.encode()
-            after = event.id if event.id is not None else after
-            last_sent = time.monotonic()
+            yield event
+            after = position(event)
         if poll.final is not None:
-            yield poll.final.encode()
+            yield poll.final
             return
-        if time.monotonic() - last_sent >= heartbeat_seconds:
-            # A comment line: ignored by EventSource, but it is traffic, so idle-timeouts do not fire.
-            yield b": heartbeat\n\n"
-            last_sent = time.monotonic()
         await asyncio.sleep(poll_seconds)
+
+
+async def _client_went_away(message: Message) -> None:
+    logger.debug("event stream: client disconnected")
+
+
+def job_event_response(
+    read: ReadPoll,
+    after: int,
+    *,
+    poll_seconds: float = POLL_SECONDS,
+    heartbeat_seconds: float = HEARTBEAT_SECONDS,
+) -> EventSourceResponse:
+    """The `text/event-stream` response of `job_event_stream`, with a `: heartbeat` comment every
+    `heartbeat_seconds` (a comment is ignored by EventSource, but it is traffic, so idle-timeouts do not fire)."""
+    return EventSourceResponse(
+        job_event_stream(read, after, poll_seconds=poll_seconds),
+        # Revalidate, never reuse: what "no-cache" always said here (sse-starlette's default is "no-store").
+        headers={"Cache-Control": "no-cache"},
+        ping=heartbeat_seconds,
+        ping_message_factory=lambda: sse(comment="heartbeat"),
+        sep=LINE_SEPARATOR,
+        client_close_handler_callable=_client_went_away,
+    )

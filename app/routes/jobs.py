@@ -5,18 +5,25 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Header, Path, Query
+from pydantic import TypeAdapter
 from sqlalchemy.orm import Session
-from starlette.responses import Response, StreamingResponse
+from sse_starlette import EventSourceResponse
+from starlette.responses import Response
 
 from app.infra.database import Database
 from app.infra.errors import ApiError
-from app.jobs.events import Poll, job_event_stream, parse_last_event_id, read_events_after
-from app.jobs.presenters import job_out, rewards_out
+from app.jobs.events import (
+    LAST_EVENT_ID_PATTERN,
+    Poll,
+    job_event_response,
+    parse_last_event_id,
+    read_events_after,
+)
 from app.jobs.rewards import rewards_csv, rewards_png
 from app.routes.deps import ApiKeyDep, DatabaseDep, SessionDep
 from app.schemas.errors import error_responses
-from app.schemas.jobs import JobList, JobOut, RewardsOut
+from app.schemas.jobs import JobEvent, JobList, JobOut, RewardsOut
 from models.training_config import JobStatus
 from store.jobs import (
     JobNotFoundError,
@@ -51,13 +58,13 @@ def jobs(
 ) -> JobList:
     """Jobs, newest first, optionally of one status; paginated with the total count."""
     page, total = list_jobs(session, status=status, limit=limit, offset=offset)
-    return JobList(items=[job_out(job) for job in page], total=total, limit=limit, offset=offset)
+    return JobList(items=[JobOut.model_validate(job) for job in page], total=total, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(404, 422, 503))
 def job(job_id: JobId, session: SessionDep) -> JobOut:
     """One job: status, progress (episodes, env steps, last return, best evaluation), policy id, error."""
-    return job_out(_job_or_404(session, job_id))
+    return JobOut.model_validate(_job_or_404(session, job_id))
 
 
 @router.post(
@@ -75,7 +82,19 @@ def cancel(job_id: JobId, session: SessionDep) -> JobOut:
     except JobStateError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     session.commit()
-    return job_out(cancelled)
+    return JobOut.model_validate(cancelled)
+
+
+def _history(session: Session, job_id: int) -> RewardsOut:
+    job = _job_or_404(session, job_id)
+    return RewardsOut.model_validate(
+        {
+            "job_id": job.id,
+            "status": job.status,
+            "episodes": episode_history(session, job_id),
+            "evaluations": evaluation_history(session, job_id),
+        }
+    )
 
 
 def _wants_csv(format_: str | None, accept: str | None) -> bool:
@@ -102,9 +121,7 @@ def rewards(
     accept: Annotated[str | None, Header()] = None,
 ) -> RewardsOut | Response:
     """The reward history so far (per episode and per evaluation), as JSON or CSV; works while the job runs."""
-    history = rewards_out(
-        _job_or_404(session, job_id), episode_history(session, job_id), evaluation_history(session, job_id)
-    )
+    history = _history(session, job_id)
     if _wants_csv(format, accept):
         return Response(
             rewards_csv(history),
@@ -124,37 +141,53 @@ def rewards(
 )
 def rewards_plot(job_id: JobId, session: SessionDep) -> Response:
     """The learning curve as a PNG: returns, their 10-episode average and the evaluations."""
-    history = rewards_out(
-        _job_or_404(session, job_id), episode_history(session, job_id), evaluation_history(session, job_id)
-    )
+    history = _history(session, job_id)
     # Render after the session's work is done; the session closes when the request ends.
     return Response(rewards_png(history), media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
-_EVENTS_DESCRIPTION = """`text/event-stream`: one `episode` event per episode and one `evaluation` event per
-evaluation (their data are the rows of `/jobs/{id}/rewards`, as JSON), in the order they happened, replayed
-from the start and then live; then one `status` event with the job (as `GET /jobs/{id}`) once it has ended,
-and the stream closes. Each history event has an `id`; send the last one seen as `Last-Event-ID` to resume
-after it (browsers' EventSource does this when it reconnects). Comment lines (`: heartbeat`) keep idle
-connections open."""
+_EVENTS_DESCRIPTION = """One `episode` event per episode and one `evaluation` event per evaluation (their data are the
+rows of `/jobs/{id}/rewards`, as JSON), in the order they happened, replayed from the start and then live; then
+one `status` event with the job (as `GET /jobs/{id}`) once it has ended, and the stream closes. Each history event
+has an `id`; send the last one seen as `Last-Event-ID` to resume after it (browsers' EventSource does this when it
+reconnects). Comment lines (`: heartbeat`) keep idle connections open.
+
+`itemSchema` describes one event as a client's parser sees it (`event`, `id`, and `data`: a JSON text, whose
+`contentSchema` is the payload's model), as OpenAPI 3.2 defines it for `text/event-stream`."""
+
+# One event as a parser sees it: a `oneOf` of the event models (discriminated by the event name), referring to
+# their components; `response_model=JobEvent` below is what puts those models under components.
+_EVENT_ITEM_SCHEMA = {
+    key: value
+    for key, value in TypeAdapter(JobEvent).json_schema(ref_template="#/components/schemas/{model}").items()
+    if key != "$defs"
+}
 
 
 @router.get(
     "/{job_id}/events",
-    response_class=StreamingResponse,
+    response_class=EventSourceResponse,
+    # Documentation only: the endpoint returns the stream itself, which FastAPI passes through unvalidated.
+    response_model=JobEvent,
     responses={
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": _EVENTS_DESCRIPTION},
+        200: {
+            "content": {"text/event-stream": {"itemSchema": _EVENT_ITEM_SCHEMA}},
+            "description": _EVENTS_DESCRIPTION,
+        },
         **error_responses(404, 422, 503),
     },
 )
 async def events(
     job_id: JobId,
-    request: Request,
     database: DatabaseDep,
     last_event_id: Annotated[
-        str | None, Header(description="Resume after this event id (sent by EventSource on reconnect).")
+        str | None,
+        Header(
+            pattern=LAST_EVENT_ID_PATTERN,
+            description="Resume after this event id (sent by EventSource on reconnect); -1 or empty: from the start.",
+        ),
     ] = None,
-) -> StreamingResponse:
+) -> EventSourceResponse:
     """Live progress as server-sent events: episodes and evaluations as they happen, then the final status."""
     after = parse_last_event_id(last_event_id)
     if not database.prepared.is_set():
@@ -167,15 +200,7 @@ async def events(
     first = await asyncio.to_thread(read, after)
     if first.gone:
         raise ApiError(404, "not_found", f"job {job_id} not found")
-    return StreamingResponse(
-        job_event_stream(read, after, request.is_disconnected),
-        media_type="text/event-stream",
-        headers={
-            "Cache-Control": "no-cache",
-            # nginx buffers proxied responses unless told not to; events must arrive as they are written.
-            "X-Accel-Buffering": "no",
-        },
-    )
+    return job_event_response(read, after)
 
 
 def _read_poll(database: Database, job_id: int, after: int) -> Poll:

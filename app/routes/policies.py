@@ -10,10 +10,9 @@ from fastapi import APIRouter, Header, Path, Query
 from starlette.responses import Response
 
 from app.infra.errors import ApiError
-from app.jobs.presenters import policy_out
 from app.routes.deps import ApiKeyDep, DatabaseDep, PolicyCacheDep, SessionDep
 from app.schemas.errors import error_responses
-from app.schemas.policies import PolicyList, PolicyOut
+from app.schemas.policies import DEFAULT_POLICY_ID, PolicyList, PolicyOut
 from models.rollout import RenderUnavailableError, rollout_gif_for_weights
 from models.weights import WeightsFormatError
 from store.policies import PolicyNotFoundError, get_policy, get_serving_state, list_policies, promote_policy
@@ -31,8 +30,9 @@ def policies(
 ) -> PolicyList:
     """Stored policies, newest first, with their evaluation scores; paginated with the total count."""
     page, total = list_policies(session, limit=limit, offset=offset)
-    default_id, _ = get_serving_state(session)
-    return PolicyList(items=[policy_out(p, default_id) for p in page], total=total, limit=limit, offset=offset)
+    context = {DEFAULT_POLICY_ID: get_serving_state(session)[0]}
+    items = [PolicyOut.model_validate(row, context=context) for row in page]
+    return PolicyList(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{policy_id}", response_model=PolicyOut, responses=error_responses(404, 422, 503))
@@ -41,7 +41,7 @@ def policy(policy_id: PolicyId, session: SessionDep) -> PolicyOut:
     found = get_policy(session, policy_id)
     if found is None:
         raise ApiError(404, "not_found", f"policy {policy_id} not found")
-    return policy_out(found, get_serving_state(session)[0])
+    return PolicyOut.model_validate(found, context={DEFAULT_POLICY_ID: get_serving_state(session)[0]})
 
 
 @router.get(
@@ -138,7 +138,7 @@ async def promote(policy_id: PolicyId, cache: PolicyCacheDep, session: SessionDe
         except PolicyNotFoundError:
             raise ApiError(404, "not_found", f"policy {policy_id} not found") from None
         session.commit()
-        return policy_out(promoted, promoted.id)
+        return PolicyOut.model_validate(promoted, context={DEFAULT_POLICY_ID: promoted.id})
 
     result = await asyncio.to_thread(promote_and_commit)
     # This process swaps now (read-your-writes for the caller); the others pick it up on their next poll.

@@ -7,7 +7,6 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app.infra.errors import ApiError, field_error
-from app.jobs.presenters import job_out
 from app.routes.deps import ApiKeyDep, SessionDep, SettingsDep, require_json_content_type
 from app.schemas.errors import error_responses
 from app.schemas.jobs import JobOut
@@ -72,4 +71,4 @@ def train(body: TrainRequest, session: SessionDep, settings: SettingsDep, respon
             429, "queue_full", str(exc), headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_SECONDS)}
         ) from None
     response.headers["Location"] = f"/jobs/{job.id}"
-    return job_out(job)
+    return JobOut.model_validate(job)

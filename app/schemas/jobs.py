@@ -1,16 +1,22 @@
-"""Bodies of /jobs: a training job, its progress and its reward history."""
+"""Bodies of /jobs: a training job, its progress, its reward history and the events of its live stream.
+
+The response models validate store rows directly, `JobOut.model_validate(job_row)`, reading them by attribute.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
 
 from models.training_config import JobStatus, PromoteRule
 
 
 class JobProgress(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     episodes_done: int = Field(description="Episodes finished so far.")
     episodes_total: int | None = Field(None, description="Episodes the job will run (known once it starts).")
     env_steps: int = Field(description="Environment steps so far.")
@@ -34,6 +40,15 @@ class JobOut(BaseModel):
     policy_id: int | None = Field(None, description="The policy this job produced, once it succeeded.")
     error: str | None = Field(None, description="Why the job failed, if it did.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_a_row(cls, data: Any) -> Any:
+        """A jobs row (any object) is read by attribute, except `progress`: the row keeps it in flat columns, so
+        JobProgress reads them from the row itself."""
+        if isinstance(data, Mapping):
+            return data
+        return {name: data if name == "progress" else getattr(data, name) for name in cls.model_fields}
+
 
 class JobList(BaseModel):
     items: list[JobOut]
@@ -43,6 +58,8 @@ class JobList(BaseModel):
 
 
 class EpisodeOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     episode: int = Field(description="0-based episode index.")
     episode_return: float
     avg_return_10: float = Field(description="Mean return of the last (up to) 10 episodes.")
@@ -51,6 +68,8 @@ class EpisodeOut(BaseModel):
 
 
 class EvaluationOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     episode: int = Field(description="The episode after which the evaluation ran.")
     env_steps: int
     mean_return: float
@@ -65,3 +84,46 @@ class RewardsOut(BaseModel):
     status: JobStatus
     episodes: list[EpisodeOut]
     evaluations: list[EvaluationOut]
+
+
+# ---- GET /jobs/{id}/events: one model per server-sent event, as a client's parser sees it ---------------------
+#
+# Each model is one parsed event: its `event` name, its `id` and its `data` line, a JSON text of the payload
+# model. `Json[...]` describes exactly that (a string whose content is JSON of a schema) in validation mode
+# only, so the event models are always documented in that mode.
+
+EVENT_ID_PATTERN = r"^[0-9]+$"
+
+
+class EpisodeEvent(BaseModel):
+    """An `episode` event: one row of the reward history, as in `GET /jobs/{id}/rewards`."""
+
+    model_config = ConfigDict(json_schema_mode_override="validation")
+
+    event: Literal["episode"]
+    id: str = Field(pattern=EVENT_ID_PATTERN, description="The event's position in the stream: 2 x episode.")
+    data: Json[EpisodeOut]
+
+
+class EvaluationEvent(BaseModel):
+    """An `evaluation` event: one evaluation of the history, right after the episode it followed."""
+
+    model_config = ConfigDict(json_schema_mode_override="validation")
+
+    event: Literal["evaluation"]
+    id: str = Field(pattern=EVENT_ID_PATTERN, description="The event's position in the stream: 2 x episode + 1.")
+    data: Json[EvaluationOut]
+
+
+class StatusEvent(BaseModel):
+    """The last event, once the job has ended: the job as in `GET /jobs/{id}`; then the stream closes."""
+
+    model_config = ConfigDict(json_schema_mode_override="validation")
+
+    event: Literal["status"]
+    # The status event sets no id of its own; a client keeps the last one it saw (the SSE rules).
+    id: str | None = Field(None, pattern=EVENT_ID_PATTERN, description="The id of the last history event, if any.")
+    data: Json[JobOut]
+
+
+JobEvent = Annotated[EpisodeEvent | EvaluationEvent | StatusEvent, Field(discriminator="event")]

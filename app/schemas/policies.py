@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, model_validator
+
+# The validation context key that says which policy is the default: `PolicyOut.model_validate(row, context=...)`.
+DEFAULT_POLICY_ID = "default_policy_id"
 
 
 class PolicyOut(BaseModel):
@@ -21,6 +25,18 @@ class PolicyOut(BaseModel):
     source_job_id: int | None = None
     is_default: bool = Field(description="Whether /act uses this policy when no policy_id is given.")
     meta: dict[str, Any] = Field(description="The weights file's metadata (hidden_size, action bounds, config...).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_a_row(cls, data: Any, info: ValidationInfo) -> Any:
+        """A policies row (any object) is read by attribute, except `is_default`: which policy is the default is
+        the serving state's to say, so the caller passes its id as `context={DEFAULT_POLICY_ID: ...}`."""
+        if isinstance(data, Mapping):
+            return data
+        if not isinstance(info.context, Mapping) or DEFAULT_POLICY_ID not in info.context:
+            raise TypeError(f"validating a policies row needs context={{{DEFAULT_POLICY_ID!r}: <id or None>}}")
+        is_default = data.id == info.context[DEFAULT_POLICY_ID]
+        return {name: is_default if name == "is_default" else getattr(data, name) for name in cls.model_fields}
 
 
 class PolicyList(BaseModel):

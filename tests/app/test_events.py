@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,9 +19,12 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import TypeAdapter
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import Message
 
-from app.jobs.events import Poll, SseEvent, job_event_stream, read_events_after
+from app.jobs.events import Poll, job_event_response, job_event_stream, position, read_events_after, sse
+from app.schemas.jobs import EpisodeEvent, EvaluationEvent, JobEvent, StatusEvent
 from store.db import create_db_engine, make_session_factory
 from store.jobs import (
     claim_next_job,
@@ -149,6 +154,7 @@ def test_last_event_id_resumes_right_after_that_event(api: Api) -> None:
         ("4", ["6", "7", None]),
         ("7", [None]),
         ("-1", ["0", "2", "3", "4", "6", "7", None]),
+        ("", ["0", "2", "3", "4", "6", "7", None]),
     ]:
         response = api.client.get(f"/jobs/{job_id}/events", headers={"Last-Event-ID": last_id})
         assert response.status_code == 200
@@ -171,15 +177,64 @@ def test_unknown_job_is_404_and_a_bad_last_event_id_is_422(api: Api) -> None:
     assert response.status_code == 404
     assert_error_shape(response.json(), "not_found")
     job_id = finished_job(api)
-    response = api.client.get(f"/jobs/{job_id}/events", headers={"Last-Event-ID": "ep-3"})
-    assert response.status_code == 422
-    assert_error_shape(response.json(), "validation_error")
+    for bad in ("ep-3", "3.0", "-2", "1" * 19):
+        response = api.client.get(f"/jobs/{job_id}/events", headers={"Last-Event-ID": bad})
+        assert response.status_code == 422, bad
+        assert_error_shape(response.json(), "validation_error")
+
+
+def _refs(schema: Any) -> Iterator[str]:
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            yield from _refs(item)
 
 
 def test_events_are_documented_as_an_event_stream(api: Api) -> None:
-    operation = api.client.get("/openapi.json").json()["paths"]["/jobs/{job_id}/events"]["get"]
+    spec = api.client.get("/openapi.json").json()
+    operation = spec["paths"]["/jobs/{job_id}/events"]["get"]
     assert "text/event-stream" in operation["responses"]["200"]["content"]
     assert any(p["name"].lower() == "last-event-id" for p in operation["parameters"])
+    # One event is a oneOf of the three event models, told apart by the event name; each one's data is a JSON
+    # text of the payload model (contentSchema).
+    item = operation["responses"]["200"]["content"]["text/event-stream"]["itemSchema"]
+    assert item["discriminator"]["propertyName"] == "event"
+    schemas = spec["components"]["schemas"]
+    assert [ref.rsplit("/", 1)[1] for ref in _refs(item["oneOf"])] == ["EpisodeEvent", "EvaluationEvent", "StatusEvent"]
+    payloads = {
+        name: schemas[name]["properties"]["data"] for name in ("EpisodeEvent", "EvaluationEvent", "StatusEvent")
+    }
+    assert {
+        name: (data["type"], data["contentMediaType"], data["contentSchema"]) for name, data in payloads.items()
+    } == {
+        "EpisodeEvent": ("string", "application/json", {"$ref": "#/components/schemas/EpisodeOut"}),
+        "EvaluationEvent": ("string", "application/json", {"$ref": "#/components/schemas/EvaluationOut"}),
+        "StatusEvent": ("string", "application/json", {"$ref": "#/components/schemas/JobOut"}),
+    }
+    # Every reference in the document resolves.
+    assert {ref.rsplit("/", 1)[1] for ref in _refs(spec)} <= set(schemas)
+
+
+def test_every_streamed_event_is_one_of_the_documented_events(api: Api) -> None:
+    """What a parser makes of the stream (event name, last id, data) validates against the documented models."""
+    job_id = finished_job(api)
+    parsed = []
+    last_id = None
+    for event in parse_stream(api.client.get(f"/jobs/{job_id}/events").text):
+        last_id = event.id or last_id
+        fields = {"event": event.event, "data": json.dumps(event.data)}
+        parsed.append(TypeAdapter(JobEvent).validate_python(fields | ({"id": last_id} if last_id else {})))
+    assert [type(e) for e in parsed] == [EpisodeEvent, EpisodeEvent, EvaluationEvent] + [EpisodeEvent] * 2 + [
+        EvaluationEvent,
+        StatusEvent,
+    ]
+    final = parsed[-1]
+    assert isinstance(final, StatusEvent) and final.data.id == job_id and final.data.status == "succeeded"
 
 
 def test_read_events_after_positions(api: Api) -> None:
@@ -187,39 +242,61 @@ def test_read_events_after_positions(api: Api) -> None:
     job_id = finished_job(api, evaluate_after=(0, 1, 2, 3))
     with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
         every = read_events_after(session, job_id, -1).events
-        assert [e.id for e in every] == list(range(8))
+        assert [position(e) for e in every] == list(range(8))
         for after in range(-1, 8):
-            assert [e.id for e in read_events_after(session, job_id, after).events] == list(range(after + 1, 8))
+            assert [position(e) for e in read_events_after(session, job_id, after).events] == list(range(after + 1, 8))
 
 
 # ---- the stream loop, with a fake database ---------------------------------------------------------------
 
 
-def test_heartbeats_while_idle_and_stop_when_the_client_disconnects() -> None:
+HEARTBEAT = b": heartbeat\n\n"
+
+
+def test_heartbeats_while_idle_and_stop_when_the_client_disconnects(caplog: pytest.LogCaptureFixture) -> None:
+    """The response itself, driven as an ASGI server would: the client leaves during the sixth poll."""
     polls: list[int] = []
     disconnected_after_polls = 6
+    sixth_poll = threading.Event()
+    release = threading.Event()
+    chunks: list[bytes] = []
 
     def read(after: int) -> Poll:
         polls.append(after)
-        events = [SseEvent("episode", "{}", 0)] if after < 0 else []
+        if len(polls) == disconnected_after_polls:
+            sixth_poll.set()
+            release.wait(30)  # still under way when the client leaves: no later poll may start
+        events = [sse("{}", event="episode", id=0)] if after < 0 else []
         return Poll(events, None)
 
-    async def is_disconnected() -> bool:
-        return len(polls) >= disconnected_after_polls
+    async def receive() -> Message:
+        # Gone once the sixth poll runs and a heartbeat has been sent since (the last poll found nothing new).
+        while not (sixth_poll.is_set() and chunks[-1:] == [HEARTBEAT]):
+            await asyncio.sleep(0.001)
+        return {"type": "http.disconnect"}
 
-    async def collect() -> list[bytes]:
-        return [
-            chunk
-            async for chunk in job_event_stream(read, -1, is_disconnected, poll_seconds=0.001, heartbeat_seconds=0)
-        ]
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            chunks.append(message["body"])
 
-    chunks = asyncio.run(collect())
-    assert chunks[0].startswith(b"retry: ")
-    assert chunks[1] == SseEvent("episode", "{}", 0).encode()
-    assert b": heartbeat\n\n" in chunks[2:]
+    async def serve() -> None:
+        response = job_event_response(read, -1, poll_seconds=0.001, heartbeat_seconds=0.02)
+        try:
+            await response({"type": "http", "method": "GET", "headers": []}, receive, send)
+        finally:
+            release.set()
+
+    with caplog.at_level(logging.DEBUG, logger="app.jobs.events"):
+        asyncio.run(serve())
+    episode = sse("{}", event="episode", id=0).encode()
+    assert episode == b"id: 0\nevent: episode\ndata: {}\n\n"
+    # The retry preamble, the one event, then only heartbeats (a ping may come at any time, even early).
+    retry, *rest = [c for c in chunks if c != HEARTBEAT]
+    assert retry.startswith(b"retry: ") and rest == [episode]
+    assert HEARTBEAT in chunks[chunks.index(episode) + 1 :]
     # Positions advance with what was sent, and the loop ends once the client is gone (no final status).
     assert polls == [-1] + [0] * (disconnected_after_polls - 1)
-    assert all(b"event: status" not in c for c in chunks)
+    assert "event stream: client disconnected" in caplog.text
 
 
 def test_a_database_error_does_not_end_the_stream() -> None:
@@ -229,13 +306,10 @@ def test_a_database_error_does_not_end_the_stream() -> None:
         calls.append(after)
         if len(calls) == 1:
             raise OSError("database went away")
-        return Poll([], SseEvent("status", '{"status": "succeeded"}'))
-
-    async def connected() -> bool:
-        return False
+        return Poll([], sse('{"status": "succeeded"}', event="status"))
 
     async def collect() -> list[bytes]:
-        return [chunk async for chunk in job_event_stream(read, 5, connected, poll_seconds=0.001)]
+        return [event.encode() async for event in job_event_stream(read, 5, poll_seconds=0.001)]
 
     chunks = asyncio.run(collect())
     assert calls == [5, 5] and chunks[-1].startswith(b"event: status")
