@@ -1,8 +1,14 @@
-"""Parse a POST /act body straight from bytes into a float32 array, with 422 errors that name the field.
+"""Observations from JSON: the one validation behind every way of asking for actions, and the POST /act parser.
 
-This is the hot path (issue 5), so it does not go through pydantic: orjson parses, numpy infers the shape
-and dtype of the nested lists in C, and only when that fast check fails do we walk the input in Python to
-say exactly which element is wrong. The documented schema of the same body is `schemas.ActRequest`.
+The checks are written once, here: numbers only (no booleans, strings or nulls), finite within float32 range,
+regular nesting, shape [n, obs_dim], and the batch limit. They raise ObservationError, which names the field
+(`observations[1][2]`) and the problem; each protocol puts that into its own error shape: /act a 422 in the
+service's shape (parse_act_body, below), KServe V1 and Open Inference V2 a 400 `{"error": ...}`
+(app.serving.protocols).
+
+POST /act is the hot path, so parse_act_body does not go through pydantic: orjson parses, numpy infers the shape
+and dtype of the nested lists in C, and only when that fast check fails do we walk the input in Python to say
+exactly which element is wrong. The documented schema of the same body is `schemas.ActRequest`.
 """
 
 from __future__ import annotations
@@ -24,6 +30,89 @@ MAX_ID = 2**31 - 1
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Integers up to 2**24 are exact in float32, so converting them cannot round differently from the general path.
 _EXACT_INT = 2**24
+# One wording for every protocol: the tensor protocols call the datatype FP32, /act's documentation float32.
+_NOT_FINITE = "must be a finite number within FP32 range (float32, at most 3.4e38 in magnitude)"
+
+
+class ObservationError(ValueError):
+    """Observations that cannot be served: `field` says where (`observations[1][2]`), `problem` what is wrong."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+# ---- the checks every protocol shares ---------------------------------------------------------------------
+
+
+def to_float32(value: list[Any], field: str, ndim: int | None, body: bytes) -> FloatArray:
+    """Nested lists of JSON numbers -> a float32 array; ObservationError naming the first bad element otherwise.
+
+    `ndim` is the nesting the caller expects, every list non-empty (1: one observation, 2: a batch). None takes
+    any regular nesting, empty lists included, and leaves the shape to the caller (a tensor, whose declared shape
+    is checked next). `body` is the raw request the value came from: numpy would read `true`/`false` as 1/0, so
+    the value is searched for booleans only when the body contains those words at all.
+    """
+    if ndim == 1 and all(
+        (type(x) is float and -_FLOAT32_MAX <= x <= _FLOAT32_MAX) or (type(x) is int and -_EXACT_INT <= x <= _EXACT_INT)
+        for x in value
+    ):
+        # One observation of plain numbers within float32 range: a few Python comparisons are cheaper than numpy's
+        # inference, cast and finiteness check (several microseconds on the hot path), with the same result.
+        return np.array(value, dtype=np.float32)
+    if b"true" in body or b"false" in body:
+        _raise_first_problem(value, field, ndim)
+    try:
+        inferred = np.asarray(value)
+    except (ValueError, OverflowError):  # ragged nesting, or an integer too large for int64
+        inferred = None
+    if (
+        inferred is not None
+        and inferred.dtype.kind in "fi"
+        and (ndim is None or (inferred.ndim == ndim and inferred.size > 0))
+    ):
+        # Finite in float64 but beyond float32's range becomes infinity here (silently: check_finite names it).
+        with np.errstate(over="ignore"):
+            array: FloatArray = inferred.astype(np.float32)
+        check_finite(array, field)
+        return array
+    _raise_first_problem(value, field, ndim)
+    # Only numbers, regular, in range, yet numpy declined them (integers beyond 64 bits, which JSON never gives).
+    raise ObservationError(field, "must be a regular array of finite numbers")
+
+
+def check_finite(array: FloatArray, field: str) -> None:
+    """ObservationError naming the first element of `array` that is NaN or infinite."""
+    finite = np.isfinite(array)
+    if not finite.all():
+        index = np.unravel_index(int(finite.argmin()), array.shape)
+        raise ObservationError(field + "".join(f"[{i}]" for i in index), _NOT_FINITE)
+
+
+def check_batch_size(count: int, max_batch: int, field: str) -> None:
+    """ObservationError unless 1 <= count <= max_batch (MAX_BATCH: the most observations in one request)."""
+    if count < 1:
+        raise ObservationError(
+            field, f"must hold between 1 and {max_batch} observations per request, got none (at least one is needed)"
+        )
+    if count > max_batch:
+        raise ObservationError(
+            field, f"must hold between 1 and {max_batch} observations per request, got {count} (at most {max_batch})"
+        )
+
+
+def check_observation_batch(observations: FloatArray, obs_dim: int, policy_id: int, max_batch: int, field: str) -> None:
+    """A float32 batch the policy can take: shape [n, obs_dim] (its obs_dim) and 1 <= n <= max_batch."""
+    if observations.ndim != 2 or observations.shape[1] != obs_dim:
+        raise ObservationError(
+            field,
+            f"must have shape [n, {obs_dim}] (obs_dim of policy {policy_id}), got {list(observations.shape)}",
+        )
+    check_batch_size(observations.shape[0], max_batch, field)
+
+
+# ---- POST /act ----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,67 +157,84 @@ def parse_act_body(body: bytes, max_batch: int) -> ActInput:
     has_one, has_batch = payload.get("observation") is not None, payload.get("observations") is not None
     if has_one and has_batch:
         raise field_error("observations", "give either `observation` or `observations`, not both")
+    # The `try` blocks cost nothing until an ObservationError is raised (zero-cost exceptions since Python 3.11).
     if has_one:
         value = payload["observation"]
         if type(value) is not list or not value:
             raise field_error("observation", "must be a non-empty list of numbers")
-        return ActInput(_to_float32(value, "observation", 1, body), False, policy_id, 1, len(value))
+        try:
+            return ActInput(to_float32(value, "observation", 1, body), False, policy_id, 1, len(value))
+        except ObservationError as exc:
+            raise field_error(exc.field, exc.problem) from None
     if has_batch:
         value = payload["observations"]
         if type(value) is not list:
             raise field_error("observations", "must be a list of observations (lists of numbers)")
-        if not value:
-            raise field_error("observations", "must contain at least one observation")
-        if len(value) > max_batch:
-            raise field_error("observations", f"at most {max_batch} observations per request, got {len(value)}")
-        batch = _to_float32(value, "observations", 2, body)
+        try:
+            # The limit before the conversion: an oversized batch costs a len(), not a numpy array.
+            check_batch_size(len(value), max_batch, "observations")
+            batch = to_float32(value, "observations", 2, body)
+        except ObservationError as exc:
+            raise field_error(exc.field, exc.problem) from None
         count, obs_dim = batch.shape
         return ActInput(batch, True, policy_id, count, obs_dim)
     raise field_error("observation", "one of `observation` or `observations` is required")
 
 
-def _to_float32(value: list[Any], field: str, ndim: int, body: bytes) -> FloatArray:
-    if ndim == 1 and all(
-        (type(x) is float and -_FLOAT32_MAX <= x <= _FLOAT32_MAX) or (type(x) is int and -_EXACT_INT <= x <= _EXACT_INT)
-        for x in value
-    ):
-        # One observation of plain numbers within float32 range: a few Python comparisons are cheaper than numpy's
-        # inference, cast and finiteness check (several microseconds on the hot path), with the same result.
-        return np.array(value, dtype=np.float32)
-    # `true`/`false` would pass numpy's numeric inference as 1/0; only look closer when they appear at all.
-    if b"true" not in body and b"false" not in body:
-        try:
-            inferred = np.asarray(value)
-        except (ValueError, OverflowError):  # ragged nesting, or an integer too large for int64
-            inferred = None
-        if inferred is not None and inferred.ndim == ndim and inferred.dtype.kind in "fi" and inferred.size:
-            # Finite in float64 but beyond float32's range becomes infinity here (silently: the slow path names it).
-            with np.errstate(over="ignore"):
-                array: FloatArray = inferred.astype(np.float32)
-            if np.isfinite(array).all():
-                return array
-    raise _describe_problem(value, field, ndim)
+# ---- the slow path: name the first bad element --------------------------------------------------------------
 
 
-def _describe_problem(value: list[Any], field: str, ndim: int) -> ApiError:
-    """The slow path: walk the input to name the first bad element (only reached for invalid requests)."""
-    rows: list[tuple[str, Any]] = [(field, value)] if ndim == 1 else [(f"{field}[{i}]", r) for i, r in enumerate(value)]
-    expected_len: int | None = None
-    for name, row in rows:
+def _nesting(value: Any) -> int:
+    """How deeply lists nest along the first elements: the depth a regular array of this value would have."""
+    depth = 0
+    while type(value) is list:
+        depth += 1
+        if not value:
+            break
+        value = value[0]
+    return depth
+
+
+def _raise_first_problem(value: list[Any], field: str, ndim: int | None) -> None:
+    """As to_float32 reads `ndim`: a given one wants non-empty lists, None the nesting of the first elements."""
+    problem = _first_problem(value, field, _nesting(value) if ndim is None else ndim, ndim is not None)
+    if problem is not None:
+        raise problem
+
+
+def _first_problem(value: list[Any], field: str, ndim: int, non_empty: bool) -> ObservationError | None:
+    """Walk `value` as `ndim` levels of equally long lists of numbers; the first element that breaks that, if any.
+
+    Only reached for invalid requests (or to look for booleans), so it may be slow.
+    """
+    if ndim <= 1:
+        return _first_bad_number(value, field)
+    items = "numbers" if ndim == 2 else "lists"
+    for index, row in enumerate(value):
+        name = f"{field}[{index}]"
+        problem: ObservationError | None
         if type(row) is not list:
-            return field_error(name, f"must be a list of numbers, got {_json_type(row)}")
-        if not row:
-            return field_error(name, "must be a non-empty list of numbers")
-        if expected_len is None:
-            expected_len = len(row)
-        elif len(row) != expected_len:
-            return field_error(name, f"has {len(row)} numbers but {field}[0] has {expected_len}; all must be equal")
-        for j, x in enumerate(row):
-            if type(x) is not float and type(x) is not int:
-                return field_error(f"{name}[{j}]", f"must be a number, got {_json_type(x)}")
-            if not -_FLOAT32_MAX <= x <= _FLOAT32_MAX:
-                return field_error(f"{name}[{j}]", "must be a finite number within float32 range")
-    return field_error(field, "must contain finite numbers only")
+            problem = ObservationError(name, f"must be a list of {items}, got {_json_type(row)}")
+        elif non_empty and not row:
+            problem = ObservationError(name, f"must be a non-empty list of {items}")
+        elif index and len(row) != len(value[0]):  # value[0] is a list: index 0 passed the first check
+            problem = ObservationError(
+                name, f"has {len(row)} {items} but {field}[0] has {len(value[0])}; all must be equal (no ragged arrays)"
+            )
+        else:
+            problem = _first_problem(row, name, ndim - 1, non_empty)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _first_bad_number(value: list[Any], field: str) -> ObservationError | None:
+    for index, item in enumerate(value):
+        if type(item) is not float and type(item) is not int:
+            return ObservationError(f"{field}[{index}]", f"must be a number, got {_json_type(item)}")
+        if not -_FLOAT32_MAX <= item <= _FLOAT32_MAX:
+            return ObservationError(f"{field}[{index}]", _NOT_FINITE)
+    return None
 
 
 def _json_type(value: Any) -> str:
