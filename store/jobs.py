@@ -52,13 +52,21 @@ class LeaseLostError(JobStateError):
 
 
 def enqueue_job(
-    session: Session, *, config: dict[str, Any], promote: str, max_queued: int, max_attempts: int = 1
+    session: Session,
+    *,
+    config: dict[str, Any],
+    promote: str,
+    max_queued: int,
+    max_attempts: int = 1,
+    model_id: int | None = None,
 ) -> Job:
     """Insert a queued job unless `max_queued` jobs are already queued (QueueFullError). Commits.
 
     Atomic against concurrent enqueues from any number of processes: exactly `max_queued` can be queued.
     `config` is stored as given ({"preset": ..., overrides...}); an int `episodes` in it sets episodes_total.
     `max_attempts` > 1 lets a job whose worker died be requeued (its partial history is discarded) that often.
+    `model_id` is the model the trained policy joins. Whatever the caller added to the session before (a model
+    created for this job) is committed with the job, or rolled back with it when the queue is full.
     """
     if promote not in PROMOTE_RULES:
         raise ValueError(f"promote must be one of {', '.join(PROMOTE_RULES)}, got {promote!r}")
@@ -81,6 +89,7 @@ def enqueue_job(
             episodes_total=episodes if isinstance(episodes, int) and not isinstance(episodes, bool) else None,
             episodes_done=0,
             env_steps=0,
+            model_id=model_id,
         )
         session.add(job)
         session.commit()
@@ -320,10 +329,13 @@ def complete_job(session: Session, job_id: int, *, worker_id: str, weights: byte
     """Register the trained actor (applying the job's promotion rule) and mark the job `succeeded`. Commits.
 
     One transaction: either the job succeeded with its policy stored, or neither happened. Raises
-    models.weights.WeightsFormatError for invalid bytes (nothing is stored then).
+    models.weights.WeightsFormatError for invalid bytes, and store.policies.PolicyModelMismatchError for an actor
+    that does not fit the job's model (nothing is stored then). The policy joins the job's model.
     """
     with _owned(session, job_id, worker_id) as job:
-        policy = register_policy(session, weights=weights, source_job_id=job_id, promote=job.promote)
+        policy = register_policy(
+            session, weights=weights, source_job_id=job_id, promote=job.promote, model_id=job.model_id
+        )
         job.status = "succeeded"
         job.policy_id = policy.id
         job.finished_at = utcnow()

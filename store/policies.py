@@ -1,33 +1,53 @@
-"""The policy registry: validated actor bytes with their metadata, and the pointer to the default policy."""
+"""The policies of the registry: validated actor bytes with their metadata, each a version of one model, and the
+champion of a model (what /act serves for it; the default model's champion is the service's default policy)."""
 
 from __future__ import annotations
 
 import hashlib
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from models.registry_vocabulary import DEFAULT_MODEL_NAME
 from models.training_config import PROMOTE_RULES
-from models.weights import decode_actor
-from store.tables import SERVING_STATE_ID, Policy, ServingState, utcnow
+from models.weights import ActorWeights, decode_actor
+from store.registry import champion_of, get_model, lock_registry, model_for_env, registry_version, set_champion
+from store.tables import Model, Policy, utcnow
 
 
 class PolicyNotFoundError(LookupError):
     """No policy with that id."""
 
 
-def register_policy(
-    session: Session, *, weights: bytes, source_job_id: int | None = None, promote: str = "if_better"
-) -> Policy:
-    """Store an actor after strict validation, then apply the promotion rule. The caller commits.
+class PolicyModelMismatchError(ValueError):
+    """The actor does not fit the model it was meant for (another environment, or other sizes)."""
 
-    Raises models.weights.WeightsFormatError (a ValueError) for bytes that are not a valid `ddpg-actor/1` file,
-    and ValueError for an unknown promotion rule. `if_better` makes the policy the default only when there is no
-    default yet or its eval_mean_return is strictly higher than the default's (a score beats no score).
+
+def register_policy(
+    session: Session,
+    *,
+    weights: bytes,
+    source_job_id: int | None = None,
+    promote: str = "if_better",
+    model_id: int | None = None,
+    default_model: str = DEFAULT_MODEL_NAME,
+) -> Policy:
+    """Store an actor after strict validation as a version of a model, then apply the promotion rule. The caller
+    commits.
+
+    `model_id` names the model; without it the policy joins `default_model` when that is for the actor's
+    environment, else the model of its environment (created if there is none). Raises
+    models.weights.WeightsFormatError (a ValueError) for bytes that are not a valid `ddpg-actor/1` file,
+    PolicyModelMismatchError for an actor of another environment or other sizes than its model, and ValueError for
+    an unknown promotion rule. `if_better` makes the policy its model's champion only when the model has none yet or
+    its eval_mean_return is strictly higher than the champion's (a score beats no score).
     """
     if promote not in PROMOTE_RULES:
         raise ValueError(f"promote must be one of {', '.join(PROMOTE_RULES)}, got {promote!r}")
     actor = decode_actor(weights)
+    # The registry lock first: concurrent `if_better` registrations must not both compare against the same champion.
+    lock_registry(session)
+    model = _model_for(session, actor, model_id, default_model)
     policy = Policy(
         created_at=utcnow(),
         sha256=hashlib.sha256(weights).hexdigest(),
@@ -38,12 +58,37 @@ def register_policy(
         act_dim=actor.act_dim,
         eval_mean_return=actor.eval_mean_return,
         source_job_id=source_job_id,
+        model_id=model.id,
     )
     session.add(policy)
     session.flush()  # assigns policy.id
-    if promote == "always" or (promote == "if_better" and _beats_default(session, policy)):
-        _make_default(session, policy.id)
+    if promote == "always" or (promote == "if_better" and _beats_champion(session, policy, model.id)):
+        set_champion(session, model.id, policy.id)
     return policy
+
+
+def _model_for(session: Session, actor: ActorWeights, model_id: int | None, default_model: str) -> Model:
+    if model_id is None:
+        spaces = {
+            "obs_dim": actor.obs_dim,
+            "act_dim": actor.act_dim,
+            # An actor knows its action bounds but not the observation's.
+            "observation_low": [None] * actor.obs_dim,
+            "observation_high": [None] * actor.obs_dim,
+            "action_low": [float(v) for v in actor.action_low],
+            "action_high": [float(v) for v in actor.action_high],
+        }
+        return model_for_env(session, actor.env_id, spaces, preferred=default_model)
+    model = session.get(Model, model_id)
+    if model is None:
+        raise PolicyModelMismatchError(f"model {model_id} does not exist")
+    sizes = (model.spaces.get("obs_dim"), model.spaces.get("act_dim"))
+    if actor.env_id != model.env_id or sizes != (actor.obs_dim, actor.act_dim):
+        raise PolicyModelMismatchError(
+            f"the actor is for {actor.env_id} (obs_dim {actor.obs_dim}, act_dim {actor.act_dim}) but model "
+            f"{model.name!r} is for {model.env_id} (obs_dim {sizes[0]}, act_dim {sizes[1]})"
+        )
+    return model
 
 
 def get_policy(session: Session, policy_id: int) -> Policy | None:
@@ -51,58 +96,54 @@ def get_policy(session: Session, policy_id: int) -> Policy | None:
     return session.get(Policy, policy_id)
 
 
-def list_policies(session: Session, *, limit: int = 50, offset: int = 0) -> tuple[list[Policy], int]:
-    """A page of policies, newest first, and the total count."""
-    total = session.scalar(select(func.count()).select_from(Policy)) or 0
-    page = session.scalars(select(Policy).order_by(Policy.id.desc()).limit(limit).offset(offset)).all()
+def list_policies(
+    session: Session, *, limit: int = 50, offset: int = 0, model_id: int | None = None
+) -> tuple[list[Policy], int]:
+    """A page of policies (of one model, when given), newest first, and the total count."""
+    count = select(func.count()).select_from(Policy)
+    query = select(Policy)
+    if model_id is not None:
+        count = count.where(Policy.model_id == model_id)
+        query = query.where(Policy.model_id == model_id)
+    total = session.scalar(count) or 0
+    page = session.scalars(query.order_by(Policy.id.desc()).limit(limit).offset(offset)).all()
     return list(page), total
 
 
-def get_serving_state(session: Session) -> tuple[int | None, int]:
-    """(default_policy_id, version): one primary-key read, cheap enough to poll twice a second."""
-    row = session.execute(
-        select(ServingState.default_policy_id, ServingState.version).where(ServingState.id == SERVING_STATE_ID)
-    ).first()
-    return (None, 0) if row is None else (row[0], row[1])
+def get_serving_state(session: Session, model: str = DEFAULT_MODEL_NAME) -> tuple[int | None, int]:
+    """(the model's champion id, the registry version): two indexed reads, cheap enough to poll twice a second."""
+    found = get_model(session, model)
+    champion = None if found is None else champion_of(session, found.id)
+    return champion, registry_version(session)
 
 
-def get_default_policy(session: Session) -> Policy | None:
-    """The current default policy, or None when nothing has been promoted yet."""
-    default_id, _version = get_serving_state(session)
-    return None if default_id is None else session.get(Policy, default_id)
+def get_default_policy(session: Session, model: str = DEFAULT_MODEL_NAME) -> Policy | None:
+    """The model's champion, or None when nothing has been promoted in it yet."""
+    champion_id, _version = get_serving_state(session, model)
+    return None if champion_id is None else session.get(Policy, champion_id)
+
+
+def is_champion(session: Session, policy_id: int) -> bool:
+    """Whether the policy is its model's champion (what /act serves for that model)."""
+    policy = session.get(Policy, policy_id)
+    return policy is not None and policy.model_id is not None and champion_of(session, policy.model_id) == policy_id
 
 
 def promote_policy(session: Session, policy_id: int) -> Policy:
-    """Make the policy the default (bumping the serving version even if it already was). The caller commits."""
+    """Make the policy its model's champion (bumping the registry version even if it already was). The caller
+    commits. Sessions already running keep their policy; an active rollout of this policy ends `promoted`."""
     policy = session.get(Policy, policy_id)
-    if policy is None:
+    if policy is None or policy.model_id is None:
         raise PolicyNotFoundError(f"policy {policy_id} not found")
-    _make_default(session, policy.id)
+    set_champion(session, policy.model_id, policy.id)
     return policy
 
 
-def _beats_default(session: Session, candidate: Policy) -> bool:
-    # FOR UPDATE on the single serving row serialises concurrent promotions on PostgreSQL, so two `if_better`
-    # registrations cannot both compare against the same old default. (SQLite transactions are already serial.)
-    default_id = session.scalar(
-        select(ServingState.default_policy_id).where(ServingState.id == SERVING_STATE_ID).with_for_update()
-    )
-    if default_id is None:
+def _beats_champion(session: Session, candidate: Policy, model_id: int) -> bool:
+    champion_id = champion_of(session, model_id)
+    if champion_id is None:
         return True
-    current = session.scalar(select(Policy.eval_mean_return).where(Policy.id == default_id))
+    current = session.scalar(select(Policy.eval_mean_return).where(Policy.id == champion_id))
     if candidate.eval_mean_return is None:
         return False
     return current is None or candidate.eval_mean_return > current
-
-
-def _make_default(session: Session, policy_id: int) -> None:
-    result = session.execute(
-        update(ServingState)
-        .where(ServingState.id == SERVING_STATE_ID)
-        .values(default_policy_id=policy_id, version=ServingState.version + 1, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(result, "rowcount", 1) == 0:
-        # The migration creates the row; this only repairs a database where someone deleted it.
-        session.add(ServingState(id=SERVING_STATE_ID, default_policy_id=policy_id, version=1, updated_at=utcnow()))
-        session.flush()

@@ -1,4 +1,5 @@
-"""The schema: jobs (the queue itself), their reward histories, the policy registry and the serving pointer.
+"""The schema: jobs (the queue itself), their reward histories, and the registry: models, their policies, aliases
+and rollouts, the live returns measured while serving, and the registry's change counter every API process polls.
 
 Every timestamp is timezone-aware UTC in Python. PostgreSQL stores `timestamptz`; SQLite has no time zone
 type, so `UTCDateTime` stores naive UTC text there and re-attaches UTC on the way out.
@@ -23,10 +24,12 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from models.registry_vocabulary import ROLLOUT_MODES, ROLLOUT_STATUSES
 from models.training_config import JOB_STATUSES, PROMOTE_RULES
 
 SERVING_STATE_ID = 1
@@ -107,6 +110,10 @@ class Job(Base):
     # The experiment tracker's run of this job (MLflow), or why the job was not tracked (server down...).
     tracking_run_id: Mapped[str | None] = mapped_column(String(64))
     tracking_error: Mapped[str | None] = mapped_column(Text)
+    # The model the trained policy joins (created on first use by POST /train); None for jobs queued before models
+    # existed, whose policy joins the model of its environment.
+    # No ON DELETE action here or on policies.model_id: models are never deleted.
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
 
 
 class EpisodeRow(Base):
@@ -151,15 +158,105 @@ class Policy(Base):
     act_dim: Mapped[int]
     eval_mean_return: Mapped[float | None]
     source_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    # A policy is a version of exactly one model, whose environment it was trained on.
+    # Nullable only in the schema: SQLite cannot add a NOT NULL foreign key column without rebuilding the table, and
+    # rebuilding `policies` would fire the ON DELETE actions of every table that references it. Every write sets it.
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"), index=True)
 
 
 class ServingState(Base):
-    """The single row that says which policy is the default; `version` bumps on every promotion."""
+    """The registry's change counter: one row whose `version` bumps on every change an API process must notice
+    (a model created, an alias moved, a rollout started or ended), so each process polls one primary-key read."""
 
     __tablename__ = "serving_state"
     __table_args__ = (CheckConstraint(f"id = {SERVING_STATE_ID}", name="ck_serving_state_single_row"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, default=SERVING_STATE_ID)
-    default_policy_id: Mapped[int | None] = mapped_column(ForeignKey("policies.id", ondelete="SET NULL"))
     version: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Model(Base):
+    """A named model: one environment, its policies (versions) and aliases (`champion` is what /act serves)."""
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    env_id: Mapped[str] = mapped_column(String(200))
+    # models.env_spaces.EnvSpaces.to_dict(): obs_dim, act_dim and the bounds (None where infinite).
+    spaces: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelAlias(Base):
+    """A name for one of a model's policies (`champion`, or any free alias)."""
+
+    __tablename__ = "model_aliases"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    policy_id: Mapped[int] = mapped_column(ForeignKey("policies.id", ondelete="CASCADE"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Rollout(Base):
+    """A trial of a challenger against a model's champion (shadow or canary); at most one is active per model.
+
+    Ended trials stay as the record of what happened: `status`, `ended_at` and `end_reason` (the guard's figures when
+    it rolled back). `salt` keys the canary's session hash, so every API process splits sessions alike.
+    """
+
+    __tablename__ = "rollouts"
+    __table_args__ = (
+        CheckConstraint(_in("mode", ROLLOUT_MODES), name="ck_rollouts_mode"),
+        CheckConstraint(_in("status", ROLLOUT_STATUSES), name="ck_rollouts_status"),
+        CheckConstraint("percent >= 0 AND percent <= 100", name="ck_rollouts_percent"),
+        # One active rollout per model, enforced by the database even against concurrent PUTs.
+        Index(
+            "uq_rollouts_active_model",
+            "model_id",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    champion_id: Mapped[int | None] = mapped_column(ForeignKey("policies.id", ondelete="SET NULL"))
+    challenger_id: Mapped[int] = mapped_column(ForeignKey("policies.id", ondelete="CASCADE"))
+    mode: Mapped[str] = mapped_column(String(16))
+    percent: Mapped[float]
+    # No guard when min_episodes is None.
+    min_episodes: Mapped[int | None]
+    max_regression: Mapped[float | None]
+    salt: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(Text)
+    # Shadow figures summed over every API process (added in batches): samples compared, the sum of each sample's
+    # mean |champion - challenger| over action dimensions, and the sum of the shadow's latencies in seconds.
+    shadow_samples: Mapped[int] = mapped_column(default=0)
+    shadow_divergence_sum: Mapped[float] = mapped_column(default=0.0)
+    shadow_latency_sum: Mapped[float] = mapped_column(default=0.0)
+
+
+class LiveReturn(Base):
+    """Finished live episodes of one policy, summed over every API process: count, sum and sum of squares of the
+    returns, enough for a mean and its confidence interval. Written in batches by the API (store.live_returns).
+
+    `rollout_id` is the trial the episodes ran under, or 0 for episodes outside any trial (not a foreign key for
+    that reason; the rows of a deleted model's rollouts go with their policies).
+    """
+
+    __tablename__ = "live_returns"
+
+    policy_id: Mapped[int] = mapped_column(ForeignKey("policies.id", ondelete="CASCADE"), primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    episodes: Mapped[int] = mapped_column(default=0)
+    return_sum: Mapped[float] = mapped_column(default=0.0)
+    return_sq_sum: Mapped[float] = mapped_column(default=0.0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
