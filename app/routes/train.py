@@ -6,12 +6,12 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from app.infra.errors import ApiError, field_error
+from app.infra.errors import ApiError
+from app.jobs.budget import check_training_budget
 from app.routes.deps import ApiKeyDep, SessionDep, SettingsDep, require_json_content_type
 from app.schemas.errors import error_responses
 from app.schemas.jobs import JobOut
 from app.schemas.train import TrainRequest
-from app.settings import Settings
 from models.training_config import TrainingConfig
 from store.jobs import QueueFullError, enqueue_job
 
@@ -27,22 +27,6 @@ def resolve_config(request: TrainRequest) -> TrainingConfig:
     except ValidationError as exc:
         # Located like the body's own errors, so the one error handler names the field.
         raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from None
-
-
-def check_training_budget(config: TrainingConfig, request: TrainRequest, settings: Settings) -> None:
-    """The server's configured limits (TRAIN_MAX_*) on the config the job would run, preset values included."""
-    limits = {
-        "episodes": settings.train_max_episodes,
-        "max_episode_steps": settings.train_max_episode_steps,
-        "hidden_size": settings.train_max_hidden_size,
-        "batch_size": settings.train_max_batch_size,
-        "replay_size": settings.train_max_replay_size,
-    }
-    for name, limit in limits.items():
-        value = getattr(config, name)
-        if value is not None and value > limit:
-            source = "" if getattr(request, name) is not None else f" (from preset {request.preset!r})"
-            raise field_error(name, f"must be at most {limit} on this server, got {value}{source}")
 
 
 @router.post(
