@@ -13,6 +13,7 @@ from app.infra.errors import ApiError
 from app.routes.deps import ApiKeyDep, DatabaseDep, PolicyCacheDep, SessionDep
 from app.schemas.errors import error_responses
 from app.schemas.policies import DEFAULT_POLICY_ID, PolicyList, PolicyOut
+from app.serving.onnx_cache import OnnxCache, StoredWeightsMismatchError
 from models.rollout import RenderUnavailableError, rollout_gif_for_weights
 from models.weights import WeightsFormatError
 from store.policies import PolicyNotFoundError, get_policy, get_serving_state, list_policies, promote_policy
@@ -121,6 +122,44 @@ def rollout_gif(
     except ValueError as exc:  # e.g. a policy whose dimensions do not fit its own environment
         raise ApiError(422, "not_renderable", f"policy {policy_id} cannot be rendered: {exc}") from None
     return Response(gif, media_type="image/gif", headers=headers)
+
+
+# One per process: models are keyed by content, so every app in the process may share them.
+_ONNX_MODELS = OnnxCache()
+
+
+@router.get(
+    "/{policy_id}/actor.onnx",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The actor as an ONNX model: input `observation` float32 [batch, obs_dim], output "
+            "`action` float32 [batch, act_dim] in the environment's units, clipped to its bounds (what /act "
+            "answers); the ddpg-actor/1 metadata and the weights' sha256 in its metadata properties.",
+        },
+        304: {"description": "Not modified (If-None-Match matched the ETag)."},
+        **error_responses(404, 409, 422, 503),
+    },
+)
+def actor_onnx(
+    policy_id: PolicyId, session: SessionDep, if_none_match: Annotated[str | None, Header()] = None
+) -> Response:
+    """The policy as an ONNX model that runs anywhere onnxruntime does, scaling and clipping included."""
+    found = get_policy(session, policy_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"policy {policy_id} not found")
+    etag = f'"{found.sha256}-onnx"'
+    headers = {"ETag": etag, "Cache-Control": ROLLOUT_CACHE_CONTROL}
+    if _etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    try:
+        model = _ONNX_MODELS.model_for(found.weights, found.sha256)
+    except (StoredWeightsMismatchError, WeightsFormatError) as exc:
+        # Never serve a model of bytes that are not the ones registered (tampered or truncated in storage).
+        raise ApiError(409, "policy_corrupt", f"policy {policy_id}'s stored weights are invalid: {exc}") from None
+    headers["Content-Disposition"] = f'attachment; filename="policy-{policy_id}.onnx"'
+    return Response(model, media_type="application/octet-stream", headers=headers)
 
 
 @router.post(
