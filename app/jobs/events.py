@@ -51,9 +51,9 @@ def evaluation_event_id(episode: int) -> int:
     return 2 * episode + 1
 
 
-def parse_last_event_id(value: str | None) -> int:
+def parse_last_event_id(value: str) -> int:
     """The `Last-Event-ID` header (already matched against LAST_EVENT_ID_PATTERN) as the position to resume
-    after; -1 (replay everything) when absent or empty."""
+    after; -1 (replay everything) when empty."""
     return int(value) if value else -1
 
 

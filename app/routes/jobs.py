@@ -180,13 +180,14 @@ _EVENT_ITEM_SCHEMA = {
 async def events(
     job_id: JobId,
     database: DatabaseDep,
+    # A string, never null: a header has no null, and "null" is no event id.
     last_event_id: Annotated[
-        str | None,
+        str,
         Header(
             pattern=LAST_EVENT_ID_PATTERN,
             description="Resume after this event id (sent by EventSource on reconnect); -1 or empty: from the start.",
         ),
-    ] = None,
+    ] = "",
 ) -> EventSourceResponse:
     """Live progress as server-sent events: episodes and evaluations as they happen, then the final status."""
     after = parse_last_event_id(last_event_id)
