@@ -282,6 +282,60 @@ def test_batch_limit_applies(make_api: ApiFactory) -> None:
     )
 
 
+def v2_request(data: object, shape: list[int]) -> dict[str, object]:
+    return {"inputs": [{"name": "observation", "shape": shape, "datatype": "FP32", "data": data}]}
+
+
+@pytest.mark.parametrize(
+    "row",
+    [[1.0, 0.0, "x"], [1.0, 0.0, True], [1.0, 0.0, None], [1.0, 0.0, 1e39], [1.0, 0.0], [1.0, [0.0], 0.0], 5.0],
+)
+def test_observations_are_checked_as_act_checks_them(served: tuple[Api, int, int], row: object) -> None:
+    """One set of checks: /act's 422 and the protocols' 400 name the same element with the same words."""
+    api, _, _ = served
+    observations = [[1.0, 0.0, 0.0], row]
+    rejected = api.client.post("/act", json={"observations": observations})
+    assert rejected.status_code == 422
+    [detail] = rejected.json()["error"]["details"]
+    act_says = f"{detail['field']} {detail['message']}"
+    v1 = assert_protocol_error(api.client.post("/v1/models/default:predict", json={"instances": observations}), 400)
+    assert v1 == act_says.replace("observations", "instances")
+    v2 = assert_protocol_error(api.client.post("/v2/models/default/infer", json=v2_request(observations, [2, 3])), 400)
+    assert v2 == act_says.replace("observations", "observation.data")
+
+
+def test_the_batch_limit_reads_as_on_act(make_api: ApiFactory) -> None:
+    api = make_api(max_batch=2)
+    api.add_policy(make_policy_bytes(1), promote="always")
+    three = [[1.0, 0.0, 0.0]] * 3
+    act_says = api.client.post("/act", json={"observations": three}).json()["error"]["details"][0]["message"]
+    assert act_says == "must hold between 1 and 2 observations per request, got 3 (at most 2)"
+    v1 = assert_protocol_error(api.client.post("/v1/models/default:predict", json={"instances": three}), 400)
+    assert v1 == f"instances {act_says}"
+    v2 = assert_protocol_error(api.client.post("/v2/models/default/infer", json=v2_request(three, [3, 3])), 400)
+    assert v2 == f"input 'observation' {act_says}"
+
+
+def test_v2_json_data_with_true_or_false_elsewhere_in_the_request(served: tuple[Api, int, int]) -> None:
+    """Booleans are looked for only when the body has them; a flag elsewhere must not reject good numbers."""
+    api, _, _ = served
+    request = v2_request(OBSERVATIONS, [2, 3]) | {"outputs": [{"name": "action", "parameters": {"binary_data": False}}]}
+    response = api.client.post("/v2/models/default/infer", json=request)
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(response.json()["outputs"][0]["data"], np.ravel(act(api, OBSERVATIONS)), rtol=1e-6)
+
+
+def test_v2_binary_input_names_a_nan(served: tuple[Api, int, int]) -> None:
+    api, _, _ = served
+    tensor = {"name": "observation", "shape": [2, 3], "datatype": "FP32", "parameters": {"binary_data_size": 24}}
+    header = json.dumps({"inputs": [tensor]}).encode()
+    raw = np.asarray([[1.0, 0.0, 0.0], [0.0, np.nan, 0.0]], dtype="<f4").tobytes()
+    response = api.client.post(
+        "/v2/models/default/infer", content=header + raw, headers={"Inference-Header-Content-Length": str(len(header))}
+    )
+    assert assert_protocol_error(response, 400).startswith("observation[1][1] must be a finite number")
+
+
 def test_routes_are_documented(api: Api) -> None:
     paths = api.client.get("/openapi.json").json()["paths"]
     for path in (

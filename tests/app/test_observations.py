@@ -1,4 +1,5 @@
-"""The hand-written /act body parser: every accepted shape and every rejected one, with the field named."""
+"""The observation checks: the hand-written /act body parser (every accepted shape and every rejected one, with the
+field named), and the shared checks it and the KServe V1 / Open Inference V2 adapters are built on."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import orjson
 import pytest
 
 from app.infra.errors import ApiError
-from app.serving.observations import parse_act_body
+from app.serving.observations import (
+    ObservationError,
+    check_batch_size,
+    check_finite,
+    check_observation_batch,
+    parse_act_body,
+    to_float32,
+)
 
 
 def parse(payload: object, max_batch: int = 4) -> object:
@@ -77,3 +85,76 @@ def test_invalid_bodies_are_422_naming_the_field(body: bytes, field: str, words:
     assert error.details[0]["field"] == field, error.details
     assert words in error.message, error.message
     assert error.message.startswith(field)
+
+
+# ---- the checks /act shares with the KServe V1 and Open Inference V2 adapters --------------------------------
+
+
+def problem(call: object, *args: object) -> tuple[str, str]:
+    with pytest.raises(ObservationError) as caught:
+        call(*args)  # type: ignore[operator]
+    return caught.value.field, caught.value.problem
+
+
+def test_a_tensor_takes_any_regular_nesting_and_leaves_the_shape_to_the_caller() -> None:
+    assert to_float32([[1, 2.5], [3, 4]], "t", None, b"").shape == (2, 2)
+    assert to_float32([1, 2, 3], "t", None, b"").shape == (3,)
+    assert to_float32([[[1, 2, 3]]], "t", None, b"").shape == (1, 1, 3)
+    empty = to_float32([], "t", None, b"")
+    assert empty.shape == (0,) and empty.dtype == np.float32
+    assert to_float32([[]], "t", None, b"").shape == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("value", "field", "words"),
+    [
+        ([[1, 2], [3, "x"]], "t[1][1]", "got string"),
+        ([[1, 2], [3, None]], "t[1][1]", "got null"),
+        ([[1, 2], [3]], "t[1]", "ragged"),
+        ([[1, 2], 3], "t[1]", "list of numbers"),
+        ([1, [2]], "t[1]", "got array"),
+        ([[1, 2], [3, 1e39]], "t[1][1]", "FP32 range"),
+        ([[[1], [2]], [[3], [4, 5]]], "t[1][1]", "ragged"),
+    ],
+)
+def test_a_bad_tensor_names_its_first_bad_element(value: list[object], field: str, words: str) -> None:
+    found_field, found_problem = problem(to_float32, value, "t", None, orjson.dumps(value))
+    assert found_field == field and words in found_problem, found_problem
+
+
+def test_booleans_are_found_and_true_or_false_elsewhere_in_the_body_is_no_problem() -> None:
+    assert problem(to_float32, [[1, True]], "t", None, b"[[1, true]]") == ("t[0][1]", "must be a number, got boolean")
+    body = b'{"data": [[1, 2]], "parameters": {"binary_data": false}}'
+    assert to_float32([[1, 2]], "t", None, body).tolist() == [[1.0, 2.0]]
+    assert to_float32([[1, 2]], "t", 2, body).tolist() == [[1.0, 2.0]]
+
+
+def test_check_finite_names_the_first_nan_or_infinity() -> None:
+    array = np.array([[1, 2, 3], [4, np.nan, np.inf]], dtype=np.float32)
+    field, message = problem(check_finite, array, "observation")
+    assert field == "observation[1][1]" and "finite" in message
+    check_finite(np.zeros((2, 3), dtype=np.float32), "observation")
+
+
+def test_the_batch_limit_reads_the_same_at_both_ends() -> None:
+    assert problem(check_batch_size, 0, 4, "b") == (
+        "b",
+        "must hold between 1 and 4 observations per request, got none (at least one is needed)",
+    )
+    assert problem(check_batch_size, 5, 4, "b") == (
+        "b",
+        "must hold between 1 and 4 observations per request, got 5 (at most 4)",
+    )
+    check_batch_size(1, 4, "b")
+    check_batch_size(4, 4, "b")
+
+
+@pytest.mark.parametrize(
+    ("shape", "words"),
+    [((2, 2), "shape [n, 3] (obs_dim of policy 7), got [2, 2]"), ((3,), "got [3]"), ((0, 3), "got none")],
+)
+def test_a_batch_for_a_policy_has_its_obs_dim_and_a_size_within_the_limit(shape: tuple[int, ...], words: str) -> None:
+    observations = np.zeros(shape, dtype=np.float32)
+    field, message = problem(check_observation_batch, observations, 3, 7, 4, "batch")
+    assert field == "batch" and words in message, message
+    check_observation_batch(np.zeros((4, 3), dtype=np.float32), 3, 7, 4, "batch")
