@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from models.registry_vocabulary import ROLLOUT_MODES, ROLLOUT_STATUSES
+from models.sweep_space import EARLY_STOP_RULES, SEARCH_KINDS
 from models.training_config import JOB_STATUSES, PROMOTE_RULES
 
 SERVING_STATE_ID = 1
@@ -260,3 +261,59 @@ class LiveReturn(Base):
     return_sum: Mapped[float] = mapped_column(default=0.0)
     return_sq_sum: Mapped[float] = mapped_column(default=0.0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Sweep(Base):
+    """A hyperparameter sweep; the sweeps table is also the sweep runners' queue (claimed, leased, heartbeated).
+
+    Its trials are jobs (sweep_trials links them), run by Ray Tune from the runner that holds the sweep.
+    """
+
+    __tablename__ = "sweeps"
+    __table_args__ = (
+        CheckConstraint(_in("status", JOB_STATUSES), name="ck_sweeps_status"),
+        CheckConstraint(_in("promote", PROMOTE_RULES), name="ck_sweeps_promote"),
+        CheckConstraint(_in("search", SEARCH_KINDS), name="ck_sweeps_search"),
+        CheckConstraint(f"early_stop IS NULL OR {_in('early_stop', EARLY_STOP_RULES)}", name="ck_sweeps_early_stop"),
+        Index("ix_sweeps_status_created_at", "status", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    model: Mapped[str] = mapped_column(String(200))
+    base: Mapped[dict[str, Any]]  # {"preset": ..., overrides...}, as a job's config
+    space: Mapped[dict[str, Any]]  # {field: {"loguniform": [low, high]} | {"choice": [...]} | ...}
+    trials: Mapped[int]
+    max_concurrent: Mapped[int]
+    search: Mapped[str] = mapped_column(String(16))
+    early_stop: Mapped[str | None] = mapped_column(String(16))
+    promote: Mapped[str] = mapped_column(String(16), default="if_better")
+    # Tune's own retry setting: how often a trial whose process or node died is started again.
+    max_failures: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    runner_id: Mapped[str | None] = mapped_column(String(200))
+    heartbeat_at: Mapped[datetime | None]
+    lease_expires_at: Mapped[datetime | None]
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    best_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    policy_id: Mapped[int | None] = mapped_column(ForeignKey("policies.id", ondelete="SET NULL"))
+
+
+class SweepTrial(Base):
+    """One trial of a sweep: its job (history, status, policy) and what only a trial has (Ray node, held-out score)."""
+
+    __tablename__ = "sweep_trials"
+    __table_args__ = (Index("ux_sweep_trials_sweep_trial", "sweep_id", "trial_id", unique=True),)
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    trial_id: Mapped[str] = mapped_column(String(64))  # Ray Tune's
+    params: Mapped[dict[str, Any]]  # the sampled hyperparameters (the job's config holds base + these)
+    node: Mapped[str | None] = mapped_column(String(64))  # the Ray node id of the latest attempt
+    node_ip: Mapped[str | None] = mapped_column(String(64))
+    # The objective: the exported actor's mean return on seeds neither training nor its evaluations used.
+    heldout_return: Mapped[float | None]
+    heldout_std: Mapped[float | None]
