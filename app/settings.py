@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     )
     access_log: bool = Field(False, description="uvicorn access log (off: it costs /act throughput).")
     bench_endpoints: bool = Field(False, description="Expose POST /bench/noop (benchmarks only).")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; when set, a promotion moves the registry's `champion` alias."
+    )
+    mlflow_registered_model: str = Field(
+        "pendulum", min_length=1, description="The MLflow registered model whose `champion` alias follows /act."
+    )
     log_level: LogLevel = Field("INFO", description="Logging level of the API process.")
 
     @field_validator("api_key", "act_api_key", mode="before")

@@ -6,11 +6,12 @@ import asyncio
 import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, BackgroundTasks, Header, Path, Query
 from starlette.responses import Response
 
 from app.infra.errors import ApiError
-from app.routes.deps import ApiKeyDep, DatabaseDep, PolicyCacheDep, SessionDep
+from app.infra.mlflow_alias import champion_run_id, point_champion_alias
+from app.routes.deps import ApiKeyDep, DatabaseDep, PolicyCacheDep, SessionDep, SettingsDep
 from app.schemas.errors import error_responses
 from app.schemas.policies import DEFAULT_POLICY_ID, PolicyList, PolicyOut
 from app.serving.onnx_cache import OnnxCache, StoredWeightsMismatchError
@@ -168,18 +169,24 @@ def actor_onnx(
     dependencies=[ApiKeyDep],
     responses=error_responses(401, 404, 422, 503),
 )
-async def promote(policy_id: PolicyId, cache: PolicyCacheDep, session: SessionDep) -> PolicyOut:
+async def promote(
+    policy_id: PolicyId, cache: PolicyCacheDep, session: SessionDep, settings: SettingsDep, tasks: BackgroundTasks
+) -> PolicyOut:
     """Make the policy the default; every API process serves it within one refresh interval (<= 1 s)."""
 
-    def promote_and_commit() -> PolicyOut:
+    def promote_and_commit() -> tuple[PolicyOut, str | None]:
         try:
             promoted = promote_policy(session, policy_id)
         except PolicyNotFoundError:
             raise ApiError(404, "not_found", f"policy {policy_id} not found") from None
+        # Read in the same transaction: on SQLite a read after the commit would begin a new (write-locking) one.
+        run_id = champion_run_id(session, promoted)
+        out = PolicyOut.model_validate(promoted, context={DEFAULT_POLICY_ID: promoted.id})
         session.commit()
-        return PolicyOut.model_validate(promoted, context={DEFAULT_POLICY_ID: promoted.id})
+        return out, run_id
 
-    result = await asyncio.to_thread(promote_and_commit)
+    result, run_id = await asyncio.to_thread(promote_and_commit)
     # This process swaps now (read-your-writes for the caller); the others pick it up on their next poll.
     await cache.refresh()
+    tasks.add_task(point_champion_alias, settings, run_id, policy_id)  # after the answer: the tracker may be slow
     return result

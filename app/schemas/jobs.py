@@ -39,6 +39,10 @@ class JobOut(BaseModel):
     progress: JobProgress
     policy_id: int | None = Field(None, description="The policy this job produced, once it succeeded.")
     error: str | None = Field(None, description="Why the job failed, if it did.")
+    tracking_run_id: str | None = Field(None, description="The job's MLflow run, when the worker tracks runs.")
+    tracking_error: str | None = Field(
+        None, description="Why the job is not (or not wholly) in the tracker, e.g. the server was down."
+    )
 
     @model_validator(mode="before")
     @classmethod

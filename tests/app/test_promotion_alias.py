@@ -1,0 +1,63 @@
+"""A promotion moves the MLflow registry's `champion` alias to the run that trained the policy; a dead tracking
+server never costs the promotion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from store.jobs import enqueue_job
+from store.policies import register_policy
+from store.tables import Job
+from tests.app.conftest import ApiFactory
+from tests.app.factories import make_policy_bytes
+from trainer.tracking import RunArtifacts
+from trainer.tracking.mlflow_tracker import MlflowTracker
+
+
+def _tracked_policy(api: object, weights: bytes, run_id: str) -> int:
+    """A policy whose source job has the MLflow run `run_id`, as a tracked worker leaves them."""
+    with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
+        job = enqueue_job(session, config={"episodes": 1}, promote="never", max_queued=50)
+        session.execute(update(Job).where(Job.id == job.id).values(status="succeeded", tracking_run_id=run_id))
+        policy = register_policy(session, weights=weights, source_job_id=job.id, promote="never")
+        session.commit()
+        return policy.id
+
+
+def _run_with_actor(uri: str, artifact_root: str, weights: bytes) -> str:
+    tracker = MlflowTracker(uri, artifact_location=artifact_root)
+    tracker.start({"seed": 0})
+    tracker.finish(RunArtifacts({"actor.safetensors": weights}))
+    tracker.close()
+    assert tracker.run_id is not None and tracker.disabled_reason is None
+    return tracker.run_id
+
+
+def test_promote_points_the_champion_alias_at_the_policys_run(
+    make_api: ApiFactory, store: tuple[str, str], tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    uri, artifact_root = store
+    api = make_api(mlflow_tracking_uri=uri, mlflow_registered_model="pendulum")
+    runs, policy_ids = [], []
+    for seed in (1, 2):
+        weights = make_policy_bytes(seed)
+        runs.append(_run_with_actor(uri, artifact_root, weights))
+        policy_ids.append(_tracked_policy(api, weights, runs[-1]))
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    for run_id, policy_id in zip(runs, policy_ids, strict=True):
+        assert api.client.post(f"/policies/{policy_id}/promote").status_code == 200
+        assert client.get_model_version_by_alias("pendulum", "champion").run_id == run_id
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:9"])
+def test_a_dead_tracking_server_does_not_stop_a_promotion(make_api: ApiFactory, uri: str) -> None:
+    api = make_api(mlflow_tracking_uri=uri)
+    policy_id = _tracked_policy(api, make_policy_bytes(3), "0123456789abcdef0123456789abcdef")
+    response = api.client.post(f"/policies/{policy_id}/promote")
+    assert response.status_code == 200 and response.json()["is_default"]
+    assert api.client.post("/act", json={"observation": [1.0, 0.0, 0.0]}).json()["policy_id"] == policy_id
