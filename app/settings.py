@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     train_max_hidden_size: int = Field(1024, ge=1, description="Upper bound on `hidden_size`.")
     train_max_batch_size: int = Field(4096, ge=1, description="Upper bound on `batch_size`.")
     train_max_replay_size: int = Field(1_000_000, ge=1, description="Upper bound on `replay_size`.")
+    sweep_max_trials: int = Field(256, ge=1, description="Upper bound on a sweep's `trials` in POST /sweeps.")
     embedded_worker: bool = Field(True, description="`python -m app` also starts one trainer worker subprocess.")
     bootstrap_job: bool = Field(True, description="`python -m app` queues a training job when no policy exists yet.")
     bootstrap_preset: str = Field("default", min_length=1, description="Preset of the bootstrap job.")

@@ -51,12 +51,14 @@ def _optional(info: FieldInfo) -> tuple[Any, FieldInfo]:
     return annotation | None, FieldInfo.merge_field_infos(info, default=None)
 
 
+def optional_config_fields() -> dict[str, tuple[Any, FieldInfo]]:
+    """Every config field a body may set, optional: the fields of POST /train and of a sweep's `base`."""
+    return {name: _optional(info) for name, info in TrainingConfig.model_fields.items() if name not in _NOT_IN_BODY}
+
+
 if TYPE_CHECKING:  # type checkers see the base (its methods); FastAPI and OpenAPI see every field
     TrainRequest = _TrainRequestBase
 else:
     TrainRequest = create_model(
-        "TrainRequest",
-        __base__=_TrainRequestBase,
-        __doc__=_TrainRequestBase.__doc__,
-        **{name: _optional(info) for name, info in TrainingConfig.model_fields.items() if name not in _NOT_IN_BODY},
+        "TrainRequest", __base__=_TrainRequestBase, __doc__=_TrainRequestBase.__doc__, **optional_config_fields()
     )
