@@ -12,8 +12,12 @@ from fastapi import FastAPI
 
 from app.infra.database import Database, redacted
 from app.infra.metrics import Metrics
+from app.serving.live_returns import LiveReturns
 from app.serving.policy_cache import PolicyCache, running_refresher
+from app.serving.routed_act import Routing
 from app.serving.runtime import ActRuntime
+from app.serving.sessions import SessionTable
+from app.serving.shadow import ShadowComparisons
 from app.settings import Settings
 from models.fused import forward_one_kernel
 from models.weights import load_actor_file
@@ -26,6 +30,8 @@ logger = logging.getLogger(__name__)
 LEASE_SWEEP_SECONDS = 15.0
 # Several workers: how often each publishes its per-request metrics to the others' scrapes (app.infra.loop_metrics).
 METRICS_SNAPSHOT_SECONDS = 1.0
+# How often idle sessions are looked for: a small fraction of any sensible SESSION_IDLE_SECONDS.
+SESSION_SWEEP_SECONDS = 1.0
 
 
 async def _sweep_stale_leases(database: Database) -> None:
@@ -83,11 +89,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Fail fast on a bad POLICY_FILE: it is configuration, and retrying will not fix it.
         load_actor_file(settings.policy_file)
 
-    database = Database.connect(settings.database_url)
-    cache = PolicyCache(database.serving_state, database.policy_weights, lru_size=settings.policy_lru_size)
+    database = Database.connect(settings.database_url, settings.default_model)
+    cache = PolicyCache(
+        database.serving_state,
+        database.stored_policy,
+        lru_size=settings.policy_lru_size,
+        read_registry=database.registry_snapshot,
+        default_model=settings.default_model,
+    )
+    live = LiveReturns(database.flush_live_returns)
+    sessions = SessionTable(
+        idle_seconds=settings.session_idle_seconds,
+        max_sessions=settings.max_sessions,
+        dropped=metrics.sessions_dropped,
+    )
+    shadow = ShadowComparisons(metrics, live, capacity=settings.shadow_queue_size)
+    routing = Routing(settings.default_model, cache, metrics, sessions, live, shadow)
     app.state.database = database
     app.state.policy_cache = cache
-    app.state.act_runtime = ActRuntime(cache, metrics, settings.max_batch, settings.act_api_key)
+    app.state.act_runtime = ActRuntime(cache, metrics, settings.max_batch, settings.act_api_key, routing)
     logger.info("API starting on database %s", redacted(settings.database_url))
 
     background: list[asyncio.Task[None]] = []
@@ -101,6 +121,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 asyncio.create_task(database.prepare_with_retry(settings.policy_file), name="database-prepare")
             )
         background.append(asyncio.create_task(_sweep_stale_leases(database), name="lease-sweeper"))
+        background.append(asyncio.create_task(sessions.run_expiry(SESSION_SWEEP_SECONDS), name="session-expiry"))
+        background.append(asyncio.create_task(shadow.run(), name="shadow-comparisons"))
+        background.append(
+            asyncio.create_task(live.run(settings.live_stats_flush_seconds, cache.refresh), name="live-returns")
+        )
         # Compile /act's one-observation kernel before serving, even with no policy yet: compiling holds the GIL
         # for most of a second, which later, under traffic, would stall every request of the process once.
         await asyncio.to_thread(forward_one_kernel)
@@ -115,5 +140,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # What this process measured since its last flush: compared and written once more, best effort.
+        shadow.drain()
+        with contextlib.suppress(Exception):
+            await live.flush()
         database.close()
         metrics.process_exiting()

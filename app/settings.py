@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.registry_vocabulary import DEFAULT_MODEL_NAME, NAME_PATTERN
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -41,6 +43,23 @@ class Settings(BaseSettings):
         0.5, gt=0, le=60, description="How often each API process polls the database for a promoted policy."
     )
     policy_lru_size: int = Field(8, ge=1, le=1024, description="Explicitly requested policies kept loaded per process.")
+    default_model: str = Field(
+        DEFAULT_MODEL_NAME,
+        pattern=NAME_PATTERN,
+        description="The model that answers POST /act without `model` (created by the first policy for it).",
+    )
+    session_idle_seconds: float = Field(
+        300.0, gt=0, le=86_400, description="A session without a request for this long is dropped (its episode lost)."
+    )
+    max_sessions: int = Field(
+        100_000, ge=1, le=10_000_000, description="Live sessions per process; beyond it the least recent is dropped."
+    )
+    live_stats_flush_seconds: float = Field(
+        1.0, gt=0, le=60, description="How often each process writes its summed live returns to the database."
+    )
+    shadow_queue_size: int = Field(
+        10_000, ge=1, le=1_000_000, description="Shadow samples waiting per process; beyond it samples are dropped."
+    )
     train_max_episodes: int = Field(1000, ge=1, description="Upper bound on `episodes` in POST /train.")
     train_max_episode_steps: int = Field(1000, ge=1, description="Upper bound on `max_episode_steps`.")
     train_max_hidden_size: int = Field(1024, ge=1, description="Upper bound on `hidden_size`.")

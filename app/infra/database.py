@@ -9,20 +9,32 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.registry_vocabulary import DEFAULT_MODEL_NAME
 from store.db import create_db_engine, make_session_factory, migrate
+from store.live_returns import ReturnSums, ShadowSums, flush
 from store.policies import get_policy, get_serving_state, register_policy
+from store.registry import RegistrySnapshot, read_snapshot
 from store.tables import Policy
 
 logger = logging.getLogger(__name__)
 
 _RETRY_MAX_SECONDS = 30.0
+
+
+class StoredPolicy(NamedTuple):
+    """A policy as the API loads it: its weights and the model it is a version of."""
+
+    weights: bytes
+    model_id: int | None
 
 
 def redacted(url: str) -> str:
@@ -35,13 +47,15 @@ class Database:
     url: str
     engine: Engine
     sessions: sessionmaker[Session]
+    # The model /act serves without `model` (DEFAULT_MODEL): its champion is "the default policy".
+    default_model: str = DEFAULT_MODEL_NAME
     # Set once migrations ran (and POLICY_FILE was registered); until then /readyz reports not ready.
     prepared: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
-    def connect(cls, url: str) -> Database:
+    def connect(cls, url: str, default_model: str = DEFAULT_MODEL_NAME) -> Database:
         engine = create_db_engine(url)  # lazy: opens no connection yet
-        return cls(url, engine, make_session_factory(engine))
+        return cls(url, engine, make_session_factory(engine), default_model)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -51,19 +65,36 @@ class Database:
             connection.execute(text("SELECT 1"))
 
     def serving_state(self) -> tuple[int | None, int]:
+        """(the default model's champion, the registry version)."""
         with self.sessions() as session:
-            return get_serving_state(session)
+            return get_serving_state(session, self.default_model)
+
+    def registry_snapshot(self) -> RegistrySnapshot:
+        with self.sessions() as session:
+            return read_snapshot(session)
 
     def policy_weights(self, policy_id: int) -> bytes | None:
         with self.sessions() as session:
             policy = get_policy(session, policy_id)
             return None if policy is None else policy.weights
 
+    def stored_policy(self, policy_id: int) -> StoredPolicy | None:
+        with self.sessions() as session:
+            policy = get_policy(session, policy_id)
+            return None if policy is None else StoredPolicy(policy.weights, policy.model_id)
+
+    def flush_live_returns(
+        self, returns: Mapping[tuple[int, int], ReturnSums], shadow: Mapping[int, ShadowSums]
+    ) -> list[tuple[int, str]]:
+        """One process's batch of live returns and shadow figures, and the rollbacks its guard check caused."""
+        with self.sessions() as session:
+            return flush(session, returns, shadow)
+
     def prepare(self, policy_file: Path | None) -> None:
         """Migrate the schema and register POLICY_FILE (blocking; run in a thread)."""
         migrate(self.url)
         if policy_file is not None:
-            register_policy_file(self.sessions, policy_file)
+            register_policy_file(self.sessions, policy_file, self.default_model)
 
     async def try_prepare(self, policy_file: Path | None) -> bool:
         """One attempt at `prepare` off the event loop; False (logged) if the database is not there."""
@@ -88,8 +119,9 @@ class Database:
             logger.info("retrying the database in %.0f s", delay)
 
 
-def register_policy_file(sessions: sessionmaker[Session], path: Path) -> int:
-    """Register an exported actor file and make it the default, unless the same bytes are already registered.
+def register_policy_file(sessions: sessionmaker[Session], path: Path, default_model: str = DEFAULT_MODEL_NAME) -> int:
+    """Register an exported actor file and make it its model's champion (the default model's when the file is for its
+    environment), unless the same bytes are already registered.
 
     Re-registering on every start would pile up duplicates and, worse, undo a later promotion at each
     restart; so a file seen before (same sha256) is left as it is. Raises WeightsFormatError for a bad file.
@@ -101,7 +133,7 @@ def register_policy_file(sessions: sessionmaker[Session], path: Path) -> int:
         if existing is not None:
             logger.info("POLICY_FILE %s is already registered as policy %s", path, existing)
             return existing
-        policy = register_policy(session, weights=data, promote="always")
+        policy = register_policy(session, weights=data, promote="always", default_model=default_model)
         session.commit()
         logger.info("registered POLICY_FILE %s as policy %s (now the default)", path, policy.id)
         return policy.id

@@ -33,6 +33,9 @@ from app.infra.loop_metrics import LoopCounter, LoopCounterChild, LoopHistogram,
 UNMATCHED_ROUTE = "<unmatched>"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 16384)
+# |champion - challenger| of one action dimension: from exact agreement to across a typical action range.
+_DIVERGENCE_BUCKETS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+_SHADOW_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 LATENCY_NAME = "http_request_duration_seconds"
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -60,7 +63,47 @@ class Metrics:
         self.requests = LoopCounter("http_requests", requests_doc, request_labels)
         self.latency = LoopHistogram(LATENCY_NAME, latency_doc, request_labels, buckets=_LATENCY_BUCKETS)
         self.act_batch_size = LoopHistogram("act_batch_size", batch_doc, buckets=_BATCH_BUCKETS)
-        loop_metrics = (self.requests, self.latency, self.act_batch_size)
+        # Models, sessions and rollouts (app.serving.routed_act, sessions, shadow).
+        self.routed = LoopCounter(
+            "act_routed", "POST /act requests by model and rollout side (champion, challenger).", ["model", "arm"]
+        )
+        self.sessions_started = LoopCounter("act_sessions_started", "Episodes started in sessions.", ["model"])
+        self.sessions_dropped = LoopCounter(
+            "act_sessions_dropped",
+            "Sessions dropped before their episode ended: idle past SESSION_IDLE_SECONDS (expired) or pushed out "
+            "by MAX_SESSIONS (evicted).",
+            ["reason"],
+        )
+        self.episodes_finished = LoopCounter(
+            "act_episodes_finished", "Session episodes ended with `done`, by model and policy.", ["model", "policy_id"]
+        )
+        self.shadow_divergence = LoopHistogram(
+            "shadow_divergence",
+            "Shadow rollouts: |champion action - challenger action| per action dimension.",
+            ["model", "dim"],
+            buckets=_DIVERGENCE_BUCKETS,
+        )
+        self.shadow_latency = LoopHistogram(
+            "shadow_latency_seconds",
+            "Shadow rollouts: seconds from the champion's answer to the challenger's action (batched off the answer).",
+            ["model"],
+            buckets=_SHADOW_LATENCY_BUCKETS,
+        )
+        self.shadow_dropped = LoopCounter(
+            "shadow_dropped", "Shadow samples dropped because the shadow queue was full.", ["model"]
+        )
+        loop_metrics = (
+            self.requests,
+            self.latency,
+            self.act_batch_size,
+            self.routed,
+            self.sessions_started,
+            self.sessions_dropped,
+            self.episodes_finished,
+            self.shadow_divergence,
+            self.shadow_latency,
+            self.shadow_dropped,
+        )
         self.snapshots: ProcessSnapshots | None = None
         if multiprocess_mode():
             self.snapshots = ProcessSnapshots(Path(os.environ[MULTIPROC_DIR_ENV]), loop_metrics)
@@ -79,6 +122,35 @@ class Metrics:
         self.default_policy_id = Gauge(
             "default_policy_id",
             "The default policy this process serves (0: none loaded).",
+            registry=self.registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.live_sessions = Gauge(
+            "act_sessions_live",
+            "Sessions with an episode in progress (summed over worker processes).",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        # From the database at scrape time (every process's finished episodes): the same figures in any process.
+        live_labels = ["model", "policy_id", "rollout_id"]
+        self.live_episodes = Gauge(
+            "live_return_episodes",
+            "Finished live episodes of a policy (rollout_id 0: outside any rollout).",
+            live_labels,
+            registry=self.registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.live_return_mean = Gauge(
+            "live_return_mean",
+            "Mean return of a policy's finished live episodes.",
+            live_labels,
+            registry=self.registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.live_return_ci95 = Gauge(
+            "live_return_ci95",
+            "Half-width of the 95% confidence interval of live_return_mean.",
+            live_labels,
             registry=self.registry,
             multiprocess_mode="livemostrecent",
         )

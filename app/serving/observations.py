@@ -13,6 +13,7 @@ exactly which element is wrong. The documented schema of the same body is `schem
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +22,11 @@ import numpy.typing as npt
 import orjson
 
 from app.infra.errors import ApiError, field_error
+from models.registry_vocabulary import NAME_MAX_LENGTH, SESSION_MAX_LENGTH
 
 FloatArray = npt.NDArray[np.float32]
 
-_ALLOWED_KEYS = frozenset({"observation", "observations", "policy_id"})
+_ALLOWED_KEYS = frozenset({"observation", "observations", "policy_id", "model", "session", "reward", "done"})
 # Ids are 32-bit integers in PostgreSQL; a bigger one is a bad request, not a database error.
 MAX_ID = 2**31 - 1
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -116,6 +118,18 @@ def check_observation_batch(observations: FloatArray, obs_dim: int, policy_id: i
 
 
 @dataclass(frozen=True, slots=True)
+class ActExtras:
+    """What a request says beyond its observations: which policy or model, and the episode it belongs to."""
+
+    policy_id: int | None
+    model: str | None
+    session: str | None
+    # The reward of the session's previous step, and whether that step ended its episode.
+    reward: float | None
+    done: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ActInput:
     """A validated /act request: observations as float32 (obs,) or (n, obs); obs_dim is checked later."""
 
@@ -125,6 +139,8 @@ class ActInput:
     # Plain ints, not properties of the array: /act reads both on every request.
     count: int
     obs_dim: int
+    # None for the common request that gives observations alone: /act then takes its one-branch default route.
+    extras: ActExtras | None = None
 
 
 def parse_act_body(body: bytes, max_batch: int) -> ActInput:
@@ -145,13 +161,14 @@ def parse_act_body(body: bytes, max_batch: int) -> ActInput:
     unknown = payload.keys() - _ALLOWED_KEYS
     if unknown:
         name = sorted(unknown)[0]
-        raise field_error(name, "unknown field; expected `observation`, `observations` and optionally `policy_id`")
-
-    policy_id = payload.get("policy_id")
-    if policy_id is not None and (type(policy_id) is not int or policy_id < 1):
-        raise field_error("policy_id", "must be a positive integer")
-    if policy_id is not None and policy_id > MAX_ID:
-        raise field_error("policy_id", f"must be at most {MAX_ID}")
+        raise field_error(
+            name,
+            "unknown field; expected `observation` or `observations`, and optionally `policy_id`, `model`, "
+            "`session`, `reward` and `done`",
+        )
+    # One key is the observations alone (the common request): nothing else to look up.
+    extras = None if len(payload) == 1 else _parse_extras(payload)
+    policy_id = None if extras is None else extras.policy_id
 
     # An explicit null is the same as an absent field (the documented schema says both are nullable).
     has_one, has_batch = payload.get("observation") is not None, payload.get("observations") is not None
@@ -163,13 +180,15 @@ def parse_act_body(body: bytes, max_batch: int) -> ActInput:
         if type(value) is not list or not value:
             raise field_error("observation", "must be a non-empty list of numbers")
         try:
-            return ActInput(to_float32(value, "observation", 1, body), False, policy_id, 1, len(value))
+            return ActInput(to_float32(value, "observation", 1, body), False, policy_id, 1, len(value), extras)
         except ObservationError as exc:
             raise field_error(exc.field, exc.problem) from None
     if has_batch:
         value = payload["observations"]
         if type(value) is not list:
             raise field_error("observations", "must be a list of observations (lists of numbers)")
+        if extras is not None and extras.session is not None:
+            raise field_error("observations", "a session is one episode: send one `observation` per request")
         try:
             # The limit before the conversion: an oversized batch costs a len(), not a numpy array.
             check_batch_size(len(value), max_batch, "observations")
@@ -177,8 +196,42 @@ def parse_act_body(body: bytes, max_batch: int) -> ActInput:
         except ObservationError as exc:
             raise field_error(exc.field, exc.problem) from None
         count, obs_dim = batch.shape
-        return ActInput(batch, True, policy_id, count, obs_dim)
+        return ActInput(batch, True, policy_id, count, obs_dim, extras)
     raise field_error("observation", "one of `observation` or `observations` is required")
+
+
+def _parse_extras(payload: dict[str, Any]) -> ActExtras | None:
+    """The optional fields of an /act body (None when all are absent or null), each checked with a 422 naming it."""
+    policy_id = payload.get("policy_id")
+    if policy_id is not None and (type(policy_id) is not int or policy_id < 1):
+        raise field_error("policy_id", "must be a positive integer")
+    if policy_id is not None and policy_id > MAX_ID:
+        raise field_error("policy_id", f"must be at most {MAX_ID}")
+    model = payload.get("model")
+    if model is not None and (type(model) is not str or not 1 <= len(model) <= NAME_MAX_LENGTH):
+        raise field_error("model", f"must be a model name (a string of 1 to {NAME_MAX_LENGTH} characters)")
+    session = payload.get("session")
+    if session is not None and (
+        type(session) is not str or not 1 <= len(session) <= SESSION_MAX_LENGTH or not session.isprintable()
+    ):
+        raise field_error("session", f"must be a string of 1 to {SESSION_MAX_LENGTH} printable characters")
+    reward = payload.get("reward")
+    if reward is not None:
+        if type(reward) is not float and type(reward) is not int:
+            raise field_error("reward", "must be a number (the reward of the session's previous step)")
+        if not math.isfinite(reward) or abs(reward) > _FLOAT32_MAX:
+            raise field_error("reward", "must be a finite number")
+        if session is None:
+            raise field_error("reward", "needs a `session`: a reward belongs to an episode")
+    done = payload.get("done")
+    if done is not None:
+        if type(done) is not bool:
+            raise field_error("done", "must be true or false")
+        if session is None:
+            raise field_error("done", "needs a `session`: only an episode can end")
+    if policy_id is None and model is None and session is None:
+        return None
+    return ActExtras(policy_id, model, session, None if reward is None else float(reward), bool(done))
 
 
 # ---- the slow path: name the first bad element --------------------------------------------------------------

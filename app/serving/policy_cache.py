@@ -1,11 +1,12 @@
-"""The loaded policies of one API process, and the hot swap of the default one.
+"""The loaded policies of one API process: the hot swap of the default policy, and every model's serving state.
 
-The database is the source of truth for which policy is the default (store.policies.get_serving_state).
-A background task polls it every POLICY_REFRESH_SECONDS in a thread (so the event loop never blocks on the
-database), and when the serving version changes it loads the new weights into a NumpyActor *before*
-replacing the single `default` reference. /act reads that reference once per request, so a request either
-uses the old actor or the new one, never a half-swapped state, and its response names the policy it used.
-Because every process polls, a promotion reaches every uvicorn worker within one polling interval.
+The database is the source of truth for what each model serves (store.registry: champion aliases and rollouts). A
+background task polls the registry version every POLICY_REFRESH_SECONDS in a thread (so the event loop never
+blocks on the database). When the version moves it loads every newly needed actor into a NumpyActor *before*
+replacing any reference: the default model's champion (`default`) and the dict of every model (`models`). /act
+reads a reference once per request, so a request either uses the old actor or the new one, never a half-swapped
+state, and its response names the policy it used. Because every process polls, a promotion reaches every uvicorn
+worker within one polling interval.
 """
 
 from __future__ import annotations
@@ -17,23 +18,30 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from app.infra.database import StoredPolicy
+from app.serving.routing import ActiveRollout, ServedModel
 from models.policy import NumpyActor
 from models.weights import WeightsFormatError
+from store.registry import ModelView, RegistrySnapshot
 
 logger = logging.getLogger(__name__)
 
+
 # (default_policy_id, version) from the database.
 ReadServingState = Callable[[], tuple[int | None, int]]
-# The stored weights of a policy, or None when there is no such policy.
-ReadPolicyWeights = Callable[[int], bytes | None]
+# The stored weights of a policy (alone, or with its model), or None when there is no such policy.
+ReadPolicyWeights = Callable[[int], bytes | StoredPolicy | None]
+# Every model with its aliases and active rollout (store.registry.read_snapshot).
+ReadRegistry = Callable[[], RegistrySnapshot]
 
 
 @dataclass(frozen=True, slots=True)
 class LoadedPolicy:
-    """An actor ready to serve, tagged with the id of the stored policy it came from."""
+    """An actor ready to serve, tagged with the id of the stored policy it came from (and its model's)."""
 
     policy_id: int
     actor: NumpyActor
+    model_id: int | None = None
 
 
 class PolicyUnavailableError(Exception):
@@ -41,23 +49,40 @@ class PolicyUnavailableError(Exception):
 
 
 class PolicyCache:
-    """The default policy (hot-swapped) plus a small LRU of explicitly requested ones."""
+    """The default policy (hot-swapped), every model's serving state, and a small LRU of explicitly requested ones."""
 
-    def __init__(self, read_state: ReadServingState, read_weights: ReadPolicyWeights, *, lru_size: int = 8) -> None:
+    def __init__(
+        self,
+        read_state: ReadServingState,
+        read_weights: ReadPolicyWeights,
+        *,
+        lru_size: int = 8,
+        read_registry: ReadRegistry | None = None,
+        default_model: str | None = None,
+    ) -> None:
         self._read_state = read_state
         self._read_weights = read_weights
+        self._read_registry = read_registry
         self._lru_size = lru_size
         self._lru: OrderedDict[int, LoadedPolicy] = OrderedDict()
         self._version: int | None = None
         self._failed_version: int | None = None
+        self._registry_version: int | None = None
         self._refresh_lock = asyncio.Lock()
-        # The one reference /act reads. Replaced whole, never mutated.
+        self.default_model = default_model
+        # The references /act reads. Replaced whole, never mutated.
         self.default: LoadedPolicy | None = None
+        # The default policy when every request for it is answered by it alone (no rollout on the default model): the
+        # one reference a request without `model` or `session` reads.
+        self.unsplit_default: LoadedPolicy | None = None
+        self.models: dict[str, ServedModel] = {}
+        # The policies the models serve, by id: an explicit policy_id of one of them never waits on the database.
+        self._served: dict[int, LoadedPolicy] = {}
         self.database_ok = False
         self.last_error: str | None = None
 
     async def refresh(self) -> None:
-        """Poll the serving state once and swap in the new default policy if it changed."""
+        """Poll the registry version once; swap in whatever changed (the default policy, the models)."""
         async with self._refresh_lock:
             try:
                 policy_id, version = await asyncio.to_thread(self._read_state)
@@ -71,29 +96,77 @@ class PolicyCache:
                 logger.info("database reachable")
             self.database_ok = True
             self.last_error = None
-            if version in (self._version, self._failed_version):
-                return
-            if policy_id is None:
-                self._version = version
-                return
-            current = self.default
-            if current is not None and current.policy_id == policy_id:
-                self._version = version
-                return
-            try:
-                loaded = await self._load(policy_id)
-            except Exception as exc:
-                # Keep serving the previous policy; try again only when the serving state changes again.
-                self._failed_version = version
-                logger.error("cannot load promoted policy %s; keep serving the previous one: %s", policy_id, exc)
-                return
-            if loaded is None:  # promoted then deleted: nothing to swap in
-                self._failed_version = version
-                return
-            self.default = loaded
+            await self._refresh_default(policy_id, version)
+            if self._read_registry is not None and version != self._registry_version:
+                await self._refresh_models()
+            default_model = self.models.get(self.default_model) if self.default_model else None
+            split = default_model is not None and default_model.rollout is not None
+            self.unsplit_default = None if split else self.default
+
+    async def _refresh_default(self, policy_id: int | None, version: int) -> None:
+        if version in (self._version, self._failed_version):
+            return
+        if policy_id is None:
             self._version = version
-            self._remember(loaded)
-            logger.info("serving policy %s (serving version %s)", policy_id, version)
+            return
+        current = self.default
+        if current is not None and current.policy_id == policy_id:
+            self._version = version
+            return
+        try:
+            loaded = await self.get(policy_id)
+        except Exception as exc:
+            # Keep serving the previous policy; try again only when the serving state changes again.
+            self._failed_version = version
+            logger.error("cannot load promoted policy %s; keep serving the previous one: %s", policy_id, exc)
+            return
+        if loaded is None:  # promoted then deleted: nothing to swap in
+            self._failed_version = version
+            return
+        self.default = loaded
+        self._version = version
+        logger.info("serving policy %s (serving version %s)", policy_id, version)
+
+    async def _refresh_models(self) -> None:
+        assert self._read_registry is not None
+        try:
+            snapshot = await asyncio.to_thread(self._read_registry)
+        except Exception as exc:
+            logger.warning("cannot read the model registry; keep serving as before: %s", exc)
+            return
+        models: dict[str, ServedModel] = {}
+        served: dict[int, LoadedPolicy] = {}
+        for view in snapshot.models:
+            model = await self._served_model(view)
+            models[view.name] = model
+            for loaded in (model.champion, model.rollout.challenger if model.rollout else None):
+                if loaded is not None:
+                    served[loaded.policy_id] = loaded
+        self._served = served
+        self.models = models
+        self._registry_version = snapshot.version
+
+    async def _served_model(self, view: ModelView) -> ServedModel:
+        champion = await self._load_or_log(view.champion_id, view.name)
+        rollout = None
+        if view.rollout is not None:
+            challenger = await self._load_or_log(view.rollout.challenger_id, view.name)
+            if challenger is not None:
+                spec = view.rollout
+                rollout = ActiveRollout.build(spec.id, spec.mode, spec.percent, spec.salt, challenger)
+        spaces = view.spaces
+        return ServedModel(
+            view.id, view.name, view.env_id, int(spaces["obs_dim"]), int(spaces["act_dim"]), champion, rollout
+        )
+
+    async def _load_or_log(self, policy_id: int | None, model: str) -> LoadedPolicy | None:
+        if policy_id is None:
+            return None
+        try:
+            return await self.get(policy_id)
+        except Exception as exc:  # one broken policy must not stop the other models from refreshing
+            logger.error("model %s: cannot load policy %s; it is not served: %s", model, policy_id, exc)
+            return None
 
     async def run(self, interval: float) -> None:
         """Refresh forever (the lifespan starts this as a task and cancels it at shutdown)."""
@@ -105,10 +178,13 @@ class PolicyCache:
             await asyncio.sleep(interval)
 
     async def get(self, policy_id: int) -> LoadedPolicy | None:
-        """A specific policy: the default or an LRU hit without waiting, else loaded from the database."""
+        """A specific policy: a served or LRU one without waiting, else loaded from the database."""
         current = self.default
         if current is not None and current.policy_id == policy_id:
             return current
+        served = self._served.get(policy_id)
+        if served is not None:
+            return served
         hit = self._lru.get(policy_id)
         if hit is not None:
             self._lru.move_to_end(policy_id)
@@ -119,16 +195,17 @@ class PolicyCache:
         return loaded
 
     async def _load(self, policy_id: int) -> LoadedPolicy | None:
-        weights = await asyncio.to_thread(self._read_weights, policy_id)
-        if weights is None:
+        stored = await asyncio.to_thread(self._read_weights, policy_id)
+        if stored is None:
             return None
+        weights, model_id = (stored, None) if isinstance(stored, bytes) else stored
         try:
             # Off the loop: decoding a large actor takes a while, and warm_up compiles the one-observation kernel
             # (~0.5 s) if the app's start-up has not already, which must not happen inside a request.
             actor = await asyncio.to_thread(_ready_actor, weights)
         except WeightsFormatError as exc:
             raise PolicyUnavailableError(f"policy {policy_id} has invalid stored weights: {exc}") from exc
-        return LoadedPolicy(policy_id, actor)
+        return LoadedPolicy(policy_id, actor, model_id)
 
     def _remember(self, loaded: LoadedPolicy) -> None:
         self._lru[loaded.policy_id] = loaded

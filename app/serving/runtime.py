@@ -12,13 +12,22 @@ import orjson
 from pydantic import SecretStr
 
 from app.infra.content_type import check_json_content_type
-from app.infra.errors import ApiError, field_error
 from app.infra.metrics import Metrics
 from app.infra.security import check_bearer
-from app.serving.observations import ActInput, parse_act_body
-from app.serving.policy_cache import LoadedPolicy, PolicyCache, PolicyUnavailableError
+from app.serving.observations import parse_act_body
+from app.serving.policy_cache import PolicyCache
+from app.serving.routed_act import NO_POLICY_RETRY_AFTER_SECONDS, Routing, act_routed, check_obs_dim
 
-NO_POLICY_RETRY_AFTER_SECONDS = 5
+# The protocol adapters import the retry hint from here, with the rest of the runtime.
+__all__ = [
+    "NOOP_CONTENT",
+    "NO_POLICY_RETRY_AFTER_SECONDS",
+    "ActRuntime",
+    "act_content",
+    "check_act_headers",
+    "noop_content",
+]
+
 # What POST /bench/noop answers: the framework's limit, for the serving benchmark.
 NOOP_CONTENT = b'{"ok":true}'
 
@@ -31,31 +40,7 @@ class ActRuntime:
     metrics: Metrics
     max_batch: int
     act_api_key: SecretStr | None
-
-
-def _no_policy() -> ApiError:
-    return ApiError(
-        503,
-        "no_policy",
-        "no policy is loaded yet: train one (POST /train) or set POLICY_FILE; retry shortly",
-        headers={"Retry-After": str(NO_POLICY_RETRY_AFTER_SECONDS)},
-    )
-
-
-async def _explicit_policy(cache: PolicyCache, policy_id: int) -> LoadedPolicy:
-    try:
-        found = await cache.get(policy_id)
-    except PolicyUnavailableError:
-        raise ApiError(503, "policy_unavailable", f"policy {policy_id} cannot be loaded") from None
-    if found is None:
-        raise ApiError(404, "not_found", f"policy {policy_id} not found")
-    return found
-
-
-def _wrong_obs_dim(parsed: ActInput, loaded: LoadedPolicy) -> ApiError:
-    field = "observations[0]" if parsed.batched else "observation"
-    expected, policy_id = loaded.actor.obs_dim, loaded.policy_id
-    return field_error(field, f"expected {expected} numbers (obs_dim of policy {policy_id}), got {parsed.obs_dim}")
+    routing: Routing
 
 
 def check_act_headers(runtime: ActRuntime, authorization: str | None, content_type: str | None) -> None:
@@ -66,17 +51,19 @@ def check_act_headers(runtime: ActRuntime, authorization: str | None, content_ty
 
 
 async def act_content(runtime: ActRuntime, body: bytes) -> bytes:
-    """The JSON answer of POST /act for a raw request body (ApiError for a request that cannot be served)."""
+    """The JSON answer of POST /act for a raw body (ApiError for a request that cannot be served).
+
+    A request of observations alone, while the default model has no rollout, takes one branch to its champion;
+    anything else (a model, a policy id, a session, a rollout on the default model, no policy yet) is routed by
+    app.serving.routed_act.
+    """
     parsed = parse_act_body(body, runtime.max_batch)
-    if parsed.policy_id is None:
-        # Read the swapped reference exactly once: this request uses this policy, whatever swaps next.
-        loaded = runtime.cache.default
-        if loaded is None:
-            raise _no_policy()
-    else:
-        loaded = await _explicit_policy(runtime.cache, parsed.policy_id)
+    # Read the swapped reference exactly once: this request uses this policy, whatever swaps next.
+    loaded = runtime.cache.unsplit_default
+    if parsed.extras is not None or loaded is None:
+        return await act_routed(runtime.routing, parsed)
     if parsed.obs_dim != loaded.actor.obs_dim:
-        raise _wrong_obs_dim(parsed, loaded)
+        check_obs_dim(parsed, loaded)  # raises the 422
     runtime.metrics.act_batch_size.observe(parsed.count)
     if parsed.batched:
         actions = loaded.actor.act(parsed.observations)

@@ -1,0 +1,183 @@
+"""POST /act beyond the default route: a named model, a rollout's split, sessions with their rewards, and shadows.
+
+runtime.act_content answers a request that gives observations alone from the default model's champion with one
+branch; everything else comes here. Nothing here waits on the database except loading an explicitly requested
+policy that is not in memory yet (as before models existed). Every check that can refuse a request runs before
+anything is changed, so a refused request leaves its session as it was.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import orjson
+
+from app.infra.errors import ApiError, field_error
+from app.infra.metrics import Metrics
+from app.serving.live_returns import LiveReturns
+from app.serving.observations import ActExtras, ActInput
+from app.serving.policy_cache import LoadedPolicy, PolicyCache, PolicyUnavailableError
+from app.serving.routing import Arm, ServedModel, choose
+from app.serving.sessions import SessionTable
+from app.serving.shadow import ShadowComparisons
+
+NO_POLICY_RETRY_AFTER_SECONDS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """The per-process state of models, sessions and rollouts, built once by the lifespan."""
+
+    default_model: str
+    cache: PolicyCache
+    metrics: Metrics
+    sessions: SessionTable
+    live: LiveReturns
+    shadow: ShadowComparisons
+
+
+def no_policy(model: str | None = None) -> ApiError:
+    what = "no policy is loaded yet" if model is None else f"model {model!r} has no champion policy yet"
+    return ApiError(
+        503,
+        "no_policy",
+        f"{what}: train one (POST /train) or set POLICY_FILE; retry shortly",
+        headers={"Retry-After": str(NO_POLICY_RETRY_AFTER_SECONDS)},
+    )
+
+
+async def explicit_policy(cache: PolicyCache, policy_id: int) -> LoadedPolicy:
+    try:
+        found = await cache.get(policy_id)
+    except PolicyUnavailableError:
+        raise ApiError(503, "policy_unavailable", f"policy {policy_id} cannot be loaded") from None
+    if found is None:
+        raise ApiError(404, "not_found", f"policy {policy_id} not found")
+    return found
+
+
+def check_obs_dim(parsed: ActInput, loaded: LoadedPolicy) -> None:
+    if parsed.obs_dim != loaded.actor.obs_dim:
+        field = "observations[0]" if parsed.batched else "observation"
+        expected, policy_id = loaded.actor.obs_dim, loaded.policy_id
+        raise field_error(field, f"expected {expected} numbers (obs_dim of policy {policy_id}), got {parsed.obs_dim}")
+
+
+def answer(parsed: ActInput, loaded: LoadedPolicy, metrics: Metrics) -> tuple[bytes, object]:
+    """The JSON answer and the actions in it (a list for one observation, an array for a batch)."""
+    metrics.act_batch_size.observe(parsed.count)
+    if parsed.batched:
+        actions = loaded.actor.act(parsed.observations)
+        content = orjson.dumps({"actions": actions, "policy_id": loaded.policy_id}, option=orjson.OPT_SERIALIZE_NUMPY)
+        return content, actions
+    action = loaded.actor.act_one(parsed.observations)
+    return orjson.dumps({"action": action, "policy_id": loaded.policy_id}), action
+
+
+def _unknown_model(name: str) -> ApiError:
+    message = f"no model named {name!r} (GET /models lists them)"
+    return ApiError(404, "not_found", f"model: {message}", details=[{"field": "model", "message": message}])
+
+
+def _check_belongs(loaded: LoadedPolicy, model: ServedModel) -> None:
+    if loaded.model_id is not None and loaded.model_id != model.model_id:
+        raise field_error("policy_id", f"policy {loaded.policy_id} is not a version of model {model.name!r}")
+
+
+async def act_routed(routing: Routing, parsed: ActInput) -> bytes:
+    """The answer of a request that names a model, a policy or a session, or that meets a rollout."""
+    cache, metrics = routing.cache, routing.metrics
+    extras = parsed.extras
+    if extras is not None and extras.policy_id is not None and extras.session is None:
+        loaded = await explicit_policy(cache, extras.policy_id)
+        if extras.model is not None:
+            _check_belongs(loaded, _model(routing, extras.model))
+        check_obs_dim(parsed, loaded)
+        return answer(parsed, loaded, metrics)[0]
+    name = routing.default_model if extras is None or extras.model is None else extras.model
+    model = _model(routing, name, named=extras is not None and extras.model is not None)
+    if extras is None or extras.session is None:
+        choice = choose(model, None)
+        if choice is None:
+            raise no_policy(name)
+        loaded, arm, _rollout_id = choice
+        check_obs_dim(parsed, loaded)
+        content, actions = answer(parsed, loaded, metrics)
+        _count(metrics, name, arm)
+        _maybe_shadow(routing, model, parsed, actions)
+        return content
+    return await _act_in_session(routing, model, extras, parsed)
+
+
+def _model(routing: Routing, name: str, *, named: bool = True) -> ServedModel:
+    model = routing.cache.models.get(name)
+    if model is None:
+        # The default model before the registry could be read (database down at start) is "no policy yet", as before.
+        raise _unknown_model(name) if named and name != routing.default_model else no_policy()
+    return model
+
+
+async def _act_in_session(routing: Routing, model: ServedModel, extras: ActExtras, parsed: ActInput) -> bytes:
+    cache, metrics = routing.cache, routing.metrics
+    session_id = extras.session
+    assert session_id is not None
+    key = (model.name, session_id)
+    live = routing.sessions.get(key)
+    arm: Arm = "champion"
+    if live is not None:
+        loaded, rollout_id = live.policy, live.rollout_id
+        if extras.policy_id is not None and extras.policy_id != loaded.policy_id:
+            raise field_error(
+                "policy_id", f"session {session_id!r} is pinned to policy {loaded.policy_id} until its episode ends"
+            )
+        if model.rollout is not None and loaded is model.rollout.challenger:
+            arm = "challenger"
+    elif extras.policy_id is not None:
+        # A session this process has not seen, pinned by the client to the policy its earlier answers named (the
+        # episode began on another process, maybe before a promotion): serve exactly that one.
+        loaded = await explicit_policy(cache, extras.policy_id)
+        _check_belongs(loaded, model)
+        rollout = model.rollout
+        on_trial = rollout is not None and loaded.policy_id in (rollout.challenger.policy_id, _champion_id(model))
+        rollout_id = rollout.rollout_id if rollout is not None and on_trial else 0
+        if rollout is not None and loaded is rollout.challenger:
+            arm = "challenger"
+    else:
+        choice = choose(model, session_id)
+        if choice is None:
+            raise no_policy(model.name)
+        loaded, arm, rollout_id = choice
+    check_obs_dim(parsed, loaded)
+    content, actions = answer(parsed, loaded, metrics)
+    # Accepted: from here on the session changes.
+    if live is None:
+        live = routing.sessions.start(key, loaded, rollout_id)
+        metrics.sessions_started.labels(model.name).inc()
+    live.steps += 1
+    if extras.reward is not None:
+        live.episode_return += extras.reward
+    if extras.done:
+        routing.sessions.end(key)
+        routing.live.episode(live.rollout_id, loaded.policy_id, live.episode_return)
+        metrics.episodes_finished.labels(model.name, str(loaded.policy_id)).inc()
+    _count(metrics, model.name, arm)
+    _maybe_shadow(routing, model, parsed, actions)
+    return content
+
+
+def _champion_id(model: ServedModel) -> int | None:
+    return None if model.champion is None else model.champion.policy_id
+
+
+def _count(metrics: Metrics, model: str, arm: Arm) -> None:
+    metrics.routed.labels(model, arm).inc()
+
+
+def _maybe_shadow(routing: Routing, model: ServedModel, parsed: ActInput, actions: object) -> None:
+    rollout = model.rollout
+    if rollout is None or rollout.canary:
+        return
+    if rollout.percent < 100 and random.random() * 100 >= rollout.percent:  # sampling, not a secret
+        return
+    routing.shadow.submit(model.name, rollout.rollout_id, rollout.challenger, parsed.observations, actions)
