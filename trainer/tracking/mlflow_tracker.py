@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 EXPERIMENT_NAME_ENV = "MLFLOW_EXPERIMENT_NAME"
+ARTIFACT_LOCATION_ENV = "MLFLOW_ARTIFACT_LOCATION"
 DEFAULT_EXPERIMENT_NAME = "ddpg"
 EXPORTED_EVAL_MEAN_RETURN = "exported/eval_mean_return"
 ACTOR_SHA256_TAG = "actor_sha256"
@@ -101,7 +102,9 @@ class MlflowTracker(GuardedTracker):
         if not uri:
             return None
         experiment = env.get(EXPERIMENT_NAME_ENV, "").strip() or DEFAULT_EXPERIMENT_NAME
-        return cls(uri, experiment_name=experiment, run_name=run_name, tags=tags, artifact_location=artifact_location)
+        # Where a new experiment keeps its files; without it a local store uses ./mlruns under the working directory.
+        location = artifact_location or env.get(ARTIFACT_LOCATION_ENV, "").strip() or None
+        return cls(uri, experiment_name=experiment, run_name=run_name, tags=tags, artifact_location=location)
 
     def start(self, config: Mapping[str, Any]) -> None:
         """Create the run in the experiment (created if missing) and log the config as params."""
