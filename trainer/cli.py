@@ -30,14 +30,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("trainer")
 
+OWN_FLAGS_COMMANDS = {"worker": "trainer.worker", "sweeps": "trainer.sweeps.cli"}
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    # The worker owns its own flags: hand it the rest of the line untouched, and import it only now so
-    # this CLI works (and stays light) without it.
-    if args_list and args_list[0] == "worker":
-        worker = importlib.import_module("trainer.worker")
-        return int(worker.main(args_list[1:]))
+    # The worker and the sweep runner own their flags: hand them the rest of the line untouched, and import them
+    # only now so this CLI works (and stays light) without them (the runner needs Ray).
+    if args_list and args_list[0] in OWN_FLAGS_COMMANDS:
+        command = importlib.import_module(OWN_FLAGS_COMMANDS[args_list[0]])
+        return int(command.main(args_list[1:]))
     parser = build_parser()
     args = parser.parse_args(args_list)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -48,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer", description="DDPG trainer for continuous control.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,export-onnx,worker}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,export-onnx,worker,sweeps}")
 
     train_parser = sub.add_parser("train", help="train an actor and write it with its reward history to --out")
     train_parser.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     onnx_parser.set_defaults(handler=_run_export_onnx, subparser=onnx_parser)
 
     sub.add_parser("worker", help="run training jobs from the database (see `python -m trainer worker --help`)")
+    sub.add_parser("sweeps", help="run hyperparameter sweeps on Ray Tune (see `python -m trainer sweeps --help`)")
     return parser
 
 

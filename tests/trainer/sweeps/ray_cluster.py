@@ -1,0 +1,154 @@
+"""A real Ray cluster on this machine for tests: a head and worker nodes, each `ray start --block` with one CPU.
+
+Every process of the cluster carries the cluster's own auth token in its environment, which is how `stop` finds
+each one it started (and only those: another test's cluster, or anyone else's Ray, is never touched).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+RAY = str(Path(sys.executable).with_name("ray"))
+START_DEADLINE = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RayNode:
+    process: subprocess.Popen[bytes]
+    node_manager_port: int
+    log: Path
+
+
+class RayCluster:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.token = secrets.token_hex(32)
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        # A short temp dir: Ray's Unix socket paths under it must stay within the OS limit.
+        self.temp_dir = Path("/tmp") / f"rt{secrets.token_hex(4)}"
+        self.head: RayNode | None = None
+        self.workers: list[RayNode] = []
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of every cluster process and every client: a token of its own, never ~/.ray's."""
+        env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+        return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "PYTHONUNBUFFERED": "1"}
+
+    def start_head(self) -> RayNode:
+        self.head = self._start(
+            "head", ["--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}", "--include-dashboard=false",
+                     f"--ray-client-server-port={free_port()}"],
+        )  # fmt: skip
+        return self.head
+
+    def add_worker(self) -> RayNode:
+        node = self._start(f"worker-{len(self.workers)}", [f"--address={self.address}"])
+        self.workers.append(node)
+        return node
+
+    def _start(self, name: str, args: list[str]) -> RayNode:
+        node_manager_port = free_port()
+        log = self.root / f"ray-{name}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [RAY, "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats",
+                 f"--node-manager-port={node_manager_port}", f"--object-manager-port={free_port()}",
+                 f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
+                 f"--runtime-env-agent-port={free_port()}", "--block"],
+                env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        node = RayNode(process, node_manager_port, log)
+        deadline = time.monotonic() + START_DEADLINE
+        while node_manager_port not in {n["NodeManagerPort"] for n in self.alive_nodes(quiet=True)}:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ray node {name} did not start:\n{log.read_text(errors='replace')[-3000:]}")
+            time.sleep(1.0)
+        return node
+
+    def alive_nodes(self, *, quiet: bool = False) -> list[dict[str, object]]:
+        """The cluster's live nodes (id, node manager port), asked from a separate driver process."""
+        code = (
+            f"import json, logging, ray; ray.init(address={self.address!r}, logging_level=logging.ERROR);"
+            "print(json.dumps([{'NodeID': n['NodeID'], 'NodeManagerPort': n['NodeManagerPort']}"
+            " for n in ray.nodes() if n['Alive']]))"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=60, check=False
+        )
+        if result.returncode != 0:
+            if quiet:
+                return []
+            raise RuntimeError(f"cannot list the ray nodes: {result.stderr[-2000:]}")
+        nodes: list[dict[str, object]] = json.loads(result.stdout.strip().splitlines()[-1])
+        return nodes
+
+    def node_id(self, node: RayNode) -> str:
+        return next(str(n["NodeID"]) for n in self.alive_nodes() if n["NodeManagerPort"] == node.node_manager_port)
+
+    def kill_node(self, node: RayNode) -> None:
+        """SIGKILL the node's raylet, as a machine that dies would: no goodbye to the cluster."""
+        for pid in self._pids():
+            if "raylet" in _cmdline(pid) and f"--node_manager_port={node.node_manager_port}" in _cmdline(pid):
+                os.kill(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Stop every node (SIGTERM lets `ray start --block` take its processes down), then SIGKILL whatever of
+        this cluster is left, found by its token."""
+        for node in [*self.workers, *([self.head] if self.head else [])]:
+            if node.process.poll() is None:
+                node.process.terminate()
+        for node in [*self.workers, *([self.head] if self.head else [])]:
+            try:
+                node.process.wait(30)
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                node.process.wait()
+        for pid in self._pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        subprocess.run(["rm", "-rf", str(self.temp_dir)], check=False)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {path.name} ---\n{path.read_text(errors='replace')[-3000:]}"
+            for path in sorted(self.root.glob("*.log"))
+        )
+
+    def _pids(self) -> list[int]:
+        """Processes of this cluster (and of its clients): those with its token in their environment."""
+        marker = f"RAY_AUTH_TOKEN={self.token}".encode()
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+        return pids
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

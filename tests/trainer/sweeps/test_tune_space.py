@@ -1,0 +1,62 @@
+"""A sweep's space as Ray Tune's, and the held-out seeds of the objective (no cluster needed)."""
+
+from __future__ import annotations
+
+import random
+
+from ray.tune.search.sample import Domain
+
+from models.sweep_space import Dimension
+from models.training_config import make_config
+from trainer.evaluation import EVAL_SEED_BASE
+from trainer.sweeps.trainable import HELDOUT_EPISODES, HELDOUT_SEED_BASE, _plain, heldout_seed_base
+from trainer.sweeps.tune_space import make_scheduler, tune_space
+
+
+def _space(**dimensions: dict[str, object]) -> dict[str, Dimension]:
+    return {name: Dimension.model_validate(value) for name, value in dimensions.items()}
+
+
+def test_every_kind_samples_within_its_bounds_and_randint_includes_its_high_end() -> None:
+    space = tune_space(
+        _space(
+            actor_lr={"loguniform": [1e-4, 3e-3]},
+            tau={"uniform": [0.01, 0.05]},
+            seed={"randint": [3, 4]},
+            hidden_size={"choice": [64, 128]},
+        ),
+        grid=False,
+    )
+    random.seed(0)
+    samples = [{name: _plain(domain.sample()) for name, domain in space.items()} for _ in range(200)]
+    assert all(1e-4 <= s["actor_lr"] <= 3e-3 and 0.01 <= s["tau"] <= 0.05 for s in samples)
+    assert {s["seed"] for s in samples} == {3, 4}
+    assert {s["hidden_size"] for s in samples} == {64, 128}
+    # What a trial builds from a sample is a valid config: Python types, accepted by the strict model.
+    assert all(type(s["seed"]) is int and type(s["actor_lr"]) is float for s in samples)
+    make_config("default", **samples[0])
+
+
+def test_a_grid_is_every_choice() -> None:
+    space = tune_space(_space(hidden_size={"choice": [32, 64]}), grid=True)
+    assert space == {"hidden_size": {"grid_search": [32, 64]}}
+    assert not isinstance(space["hidden_size"], Domain)
+
+
+def test_held_out_seeds_are_neither_the_training_seed_nor_the_evaluation_seeds() -> None:
+    default = make_config("default", seed=12)
+    assert heldout_seed_base(default) == HELDOUT_SEED_BASE
+    assert HELDOUT_SEED_BASE >= EVAL_SEED_BASE + 100  # evaluation seeds are EVAL_SEED_BASE + (0..eval_episodes-1)
+    inside = make_config("default", seed=HELDOUT_SEED_BASE + 3)
+    base = heldout_seed_base(inside)
+    assert inside.seed not in range(base, base + HELDOUT_EPISODES)
+
+
+def test_asha_stops_on_the_periodic_evaluation_and_never_on_the_final_report() -> None:
+    scheduler = make_scheduler("asha", max_episodes=30, eval_every=2)
+    assert (scheduler.metric, getattr(scheduler, "_time_attr", None), getattr(scheduler, "_max_t", None)) == (
+        "eval_return",
+        "episode",
+        31,
+    )
+    assert make_scheduler(None, max_episodes=30, eval_every=2).metric is None
