@@ -14,7 +14,7 @@ from app.infra.body_limit import BodySizeLimitMiddleware
 from app.infra.errors import install_error_handlers
 from app.infra.metrics import Metrics, MetricsMiddleware
 from app.lifespan import lifespan
-from app.routes import act, bench, dashboard, health, jobs, kserve, policies, sweeps, train
+from app.routes import act, bench, dashboard, health, jobs, kserve, models, policies, rollout, sweeps, train
 from app.serving.fast_path import ActFastPath
 from app.settings import Settings
 
@@ -57,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(jobs.router)
     application.include_router(sweeps.router)
     application.include_router(policies.router)
+    application.include_router(models.router)
+    application.include_router(rollout.router)
     application.include_router(health.router)
     application.include_router(kserve.router)
     application.include_router(dashboard.router)

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from store.registry import bump_version, champion_of
-from store.tables import LiveReturn, Rollout, utcnow
+from store.tables import LiveReturn, Model, Policy, Rollout, utcnow
 
 # Outside any rollout: the rollout_id under which episodes of a model without a trial are summed.
 NO_ROLLOUT = 0
@@ -122,11 +122,17 @@ def stats(session: Session, rollout_id: int, policy_ids: Iterable[int]) -> dict[
     return {policy_id: found.get(policy_id, ReturnStats(0, None, None, None)) for policy_id in wanted}
 
 
-def all_stats(session: Session) -> list[tuple[int, int, ReturnStats]]:
-    """(rollout_id, policy_id, stats) of every row, for /metrics."""
+def all_stats(session: Session) -> list[tuple[str, int, int, ReturnStats]]:
+    """(model name, rollout_id, policy_id, stats) of every row, for /metrics."""
+    rows = session.execute(
+        select(Model.name, LiveReturn)
+        .join(Policy, Policy.id == LiveReturn.policy_id)
+        .join(Model, Model.id == Policy.model_id)
+        .order_by(LiveReturn.rollout_id, LiveReturn.policy_id)
+    )
     return [
-        (row.rollout_id, row.policy_id, ReturnStats.from_sums(row.episodes, row.return_sum, row.return_sq_sum))
-        for row in session.scalars(select(LiveReturn).order_by(LiveReturn.rollout_id, LiveReturn.policy_id))
+        (name, row.rollout_id, row.policy_id, ReturnStats.from_sums(row.episodes, row.return_sum, row.return_sq_sum))
+        for name, row in rows
     ]
 
 

@@ -15,6 +15,7 @@ from app.infra.errors import ApiError
 from app.infra.metrics import Metrics
 from app.infra.security import check_bearer
 from app.serving.policy_cache import PolicyCache
+from app.serving.runtime import ActRuntime
 from app.settings import Settings
 
 # auto_error=False: we raise our own 401 in the one error shape; the scheme is still documented in OpenAPI.
@@ -36,6 +37,11 @@ def get_policy_cache(request: Request) -> PolicyCache:
     return cache
 
 
+def get_act_runtime(request: Request) -> ActRuntime:
+    runtime: ActRuntime = request.app.state.act_runtime
+    return runtime
+
+
 def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -45,6 +51,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 PolicyCacheDep = Annotated[PolicyCache, Depends(get_policy_cache)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ActRuntimeDep = Annotated[ActRuntime, Depends(get_act_runtime)]
 
 
 def get_session(database: DatabaseDep) -> Iterator[Session]:

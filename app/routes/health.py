@@ -10,10 +10,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from app.infra.errors import ApiError
-from app.routes.deps import DatabaseDep, MetricsDep, PolicyCacheDep
+from app.routes.deps import ActRuntimeDep, DatabaseDep, MetricsDep, PolicyCacheDep
 from app.schemas.errors import error_responses
 from app.schemas.health import HealthOut, ReadyOut
 from models.training_config import JOB_STATUSES
+from store import live_returns
 from store.jobs import count_jobs_by_status
 
 logger = logging.getLogger(__name__)
@@ -57,16 +58,26 @@ async def readyz(database: DatabaseDep, cache: PolicyCacheDep) -> ReadyOut:
         }
     },
 )
-def metrics(metrics: MetricsDep, database: DatabaseDep, cache: PolicyCacheDep) -> Response:
-    """Prometheus metrics: requests and latency by route and status, /act batch sizes, jobs, default policy."""
+def metrics(metrics: MetricsDep, database: DatabaseDep, cache: PolicyCacheDep, runtime: ActRuntimeDep) -> Response:
+    """Prometheus metrics: requests and latency by route and status, /act batch sizes, jobs, default policy, sessions,
+    rollout sides, live returns per policy (mean and 95% interval), shadow divergence and latency."""
     loaded = cache.default
     metrics.default_policy_id.set(0 if loaded is None else loaded.policy_id)
+    metrics.live_sessions.set(len(runtime.routing.sessions))
     if database.prepared.is_set():
         try:
             with database.sessions() as session:
                 counts = count_jobs_by_status(session)
+                live = live_returns.all_stats(session)
             for status in JOB_STATUSES:
                 metrics.jobs.labels(status).set(counts.get(status, 0))
+            for model, rollout_id, policy_id, stats in live:
+                labels = (model, str(policy_id), str(rollout_id))
+                metrics.live_episodes.labels(*labels).set(stats.episodes)
+                if stats.mean is not None:
+                    metrics.live_return_mean.labels(*labels).set(stats.mean)
+                if stats.ci95 is not None:
+                    metrics.live_return_ci95.labels(*labels).set(stats.ci95)
         except Exception as exc:  # metrics must still answer while the database is down
-            logger.debug("cannot count jobs for /metrics: %s", exc)
+            logger.debug("cannot read jobs or live returns for /metrics: %s", exc)
     return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
+from models.registry_vocabulary import NAME_MAX_LENGTH, NAME_PATTERN
 from models.training_config import PresetName, PromoteRule, TrainingConfig, make_config
 
-# Chosen by the server, not by the body (a later model registry decides which environments it trains).
+# The model decides the environment: optional_config_fields leaves it out (a sweep's base never sets it), and
+# POST /train adds it back as the environment of a model created on first use.
 _NOT_IN_BODY = frozenset({"env_id"})
 
 
@@ -30,13 +32,26 @@ class _TrainRequestBase(BaseModel):
     preset: PresetName = Field("default", description="`seed` reproduces the tutorial; `default` is tuned.")
     promote: PromoteRule = Field(
         "if_better",
-        description="`if_better`: becomes the default only if it evaluates better than the current default; "
-        "`always`; `never`.",
+        description="`if_better`: becomes its model's champion only if it evaluates better than the current "
+        "champion; `always`; `never`.",
     )
+    model: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        max_length=NAME_MAX_LENGTH,
+        description="The named model the trained policy joins (created on first use, for `env_id`); DEFAULT_MODEL "
+        "when absent.",
+    )
+
+    @property
+    def requested_env_id(self) -> str | None:
+        """The `env_id` the client asked for, if any (the field is added with the config's other fields)."""
+        value = getattr(self, "env_id", None)
+        return value if isinstance(value, str) else None
 
     def trainer_config(self) -> dict[str, Any]:
         """The job's config as stored for the worker: the preset plus only the fields the client set."""
-        return self.model_dump(exclude={"promote"}, exclude_none=True)
+        return self.model_dump(exclude={"promote", "model"}, exclude_none=True)
 
     def resolved_config(self) -> TrainingConfig:
         """The full config the worker will train with; pydantic's ValidationError (located at the field) if the
@@ -60,5 +75,9 @@ if TYPE_CHECKING:  # type checkers see the base (its methods); FastAPI and OpenA
     TrainRequest = _TrainRequestBase
 else:
     TrainRequest = create_model(
-        "TrainRequest", __base__=_TrainRequestBase, __doc__=_TrainRequestBase.__doc__, **optional_config_fields()
+        "TrainRequest",
+        __base__=_TrainRequestBase,
+        __doc__=_TrainRequestBase.__doc__,
+        env_id=_optional(TrainingConfig.model_fields["env_id"]),
+        **optional_config_fields(),
     )

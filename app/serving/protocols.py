@@ -2,9 +2,11 @@
 the JSON body, the observations and the forward pass.
 
 Errors here use these protocols' own shape, `{"error": "<message>"}`, not the service's, because their clients
-parse that one. A model `{name}` is `default` (the policy /act serves) or a policy id; its one version is the
-policy id. Observations go through the same checks as /act's (app.serving.observations); an ObservationError is
-answered as a 400 in this shape, the field named at the start of the message.
+parse that one. A model `{name}` is a named model (its champion answers; a version is one of its policy ids),
+`default` (the default model's champion, what /act serves) or a policy id (whose one version is itself). These
+protocols carry no session, so a model's rollout does not apply to them: its champion answers. Observations go
+through the same checks as /act's (app.serving.observations); an ObservationError is answered as a 400 in this
+shape, the field named at the start of the message.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from app.infra.errors import ApiError
 from app.infra.security import check_bearer
 from app.serving.observations import MAX_ID, FloatArray, ObservationError, to_float32
 from app.serving.policy_cache import LoadedPolicy, PolicyCache, PolicyUnavailableError
+from app.serving.routing import ServedModel
 from app.serving.runtime import NO_POLICY_RETRY_AFTER_SECONDS, ActRuntime
 
 _POLICY_ID = re.compile(r"[1-9][0-9]{0,9}")
@@ -71,7 +74,11 @@ def runtime_of(request: Request) -> ActRuntime:
 
 
 async def resolve_model(cache: PolicyCache, name: str, version: str | None = None) -> LoadedPolicy:
-    """`default` or a policy id (and, if given, its version) -> the loaded policy; 404/503 as protocol errors."""
+    """A model name, `default` or a policy id (and, if given, its version) -> the loaded policy; 404/503 as
+    protocol errors."""
+    served = cache.models.get(name)
+    if served is not None:
+        return await _named_model_version(cache, served, version)
     if name == "default":
         loaded = cache.default
         if loaded is None:
@@ -80,7 +87,7 @@ async def resolve_model(cache: PolicyCache, name: str, version: str | None = Non
             )
     else:
         if not _POLICY_ID.fullmatch(name) or int(name) > MAX_ID:
-            raise ProtocolError(404, f"model {name!r} not found: use 'default' or a policy id")
+            raise ProtocolError(404, f"model {name!r} not found: use a model name, 'default' or a policy id")
         try:
             found = await cache.get(int(name))
         except PolicyUnavailableError:
@@ -93,6 +100,29 @@ async def resolve_model(cache: PolicyCache, name: str, version: str | None = Non
     if version is not None and version != str(loaded.policy_id):
         raise ProtocolError(404, f"model {name!r} has no version {version!r} (its version is {loaded.policy_id})")
     return loaded
+
+
+async def _named_model_version(cache: PolicyCache, served: ServedModel, version: str | None) -> LoadedPolicy:
+    champion = served.champion
+    if version is None or (champion is not None and version == str(champion.policy_id)):
+        if champion is None:
+            raise ProtocolError(503, f"model {served.name} is not ready: it has no champion policy yet", _RETRY_AFTER)
+        return champion
+    if not _POLICY_ID.fullmatch(version) or int(version) > MAX_ID:
+        raise ProtocolError(404, f"model {served.name!r} has no version {version!r} (versions are its policy ids)")
+    loaded = await _load(cache, int(version))
+    if loaded is None or loaded.model_id != served.model_id:
+        raise ProtocolError(404, f"model {served.name!r} has no version {version!r}")
+    return loaded
+
+
+async def _load(cache: PolicyCache, policy_id: int) -> LoadedPolicy | None:
+    try:
+        return await cache.get(policy_id)
+    except PolicyUnavailableError:
+        raise ProtocolError(503, f"policy {policy_id} cannot be loaded (invalid stored weights)") from None
+    except SQLAlchemyError:
+        raise ProtocolError(503, "the database is unavailable; retry shortly", _RETRY_AFTER) from None
 
 
 @answers_errors

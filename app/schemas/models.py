@@ -1,0 +1,143 @@
+"""Bodies of /models: named models, their aliases, and rollouts with their live figures."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.registry_vocabulary import (
+    GUARD_MAX_REGRESSION,
+    GUARD_MIN_EPISODES,
+    NAME_MAX_LENGTH,
+    NAME_PATTERN,
+    RolloutMode,
+    RolloutStatus,
+)
+
+MODEL_NAME_DESCRIPTION = "A slug: a-z, 0-9, '_' and '-', starting with a letter (not `default`)."
+
+
+class ModelCreate(BaseModel):
+    """A new model: a name and the gymnasium environment its policies are trained on and serve."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(
+        pattern=NAME_PATTERN, max_length=NAME_MAX_LENGTH, description=MODEL_NAME_DESCRIPTION, examples=["car"]
+    )
+    env_id: str = Field(
+        min_length=1,
+        max_length=200,
+        description="An installed gymnasium environment with Box observations and Box actions.",
+        examples=["MountainCarContinuous-v0"],
+    )
+
+
+class SpacesOut(BaseModel):
+    """The environment's observation and action sizes and bounds (null where a bound is infinite or unknown)."""
+
+    obs_dim: int
+    act_dim: int
+    observation_low: list[float | None]
+    observation_high: list[float | None]
+    action_low: list[float]
+    action_high: list[float]
+
+
+class GuardIn(BaseModel):
+    """Roll the rollout back when the challenger, after `min_episodes` finished live episodes, returns on average
+    more than `max_regression` less than the champion (canary only: a shadow challenger controls no episode)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_episodes: int = Field(GUARD_MIN_EPISODES, ge=1, le=1_000_000)
+    max_regression: float = Field(GUARD_MAX_REGRESSION, ge=0, le=1e12, allow_inf_nan=False)
+
+
+class RolloutIn(BaseModel):
+    """A trial of `challenger` (one of the model's policies) against its champion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    challenger: int = Field(ge=1, le=2**31 - 1, description="The policy on trial; one of this model's versions.")
+    mode: RolloutMode = Field(
+        description="`canary`: `percent` of sessions (and of requests without one) get the challenger; `shadow`: "
+        "every caller gets the champion, and the challenger acts on `percent` of the requests for comparison."
+    )
+    percent: float = Field(ge=0, le=100, allow_inf_nan=False, description="0 to 100.")
+    guard: GuardIn | None = Field(
+        default_factory=GuardIn, description="The automatic rollback; null for none. Defaults to 20 episodes, 50.0."
+    )
+
+
+class LiveReturnOut(BaseModel):
+    """A policy's finished live episodes under this rollout: count, mean return and its 95% confidence interval."""
+
+    policy_id: int
+    role: str = Field(description="`champion` or `challenger`.")
+    episodes: int
+    mean_return: float | None = None
+    std_return: float | None = None
+    ci95_low: float | None = None
+    ci95_high: float | None = None
+
+
+class ShadowOut(BaseModel):
+    """Shadow comparisons summed over every API process."""
+
+    samples: int = Field(description="Observations the challenger also acted on.")
+    mean_divergence: float | None = Field(None, description="Mean |champion - challenger| over action dimensions.")
+    mean_latency_seconds: float | None = Field(
+        None, description="Mean time from the champion's answer to the shadow's."
+    )
+
+
+class RolloutOut(BaseModel):
+    """A rollout: its settings, its state (with when and why it ended), and its live figures."""
+
+    id: int
+    status: RolloutStatus
+    mode: RolloutMode
+    percent: float
+    champion_id: int | None = Field(description="The champion now (while active) or when it ended.")
+    challenger_id: int
+    guard: GuardIn | None
+    started_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None = None
+    end_reason: str | None = None
+    live: list[LiveReturnOut]
+    shadow: ShadowOut
+
+
+class RolloutState(BaseModel):
+    """The model's active rollout (null when none) and its recent rollouts, newest first."""
+
+    model: str
+    active: RolloutOut | None
+    history: list[RolloutOut]
+
+
+class ModelOut(BaseModel):
+    """A model: its environment's spaces, how many policies (versions) it has, its aliases and its rollout."""
+
+    name: str
+    env_id: str
+    spaces: SpacesOut
+    created_at: datetime
+    is_default: bool = Field(description="Whether POST /act without `model` is answered by this model.")
+    policies: int = Field(description="Number of stored policies (versions) of the model.")
+    champion_id: int | None = Field(description="The policy POST /act serves for this model.")
+    aliases: dict[str, int] = Field(description="Alias -> policy id; `challenger` while a rollout is active.")
+    rollout: RolloutOut | None = Field(description="The active rollout, if any.")
+
+
+class ModelList(BaseModel):
+    items: list[ModelOut]
+
+
+class AliasIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    policy_id: int = Field(ge=1, le=2**31 - 1, description="One of the model's policies.")

@@ -1,0 +1,85 @@
+"""Models and rollouts as the API shows them: the stored rows with their live figures, read in one session."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from app.schemas.models import GuardIn, LiveReturnOut, ModelOut, RolloutOut, RolloutState, ShadowOut, SpacesOut
+from models.registry_vocabulary import CHALLENGER, CHAMPION
+from store import live_returns, registry, rollouts
+from store.tables import Model, Rollout
+
+
+def rollout_out(session: Session, rollout: Rollout, champion_id: int | None) -> RolloutOut:
+    """A rollout with its live returns (champion and challenger) and its shadow figures."""
+    champion = champion_id if rollout.status == "active" else rollout.champion_id
+    roles = {rollout.challenger_id: CHALLENGER}
+    if champion is not None:
+        roles[champion] = CHAMPION
+    figures = live_returns.stats(session, rollout.id, roles)
+    live = []
+    for policy_id, stats in figures.items():
+        low = high = None
+        if stats.mean is not None and stats.ci95 is not None:
+            low, high = stats.mean - stats.ci95, stats.mean + stats.ci95
+        live.append(
+            LiveReturnOut(
+                policy_id=policy_id,
+                role=roles[policy_id],
+                episodes=stats.episodes,
+                mean_return=stats.mean,
+                std_return=stats.std,
+                ci95_low=low,
+                ci95_high=high,
+            )
+        )
+    samples = rollout.shadow_samples
+    shadow = ShadowOut(
+        samples=samples,
+        mean_divergence=rollout.shadow_divergence_sum / samples if samples else None,
+        mean_latency_seconds=rollout.shadow_latency_sum / samples if samples else None,
+    )
+    guard = None
+    if rollout.min_episodes is not None and rollout.max_regression is not None:
+        guard = GuardIn(min_episodes=rollout.min_episodes, max_regression=rollout.max_regression)
+    return RolloutOut(
+        id=rollout.id,
+        status=rollout.status,  # type: ignore[arg-type]  # the table's check constraint keeps it to RolloutStatus
+        mode=rollout.mode,  # type: ignore[arg-type]
+        percent=rollout.percent,
+        champion_id=champion,
+        challenger_id=rollout.challenger_id,
+        guard=guard,
+        started_at=rollout.started_at,
+        updated_at=rollout.updated_at,
+        ended_at=rollout.ended_at,
+        end_reason=rollout.end_reason,
+        live=live,
+        shadow=shadow,
+    )
+
+
+def rollout_state(session: Session, model: Model) -> RolloutState:
+    champion_id = registry.champion_of(session, model.id)
+    history = [rollout_out(session, row, champion_id) for row in rollouts.rollout_history(session, model.id)]
+    active = next((row for row in history if row.status == "active"), None)
+    return RolloutState(model=model.name, active=active, history=history)
+
+
+def model_out(session: Session, model: Model, default_model: str) -> ModelOut:
+    aliases = registry.get_aliases(session, model.id)
+    active = rollouts.get_active_rollout(session, model.id)
+    champion_id = aliases.get(CHAMPION)
+    if active is not None:
+        aliases[CHALLENGER] = active.challenger_id
+    return ModelOut(
+        name=model.name,
+        env_id=model.env_id,
+        spaces=SpacesOut.model_validate(model.spaces),
+        created_at=model.created_at,
+        is_default=model.name == default_model,
+        policies=registry.count_policies(session, model.id),
+        champion_id=champion_id,
+        aliases=dict(sorted(aliases.items())),
+        rollout=None if active is None else rollout_out(session, active, champion_id),
+    )
