@@ -14,7 +14,7 @@ from app.infra.body_limit import BodySizeLimitMiddleware
 from app.infra.errors import install_error_handlers
 from app.infra.metrics import Metrics, MetricsMiddleware
 from app.lifespan import lifespan
-from app.routes import act, bench, dashboard, health, jobs, kserve, models, policies, rollout, sweeps, train
+from app.routes import act, bench, dashboard, health, jobs, kserve, models, policies, rollout, stream, sweeps, train
 from app.serving.fast_path import ActFastPath
 from app.settings import Settings
 
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     application.add_middleware(MetricsMiddleware, metrics=metrics)
     application.include_router(act.router)
+    application.include_router(stream.router)
     application.include_router(train.router)
     application.include_router(jobs.router)
     application.include_router(sweeps.router)

@@ -16,7 +16,30 @@ class ActRequest(BaseModel):
     observations: list[list[float]] | None = Field(
         None, description="A batch of observations (1 to MAX_BATCH), each `obs_dim` finite numbers.", min_length=1
     )
-    policy_id: int | None = Field(None, ge=1, description="A stored policy to use instead of the default one.")
+    policy_id: int | None = Field(
+        None,
+        ge=1,
+        description="A stored policy to use instead of the model's champion (with `model`: one of its policies). In a "
+        "session, the policy its earlier answers named: any API process then continues the episode with it.",
+    )
+    model: str | None = Field(
+        None, max_length=64, description="The named model to ask (DEFAULT_MODEL when absent).", examples=["pendulum"]
+    )
+    session: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="The client's episode id. Within a session the policy never changes until `done`: not in a "
+        "canary split, not across a promotion or rollback. One `observation` per request.",
+    )
+    reward: float | None = Field(
+        None, description="The reward of the session's previous step (needs `session`); summed into its return."
+    )
+    done: bool | None = Field(
+        None,
+        description="The session's episode ended with this step (needs `session`): its return counts in the live "
+        "figures, and the next request starts a new episode.",
+    )
 
 
 class ActResponse(BaseModel):

@@ -143,8 +143,12 @@ class ActInput:
     extras: ActExtras | None = None
 
 
-def parse_act_body(body: bytes, max_batch: int) -> ActInput:
-    """Validate the JSON body of POST /act; raise ApiError(422) naming the field and the problem."""
+def parse_act_body(body: bytes, max_batch: int, *, session: str | None = None, model: str | None = None) -> ActInput:
+    """Validate the JSON body of POST /act; raise ApiError(422) naming the field and the problem.
+
+    `session` and `model` come from the transport when it fixes them (the stream: its connection and `?model=`);
+    the body may then not set them.
+    """
     if not body:
         raise field_error("body", "a JSON request body is required")
     try:
@@ -167,7 +171,7 @@ def parse_act_body(body: bytes, max_batch: int) -> ActInput:
             "`session`, `reward` and `done`",
         )
     # One key is the observations alone (the common request): nothing else to look up.
-    extras = None if len(payload) == 1 else _parse_extras(payload)
+    extras = None if len(payload) == 1 and session is None else _parse_extras(payload, session, model)
     policy_id = None if extras is None else extras.policy_id
 
     # An explicit null is the same as an absent field (the documented schema says both are nullable).
@@ -200,17 +204,21 @@ def parse_act_body(body: bytes, max_batch: int) -> ActInput:
     raise field_error("observation", "one of `observation` or `observations` is required")
 
 
-def _parse_extras(payload: dict[str, Any]) -> ActExtras | None:
+def _parse_extras(payload: dict[str, Any], fixed_session: str | None, fixed_model: str | None) -> ActExtras | None:
     """The optional fields of an /act body (None when all are absent or null), each checked with a 422 naming it."""
+    if fixed_session is not None:
+        for name in ("session", "model"):
+            if payload.get(name) is not None:
+                raise field_error(name, "set by the stream itself (the connection and `?model=`); leave it out")
     policy_id = payload.get("policy_id")
     if policy_id is not None and (type(policy_id) is not int or policy_id < 1):
         raise field_error("policy_id", "must be a positive integer")
     if policy_id is not None and policy_id > MAX_ID:
         raise field_error("policy_id", f"must be at most {MAX_ID}")
-    model = payload.get("model")
+    model = payload.get("model") if fixed_session is None else fixed_model
     if model is not None and (type(model) is not str or not 1 <= len(model) <= NAME_MAX_LENGTH):
         raise field_error("model", f"must be a model name (a string of 1 to {NAME_MAX_LENGTH} characters)")
-    session = payload.get("session")
+    session = payload.get("session") if fixed_session is None else fixed_session
     if session is not None and (
         type(session) is not str or not 1 <= len(session) <= SESSION_MAX_LENGTH or not session.isprintable()
     ):

@@ -1,0 +1,90 @@
+"""WS /act/stream: one connection is one session; each message an /act body, each answer the /act answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+from starlette.websockets import WebSocketDisconnect
+
+from models.policy import NumpyActor
+from tests.app.conftest import Api, ApiFactory
+from tests.app.factories import make_policy_bytes
+
+OBS = [0.3, -0.2, 0.5]
+
+
+def test_each_message_is_answered_like_act(api: Api) -> None:
+    weights = make_policy_bytes(1)
+    policy_id = api.add_policy(weights, promote="always")
+    with api.client.websocket_connect("/act/stream") as ws:
+        for step in range(3):
+            ws.send_text(orjson.dumps({"observation": OBS, "reward": None if step == 0 else -1.0}).decode())
+            answer = orjson.loads(ws.receive_text())
+            assert answer["policy_id"] == policy_id
+            np.testing.assert_allclose(answer["action"], NumpyActor.from_bytes(weights).act(np.array(OBS)), rtol=1e-6)
+        # A bad message gets the error body; the stream goes on.
+        for bad, field in [
+            ({"observation": [0, 0]}, "observation"),
+            ({"observation": OBS, "session": "mine"}, "session"),
+            ({"observation": OBS, "model": "pendulum"}, "model"),
+            ({"observations": [OBS]}, "observations"),
+            ({"observation": OBS, "reward": "high"}, "reward"),
+        ]:
+            ws.send_text(orjson.dumps(bad).decode())
+            error = orjson.loads(ws.receive_text())["error"]
+            assert error["details"][0]["field"] == field, error
+        ws.send_bytes(b"not json")
+        assert orjson.loads(ws.receive_text())["error"]["details"][0]["field"] == "body"
+        ws.send_text(orjson.dumps({"observation": OBS, "reward": -2.0, "done": True}).decode())
+        assert orjson.loads(ws.receive_text())["policy_id"] == policy_id
+    metrics = api.client.get("/metrics").text
+    assert f'act_episodes_finished_total{{model="pendulum",policy_id="{policy_id}"}} 1.0' in metrics
+
+
+def test_a_connection_keeps_its_policy_through_a_promotion(api: Api) -> None:
+    first = api.add_policy(make_policy_bytes(1), promote="always")
+    api.client.post("/models", json={"name": "car", "env_id": "MountainCarContinuous-v0"})
+    second = api.add_policy(make_policy_bytes(2))
+    with api.client.websocket_connect("/act/stream?model=pendulum") as ws:
+        ws.send_text(orjson.dumps({"observation": OBS}).decode())
+        assert orjson.loads(ws.receive_text())["policy_id"] == first
+        assert api.client.post(f"/policies/{second}/promote").status_code == 200
+        for _ in range(3):
+            ws.send_text(orjson.dumps({"observation": OBS, "reward": -1.0}).decode())
+            assert orjson.loads(ws.receive_text())["policy_id"] == first
+        ws.send_text(orjson.dumps({"observation": OBS, "reward": -1.0, "done": True}).decode())
+        assert orjson.loads(ws.receive_text())["policy_id"] == first
+        # The next episode starts under the new champion.
+        ws.send_text(orjson.dumps({"observation": OBS}).decode())
+        assert orjson.loads(ws.receive_text())["policy_id"] == second
+
+
+def test_an_unknown_model_is_refused(api: Api) -> None:
+    api.add_policy(make_policy_bytes(1), promote="always")
+    with api.client.websocket_connect("/act/stream?model=boat") as ws:
+        error = orjson.loads(ws.receive_text())["error"]
+        assert error["code"] == "not_found" and error["details"][0]["field"] == "model"
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+        assert closed.value.code == 1008
+
+
+def test_the_stream_needs_the_act_key_when_set(make_api: ApiFactory) -> None:
+    api = make_api(act_api_key="act-key")
+    api.add_policy(make_policy_bytes(1), promote="always")
+    with pytest.raises(WebSocketDisconnect) as refused, api.client.websocket_connect("/act/stream"):
+        pass
+    assert refused.value.code == 1008
+    headers = {"Authorization": "Bearer act-key"}
+    with api.client.websocket_connect("/act/stream", headers=headers) as ws:
+        ws.send_text(orjson.dumps({"observation": OBS}).decode())
+        assert "action" in orjson.loads(ws.receive_text())
+
+
+def test_a_plain_get_documents_the_stream(api: Api) -> None:
+    response = api.client.get("/act/stream")
+    assert response.status_code == 426 and response.headers["upgrade"] == "websocket"
+    assert response.json()["error"]["code"] == "upgrade_required"
+    operation = api.client.get("/openapi.json").json()["paths"]["/act/stream"]["get"]
+    assert "One connection is one session" in operation["description"]
