@@ -103,7 +103,8 @@ def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
             details.append({"field": "body", "message": "request body is not valid JSON", "type": "json_invalid"})
             continue
         field = _field_path(loc)
-        message = str(err.get("msg", "invalid value"))
+        # pydantic prefixes a validator's own message with "Value error, ": the message is the point, not the kind.
+        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         if err.get("type") == "missing" and not loc[1:] and loc and loc[0] == "body":
             field, message = "body", "a JSON request body is required"
         details.append({"field": field, "message": message, "type": str(err.get("type", "value_error"))})
