@@ -160,7 +160,7 @@ class SweepRunner:
                 tune_config=tune.TuneConfig(
                     num_samples=1 if grid else sweep.trials,
                     max_concurrent_trials=sweep.max_concurrent,
-                    search_alg=make_searcher(sweep.search, seed=sweep.id),
+                    search_alg=make_searcher(sweep.search, seed=sweep.id, max_concurrent=sweep.max_concurrent),
                     scheduler=make_scheduler(sweep.early_stop, max_episodes=max_episodes, eval_every=eval_every),
                     reuse_actors=True,
                 ),

@@ -50,12 +50,16 @@ class _FinalObjectiveOptunaSearch(OptunaSearch):  # type: ignore[misc]
         return None
 
 
-def make_searcher(search: str, *, seed: int) -> Searcher | BasicVariantGenerator | None:
-    """`tpe`: Optuna's TPE (seeded); `random` and `grid`: Tune's variant generator (grid: every combination)."""
+def make_searcher(search: str, *, seed: int, max_concurrent: int) -> Searcher | BasicVariantGenerator:
+    """`tpe`: Optuna's TPE (seeded); `random` and `grid`: Tune's variant generator (grid: every combination).
+
+    Tune applies TuneConfig.max_concurrent_trials to a Searcher (a ConcurrencyLimiter) but ignores it for a
+    variant generator passed in, so that one carries the limit itself.
+    """
     if search == "tpe":
         sampler = optuna.samplers.TPESampler(seed=seed)
         return _FinalObjectiveOptunaSearch(metric=OBJECTIVE, mode="max", sampler=sampler)
-    return BasicVariantGenerator(random_state=seed)
+    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
 
 
 def make_scheduler(early_stop: str | None, *, max_episodes: int, eval_every: int) -> TrialScheduler:

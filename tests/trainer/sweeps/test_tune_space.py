@@ -10,7 +10,7 @@ from models.sweep_space import Dimension
 from models.training_config import make_config
 from trainer.evaluation import EVAL_SEED_BASE
 from trainer.sweeps.trainable import HELDOUT_EPISODES, HELDOUT_SEED_BASE, _plain, heldout_seed_base
-from trainer.sweeps.tune_space import make_scheduler, tune_space
+from trainer.sweeps.tune_space import make_scheduler, make_searcher, tune_space
 
 
 def _space(**dimensions: dict[str, object]) -> dict[str, Dimension]:
@@ -60,3 +60,11 @@ def test_asha_stops_on_the_periodic_evaluation_and_never_on_the_final_report() -
         31,
     )
     assert make_scheduler(None, max_episodes=30, eval_every=2).metric is None
+
+
+def test_every_search_runs_at_most_max_concurrent_trials() -> None:
+    # Tune would ignore TuneConfig.max_concurrent_trials for a variant generator passed in (a bench caught 2 trials
+    # running at max_concurrent 1), so random and grid searches carry the limit themselves.
+    for search in ("random", "grid"):
+        searcher = make_searcher(search, seed=1, max_concurrent=3)
+        assert getattr(searcher, "max_concurrent", None) == 3
