@@ -27,23 +27,25 @@ PolicyId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The policy's id.
 @router.get("", response_model=PolicyList, responses=error_responses(422, 503))
 def policies(
     session: SessionDep,
+    settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> PolicyList:
-    """Stored policies, newest first, with their evaluation scores; paginated with the total count."""
+    """Stored policies of every model, newest first, with their evaluation scores; paginated with the total count."""
     page, total = list_policies(session, limit=limit, offset=offset)
-    context = {DEFAULT_POLICY_ID: get_serving_state(session)[0]}
+    context = {DEFAULT_POLICY_ID: get_serving_state(session, settings.default_model)[0]}
     items = [PolicyOut.model_validate(row, context=context) for row in page]
     return PolicyList(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{policy_id}", response_model=PolicyOut, responses=error_responses(404, 422, 503))
-def policy(policy_id: PolicyId, session: SessionDep) -> PolicyOut:
+def policy(policy_id: PolicyId, session: SessionDep, settings: SettingsDep) -> PolicyOut:
     """One policy: metadata, evaluation score, source job, and whether it is the default."""
     found = get_policy(session, policy_id)
     if found is None:
         raise ApiError(404, "not_found", f"policy {policy_id} not found")
-    return PolicyOut.model_validate(found, context={DEFAULT_POLICY_ID: get_serving_state(session)[0]})
+    default_id = get_serving_state(session, settings.default_model)[0]
+    return PolicyOut.model_validate(found, context={DEFAULT_POLICY_ID: default_id})
 
 
 @router.get(
@@ -172,7 +174,8 @@ def actor_onnx(
 async def promote(
     policy_id: PolicyId, cache: PolicyCacheDep, session: SessionDep, settings: SettingsDep, tasks: BackgroundTasks
 ) -> PolicyOut:
-    """Make the policy the default; every API process serves it within one refresh interval (<= 1 s)."""
+    """Make the policy its model's champion (of the default model: the default); every API process serves it
+    within one refresh interval (<= 1 s). Sessions already running keep their policy until their episode ends."""
 
     def promote_and_commit() -> tuple[PolicyOut, str | None]:
         try:
@@ -181,7 +184,8 @@ async def promote(
             raise ApiError(404, "not_found", f"policy {policy_id} not found") from None
         # Read in the same transaction: on SQLite a read after the commit would begin a new (write-locking) one.
         run_id = champion_run_id(session, promoted)
-        out = PolicyOut.model_validate(promoted, context={DEFAULT_POLICY_ID: promoted.id})
+        default_id = get_serving_state(session, settings.default_model)[0]  # this one, unless of another model
+        out = PolicyOut.model_validate(promoted, context={DEFAULT_POLICY_ID: default_id})
         session.commit()
         return out, run_id
 
