@@ -18,6 +18,8 @@ use hits every scenario alike):
   Python generator, which checks every response: status 200, policy_id one of the two, and the action equal
   to that policy's local numpy forward pass of the observation sent. The same generator without promotions
   gives the comparison p99.
+- `POST /act` under a shadow rollout at 100%, and a control loop's step over `WS /act/stream` against the same
+  loop over HTTP keep-alive (bench/rollout_bench.py).
 
 Numbers are printed, never asserted. The load generator shares the machine with the server, so these are
 lower bounds on what the server does with the machine to itself.
@@ -45,6 +47,7 @@ if str(REPO) not in sys.path:  # `python bench/serve_bench.py` from the reposito
 
 from bench.http_connection import HttpConnection  # noqa: E402
 from bench.load import WRK_SCRIPT, Run, median_run, python_load, run_wrk  # noqa: E402
+from bench.rollout_bench import closed_loops, measure_shadow, report_rollouts  # noqa: E402
 from bench.service import free_port, http, seed_database, service  # noqa: E402
 from models.policy import NumpyActor  # noqa: E402
 
@@ -197,6 +200,9 @@ class WorkerResults:
     promotions: Promotions
     training: Run | None = None
     training_job: dict[str, object] = field(default_factory=dict)
+    # (plain /act, /act under a shadow rollout, its record) and (HTTP keep-alive loop, stream loop).
+    shadow: tuple[Run, Run, dict[str, object]] | None = None
+    loops: tuple[Run, Run] | None = None
 
 
 @dataclass
@@ -267,7 +273,10 @@ def main() -> int:
                 idle = measure_idle(bench, base_url)
                 training, job = (None, {}) if workers > 1 or args.no_training else measure_training(bench, base_url)
                 promotions = measure_promotions(bench, base_url, actors)
-            results[workers] = WorkerResults(idle, promotions, training, job)
+                load_act = lambda: bench.load(base_url, "/act", 1)  # noqa: E731
+                shadow = measure_shadow(load_act, base_url, max(actors), args.rounds)
+                loops = closed_loops(base_url, args.duration, args.rounds)
+            results[workers] = WorkerResults(idle, promotions, training, job, shadow, loops)
     finally:
         if args.keep:
             print(f"# kept {workdir}", file=sys.stderr)
@@ -347,6 +356,7 @@ def report(
                     f"{job['episodes_done']} episodes",
                 )
             )
+        report_rollouts(workers, entry.shadow, entry.loops, row, checks)
         promotions = entry.promotions
         during = promotions.during
         row(workers, "POST /act, Python generator (checks every answer)", promotions.idle)
