@@ -250,6 +250,9 @@ async function startJob(event) {
     if (value !== "") body[name] = Number(value);
   }
   if (form.get("noise")) body.noise = form.get("noise");
+  for (const name of ["model", "env_id"]) {
+    if (form.get(name)) body[name] = form.get(name).trim();
+  }
   const response = await send("POST", "/train", body);
   if (response.status !== 202) {
     showMessage(`Cannot start the job: ${await errorText(response)}`);

@@ -29,7 +29,7 @@ def test_the_page_and_its_assets_are_served(api: Api) -> None:
 
 
 def test_nothing_is_loaded_from_another_host() -> None:
-    for name in ("index.html", "app.js", "style.css"):
+    for name in ("index.html", "app.js", "models.js", "style.css"):
         text = (STATIC / name).read_text()
         assert not re.search(r"(?:src|href)=\"(?:https?:)?//", text), name
         assert 'fetch("http' not in text and "import(" not in text, name
