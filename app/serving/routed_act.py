@@ -18,9 +18,10 @@ from app.infra.metrics import Metrics
 from app.serving.live_returns import LiveReturns
 from app.serving.observations import ActExtras, ActInput
 from app.serving.policy_cache import LoadedPolicy, PolicyCache, PolicyUnavailableError
-from app.serving.routing import Arm, ServedModel, choose
+from app.serving.routing import ActiveRollout, Arm, ServedModel, choose
 from app.serving.sessions import SessionTable
 from app.serving.shadow import ShadowComparisons
+from models.registry_vocabulary import SPLIT_BUCKETS
 
 NO_POLICY_RETRY_AFTER_SECONDS = 5
 
@@ -97,17 +98,22 @@ async def act_routed(routing: Routing, parsed: ActInput) -> bytes:
         return answer(parsed, loaded, metrics)[0]
     name = routing.default_model if extras is None or extras.model is None else extras.model
     model = _model(routing, name, named=extras is not None and extras.model is not None)
-    if extras is None or extras.session is None:
-        choice = choose(model, None)
-        if choice is None:
-            raise no_policy(name)
-        loaded, arm, _rollout_id = choice
-        check_obs_dim(parsed, loaded)
-        content, actions = answer(parsed, loaded, metrics)
-        _count(metrics, name, arm)
-        _maybe_shadow(routing, model, parsed, actions)
-        return content
-    return await _act_in_session(routing, model, extras, parsed)
+    if extras is not None and extras.session is not None:
+        return await _act_in_session(routing, model, extras, parsed)
+    # Without a session: every request on its own. Written out rather than through choose(), because a shadow
+    # rollout sends every request of the model here and each call was measurable at these speeds.
+    champion, rollout = model.champion, model.rollout
+    if champion is None:
+        raise no_policy(name)
+    serving, arm = champion, "champion"
+    if rollout is not None and rollout.canary and random.randrange(SPLIT_BUCKETS) < rollout.threshold:
+        serving, arm = rollout.challenger, "challenger"
+    check_obs_dim(parsed, serving)
+    content, actions = answer(parsed, serving, metrics)
+    metrics.routed.labels(name, arm).inc()
+    if rollout is not None and not rollout.canary:
+        _maybe_shadow(routing, model.name, rollout, parsed, actions)
+    return content
 
 
 def _model(routing: Routing, name: str, *, named: bool = True) -> ServedModel:
@@ -161,8 +167,9 @@ async def _act_in_session(routing: Routing, model: ServedModel, extras: ActExtra
         routing.sessions.end(key)
         routing.live.episode(live.rollout_id, loaded.policy_id, live.episode_return)
         metrics.episodes_finished.labels(model.name, str(loaded.policy_id)).inc()
-    _count(metrics, model.name, arm)
-    _maybe_shadow(routing, model, parsed, actions)
+    metrics.routed.labels(model.name, arm).inc()
+    if model.rollout is not None and not model.rollout.canary:
+        _maybe_shadow(routing, model.name, model.rollout, parsed, actions)
     return content
 
 
@@ -170,14 +177,7 @@ def _champion_id(model: ServedModel) -> int | None:
     return None if model.champion is None else model.champion.policy_id
 
 
-def _count(metrics: Metrics, model: str, arm: Arm) -> None:
-    metrics.routed.labels(model, arm).inc()
-
-
-def _maybe_shadow(routing: Routing, model: ServedModel, parsed: ActInput, actions: object) -> None:
-    rollout = model.rollout
-    if rollout is None or rollout.canary:
-        return
+def _maybe_shadow(routing: Routing, model: str, rollout: ActiveRollout, parsed: ActInput, actions: object) -> None:
     if rollout.percent < 100 and random.random() * 100 >= rollout.percent:  # sampling, not a secret
         return
-    routing.shadow.submit(model.name, rollout.rollout_id, rollout.challenger, parsed.observations, actions)
+    routing.shadow.submit(model, rollout, parsed.observations, actions)

@@ -165,10 +165,11 @@ def test_the_shadow_compares_in_batches_off_the_answer() -> None:
     live = LiveReturns(lambda _returns, shadow: recorded.append(shadow) or [])  # type: ignore[func-returns-value]
     shadow = ShadowComparisons(metrics, live, capacity=3)
     champion, challenger = _loaded(1), _loaded(2)
+    rollout = ActiveRollout.build(7, "shadow", 100.0, "salt", challenger)
     observations = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
     for obs in observations[:3]:
-        shadow.submit("pendulum", 7, challenger, obs, champion.actor.act_one(obs))
-    shadow.submit("pendulum", 7, challenger, observations[3], [0.0])  # the queue is full: dropped, counted
+        shadow.submit("pendulum", rollout, obs, champion.actor.act_one(obs))
+    shadow.submit("pendulum", rollout, observations[3], [0.0])  # the queue is full: dropped, counted
     assert metrics.shadow_dropped.labels("pendulum").value == 1
     assert shadow.drain() == 3 and shadow.drain() == 0
     expected = np.abs(champion.actor.act(observations[:3]) - challenger.actor.act(observations[:3])).mean()
@@ -177,3 +178,12 @@ def test_the_shadow_compares_in_batches_off_the_answer() -> None:
     assert sums[7].samples == 3 and sums[7].divergence == pytest.approx(3 * expected, rel=1e-5)
     histogram = metrics.shadow_divergence.labels("pendulum", "0")
     assert sum(histogram.counts) == 3 and histogram.sum == pytest.approx(3 * expected, rel=1e-5)
+
+
+def test_counting_many_values_at_once_is_counting_them_one_by_one() -> None:
+    values = np.array([0.0, 0.001, 0.002, 0.5, 3.0, 3.0001, 100.0])
+    one_by_one, at_once = Metrics().shadow_divergence.labels("m", "0"), Metrics().shadow_divergence.labels("m", "0")
+    for value in values:
+        one_by_one.observe(float(value))
+    at_once.observe_many(values)
+    assert at_once.counts == one_by_one.counts and at_once.sum == pytest.approx(one_by_one.sum)
