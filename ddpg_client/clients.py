@@ -12,12 +12,15 @@ import functools
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import Any, Generic, ParamSpec, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Self, TypeVar, overload
 
 import httpx
 
 from ddpg_client import protocol
 from ddpg_client.protocol import DEFAULT_TIMEOUT_SECONDS, Operation, Request, Sleep, default_headers
+
+if TYPE_CHECKING:  # websockets is imported when a stream is opened, so plain HTTP use never needs it
+    from ddpg_client.stream import ActStream, AsyncActStream
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -98,6 +101,7 @@ class PolicyClient(ServiceCalls):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._timeout = timeout
         self._http = httpx.Client(
             base_url=self.base_url, headers=default_headers(api_key, headers), timeout=timeout, transport=transport
         )
@@ -112,6 +116,12 @@ class PolicyClient(ServiceCalls):
 
     def close(self) -> None:
         self._http.close()
+
+    def stream(self, model: str | None = None) -> ActStream:
+        """A control-loop session over `WS /act/stream` (this client's key and headers): `with client.stream():`."""
+        from ddpg_client.stream import ActStream
+
+        return ActStream(self.base_url, model=model, headers=self._http.headers, timeout=self._timeout)
 
     def _run(self, operation: Operation[T]) -> T:
         """Carry out the operation's effects in order and return its result."""
@@ -144,6 +154,7 @@ class AsyncPolicyClient(ServiceCalls):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=self.base_url, headers=default_headers(api_key, headers), timeout=timeout, transport=transport
         )
@@ -158,6 +169,12 @@ class AsyncPolicyClient(ServiceCalls):
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    def stream(self, model: str | None = None) -> AsyncActStream:
+        """A control-loop session over `WS /act/stream`: `async with client.stream() as stream:`."""
+        from ddpg_client.stream import AsyncActStream
+
+        return AsyncActStream(self.base_url, model=model, headers=self._http.headers, timeout=self._timeout)
 
     async def _run(self, operation: Operation[T]) -> T:
         """Carry out the operation's effects in order, without blocking the event loop, and return its result."""

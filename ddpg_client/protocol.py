@@ -132,9 +132,22 @@ def _items(data: Any) -> list[Any]:
 # ---- the calls ----------------------------------------------------------------------------------------------
 
 
-def act(observation: Observation, *, policy_id: int | None = None) -> Operation[ActResult]:
-    """The action for one observation (the default policy unless `policy_id` is given)."""
+def act(
+    observation: Observation,
+    *,
+    policy_id: int | None = None,
+    model: str | None = None,
+    session: str | None = None,
+    reward: float | None = None,
+    done: bool | None = None,
+) -> Operation[ActResult]:
+    """The action for one observation: from `model`'s champion (the default model's when absent) unless `policy_id`
+    is given. In a `session` (a client's episode id) the policy never changes until `done`; `reward` is the previous
+    step's. Across API processes, pass the `policy_id` the session's first answer named (`WS /act/stream`, see
+    `stream()`, needs none of this)."""
     body = _act_body("observation", _observation_json(observation), policy_id)
+    extras = {"model": model, "session": session, "reward": reward, "done": done}
+    body.update({name: value for name, value in extras.items() if value is not None})
     return ActResult.from_json((yield from _json("POST", "/act", json=body)))
 
 

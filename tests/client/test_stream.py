@@ -1,0 +1,81 @@
+"""The client's control-loop helpers against the real service: `client.stream()` over WS /act/stream (sync and
+async), and `act()` with a model, a session and rewards over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ddpg_client import AsyncPolicyClient, NotFoundError, PolicyClient, ValidationError
+from ddpg_client.stream import stream_url
+from models.random_actor import random_actor_bytes
+from tests.client.test_client import API_KEY, Server, run_server
+
+OBS = [0.3, -0.2, 0.5]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with run_server(tmp_path_factory.mktemp("stream"), policy=random_actor_bytes(seed=11)) as running:
+        yield running
+
+
+def test_a_stream_is_one_session_answered_like_act(server: Server) -> None:
+    assert server.actor is not None
+    with PolicyClient(server.url, api_key=API_KEY) as client, client.stream() as stream:
+        first = stream.act(OBS)
+        np.testing.assert_allclose(first.action, server.actor.act(np.array(OBS, dtype=np.float32)), rtol=1e-6)
+        for _ in range(5):
+            assert stream.act(np.array(OBS), reward=-1.5).policy_id == first.policy_id
+        assert stream.act(OBS, reward=-1.5, done=True).policy_id == first.policy_id
+        with pytest.raises(ValidationError) as caught:
+            stream.act([0.0, 0.0])  # the stream goes on after an error
+        assert caught.value.details[0]["field"] == "observation"
+        assert stream.act(OBS).policy_id == first.policy_id
+    metrics = PolicyClient(server.url)._http.get("/metrics").text
+    assert f'act_episodes_finished_total{{model="pendulum",policy_id="{first.policy_id}"}} 1.0' in metrics
+
+
+def test_a_stream_for_an_unknown_model_is_not_found(server: Server) -> None:
+    with PolicyClient(server.url) as client, client.stream(model="boat") as stream, pytest.raises(NotFoundError):
+        stream.act(OBS)
+
+
+def test_the_async_stream(server: Server) -> None:
+    async def loop() -> list[int]:
+        async with AsyncPolicyClient(server.url) as client, client.stream(model="pendulum") as stream:
+            ids = [(await stream.act(OBS, reward=None if step == 0 else -1.0)).policy_id for step in range(3)]
+            ids.append((await stream.act(OBS, reward=-1.0, done=True)).policy_id)
+            return ids
+
+    ids = asyncio.run(loop())
+    assert len(set(ids)) == 1
+
+
+def test_act_with_model_session_and_rewards_over_http(server: Server) -> None:
+    with PolicyClient(server.url) as client:
+        first = client.act(OBS, model="pendulum", session="episode-1")
+        assert (
+            client.act(OBS, model="pendulum", session="episode-1", reward=-2.0, done=True).policy_id == first.policy_id
+        )
+        with pytest.raises(ValidationError) as caught:
+            client.act(OBS, reward=-2.0)  # a reward needs a session
+        assert caught.value.details[0]["field"] == "reward"
+
+
+def test_stream_urls() -> None:
+    assert stream_url("http://h:1/", None) == "ws://h:1/act/stream"
+    assert stream_url("https://h", "my model") == "wss://h/act/stream?model=my%20model"
+
+
+def test_the_client_package_imports_without_websockets_until_a_stream_opens(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['websockets'] = None; import ddpg_client; print('ok')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.stdout.strip() == "ok", result.stderr
