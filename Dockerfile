@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Two images from one file:
 #   docker build --target api     -t ddpg-api .      # FastAPI + numpy actor, no torch
 #   docker build --target trainer -t ddpg-trainer .  # adds CPU-only torch and gymnasium
