@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.stack.engine import ARTIFACTS
+from tests.stack.engine import artifact
 
 FIGURES = pytest.StashKey[dict[str, str]]()
 STARTED = pytest.StashKey[float]()
@@ -44,5 +44,4 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     width = max(len(name) for name in figures)
     for name, value in figures.items():
         terminalreporter.write_line(f"{name:<{width}}  {value}")
-    ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "docker-figures.json").write_text(json.dumps(figures, indent=2) + "\n")
+    artifact("docker-figures.json").write_text(json.dumps(figures, indent=2) + "\n")

@@ -45,6 +45,12 @@ PACKAGES = {
 }
 
 
+def artifact(name: str) -> Path:
+    """Where a log worth keeping after the run goes: test-artifacts/<name> (the directory is made on demand)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS / name
+
+
 @dataclass(frozen=True)
 class Engine:
     """How to reach an engine: the client binary, and the environment (DOCKER_HOST) every docker command gets."""
@@ -270,9 +276,8 @@ def _private_dockerd(state: Path) -> Iterator[Engine]:
             logger.warning("dockerd %d did not stop within %.0f s: SIGKILL", process.pid, STOP_DEADLINE)
             process.kill()
             process.wait()
-        ARTIFACTS.mkdir(exist_ok=True)
         with contextlib.suppress(OSError):
-            shutil.copyfile(log_path, ARTIFACTS / "dockerd.log")
+            shutil.copyfile(log_path, artifact("dockerd.log"))
         started = time.monotonic()
         _clean_state(state)
         logger.info("removed %s in %.1f s", state, time.monotonic() - started)

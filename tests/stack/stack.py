@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
-from tests.stack.engine import ARTIFACTS, Engine, base_env
+from tests.stack.engine import Engine, artifact, base_env
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def prepare_standins(engine: Engine) -> Standins:
 @contextlib.contextmanager
 def torch_index(root: Path) -> Iterator[str]:
     """Serve docker/ci/torch_index.py's index for the block's duration; yields its URL (on 127.0.0.1)."""
-    log = (ARTIFACTS / "torch-index.log").open("wb")
+    log = artifact("torch-index.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, str(TORCH_INDEX), "--root", str(root), "--port", "0"],
         stdout=subprocess.PIPE,
@@ -136,7 +136,7 @@ def build_image(engine: Engine, name: str, target: str, context: Path, build_arg
     command = [engine.docker, "build", "--network", "host", "--target", target, "-t", name]
     for key, value in build_args.items():
         command += ["--build-arg", f"{key}={value}"]
-    log_path = ARTIFACTS / f"build-{target}.log"
+    log_path = artifact(f"build-{target}.log")
     logger.info("building %s (target %s)", name, target)
     started = time.monotonic()
     with log_path.open("w") as log:

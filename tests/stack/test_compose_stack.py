@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.stack.engine import Engine, docker_engine
+from tests.stack.engine import Engine, artifact, docker_engine
 from tests.stack.stack import (
     BuiltImage,
     Stack,
@@ -118,6 +118,7 @@ def stack(
     try:
         yield stack
     finally:
+        artifact("compose.log").write_text(stack.logs(tail=2000))
         stack.remove_everything()
 
 
