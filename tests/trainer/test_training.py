@@ -11,8 +11,8 @@ from trainer.agent import DDPGAgent
 from trainer.env import env_spec, make_env
 from trainer.evaluation import evaluate_policy
 from trainer.export import export_actor
-from trainer.seeding import seed_everything
 from trainer.records import EpisodeRecord, EvaluationRecord
+from trainer.seeding import seed_everything
 from trainer.training import train
 
 # Small and short: a few hundred updates of a tiny network.
