@@ -1,8 +1,9 @@
 """`python -m app`: the one-command run.
 
 Migrates the database, registers POLICY_FILE, queues a bootstrap training job when there is no policy yet,
-starts one trainer worker subprocess (EMBEDDED_WORKER), then serves with uvicorn (uvloop + httptools,
-WORKERS processes). Ctrl-C or SIGTERM stops the API, then the worker, cleanly.
+starts one trainer worker subprocess (EMBEDDED_WORKER) and the sweep runner (EMBEDDED_SWEEP_RUNNER, when Ray Tune is
+installed), then serves with uvicorn (uvloop + httptools, WORKERS processes). Ctrl-C or SIGTERM stops the API, then
+the runner and the worker, cleanly.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ import uvicorn
 from pydantic import ValidationError
 
 from app.infra.database import Database, redacted
-from app.infra.embedded import queue_bootstrap_job, start_worker, stop_worker, trainer_available
+from app.infra.embedded import (
+    queue_bootstrap_job,
+    start_sweep_runner,
+    start_worker,
+    stop_worker,
+    sweep_runner_available,
+    trainer_available,
+)
 from app.infra.metrics import MULTIPROC_DIR_ENV
 from app.main import configure_logging
 from app.settings import Settings
@@ -96,6 +104,13 @@ def main() -> int:
             worker = start_worker(settings.database_url)
         else:
             logger.error("EMBEDDED_WORKER is set but torch/gymnasium are not installed; no jobs will run here")
+    runner: subprocess.Popen[bytes] | None = None
+    if settings.embedded_sweep_runner:
+        if sweep_runner_available():
+            runner = start_sweep_runner(settings.database_url)
+        else:
+            # Not a fault: the API image has no Ray on purpose, and compose runs the sweep runner as its own service.
+            logger.info("Ray Tune is not installed here: sweeps run where `python -m trainer sweeps` runs")
     metrics_dir = _multiprocess_metrics_dir(settings.workers)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
@@ -114,8 +129,9 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        if worker is not None:
-            stop_worker(worker)
+        for child in (runner, worker):
+            if child is not None:
+                stop_worker(child)
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

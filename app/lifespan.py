@@ -22,6 +22,7 @@ from app.settings import Settings
 from models.fused import forward_one_kernel
 from models.weights import load_actor_file
 from store.jobs import expire_stale_leases
+from store.sweeps import expire_stale_sweep_leases
 
 logger = logging.getLogger(__name__)
 
@@ -40,17 +41,20 @@ async def _sweep_stale_leases(database: Database) -> None:
         if not database.prepared.is_set():
             continue
 
-        def sweep() -> list[int]:
+        def sweep() -> tuple[list[int], list[int]]:
             with database.sessions() as session:
-                return expire_stale_leases(session)
+                # Sweeps too: a sweep whose only runner died must still end, with the reason.
+                return expire_stale_leases(session), expire_stale_sweep_leases(session)
 
         try:
-            expired = await asyncio.to_thread(sweep)
+            expired, expired_sweeps = await asyncio.to_thread(sweep)
         except Exception as exc:
             logger.debug("lease sweep failed: %s", exc)
             continue
         if expired:
             logger.warning("jobs %s lost their worker (lease expired)", expired)
+        if expired_sweeps:
+            logger.warning("sweeps %s lost their runner (lease expired)", expired_sweeps)
 
 
 async def _publish_metrics(metrics: Metrics) -> None:

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     train_max_replay_size: int = Field(1_000_000, ge=1, description="Upper bound on `replay_size`.")
     sweep_max_trials: int = Field(256, ge=1, description="Upper bound on a sweep's `trials` in POST /sweeps.")
     embedded_worker: bool = Field(True, description="`python -m app` also starts one trainer worker subprocess.")
+    embedded_sweep_runner: bool = Field(
+        True, description="`python -m app` also starts the sweep runner (a local Ray once a sweep arrives)."
+    )
     bootstrap_job: bool = Field(True, description="`python -m app` queues a training job when no policy exists yet.")
     bootstrap_preset: str = Field("default", min_length=1, description="Preset of the bootstrap job.")
     bootstrap_episodes: int | None = Field(

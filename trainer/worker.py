@@ -61,6 +61,8 @@ class WorkerOptions:
     once: bool = False
     max_jobs: int | None = None
     train_function: str | None = None
+    ray: bool = False  # run each claimed job as a Ray task (trainer.ray_jobs) instead of in this process
+    ray_address: str | None = None  # the cluster for `ray`; None starts a local Ray
 
 
 class _StopTrainingError(Exception):
@@ -114,7 +116,12 @@ class Worker:
                     break
                 self.stop.wait(self.options.poll_interval)
                 continue
-            self._run_job(job.id, dict(job.config))
+            if self.options.ray:
+                from trainer.ray_jobs import run_on_ray
+
+                run_on_ray(self.options, job.id, dict(job.config), stop=self.stop)
+            else:
+                self._run_job(job.id, dict(job.config))
             done += 1
             if self.options.once or (self.options.max_jobs is not None and done >= self.options.max_jobs):
                 break
@@ -136,6 +143,11 @@ class Worker:
         return False
 
     # --- one job ----------------------------------------------------------------------------------------
+
+    def run_claimed_job(self, job_id: int, config_dict: dict[str, Any]) -> None:
+        """Run a job this worker id already holds, claimed by another process (a `--ray` worker's Ray task)."""
+        self._sessions = make_session_factory(create_db_engine(self.options.database_url))
+        self._run_job(job_id, config_dict)
 
     def _run_job(self, job_id: int, config_dict: dict[str, Any]) -> None:
         worker_id = self.options.worker_id
@@ -343,6 +355,14 @@ def parse_args(argv: list[str] | None = None) -> WorkerOptions:
         default=None,
         help="module:function to train with instead of trainer.training.train (tests use a fake)",
     )
+    parser.add_argument(
+        "--ray",
+        action="store_true",
+        help="run each claimed job as a Ray task, on the cluster at --ray-address (else a local Ray)",
+    )
+    parser.add_argument(
+        "--ray-address", default=os.environ.get("RAY_ADDRESS") or None, help="the Ray cluster (default: $RAY_ADDRESS)"
+    )
     args = parser.parse_args(argv)
     return WorkerOptions(
         database_url=args.database_url,
@@ -352,6 +372,8 @@ def parse_args(argv: list[str] | None = None) -> WorkerOptions:
         once=args.once,
         max_jobs=args.max_jobs,
         train_function=args.train_function,
+        ray=args.ray,
+        ray_address=args.ray_address,
     )
 
 

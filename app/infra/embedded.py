@@ -1,4 +1,4 @@
-"""The one-command run's helpers: the bootstrap job and the embedded trainer worker subprocess."""
+"""The one-command run's helpers: the bootstrap job, the embedded trainer worker and sweep runner subprocesses."""
 
 from __future__ import annotations
 
@@ -73,25 +73,42 @@ def _prepare_worker_process() -> None:  # pragma: no cover - runs in the child b
 
 def start_worker(database_url: str) -> subprocess.Popen[bytes]:
     """`python -m trainer worker` against the same database; the URL goes by environment, not argv (ps)."""
+    return _start_child(["worker"], database_url, "trainer worker", "jobs will stay queued")
+
+
+def sweep_runner_available() -> bool:
+    """Whether the sweep runner can run here: the trainer plus Ray Tune and Optuna (the `trainer` extra)."""
+    return trainer_available() and all(importlib.util.find_spec(name) is not None for name in ("ray", "optuna"))
+
+
+def start_sweep_runner(database_url: str) -> subprocess.Popen[bytes]:
+    """`python -m trainer sweeps` against the same database: it starts a local Ray when a sweep arrives (or uses
+    RAY_ADDRESS's cluster), at the same idle priority as the worker, which its Ray processes inherit."""
+    return _start_child(["sweeps"], database_url, "sweep runner", "sweeps will stay queued")
+
+
+def _start_child(command: list[str], database_url: str, name: str, consequence: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ, DATABASE_URL=database_url)
-    # Own process group: Ctrl-C reaches only us, and we stop the worker ourselves, after the API.
+    # Own process group: Ctrl-C reaches only us, and we stop the child ourselves, after the API.
     # preexec_fn is safe here: `python -m app` calls this before uvicorn or any other thread starts.
     process = subprocess.Popen(
-        [sys.executable, "-m", "trainer", "worker"],
+        [sys.executable, "-m", "trainer", *command],
         env=env,
         process_group=0,
         preexec_fn=_prepare_worker_process,  # noqa: PLW1509
     )
-    logger.info("started embedded trainer worker (pid %s)", process.pid)
-    threading.Thread(target=_report_exit, args=(process,), name="worker-watch", daemon=True).start()
+    logger.info("started embedded %s (pid %s)", name, process.pid)
+    threading.Thread(
+        target=_report_exit, args=(process, name, consequence), name=f"{command[0]}-watch", daemon=True
+    ).start()
     return process
 
 
-def _report_exit(process: subprocess.Popen[bytes]) -> None:
-    # Say so when the worker dies on its own: queued jobs would otherwise wait silently.
+def _report_exit(process: subprocess.Popen[bytes], name: str, consequence: str) -> None:
+    # Say so when the child dies on its own: queued work would otherwise wait silently.
     code = process.wait()
     if code not in (0, -signal.SIGTERM):
-        logger.error("embedded trainer worker exited with code %s; jobs will stay queued", code)
+        logger.error("embedded %s exited with code %s; %s", name, code, consequence)
 
 
 def stop_worker(process: subprocess.Popen[bytes]) -> None:
@@ -102,7 +119,7 @@ def stop_worker(process: subprocess.Popen[bytes]) -> None:
     try:
         process.wait(WORKER_STOP_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired:
-        logger.warning("trainer worker did not stop within %.0f s; killing it", WORKER_STOP_TIMEOUT_SECONDS)
+        logger.warning("%s did not stop within %.0f s; killing it", process.args, WORKER_STOP_TIMEOUT_SECONDS)
         process.kill()
         process.wait()
-    logger.info("trainer worker stopped (exit code %s)", process.returncode)
+    logger.info("embedded child %s stopped (exit code %s)", process.args, process.returncode)

@@ -8,39 +8,22 @@ is the job queue's (store.sweeps), and every runner write checks the lease.
 
 from __future__ import annotations
 
-import os
-
-# Before Tune is imported: trials report the periodic evaluation and, last, the objective, which Tune's strict
-# check would refuse (it wants every metric in every result); and the database holds the results, so Tune writes
-# no result files of its own.
-os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-
 import logging
-import tempfile
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import ray
-from ray import tune
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.errors import one_line
-from models.sweep_space import Dimension, check_space
 from store import jobs, sweeps
 from store.db import create_db_engine, make_session_factory, migrate
 from store.tables import Sweep
 from trainer.backoff import DB_UNAVAILABLE, Backoff
-from trainer.sweeps.trainable import TrialContext, run_trial
-from trainer.sweeps.tune_hooks import StopWhenSet, TrialJobs
-from trainer.sweeps.tune_space import make_scheduler, make_searcher, tune_space
 
 logger = logging.getLogger(__name__)
-# The results live in the database, so Tune's own result files are off, and its end-of-run summary would warn
-# once per trial that they are missing.
-logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 T = TypeVar("T")
 SHUTDOWN_REASON = "sweep runner shutting down"
@@ -93,8 +76,8 @@ class SweepRunner:
                 if self.options.once:
                     break
         finally:
-            if ray.is_initialized():
-                ray.shutdown()
+            if "ray" in sys.modules:  # imported with the first sweep (an idle runner stays light)
+                sys.modules["ray"].shutdown()
         logger.info("sweep runner %s stopped", self.options.runner_id)
         return 0
 
@@ -106,8 +89,10 @@ class SweepRunner:
         heartbeat.start()
         status, error = "succeeded", None
         try:
-            self._connect_ray()
-            self._fit(sweep, cancelled)
+            from trainer.sweeps.tune_run import connect_ray, run_tune
+
+            connect_ray(self.options)
+            run_tune(sweep, self.options, self._session_call, cancelled=cancelled, stop=self.stop)
             # Tune may finish before the heartbeat thread's next look: trials started after a cancel end at once.
             if not heartbeat.lease_lost.is_set() and self._cancel_requested(sweep.id):
                 cancelled.set()
@@ -132,49 +117,6 @@ class SweepRunner:
             return
         logger.info("sweep %d: %s, best job %s, policy %s", sweep.id, done.status, done.best_job_id, done.policy_id)
 
-    def _fit(self, sweep: Sweep, cancelled: threading.Event) -> None:
-        base = dict(sweep.base)
-        preset = str(base.pop("preset", "default"))
-        space = {name: Dimension.model_validate(value) for name, value in sweep.space.items()}
-        grid = sweep.search == "grid"
-        # `episodes` and `eval_every` may be searched too: ASHA's horizon is the longest run any trial can have.
-        points = check_space(preset, base, space, search=sweep.search)
-        max_episodes = max(point.config.episodes for point in points)
-        eval_every = min(point.config.eval_every for point in points)
-        context = TrialContext(
-            database_url=self.options.database_url,
-            sweep_id=sweep.id,
-            preset=preset,
-            base=base,
-            lease_seconds=self.options.lease_seconds,
-            model_id=self._model_id(sweep.model),
-        )
-        trainable = tune.with_resources(
-            tune.with_parameters(run_trial, context=context), {"cpu": self.options.trial_cpus}
-        )
-        trial_jobs = TrialJobs(self._session_call, sweep.id, runner_id=self.options.runner_id, cancelled=cancelled)
-        with tempfile.TemporaryDirectory(prefix=f"ddpg-sweep-{sweep.id}-") as storage:
-            tuner = tune.Tuner(
-                trainable,
-                param_space=tune_space(space, grid=grid),
-                tune_config=tune.TuneConfig(
-                    num_samples=1 if grid else sweep.trials,
-                    max_concurrent_trials=sweep.max_concurrent,
-                    search_alg=make_searcher(sweep.search, seed=sweep.id, max_concurrent=sweep.max_concurrent),
-                    scheduler=make_scheduler(sweep.early_stop, max_episodes=max_episodes, eval_every=eval_every),
-                    reuse_actors=True,
-                ),
-                run_config=tune.RunConfig(
-                    name=f"sweep-{sweep.id}",
-                    storage_path=storage,
-                    stop=StopWhenSet(cancelled, self.stop),
-                    callbacks=[trial_jobs],
-                    failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-                    verbose=0,
-                ),
-            )
-            tuner.fit()
-
     def _cancel_requested(self, sweep_id: int) -> bool:
         try:
             return self._session_call(
@@ -184,26 +126,6 @@ class SweepRunner:
             )
         except sweeps.SweepLeaseLostError:
             return False
-
-    def _model_id(self, name: str) -> int | None:
-        from store.registry import get_model
-
-        def find(session: Session) -> int | None:
-            model = get_model(session, name)
-            return None if model is None else model.id
-
-        return self._session_call(find)
-
-    def _connect_ray(self) -> None:
-        if ray.is_initialized():
-            return
-        address = self.options.ray_address
-        if address:
-            logger.info("connecting to the Ray cluster at %s", address)
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-        else:
-            logger.info("starting a local Ray (%s CPUs)", self.options.num_cpus or "all")
-            ray.init(num_cpus=self.options.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
 
     def _expire_stale_leases(self) -> None:
         expired = self._session_call(sweeps.expire_stale_sweep_leases)

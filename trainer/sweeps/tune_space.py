@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
-from ray.tune.search import BasicVariantGenerator, Searcher
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from models.sweep_space import Dimension
@@ -53,12 +53,13 @@ class _FinalObjectiveOptunaSearch(OptunaSearch):  # type: ignore[misc]
 def make_searcher(search: str, *, seed: int, max_concurrent: int) -> Searcher | BasicVariantGenerator:
     """`tpe`: Optuna's TPE (seeded); `random` and `grid`: Tune's variant generator (grid: every combination).
 
-    Tune applies TuneConfig.max_concurrent_trials to a Searcher (a ConcurrencyLimiter) but ignores it for a
-    variant generator passed in, so that one carries the limit itself.
+    Each carries the concurrency limit itself: Tune's TuneConfig.max_concurrent_trials is ignored for a variant
+    generator passed in (a bench caught two trials at once at max_concurrent 1).
     """
     if search == "tpe":
         sampler = optuna.samplers.TPESampler(seed=seed)
-        return _FinalObjectiveOptunaSearch(metric=OBJECTIVE, mode="max", sampler=sampler)
+        searcher = _FinalObjectiveOptunaSearch(metric=OBJECTIVE, mode="max", sampler=sampler)
+        return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
     return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
 
 

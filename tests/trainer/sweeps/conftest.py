@@ -35,7 +35,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
 @pytest.fixture
 def two_nodes(ray_cluster: RayCluster) -> RayCluster:
     """The cluster with its head and exactly one live worker (a test before may have killed one)."""
-    if len(ray_cluster.alive_nodes()) < 2:
+    if not ray_cluster.live_workers():
         ray_cluster.add_worker()
     return ray_cluster
 

@@ -104,10 +104,19 @@ class RayCluster:
         return next(str(n["NodeID"]) for n in self.alive_nodes() if n["NodeManagerPort"] == node.node_manager_port)
 
     def kill_node(self, node: RayNode) -> None:
-        """SIGKILL the node's raylet, as a machine that dies would: no goodbye to the cluster."""
+        """SIGKILL the node's raylet, as a machine that dies would: no goodbye to the cluster. Its `ray start
+        --block` then takes the node's other processes down and exits."""
         for pid in self._pids():
             if "raylet" in _cmdline(pid) and f"--node_manager_port={node.node_manager_port}" in _cmdline(pid):
                 os.kill(pid, signal.SIGKILL)
+        try:
+            node.process.wait(60)
+        except subprocess.TimeoutExpired:
+            node.process.terminate()
+            node.process.wait(30)
+
+    def live_workers(self) -> list[RayNode]:
+        return [node for node in self.workers if node.process.poll() is None]
 
     def stop(self) -> None:
         """Stop every node (SIGTERM lets `ray start --block` take its processes down), then SIGKILL whatever of

@@ -5,16 +5,18 @@ Trials train the real DDPG on tiny configs. Nothing here is timed: deadlines onl
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from store import sweeps
+from store import jobs, sweeps
 from store.registry import champion_of
 from store.tables import Job, Policy, Sweep, SweepTrial
-from tests.trainer.sweeps.conftest import RunnerFactory, runner_logs, wait_for
+from tests.trainer.sweeps.conftest import ROOT, RunnerFactory, runner_logs, wait_for
 from tests.trainer.sweeps.ray_cluster import RayCluster
 
 pytestmark = pytest.mark.slow
@@ -125,9 +127,9 @@ def test_a_worker_node_killed_mid_sweep_has_its_trial_retried_and_the_sweep_stil
     done = wait_for(lambda: _ended(sweep_sessions, sweep_id), "the sweep to end", show)
 
     assert done.status == "succeeded" and done.policy_id is not None, show()
-    jobs = {job.id: (trial, job) for trial, job in _trials(sweep_sessions, sweep_id)}
-    assert all(job.status in ("succeeded", "failed") for _, job in jobs.values()), show()  # nothing left running
-    trial, retried = jobs[victim.id]
+    by_id = {job.id: (trial, job) for trial, job in _trials(sweep_sessions, sweep_id)}
+    assert all(job.status in ("succeeded", "failed") for _, job in by_id.values()), show()  # nothing left running
+    trial, retried = by_id[victim.id]
     assert retried.attempts == 2 and retried.status == "succeeded", show()
     assert retried.error is not None and "attempt 1 ended" in retried.error and "retrying" in retried.error
     assert trial.node != worker_node  # the retry ran on the surviving node
@@ -158,3 +160,25 @@ def test_cancel_mid_sweep_ends_every_trial_within_one_episode(
     for _, job in trials:
         assert job.status == "cancelled", show()
         assert job.episodes_done <= at_cancel[job.id] + 1, show()
+
+
+def test_the_plain_worker_runs_a_job_as_a_ray_task_on_the_cluster(
+    two_nodes: RayCluster, sweep_database: str, sweep_sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    with sweep_sessions() as session:
+        job_id = jobs.enqueue_job(session, config=TINY, promote="never", max_queued=10).id
+    log = tmp_path / "worker.log"
+    env = {**two_nodes.env, "DATABASE_URL": sweep_database, "RAY_ADDRESS": two_nodes.address}
+    with log.open("wb") as out:
+        worker = subprocess.run(
+            [sys.executable, "-m", "trainer", "worker", "--ray", "--once", "--poll-interval=0.2"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=240, check=False,
+        )  # fmt: skip
+    text = log.read_text(errors="replace")
+    assert worker.returncode == 0, text
+    with sweep_sessions() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == "succeeded" and job.policy_id is not None, text
+        assert job.episodes_done == TINY["episodes"]
+    nodes = {str(node["NodeID"]) for node in two_nodes.alive_nodes()}
+    assert any(f"job {job_id}: ran on Ray node {node}" in text for node in nodes), text

@@ -64,7 +64,7 @@ def test_asha_stops_on_the_periodic_evaluation_and_never_on_the_final_report() -
 
 def test_every_search_runs_at_most_max_concurrent_trials() -> None:
     # Tune would ignore TuneConfig.max_concurrent_trials for a variant generator passed in (a bench caught 2 trials
-    # running at max_concurrent 1), so random and grid searches carry the limit themselves.
-    for search in ("random", "grid"):
+    # running at max_concurrent 1), so every search carries the limit itself.
+    for search in ("tpe", "random", "grid"):
         searcher = make_searcher(search, seed=1, max_concurrent=3)
-        assert getattr(searcher, "max_concurrent", None) == 3
+        assert getattr(searcher, "max_concurrent", None) == 3, search
