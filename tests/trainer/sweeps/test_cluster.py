@@ -182,3 +182,23 @@ def test_the_plain_worker_runs_a_job_as_a_ray_task_on_the_cluster(
         assert job.episodes_done == TINY["episodes"]
     nodes = {str(node["NodeID"]) for node in two_nodes.alive_nodes()}
     assert any(f"job {job_id}: ran on Ray node {node}" in text for node in nodes), text
+
+
+def test_asha_stops_poor_trials_at_their_evaluations_and_the_sweep_ends_with_a_best_policy(
+    two_nodes: RayCluster, sweep_sessions: sessionmaker[Session], start_runner: RunnerFactory, tmp_path: Path
+) -> None:
+    base = {**TINY, "episodes": 8, "eval_every": 1}
+    sweep_id = _enqueue(sweep_sessions, base=base, trials=8, max_concurrent=2, search="tpe", early_stop="asha")
+    start_runner()
+    show = _diagnostics(two_nodes, tmp_path, sweep_sessions, sweep_id)
+    done = wait_for(lambda: _ended(sweep_sessions, sweep_id), "the sweep to end", show)
+    assert done.status == "succeeded" and done.policy_id is not None, show()
+    trials = _trials(sweep_sessions, sweep_id)
+    assert len(trials) == 8, show()
+    stopped = [job for _, job in trials if job.status == "cancelled"]
+    finished = [job for _, job in trials if job.status == "succeeded"]
+    assert stopped and finished and len(stopped) + len(finished) == 8, show()
+    for job in stopped:
+        assert job.error is not None and job.error.startswith("stopped early by ASHA after episode"), show()
+        assert job.episodes_done < base["episodes"]
+    assert done.best_job_id in {job.id for job in finished}
