@@ -20,7 +20,7 @@ def test_compose_file_validates_with_docker_compose() -> None:
 
 def test_services_and_their_wiring() -> None:
     services = load_compose()["services"]
-    assert set(services) == {"db", "migrate", "api", "trainer"}
+    assert set(services) == {"db", "migrate", "api", "trainer", "ray-head", "ray-worker", "sweeper"}
     # The database keeps its data in a named volume and reports health.
     assert any(volume.startswith("pgdata:") for volume in services["db"]["volumes"])
     assert "healthcheck" in services["db"]
