@@ -87,9 +87,10 @@ v1 = APIRouter(prefix="/v1", tags=["KServe V1"])
 
 @v1.get("/models", responses={200: {"description": '`{"models": ["default", ...]}`: the models loaded here.'}})
 async def v1_models(request: Request) -> Response:
-    """The models this process can serve: `default` (when a policy is loaded) and each named model with a champion."""
+    """The models this process can serve: `default` (the default model, when it has a policy) and every other model
+    with a champion, by name."""
     cache: PolicyCache = request.app.state.policy_cache
-    named = [name for name, model in cache.models.items() if model.champion is not None]
+    named = [name for name, model in cache.models.items() if model.champion is not None and name != cache.default_model]
     return json_response({"models": (["default"] if cache.default is not None else []) + named})
 
 

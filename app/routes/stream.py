@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from app.infra.errors import ApiError, error_body, error_response
 from app.infra.security import check_bearer
 from app.schemas.act import ActBatchResponse, ActRequest, ActResponse
-from app.schemas.errors import ErrorResponse
+from app.schemas.errors import ErrorResponse, error_responses
 from app.serving.runtime import ActRuntime
 from app.serving.stream import new_session_id, stream_answer
 
@@ -49,7 +49,10 @@ POLICY_VIOLATION = 1008
     status_code=426,
     response_class=Response,
     description=STREAM_DESCRIPTION,
-    responses={426: {"description": "Upgrade to a WebSocket to use the stream.", "model": ErrorResponse}},
+    responses={
+        426: {"description": "Upgrade to a WebSocket to use the stream.", "model": ErrorResponse},
+        **error_responses(422),
+    },
     openapi_extra={"x-websocket-messages": _MESSAGES},
 )
 def stream_info(model: Annotated[str | None, Query(max_length=64)] = None) -> Response:

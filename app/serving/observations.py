@@ -162,9 +162,9 @@ def parse_act_body(body: bytes, max_batch: int, *, session: str | None = None, m
         ) from None
     if type(payload) is not dict:
         raise field_error("body", "must be a JSON object with `observation` or `observations`")
-    unknown = payload.keys() - _ALLOWED_KEYS
-    if unknown:
-        name = sorted(unknown)[0]
+    # issuperset walks the body's keys (usually one); `keys() - allowed` would build a set and walk every allowed key.
+    if not _ALLOWED_KEYS.issuperset(payload):
+        name = sorted(payload.keys() - _ALLOWED_KEYS)[0]
         raise field_error(
             name,
             "unknown field; expected `observation` or `observations`, and optionally `policy_id`, `model`, "

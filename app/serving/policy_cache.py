@@ -72,9 +72,11 @@ class PolicyCache:
         self.default_model = default_model
         # The references /act reads. Replaced whole, never mutated.
         self.default: LoadedPolicy | None = None
-        # The default policy when every request for it is answered by it alone (no rollout on the default model): the
-        # one reference a request without `model` or `session` reads.
+        # The default policy when every request for it is answered by it alone (no canary on the default model): the
+        # one reference a request without `model` or `session` reads; and the default model's shadow rollout, if any,
+        # which only samples those answers for its challenger.
         self.unsplit_default: LoadedPolicy | None = None
+        self.default_shadow: ActiveRollout | None = None
         self.models: dict[str, ServedModel] = {}
         # The policies the models serve, by id: an explicit policy_id of one of them never waits on the database.
         self._served: dict[int, LoadedPolicy] = {}
@@ -100,8 +102,10 @@ class PolicyCache:
             if self._read_registry is not None and version != self._registry_version:
                 await self._refresh_models()
             default_model = self.models.get(self.default_model) if self.default_model else None
-            split = default_model is not None and default_model.rollout is not None
-            self.unsplit_default = None if split else self.default
+            rollout = None if default_model is None else default_model.rollout
+            # Together, with no await between: a request reads both as of the same refresh.
+            self.unsplit_default = self.default if rollout is None or not rollout.canary else None
+            self.default_shadow = rollout if rollout is not None and not rollout.canary else None
 
     async def _refresh_default(self, policy_id: int | None, version: int) -> None:
         if version in (self._version, self._failed_version):

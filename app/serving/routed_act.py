@@ -112,7 +112,7 @@ async def act_routed(routing: Routing, parsed: ActInput) -> bytes:
     content, actions = answer(parsed, serving, metrics)
     metrics.routed.labels(name, arm).inc()
     if rollout is not None and not rollout.canary:
-        _maybe_shadow(routing, model.name, rollout, parsed, actions)
+        sample_shadow(routing, model.name, rollout, parsed, actions)
     return content
 
 
@@ -169,7 +169,7 @@ async def _act_in_session(routing: Routing, model: ServedModel, extras: ActExtra
         metrics.episodes_finished.labels(model.name, str(loaded.policy_id)).inc()
     metrics.routed.labels(model.name, arm).inc()
     if model.rollout is not None and not model.rollout.canary:
-        _maybe_shadow(routing, model.name, model.rollout, parsed, actions)
+        sample_shadow(routing, model.name, model.rollout, parsed, actions)
     return content
 
 
@@ -177,7 +177,8 @@ def _champion_id(model: ServedModel) -> int | None:
     return None if model.champion is None else model.champion.policy_id
 
 
-def _maybe_shadow(routing: Routing, model: str, rollout: ActiveRollout, parsed: ActInput, actions: object) -> None:
+def sample_shadow(routing: Routing, model: str, rollout: ActiveRollout, parsed: ActInput, actions: object) -> None:
+    """Queue this answer for the shadow challenger, for `percent` of the requests."""
     if rollout.percent < 100 and random.random() * 100 >= rollout.percent:  # sampling, not a secret
         return
     routing.shadow.submit(model, rollout, parsed.observations, actions)

@@ -16,7 +16,7 @@ from app.infra.metrics import Metrics
 from app.infra.security import check_bearer
 from app.serving.observations import parse_act_body
 from app.serving.policy_cache import PolicyCache
-from app.serving.routed_act import NO_POLICY_RETRY_AFTER_SECONDS, Routing, act_routed, check_obs_dim
+from app.serving.routed_act import NO_POLICY_RETRY_AFTER_SECONDS, Routing, act_routed, check_obs_dim, sample_shadow
 
 # The protocol adapters import the retry hint from here, with the rest of the runtime.
 __all__ = [
@@ -53,9 +53,9 @@ def check_act_headers(runtime: ActRuntime, authorization: str | None, content_ty
 async def act_content(runtime: ActRuntime, body: bytes) -> bytes:
     """The JSON answer of POST /act for a raw body (ApiError for a request that cannot be served).
 
-    A request of observations alone, while the default model has no rollout, takes one branch to its champion;
-    anything else (a model, a policy id, a session, a rollout on the default model, no policy yet) is routed by
-    app.serving.routed_act.
+    A request of observations alone, while the default model has no canary, takes one branch to its champion (and,
+    under a shadow rollout, a second one to queue a sample); anything else (a model, a policy id, a session, a canary
+    on the default model, no policy yet) is routed by app.serving.routed_act.
     """
     parsed = parse_act_body(body, runtime.max_batch)
     # Read the swapped reference exactly once: this request uses this policy, whatever swaps next.
@@ -65,11 +65,19 @@ async def act_content(runtime: ActRuntime, body: bytes) -> bytes:
     if parsed.obs_dim != loaded.actor.obs_dim:
         check_obs_dim(parsed, loaded)  # raises the 422
     runtime.metrics.act_batch_size.observe(parsed.count)
+    actions: object
     if parsed.batched:
         actions = loaded.actor.act(parsed.observations)
-        return orjson.dumps({"actions": actions, "policy_id": loaded.policy_id}, option=orjson.OPT_SERIALIZE_NUMPY)
-    # One observation: the actor's list-of-floats route skips building an array just to serialise it.
-    return orjson.dumps({"action": loaded.actor.act_one(parsed.observations), "policy_id": loaded.policy_id})
+        content = orjson.dumps({"actions": actions, "policy_id": loaded.policy_id}, option=orjson.OPT_SERIALIZE_NUMPY)
+    else:
+        # One observation: the actor's list-of-floats route skips building an array just to serialise it.
+        actions = loaded.actor.act_one(parsed.observations)
+        content = orjson.dumps({"action": actions, "policy_id": loaded.policy_id})
+    # A shadow rollout on the default model changes no answer: it only queues a sample for its challenger.
+    shadow = runtime.cache.default_shadow
+    if shadow is not None:
+        sample_shadow(runtime.routing, runtime.routing.default_model, shadow, parsed, actions)
+    return content
 
 
 async def noop_content(runtime: ActRuntime, body: bytes) -> bytes:

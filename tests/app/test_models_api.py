@@ -218,7 +218,7 @@ def test_kserve_and_v2_serve_a_model_by_name(api: Api) -> None:
     second = add_to_model(api, "car", car_bytes(2), promote="never")
     predictions = api.client.post("/v1/models/car:predict", json={"instances": [[0.0, 0.0]]}).json()["predictions"]
     np.testing.assert_allclose(predictions[0], NumpyActor.from_bytes(car_bytes(1)).act(np.zeros(2)), rtol=1e-6)
-    assert api.client.get("/v1/models").json()["models"] == ["default", "pendulum", "car"]
+    assert api.client.get("/v1/models").json()["models"] == ["default", "car"]  # the default model as `default`
     assert api.client.get("/v2/models/car").json()["versions"] == [str(first)]
     assert api.client.get(f"/v2/models/car/versions/{second}/ready").status_code == 200
     assert api.client.get(f"/v2/models/car/versions/{pendulum}/ready").status_code == 404

@@ -131,12 +131,33 @@ def test_openapi_documents_every_endpoint_with_schemas(api: Api) -> None:
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),
+        ("post", "/models"),
+        ("get", "/models"),
+        ("get", "/models/{name}"),
+        ("get", "/models/{name}/policies"),
+        ("put", "/models/{name}/aliases/{alias}"),
+        ("delete", "/models/{name}/aliases/{alias}"),
+        ("put", "/models/{name}/rollout"),
+        ("get", "/models/{name}/rollout"),
+        ("delete", "/models/{name}/rollout"),
+        ("post", "/models/{name}/rollout/promote"),
+        ("post", "/models/{name}/rollout/rollback"),
+        ("get", "/act/stream"),
     }
     documented = {(method, path) for path, item in spec["paths"].items() for method in item}
     assert expected <= documented
     act = spec["paths"]["/act"]["post"]
     body_schema = act["requestBody"]["content"]["application/json"]["schema"]
-    assert set(body_schema["properties"]) == {"observation", "observations", "policy_id"}
+    # Named models and sessions added `model`, `session`, `reward` and `done`.
+    assert set(body_schema["properties"]) == {
+        "observation",
+        "observations",
+        "policy_id",
+        "model",
+        "session",
+        "reward",
+        "done",
+    }
     assert body_schema["additionalProperties"] is False
     assert {"200", "422", "503"} <= set(act["responses"])
     assert "ErrorResponse" in spec["components"]["schemas"]
@@ -150,8 +171,9 @@ def test_preset_names_and_hyperparameters_match_the_trainer() -> None:
     from models.training_config import FIELD_NAMES, PRESETS
 
     assert set(get_args(PresetName)) == set(PRESETS)
-    # Every trainer knob is settable through POST /train except the environment, which this service fixes.
-    assert set(TrainRequest.model_fields) - {"preset", "promote"} == set(FIELD_NAMES) - {"env_id"}
+    # Every trainer knob is settable through POST /train, the environment too (it picks a new model's); `model` names
+    # the model the policy joins.
+    assert set(TrainRequest.model_fields) - {"preset", "promote", "model"} == set(FIELD_NAMES)
 
 
 def test_importing_app_main_builds_nothing() -> None:
