@@ -6,6 +6,7 @@ training config or the server's budget would refuse a configuration a trial coul
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -126,3 +127,15 @@ def test_the_api_key_guards_creating_and_cancelling(make_api: ApiFactory) -> Non
     headers = {"Authorization": "Bearer secret"}
     sweep_id = api.client.post("/sweeps", json={"space": SPACE}, headers=headers).json()["id"]
     assert api.client.post(f"/sweeps/{sweep_id}/cancel").status_code == 401
+
+
+def test_the_sweep_page_and_its_assets_are_served_from_this_host_only(api: Api) -> None:
+    page = api.client.get("/static/sweeps.html")
+    assert page.status_code == 200 and "<title>Sweeps" in page.text
+    assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
+    assert "/static/sweeps.js" in assets
+    for asset in assets:
+        response = api.client.get(asset)
+        assert response.status_code == 200, asset
+        assert not re.search(r"(?:src|href)=\"(?:https?:)?//", response.text) and 'fetch("http' not in response.text
+    assert 'href="/static/sweeps.html"' in api.client.get("/").text  # reachable from the dashboard

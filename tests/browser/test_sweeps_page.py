@@ -1,0 +1,105 @@
+"""The sweep page in headless Chromium: a finished sweep's trials in a sortable table, their learning curves
+overlaid, the best marked. The sweep is written to the database as a runner and its trials would (no Ray here).
+Keeps a screenshot in test-artifacts/sweeps.png."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session
+
+from store import jobs, sweeps
+from store.db import create_db_engine, make_session_factory
+from store.sweep_trials import begin_trial, record_heldout
+from tests.app.factories import free_port
+from tests.app.servers import REPO, running, server_env, wait_until_ready
+from tests.browser.test_dashboard import CHROMIUM, CHROMIUM_ARGS, _playwright
+from tests.conftest import make_actor_bytes
+
+SCREENSHOT = REPO / "test-artifacts" / "sweeps.png"
+STEP_DEADLINE_MS = 30_000
+# (seed, evaluation curve, held-out return): the second trial is the best on held-out seeds.
+TRIALS = [(1, [-1200.0, -600.0, -300.0], -320.0), (2, [-1100.0, -400.0, -180.0], -170.0), (3, [-1300.0, -900.0], None)]
+
+
+def _write_sweep(session: Session) -> int:
+    sweep = sweeps.enqueue_sweep(
+        session, model="pendulum", base={"preset": "default", "episodes": 3}, space={"seed": {"choice": [1, 2, 3]}},
+        trials=3, max_concurrent=2, search="grid", early_stop="asha", promote="if_better", max_failures=1,
+        max_queued=10,
+    )  # fmt: skip
+    assert sweeps.claim_next_sweep(session, runner_id="runner", lease_seconds=60) is not None
+    for seed, curve, heldout in TRIALS:
+        worker = f"ray-{seed}"
+        job_id = begin_trial(
+            session, sweep_id=sweep.id, trial_id=f"t{seed}", params={"seed": seed},
+            config={"preset": "default", "episodes": 3, "seed": seed}, worker_id=worker, node=f"node{seed % 2}abcdef",
+            node_ip="127.0.0.1", lease_seconds=60,
+        )  # fmt: skip
+        assert job_id is not None
+        for episode, value in enumerate(curve):
+            jobs.record_episode(
+                session, job_id, worker_id=worker, lease_seconds=60, episode=episode, episode_return=value,
+                avg_return_10=value, env_steps=200 * (episode + 1), wall_time=float(episode),
+            )  # fmt: skip
+            jobs.record_evaluation(
+                session, job_id, worker_id=worker, episode=episode, env_steps=200 * (episode + 1), mean_return=value,
+                std_return=1.0, wall_time=float(episode),
+            )  # fmt: skip
+        if heldout is None:
+            sweeps.end_trial(session, sweep.id, f"t{seed}", runner_id="runner", status="cancelled", reason="ASHA")
+            continue
+        record_heldout(session, job_id, worker_id=worker, mean_return=heldout, std_return=5.0)
+        jobs.complete_job(session, job_id, worker_id=worker, weights=make_actor_bytes(curve[-1], seed=seed))
+    done = sweeps.finish_sweep(session, sweep.id, runner_id="runner", status="succeeded")
+    return done.id
+
+
+@pytest.mark.slow
+def test_a_sweeps_trials_sort_and_their_curves_overlay_with_the_best_marked(tmp_path: Path) -> None:
+    sync_playwright = _playwright()
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    data = tmp_path / "data"
+    env = server_env(
+        data, PORT=str(port), EMBEDDED_WORKER="false", EMBEDDED_SWEEP_RUNNER="false", BOOTSTRAP_JOB="false"
+    )
+    log_path = tmp_path / "service.log"
+    with running([sys.executable, "-m", "app"], env, log_path) as process:
+        wait_until_ready(base_url, process, log_path, path="/sweeps")
+        engine = create_db_engine(f"sqlite:///{data / 'ddpg.sqlite3'}")
+        with make_session_factory(engine)() as session:
+            sweep_id = _write_sweep(session)
+        engine.dispose()
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1300, "height": 1000})
+                page.set_default_timeout(STEP_DEADLINE_MS)
+                page.goto(f"{base_url}/static/sweeps.html?sweep={sweep_id}")
+                rows = page.locator("#trials-body tr")
+                rows.nth(2).wait_for()
+                assert rows.count() == 3
+                best = page.locator("#trials-body tr.best")
+                assert best.count() == 1 and "★ best" in best.inner_text()
+                page.wait_for_function("Chart.getChart(document.getElementById('curves'))?.data.datasets.length === 3")
+                widths = page.evaluate(
+                    "Chart.getChart(document.getElementById('curves')).data.datasets.map((d) => d.borderWidth)"
+                )
+                assert sorted(widths) == [1, 1, 3]
+                heldout = page.locator('#trials-table th[data-key="heldout_return"] button')
+                heldout.click()  # ascending; the trial without a held-out score sorts last
+                assert rows.nth(0).locator("td").nth(4).inner_text() == "-320.0"
+                assert rows.nth(2).locator("td").nth(4).inner_text() == "\u2013"  # the page's "none" dash
+                heldout.click()  # descending: the best first
+                assert "★ best" in rows.nth(0).inner_text()
+                assert page.locator('#trials-table th[data-key="heldout_return"]').get_attribute("aria-sort") == (
+                    "descending"
+                )
+                assert "#" in page.locator("#sweeps-body").inner_text()
+                SCREENSHOT.parent.mkdir(exist_ok=True)
+                page.screenshot(path=str(SCREENSHOT), full_page=True)
+            finally:
+                browser.close()
