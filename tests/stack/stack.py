@@ -214,7 +214,8 @@ class Stack:
         )
         if check and result.returncode != 0:
             raise AssertionError(
-                f"docker-compose {' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+                f"docker-compose {' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}\n"
+                f"--- the services' logs\n{self.logs()}"
             )
         return result
 
