@@ -46,7 +46,7 @@ def registry_error(exc: registry.RegistryInputError) -> ApiError:
     response_model=ModelOut,
     status_code=201,
     dependencies=[ApiKeyDep, Depends(require_json_content_type)],
-    responses=error_responses(401, 409, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 409, 413, 415, 422, 503),
 )
 async def create(body: ModelCreate, session: SessionDep, settings: SettingsDep, cache: PolicyCacheDep) -> ModelOut:
     """Create an empty model for a gymnasium environment with Box observations and actions (422 otherwise)."""
@@ -104,7 +104,7 @@ def model_policies(
     "/{name}/aliases/{alias}",
     response_model=ModelOut,
     dependencies=[ApiKeyDep, Depends(require_json_content_type)],
-    responses=error_responses(401, 404, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 404, 413, 415, 422, 503),
 )
 async def put_alias(
     name: ModelNameParam,

@@ -66,7 +66,7 @@ async def _change(
     "",
     response_model=RolloutOut,
     dependencies=[ApiKeyDep, Depends(require_json_content_type)],
-    responses=error_responses(401, 404, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 404, 413, 415, 422, 503),
 )
 async def put_rollout(name: ModelNameParam, body: RolloutIn, session: SessionDep, cache: PolicyCacheDep) -> RolloutOut:
     """Start a trial of `challenger`, or retune the active one if it already tries that policy (its figures and

@@ -1,7 +1,7 @@
 """WS /act/stream: the control-loop stream (one connection, one session; app.serving.stream), and its OpenAPI page.
 
 OpenAPI describes HTTP operations only, so `GET /act/stream` documents the protocol: a plain GET (no WebSocket
-upgrade) answers 426 with the same description.
+upgrade) answers with the same description.
 """
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
-from fastapi.responses import Response
 
-from app.infra.errors import ApiError, error_body, error_response
+from app.infra.errors import ApiError, error_body
 from app.infra.security import check_bearer
-from app.schemas.act import ActBatchResponse, ActRequest, ActResponse
+from app.schemas.act import ActRequest, ActResponse, StreamInfo
 from app.schemas.errors import ErrorResponse, error_responses
 from app.serving.runtime import ActRuntime
 from app.serving.stream import new_session_id, stream_answer
@@ -37,7 +36,6 @@ error body."""
 _MESSAGES = {
     "message": ActRequest.model_json_schema(),
     "answer": {"oneOf": [ActResponse.model_json_schema(), ErrorResponse.model_json_schema()]},
-    "batch answer (never on the stream)": ActBatchResponse.model_json_schema(),
 }
 
 # WebSocket close code for a refused connection (RFC 6455: policy violation).
@@ -46,20 +44,15 @@ POLICY_VIOLATION = 1008
 
 @router.get(
     "",
-    status_code=426,
-    response_class=Response,
+    response_model=StreamInfo,
     description=STREAM_DESCRIPTION,
-    responses={
-        426: {"description": "Upgrade to a WebSocket to use the stream.", "model": ErrorResponse},
-        **error_responses(422),
-    },
+    responses=error_responses(422),
     openapi_extra={"x-websocket-messages": _MESSAGES},
 )
-def stream_info(model: Annotated[str | None, Query(max_length=64)] = None) -> Response:
-    """The control-loop stream is a WebSocket at this path; a plain GET only says so."""
-    del model  # documented for the WebSocket; a GET has nothing to do with it
-    message = "this is a WebSocket endpoint: connect with ws://.../act/stream?model=NAME"
-    return error_response(426, "upgrade_required", message, headers={"Upgrade": "websocket"})
+def stream_info(model: Annotated[str | None, Query(max_length=64)] = None) -> StreamInfo:
+    """The control-loop stream is a WebSocket at this path; a plain GET only says how to use it."""
+    path = "/act/stream" if model is None else f"/act/stream?model={model}"
+    return StreamInfo(websocket=path, description=STREAM_DESCRIPTION)
 
 
 @router.websocket("")

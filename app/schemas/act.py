@@ -54,3 +54,10 @@ class ActBatchResponse(BaseModel):
 
     actions: list[list[float]]
     policy_id: int = Field(description="The policy that computed these actions.")
+
+
+class StreamInfo(BaseModel):
+    """Where and how to open the control-loop stream (a plain GET cannot: it needs a WebSocket upgrade)."""
+
+    websocket: str = Field(description="The stream's path; connect with ws:// (or wss://), `?model=NAME` optional.")
+    description: str

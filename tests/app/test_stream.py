@@ -83,8 +83,9 @@ def test_the_stream_needs_the_act_key_when_set(make_api: ApiFactory) -> None:
 
 
 def test_a_plain_get_documents_the_stream(api: Api) -> None:
-    response = api.client.get("/act/stream")
-    assert response.status_code == 426 and response.headers["upgrade"] == "websocket"
-    assert response.json()["error"]["code"] == "upgrade_required"
+    response = api.client.get("/act/stream", params={"model": "car"})
+    assert response.status_code == 200 and response.json()["websocket"] == "/act/stream?model=car"
+    assert "One connection is one session" in response.json()["description"]
     operation = api.client.get("/openapi.json").json()["paths"]["/act/stream"]["get"]
     assert "One connection is one session" in operation["description"]
+    assert "message" in operation["x-websocket-messages"]

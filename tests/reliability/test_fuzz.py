@@ -54,10 +54,19 @@ CHECKS: list[CheckFunction] = [
     negative_data_rejection,
     positive_data_acceptance,
 ]
-# Schema-valid requests these two may rightly refuse with a documented 422: /act checks the observation length
+# Schema-valid requests these may rightly refuse with a documented 422: /act checks the observation length
 # against the chosen policy's obs_dim, and /train the server's configured budget and replay_size >= batch_size;
-# neither is a static property of the schema. Every other check still applies to them.
-RUNTIME_VALIDATED = {("POST", "/act"), ("POST", "/train")}
+# a new model's environment must be installed with Box spaces, and an alias or a rollout must name one of the
+# model's own policies (not its champion, for a challenger). None is a static property of the schema. Every other
+# check still applies to them.
+RUNTIME_VALIDATED = {
+    ("POST", "/act"),
+    ("POST", "/train"),
+    ("POST", "/models"),
+    ("PUT", "/models/{name}/aliases/{alias}"),
+    ("DELETE", "/models/{name}/aliases/{alias}"),
+    ("PUT", "/models/{name}/rollout"),
+}
 EVENTS = "/jobs/{job_id}/events"
 # How long one request may take; for an event stream, how long it is read before it is cut short (schemathesis's
 # `request-timeout`, counted from when the response starts). No worker runs here, so the stream of a queued or
