@@ -69,7 +69,8 @@ class ShadowComparisons:
         return len(samples)
 
     def _compare(self, model: str, rollout_id: int, group: list[Sample]) -> None:
-        if all(np.ndim(sample[2]) == 1 for sample in group):  # one observation per request: the common case
+        # One observation per request (the common case) is answered with a list of floats, a batch with an array.
+        if all(type(sample[3]) is list for sample in group):
             observations = np.array([sample[2] for sample in group])
             champion = np.array([sample[3] for sample in group], dtype=np.float64)
             per_request = np.ones(len(group))
