@@ -129,9 +129,10 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        for child in (runner, worker):
-            if child is not None:
-                stop_worker(child)
+        if runner is not None:
+            stop_worker(runner, "sweep runner")
+        if worker is not None:
+            stop_worker(worker)
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

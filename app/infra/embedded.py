@@ -111,15 +111,15 @@ def _report_exit(process: subprocess.Popen[bytes], name: str, consequence: str) 
         logger.error("embedded %s exited with code %s; %s", name, code, consequence)
 
 
-def stop_worker(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, wait for the worker to release its job and exit, SIGKILL as a last resort."""
+def stop_worker(process: subprocess.Popen[bytes], name: str = "trainer worker") -> None:
+    """SIGTERM, wait for the child to end its work (the worker releases its job) and exit, SIGKILL as a last resort."""
     if process.poll() is not None:
         return
     process.terminate()
     try:
         process.wait(WORKER_STOP_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired:
-        logger.warning("%s did not stop within %.0f s; killing it", process.args, WORKER_STOP_TIMEOUT_SECONDS)
+        logger.warning("%s did not stop within %.0f s; killing it", name, WORKER_STOP_TIMEOUT_SECONDS)
         process.kill()
         process.wait()
-    logger.info("embedded child %s stopped (exit code %s)", process.args, process.returncode)
+    logger.info("%s stopped (exit code %s)", name, process.returncode)

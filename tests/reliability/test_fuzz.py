@@ -66,6 +66,8 @@ RUNTIME_VALIDATED = {
     ("PUT", "/models/{name}/aliases/{alias}"),
     ("DELETE", "/models/{name}/aliases/{alias}"),
     ("PUT", "/models/{name}/rollout"),
+    # A sweep's space is checked against the config model and the budget (every choice, both bounds of a range).
+    ("POST", "/sweeps"),
 }
 EVENTS = "/jobs/{job_id}/events"
 # How long one request may take; for an event stream, how long it is read before it is cut short (schemathesis's
