@@ -144,6 +144,7 @@ def _sweep_or_404(session: Session, sweep_id: int) -> Sweep:
 def _sweep_out(session: Session, row: Sweep) -> SweepOut:
     out = SweepOut.model_validate(row)
     out.trials = [_trial_out(trial, job) for trial, job in trials_of(session, row.id)]
+    out.best = next((trial for trial in out.trials if trial.job_id == row.best_job_id), None)
     return out
 
 

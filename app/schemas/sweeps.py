@@ -111,6 +111,7 @@ class SweepOut(BaseModel):
     error: str | None = None
     trials: list[SweepTrialOut] = Field(default_factory=list, description="Started trials, in start order.")
     best_job_id: int | None = Field(None, description="The trial with the highest held-out return.")
+    best: SweepTrialOut | None = Field(None, description="That trial (once the sweep ended with one).")
     policy_id: int | None = Field(None, description="The best trial's policy (promoted by `promote` on success).")
 
     @model_validator(mode="before")
@@ -118,8 +119,9 @@ class SweepOut(BaseModel):
     def _read_a_row(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
             return data
-        values = {name: getattr(data, name) for name in cls.model_fields if name not in ("trials", "trials_planned")}
-        return {**values, "trials_planned": data.trials, "trials": []}
+        derived = ("trials", "trials_planned", "best")
+        values = {name: getattr(data, name) for name in cls.model_fields if name not in derived}
+        return {**values, "trials_planned": data.trials, "trials": [], "best": None}
 
 
 class SweepList(BaseModel):

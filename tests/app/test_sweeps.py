@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from store import sweeps as store_sweeps
-from store.sweep_trials import begin_trial
+from store.jobs import complete_job
+from store.sweep_trials import begin_trial, record_heldout
 from tests.app.conftest import Api, ApiFactory
+from tests.conftest import make_actor_bytes
 
 SPACE = {
     "actor_lr": {"loguniform": [1e-4, 3e-3]},
@@ -42,7 +44,7 @@ def test_a_sweep_is_queued_with_its_location(api: Api) -> None:
     assert (body["trials_planned"], body["max_concurrent"], body["promote"]) == (16, 4, "if_better")
     assert body["base"] == {"preset": "default", "episodes": 15}
     assert body["space"] == SPACE
-    assert body["trials"] == [] and body["best_job_id"] is None
+    assert body["trials"] == [] and body["best_job_id"] is None and body["best"] is None
     listed = api.client.get("/sweeps").json()
     assert [item["id"] for item in listed["items"]] == [body["id"]] and listed["total"] == 1
     assert api.client.get(f"/sweeps/{body['id']}").json()["status"] == "queued"
@@ -139,3 +141,20 @@ def test_the_sweep_page_and_its_assets_are_served_from_this_host_only(api: Api) 
         assert response.status_code == 200, asset
         assert not re.search(r"(?:src|href)=\"(?:https?:)?//", response.text) and 'fetch("http' not in response.text
     assert 'href="/static/sweeps.html"' in api.client.get("/").text  # reachable from the dashboard
+
+
+def test_a_finished_sweep_names_its_best_trial_and_policy(api: Api) -> None:
+    sweep_id = _post(api).json()["id"]
+    with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
+        assert store_sweeps.claim_next_sweep(session, runner_id="runner", lease_seconds=30) is not None
+        job_id = begin_trial(
+            session, sweep_id=sweep_id, trial_id="abc", params={"seed": 3}, config={"preset": "default", "seed": 3},
+            worker_id="ray-abc", node="node-x", node_ip="127.0.0.1", lease_seconds=30,
+        )  # fmt: skip
+        assert job_id is not None
+        record_heldout(session, job_id, worker_id="ray-abc", mean_return=-150.0, std_return=3.0)
+        complete_job(session, job_id, worker_id="ray-abc", weights=make_actor_bytes(-160.0))
+        store_sweeps.finish_sweep(session, sweep_id, runner_id="runner", status="succeeded")
+    body = api.client.get(f"/sweeps/{sweep_id}").json()
+    assert body["status"] == "succeeded" and body["best_job_id"] == job_id
+    assert body["best"]["heldout_return"] == -150.0 and body["best"]["policy_id"] == body["policy_id"] is not None

@@ -114,7 +114,7 @@ def test_a_worker_node_killed_mid_sweep_has_its_trial_retried_and_the_sweep_stil
     worker = two_nodes.workers[-1]
     worker_node = two_nodes.node_id(worker)
     # Long enough that the worker's trial is still training when its node dies.
-    sweep_id = _enqueue(sweep_sessions, base={**TINY, "episodes": 40}, trials=3, max_concurrent=2, max_failures=1)
+    sweep_id = _enqueue(sweep_sessions, base={**TINY, "episodes": 30}, trials=3, max_concurrent=2, max_failures=1)
     start_runner()
     show = _diagnostics(two_nodes, tmp_path, sweep_sessions, sweep_id)
 
@@ -133,7 +133,7 @@ def test_a_worker_node_killed_mid_sweep_has_its_trial_retried_and_the_sweep_stil
     assert retried.attempts == 2 and retried.status == "succeeded", show()
     assert retried.error is not None and "attempt 1 ended" in retried.error and "retrying" in retried.error
     assert trial.node != worker_node  # the retry ran on the surviving node
-    assert retried.episodes_done == 40  # the history is the successful attempt's, from its first episode
+    assert retried.episodes_done == 30  # the history is the successful attempt's, from its first episode
 
 
 def test_cancel_mid_sweep_ends_every_trial_within_one_episode(
