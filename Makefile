@@ -37,7 +37,8 @@ test: lint typecheck
 # the service through its published port. Starts a private dockerd (root; installs Debian's docker.io) when no
 # engine answers. About 10 minutes; not part of `make test`. Figures at the end and in test-artifacts/.
 test-docker: $(STAMP)
-	$(BIN)/python -m pytest tests/stack -m docker -p no:xdist -o log_cli=true --log-cli-level=INFO --durations=10
+	$(BIN)/python -m pytest tests/stack -m docker -p no:xdist -o log_cli=true --log-cli-level=INFO --durations=10 \
+		--log-cli-format='%(asctime)s %(name)s: %(message)s' --log-cli-date-format=%H:%M:%S
 
 bench: $(STAMP)
 	$(BIN)/python bench/train_bench.py

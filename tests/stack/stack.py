@@ -258,11 +258,13 @@ class Stack:
 
     def wait_for(self, what: str, probe: Callable[[], T | None], deadline: float, interval: float = 0.5) -> T:
         """Poll `probe` until it returns something (a bound on waiting); fail with the services' logs."""
-        stop = time.monotonic() + deadline
+        started = time.monotonic()
+        stop = started + deadline
         while True:
             with contextlib.suppress(httpx.TransportError):
                 result = probe()
                 if result is not None and result is not False:
+                    logger.info("%s: after %.1f s", what, time.monotonic() - started)
                     return result
             if time.monotonic() > stop:
                 raise AssertionError(f"timed out after {deadline:.0f} s waiting for {what}\n{self.logs()}")
