@@ -24,7 +24,7 @@ from trainer.records import EpisodeRecord, EvaluationRecord
 from trainer.training import train
 
 THRESHOLD = -200.0
-# Issue 2's targets for the default preset.
+# The training targets for the default preset.
 TARGET_STEPS = 6_000
 TARGET_MEDIAN_SECONDS = 5.0
 TARGET_EXPORTED_MEAN = -170.0
