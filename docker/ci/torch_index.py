@@ -8,6 +8,7 @@ pip already installs locally (a `+cpu` one on the CI machines).
     docker build --network host --build-arg TORCH_INDEX_URL=http://127.0.0.1:PORT/simple ...
 
 The first line on stdout is `TORCH_INDEX_URL=<url>` once the index answers (`--port 0` picks a free port).
+tests/stack runs the same functions in its own process (download_wheel, write_simple_index, make_server).
 """
 
 from __future__ import annotations
@@ -79,9 +80,19 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         logger.debug("%s " + format, self.address_string(), *args)
 
 
+def make_server(root: Path, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+    """An HTTP server of `root` (not yet serving: call serve_forever, in a thread if need be)."""
+    return ThreadingHTTPServer((host, port), partial(_QuietHandler, directory=str(root)))
+
+
+def index_url(server: ThreadingHTTPServer) -> str:
+    host, port = server.server_address[:2]
+    return f"http://{host!s}:{port}/simple"
+
+
 def serve(root: Path, host: str, port: int) -> None:
-    server = ThreadingHTTPServer((host, port), partial(_QuietHandler, directory=str(root)))
-    url = f"http://{host}:{server.server_address[1]}/simple"
+    server = make_server(root, host, port)
+    url = index_url(server)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt

@@ -9,16 +9,17 @@ docker-compose.yml are used as they are; the build arguments and POSTGRES_IMAGE 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import secrets
-import signal
 import socket
 import subprocess
-import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import httpx
@@ -65,32 +66,39 @@ def prepare_standins(engine: Engine) -> Standins:
     return Standins(values["PYTHON_IMAGE"], values["POSTGRES_IMAGE"], how, seconds)
 
 
+def _load_torch_index() -> ModuleType:
+    """docker/ci/torch_index.py as a module (docker/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("ddpg_ci_torch_index", TORCH_INDEX)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @contextlib.contextmanager
 def torch_index(root: Path) -> Iterator[str]:
-    """Serve docker/ci/torch_index.py's index for the block's duration; yields its URL (on 127.0.0.1)."""
-    log = artifact("torch-index.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, str(TORCH_INDEX), "--root", str(root), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
+    """docker/ci/torch_index.py's index, served from a thread of this process for the block; yields its URL.
+
+    In this process rather than a child: nothing else can stop it while a build needs it (pip falls back to
+    PyPI's CUDA build when the index does not answer, silently apart from its retries).
+    """
+    module = _load_torch_index()
+    pyproject = ROOT / "pyproject.toml"
+    wheel = module.download_wheel(module.torch_requirement(pyproject), root / "files")
+    module.write_simple_index(root, wheel)
+    server = module.make_server(root)
+    thread = threading.Thread(target=server.serve_forever, name="torch-index", daemon=True)
+    thread.start()
+    url = str(module.index_url(server))
     try:
-        assert process.stdout is not None
-        first = process.stdout.readline().strip()
-        if not first.startswith("TORCH_INDEX_URL="):
-            process.wait(10)
-            raise RuntimeError(f"torch_index.py exited {process.returncode}; see {log.name}")
-        yield first.split("=", 1)[1]
+        with httpx.Client(timeout=10) as client:
+            client.get(f"{url}/torch/").raise_for_status()
+        logger.info("torch index of %s at %s", wheel.name, url)
+        yield url
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
 
 
 # ------------------------------------------------------------------------------------------------ images
