@@ -119,10 +119,14 @@ class PolicyCache:
             return
         try:
             loaded = await self.get(policy_id)
-        except Exception as exc:
-            # Keep serving the previous policy; try again only when the serving state changes again.
+        except PolicyUnavailableError as exc:
+            # Invalid stored weights will not get better: keep serving the previous policy until the state changes.
             self._failed_version = version
             logger.error("cannot load promoted policy %s; keep serving the previous one: %s", policy_id, exc)
+            return
+        except Exception as exc:
+            # A database hiccup while reading the weights: the next poll tries again.
+            logger.warning("cannot load promoted policy %s yet (%s); retrying on the next poll", policy_id, exc)
             return
         if loaded is None:  # promoted then deleted: nothing to swap in
             self._failed_version = version

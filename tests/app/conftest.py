@@ -3,6 +3,7 @@ TEST_DATABASE_URL is set: `database_url` comes from tests/conftest.py), driven t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,17 @@ class Api:
             policy_id = policy.id
         if refresh:
             self.refresh()
+            if promote == "always":
+                self._wait_until_default(policy_id)
         return policy_id
+
+    def _wait_until_default(self, policy_id: int, deadline: float = 10.0) -> None:
+        """One poll normally suffices; a poll that failed on a busy shared database is retried (as the
+        background refresher would), bounded, so a test starts from the state it set up."""
+        stop = time.monotonic() + deadline
+        while (self.cache.default is None or self.cache.default.policy_id != policy_id) and time.monotonic() < stop:
+            time.sleep(0.05)
+            self.refresh()
 
     def refresh(self) -> None:
         """Run one poll of the serving state now (instead of waiting for the background refresher)."""
