@@ -58,8 +58,8 @@ else
 
     mkdir -p "$cache_dir"
     rm -f "$cache_dir"/standins-"$suite"-*.tar
-    docker save --output "$cached.partial" "$python_image" "$postgres_image"
-    mv "$cached.partial" "$cached"
+    docker save --output "$cached.$$.partial" "$python_image" "$postgres_image"
+    mv "$cached.$$.partial" "$cached"
     log "cached as $cached ($(du -h "$cached" | cut -f1))"
 fi
 

@@ -17,6 +17,7 @@ cleaned up by the next one (its pid file and mounts are still under STATE_DIR).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -34,6 +35,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # Sparse: only what the images and containers use takes disk space (a few GB for the stack tests).
 DATA_IMAGE_SIZE = "64G"
 START_DEADLINE = 60.0
+# How long a run waits for another one on the same machine to finish (one takes 5 to 15 minutes).
+LOCK_DEADLINE = 1500.0
 STOP_DEADLINE = 60.0
 
 # Command -> the Debian package that provides it.
@@ -121,9 +124,36 @@ def docker_engine() -> Iterator[Engine]:
             logger.info("using the Docker engine that answers (server %s)", version)
             yield Engine(docker=docker, env=env, own=False, description=f"existing engine {version}")
             return
-    ensure_tools()
-    with _private_dockerd(STATE_DIR) as engine:
-        yield engine
+    with _machine_lock(STATE_DIR.with_name(STATE_DIR.name + ".lock")):
+        ensure_tools()
+        with _private_dockerd(STATE_DIR) as engine:
+            yield engine
+
+
+@contextlib.contextmanager
+def _machine_lock(path: Path) -> Iterator[None]:
+    """One private engine per machine at a time: a second run waits here for the first to finish.
+
+    Without it a second run would take the first one's dockerd for a leftover and stop it. The lock is an
+    flock, so a run that dies releases it, and what it left behind is then really a leftover.
+    """
+    started = time.monotonic()
+    with path.open("a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited = time.monotonic() - started
+                if waited > LOCK_DEADLINE:
+                    raise RuntimeError(f"another run held {path} for {waited:.0f} s") from None
+                if int(waited) % 60 == 0:
+                    logger.info("another make test-docker runs on this machine (%s); waiting for it", path)
+                time.sleep(1)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _mounts_under(path: Path) -> list[Path]:

@@ -37,7 +37,8 @@ from tests.stack.stack import (
     torch_index,
 )
 
-pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
+# Generous: the first test's setup installs, builds and may wait for another run on the machine (engine.py).
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(3600)]
 
 OBSERVATION = {"observation": [1.0, 0.0, 0.0]}
 # Bounds on waiting, not timings: the first policy is trained on a 2-core machine next to the API's compile.
