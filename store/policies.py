@@ -112,9 +112,13 @@ def list_policies(
 
 def get_serving_state(session: Session, model: str = DEFAULT_MODEL_NAME) -> tuple[int | None, int]:
     """(the model's champion id, the registry version): two indexed reads, cheap enough to poll twice a second."""
+    # The version first: on PostgreSQL (read committed) each statement sees the latest commit, so a promotion
+    # landing between two reads must leave us with an older version than the state, never a newer one; otherwise
+    # a poller would record the new version beside the old champion and never look again.
+    version = registry_version(session)
     found = get_model(session, model)
     champion = None if found is None else champion_of(session, found.id)
-    return champion, registry_version(session)
+    return champion, version
 
 
 def get_default_policy(session: Session, model: str = DEFAULT_MODEL_NAME) -> Policy | None:
