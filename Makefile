@@ -35,7 +35,7 @@ test: lint typecheck
 
 # docker-compose for real (tests/stack): builds both images, runs the compose file on a Docker engine and checks
 # the service through its published port. Starts a private dockerd (root; installs Debian's docker.io) when no
-# engine answers. About 10 minutes; not part of `make test`. Figures at the end and in test-artifacts/.
+# engine answers. 4 to 6 minutes; not part of `make test`. Figures at the end and in test-artifacts/.
 test-docker: $(STAMP)
 	$(BIN)/python -m pytest tests/stack -m docker -p no:xdist -o log_cli=true --log-cli-level=INFO --durations=10 \
 		--log-cli-format='%(asctime)s %(name)s: %(message)s' --log-cli-date-format=%H:%M:%S
