@@ -1,29 +1,40 @@
 # The two promises of the README: `make run` starts the service, `make test` passes the tests.
-# Both create the virtual environment on first use and reinstall only when pyproject.toml changes.
+# Both create the virtual environment on first use and reinstall only when pyproject.toml changes. `make run`
+# installs what running needs (the API, the trainer and sweeps: the `trainer` extra); `make test` and the
+# developer targets add the `test` extra (Playwright, schemathesis, mypy, ruff, TensorBoard, pytest...).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+PYPROJECT_HASH := $(shell sha1sum pyproject.toml | cut -c1-12)
+RUN_STAMP := $(VENV)/.installed-run-$(PYPROJECT_HASH)
+TEST_STAMP := $(VENV)/.installed-test-$(PYPROJECT_HASH)
 
 .PHONY: run test test-docker lint typecheck unit bench clean venv
 
-venv: $(STAMP)
+venv: $(TEST_STAMP)
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[trainer]'
+	rm -f $(VENV)/.installed-run-* && touch $@
+
+# The test extra includes the trainer extra, so a test install also satisfies `make run`.
+$(TEST_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	rm -f $(VENV)/.installed-* && touch $@
+	rm -f $(VENV)/.installed-test-* $(VENV)/.installed-run-* && touch $@ $(RUN_STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/python -m app
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-typecheck: $(STAMP)
+typecheck: $(TEST_STAMP)
 	$(BIN)/mypy app trainer models store ddpg_client episodes
 
 # Two pytest processes: most slow tests wait on the real server and worker processes they start, so two
@@ -36,11 +47,11 @@ test: lint typecheck
 # docker-compose for real (tests/stack): builds both images, runs the compose file on a Docker engine and checks
 # the service through its published port. Starts a private dockerd (root; installs Debian's docker.io) when no
 # engine answers. 4 to 6 minutes; not part of `make test`. Figures at the end and in test-artifacts/.
-test-docker: $(STAMP)
+test-docker: $(TEST_STAMP)
 	$(BIN)/python -m pytest tests/stack -m docker -p no:xdist -o log_cli=true --log-cli-level=INFO --durations=10 \
 		--log-cli-format='%(asctime)s %(name)s: %(message)s' --log-cli-date-format=%H:%M:%S
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/forward_bench.py
 	$(BIN)/python bench/serve_bench.py

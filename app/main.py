@@ -14,7 +14,21 @@ from app.infra.body_limit import BodySizeLimitMiddleware
 from app.infra.errors import install_error_handlers
 from app.infra.metrics import Metrics, MetricsMiddleware
 from app.lifespan import lifespan
-from app.routes import act, bench, dashboard, health, jobs, kserve, models, policies, rollout, stream, sweeps, train
+from app.routes import (
+    act,
+    api_docs,
+    bench,
+    dashboard,
+    health,
+    jobs,
+    kserve,
+    models,
+    policies,
+    rollout,
+    stream,
+    sweeps,
+    train,
+)
 from app.serving.fast_path import ActFastPath
 from app.settings import Settings
 
@@ -43,6 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        # The docs pages load vendored assets, not a CDN's: app.routes.api_docs serves them.
+        docs_url=None,
+        redoc_url=None,
     )
     application.state.settings = settings
     application.state.metrics = metrics
@@ -63,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(health.router)
     application.include_router(kserve.router)
     application.include_router(dashboard.router)
+    application.include_router(api_docs.router)
     if settings.bench_endpoints:
         application.include_router(bench.router)
     return application

@@ -28,6 +28,20 @@ def test_the_page_and_its_assets_are_served(api: Api) -> None:
     assert "/" not in api.client.get("/openapi.json").json()["paths"]
 
 
+def test_the_api_docs_load_only_vendored_assets(api: Api) -> None:
+    # /docs and /redoc are the app's own pages (FastAPI's would load Swagger UI and ReDoc from a CDN).
+    for path in ("/docs", "/redoc"):
+        page = api.client.get(path)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        urls = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert urls and all(url.startswith("/static/vendor/") for url in urls), urls
+        for url in urls:
+            assert api.client.get(url).status_code == 200, url
+    assert "fonts.googleapis" not in api.client.get("/redoc").text
+    assert api.client.get("/docs/oauth2-redirect").status_code == 200
+    assert not {"/docs", "/redoc"} & set(api.client.get("/openapi.json").json()["paths"])
+
+
 def test_nothing_is_loaded_from_another_host() -> None:
     for name in ("index.html", "app.js", "models.js", "style.css"):
         text = (STATIC / name).read_text()
