@@ -33,6 +33,7 @@ def test_the_api_docs_load_only_vendored_assets(api: Api) -> None:
     for path in ("/docs", "/redoc"):
         page = api.client.get(path)
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "default-src 'self'" in page.headers["content-security-policy"]
         urls = re.findall(r'(?:src|href)="([^"]+)"', page.text)
         assert urls and all(url.startswith("/static/vendor/") for url in urls), urls
         for url in urls:
