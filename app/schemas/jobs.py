@@ -43,6 +43,11 @@ class JobOut(BaseModel):
     tracking_error: str | None = Field(
         None, description="Why the job is not (or not wholly) in the tracker, e.g. the server was down."
     )
+    model_id: int | None = Field(
+        None,
+        description="The model the job's policy joins (`id` in GET /models); null for a job queued before models "
+        "existed, whose policy joins the model of its environment.",
+    )
 
     @model_validator(mode="before")
     @classmethod

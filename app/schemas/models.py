@@ -122,6 +122,7 @@ class RolloutState(BaseModel):
 class ModelOut(BaseModel):
     """A model: its environment's spaces, how many policies (versions) it has, its aliases and its rollout."""
 
+    id: int = Field(description="What jobs and policies name as their `model_id`.")
     name: str
     env_id: str
     spaces: SpacesOut

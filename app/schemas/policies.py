@@ -23,6 +23,7 @@ class PolicyOut(BaseModel):
     act_dim: int
     eval_mean_return: float | None = None
     source_job_id: int | None = None
+    model_id: int | None = Field(None, description="The model this policy is a version of (`id` in GET /models).")
     is_default: bool = Field(description="Whether /act uses this policy when no policy_id is given.")
     meta: dict[str, Any] = Field(description="The weights file's metadata (hidden_size, action bounds, config...).")
 

@@ -73,6 +73,7 @@ def model_out(session: Session, model: Model, default_model: str) -> ModelOut:
     if active is not None:
         aliases[CHALLENGER] = active.challenger_id
     return ModelOut(
+        id=model.id,
         name=model.name,
         env_id=model.env_id,
         spaces=SpacesOut.model_validate(model.spaces),

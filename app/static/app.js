@@ -1,5 +1,6 @@
 // The dashboard: plain JavaScript over the service's own HTTP API (no build step).
-// Jobs, policies and readiness are polled; the selected job's learning curve follows /jobs/{id}/events (SSE).
+// Jobs, policies and readiness are polled (each named by its model from catalog.js); the selected job's learning
+// curve (curve.js) follows /jobs/{id}/events (SSE).
 "use strict";
 
 const REFRESH_MS = 2000;
@@ -9,6 +10,7 @@ const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const state = {
   defaultPolicyId: null,
   selectedJobId: null,
+  jobs: new Map(), // the jobs listed, by id: the curve's heading names the selected one's model
   events: null, // the EventSource of the selected job
   chart: null,
   chartDirty: false,
@@ -125,6 +127,7 @@ function showDefaultPolicy(policy) {
     return;
   }
   $("default-id").textContent = `#${policy.id}`;
+  $("default-model").textContent = modelText(policy);
   $("default-score").textContent = fmtReturn(policy.eval_mean_return);
   $("default-job").textContent = policy.source_job_id ? `job #${policy.source_job_id}` : "uploaded file";
   $("default-hidden").textContent = policy.meta.hidden_size ?? "–";
@@ -134,35 +137,40 @@ function showDefaultPolicy(policy) {
     state.defaultPolicyId = policy.id;
     $("rollout-caption").textContent = `Rendering one episode of policy #${policy.id}…`;
     image.onload = () => {
-      $("rollout-caption").textContent = `One Pendulum episode of policy #${policy.id}`;
+      $("rollout-caption").textContent = `One ${policy.env_id} episode of policy #${policy.id}`;
     };
     image.onerror = () => {
       $("rollout-caption").textContent = "The rollout could not be rendered on this server.";
     };
-    image.alt = `Animated Pendulum episode of policy ${policy.id}`;
+    image.alt = `Animated ${policy.env_id} episode of policy ${policy.id}`;
     image.src = `/policies/${policy.id}/rollout.gif`;
     image.hidden = false;
   }
 }
 
 async function refreshPolicies() {
-  const page = await getJson("/policies?limit=20");
+  const page = await getJson("/policies?limit=50");
   showDefaultPolicy(page.items.find((p) => p.is_default) || null);
   const body = $("policies-body");
   body.replaceChildren();
-  if (page.items.length === 0) {
-    body.append(el("tr", {}, el("td", { colspan: "5", class: "muted" }, "No policies yet.")));
+  const shown = page.items.filter(matchesFilter);
+  if (shown.length === 0) {
+    const text = page.items.length ? `No policies of ${catalog.filter} among the newest ${page.items.length}.` : "No policies yet.";
+    body.append(el("tr", {}, el("td", { colspan: "6", class: "muted" }, text)));
     return;
   }
-  for (const policy of page.items) {
-    const action = policy.is_default
-      ? el("span", { class: "badge ok" }, "default")
-      : el("button", { type: "button", onclick: () => promote(policy.id) }, `Promote #${policy.id}`);
+  for (const policy of shown) {
+    // Each policy competes only within its model: "Promote" makes it that model's champion.
+    let action;
+    if (policy.is_default) action = el("span", { class: "badge ok" }, "default");
+    else if (isChampion(policy)) action = el("span", { class: "badge ok" }, "champion");
+    else action = el("button", { type: "button", onclick: () => promote(policy.id) }, `Promote #${policy.id}`);
     body.append(
       el(
         "tr",
         { "data-policy-id": String(policy.id) },
         el("td", {}, `#${policy.id}`),
+        modelCell(policy),
         el("td", {}, fmtReturn(policy.eval_mean_return)),
         el("td", {}, policy.source_job_id ? `#${policy.source_job_id}` : "–"),
         el("td", {}, fmtTime(policy.created_at)),
@@ -198,20 +206,24 @@ function jobActions(job) {
 }
 
 async function refreshJobs() {
-  const page = await getJson("/jobs?limit=20");
+  const page = await getJson("/jobs?limit=50");
+  state.jobs = new Map(page.items.map((job) => [job.id, job]));
+  const shown = page.items.filter(matchesFilter);
   const body = $("jobs-body");
   body.replaceChildren();
-  if (page.items.length === 0) {
-    body.append(el("tr", {}, el("td", { colspan: "7", class: "muted" }, "No jobs yet.")));
+  if (shown.length === 0) {
+    const text = page.items.length ? `No jobs of ${catalog.filter} among the newest ${page.items.length}.` : "No jobs yet.";
+    body.append(el("tr", {}, el("td", { colspan: "8", class: "muted" }, text)));
   }
-  for (const job of page.items) {
+  for (const job of shown) {
     const status = el("span", { class: `badge ${job.status}` }, job.cancel_requested && job.status === "running" ? "cancelling" : job.status);
     if (job.error) status.title = job.error;
     body.append(
       el(
         "tr",
         { "data-job-id": String(job.id), "data-status": job.status, class: job.id === state.selectedJobId ? "selected" : "" },
-        el("td", {}, `#${job.id}`),
+        el("td", {}, `#${job.id} `, trialBadge(job)),
+        modelCell(job),
         el("td", {}, status),
         progressCell(job),
         el("td", {}, fmtReturn(job.progress.last_return)),
@@ -221,8 +233,9 @@ async function refreshJobs() {
       ),
     );
   }
-  // Follow the newest job until the user picks one.
-  if (state.selectedJobId === null && page.items.length > 0) selectJob(page.items[0].id);
+  // Follow the newest job (of the model shown) until the user picks one.
+  if (state.selectedJobId === null && shown.length > 0) selectJob(shown[0].id);
+  showCurveHeading();
 }
 
 async function cancelJob(jobId) {
@@ -235,7 +248,12 @@ async function cancelJob(jobId) {
 async function promote(policyId) {
   const response = await send("POST", `/policies/${policyId}/promote`);
   if (!response.ok) showMessage(`Cannot promote policy #${policyId}: ${await errorText(response)}`);
-  else showMessage(`Policy #${policyId} is now the default.`, "info");
+  else {
+    const promoted = await response.json();
+    const model = modelOf(promoted);
+    const what = promoted.is_default ? "the default" : `the champion of ${model ? model.name : "its model"}`;
+    showMessage(`Policy #${policyId} is now ${what}.`, "info");
+  }
   await refreshAll();
 }
 
@@ -264,118 +282,12 @@ async function startJob(event) {
   await refreshAll();
 }
 
-// ---- the learning curve (SSE) -----------------------------------------------------------------------------
-
-function makeChart() {
-  const css = getComputedStyle(document.documentElement);
-  const colour = (name) => css.getPropertyValue(name).trim();
-  return new Chart($("curve"), {
-    type: "line",
-    data: {
-      datasets: [
-        {
-          label: "Episode return",
-          data: [],
-          showLine: false,
-          pointRadius: 3,
-          borderColor: colour("--series-return"),
-          backgroundColor: colour("--series-return"),
-        },
-        {
-          label: "10-episode average",
-          data: [],
-          pointRadius: 0,
-          borderWidth: 2.5,
-          tension: 0.25,
-          borderColor: colour("--series-average"),
-          backgroundColor: colour("--series-average"),
-        },
-        {
-          label: "Evaluation (mean return)",
-          data: [],
-          pointRadius: 6,
-          pointStyle: "rectRot",
-          borderWidth: 1.5,
-          borderDash: [6, 4],
-          borderColor: colour("--series-eval"),
-          backgroundColor: colour("--series-eval"),
-        },
-      ],
-    },
-    options: {
-      animation: false,
-      maintainAspectRatio: false,
-      interaction: { mode: "nearest", intersect: false },
-      scales: {
-        x: { type: "linear", title: { display: true, text: "Episode" }, ticks: { precision: 0 } },
-        y: { title: { display: true, text: "Return" } },
-      },
-      plugins: { legend: { position: "bottom", labels: { usePointStyle: true } } },
-    },
-  });
-}
-
-// Many events arrive at once when a finished job is replayed: redraw once per frame, not once per event.
-function scheduleRedraw() {
-  if (state.chartDirty) return;
-  state.chartDirty = true;
-  requestAnimationFrame(() => {
-    state.chartDirty = false;
-    state.chart.update("none");
-    showCurveSummary();
-  });
-}
-
-function showCurveSummary() {
-  const { episodes, evaluations } = state.counts;
-  const ended = state.finalStatus ? ` · job ${state.finalStatus}` : "";
-  $("curve-summary").textContent = `${episodes} episodes · ${evaluations} evaluations${ended}`;
-}
-
-function selectJob(jobId) {
-  if (state.events) state.events.close();
-  state.selectedJobId = jobId;
-  state.counts = { episodes: 0, evaluations: 0 };
-  state.finalStatus = null;
-  for (const dataset of state.chart.data.datasets) dataset.data = [];
-  state.chart.update("none");
-  $("curve-job").textContent = `— job #${jobId}`;
-  $("curve-summary").textContent = "waiting for the first episode…";
-  for (const row of document.querySelectorAll("#jobs-body tr[data-job-id]")) {
-    row.classList.toggle("selected", row.dataset.jobId === String(jobId));
-  }
-
-  // EventSource replays the history, then follows it; on a dropped connection it reconnects by itself and
-  // sends Last-Event-ID, so the server resumes right after the last point drawn.
-  const source = new EventSource(`/jobs/${jobId}/events`);
-  state.events = source;
-  const [returns, averages, evaluations] = state.chart.data.datasets;
-  source.addEventListener("episode", (message) => {
-    const row = JSON.parse(message.data);
-    returns.data.push({ x: row.episode + 1, y: row.episode_return });
-    averages.data.push({ x: row.episode + 1, y: row.avg_return_10 });
-    state.counts.episodes += 1;
-    scheduleRedraw();
-  });
-  source.addEventListener("evaluation", (message) => {
-    const row = JSON.parse(message.data);
-    evaluations.data.push({ x: row.episode + 1, y: row.mean_return });
-    state.counts.evaluations += 1;
-    scheduleRedraw();
-  });
-  source.addEventListener("status", (message) => {
-    // The job ended: the stream is complete, so stop EventSource from reconnecting.
-    source.close();
-    state.finalStatus = JSON.parse(message.data).status;
-    showCurveSummary();
-    refreshAll();
-  });
-}
-
 // ---- start ----------------------------------------------------------------------------------------------------
 
 async function refreshAll() {
   try {
+    // The catalog first: the tables name each row's model from it.
+    await refreshCatalog();
     await Promise.all([refreshPolicies(), refreshJobs(), refreshReadiness()]);
     if ($("message").classList.contains("offline")) showMessage("");
   } catch (error) {
@@ -386,6 +298,7 @@ async function refreshAll() {
 function start() {
   state.chart = makeChart();
   $("train-form").addEventListener("submit", startJob);
+  startCatalog(refreshAll);
   refreshAll();
   setInterval(refreshAll, REFRESH_MS);
 }

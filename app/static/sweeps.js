@@ -55,7 +55,7 @@ function renderSweeps(page) {
   body.replaceChildren();
   if (page.items.length === 0) {
     const empty = cell("no sweep yet: POST /sweeps");
-    empty.colSpan = 7;
+    empty.colSpan = 8;
     empty.className = "muted";
     body.append(empty);
     return;
@@ -65,6 +65,7 @@ function renderSweeps(page) {
     const row = document.createElement("tr");
     row.append(
       cell(`#${sweep.id}`),
+      cell(sweep.model),
       statusCell(sweep.status),
       cell(sweep.search + (sweep.early_stop ? ` + ${sweep.early_stop}` : "")),
       cell(`${sweep.trials.length} / ${sweep.trials_planned}`),
@@ -128,6 +129,34 @@ function renderTrials() {
   for (const th of document.querySelectorAll("#trials-table th")) {
     th.setAttribute("aria-sort", th.dataset.key === state.sortKey ? (state.ascending ? "ascending" : "descending") : "none");
   }
+}
+
+// ---- why the best trial's policy is (or is not) its model's champion ----------------------------------------
+// The sweep applies its `promote` rule once, when it succeeds; the rule's outcome is read back from the model's
+// champion now and the two policies' evaluation scores (`if_better` compares those).
+
+async function promotionText(sweep) {
+  const rule = `promote: ${sweep.promote}`;
+  if (!TERMINAL.has(sweep.status)) return `When the sweep succeeds, its best trial's policy is promoted by its rule (${rule}).`;
+  if (sweep.policy_id === null) return `Nothing to promote: the sweep ${sweep.status} without a best policy.`;
+  const best = `Policy #${sweep.policy_id} (job #${sweep.best_job_id})`;
+  const model = await getJson(`/models/${encodeURIComponent(sweep.model)}`);
+  if (model.champion_id === sweep.policy_id) return `${best} is the champion of ${sweep.model} (${rule}).`;
+  if (sweep.status !== "succeeded") return `${best} was not promoted: only a sweep that succeeds promotes (it ${sweep.status}).`;
+  if (sweep.promote === "never") return `${best} was not promoted: the sweep's rule is never (promote it by hand if wanted).`;
+  if (model.champion_id === null) return `${best} is not the champion of ${sweep.model}: it has none now.`;
+  const [candidate, champion] = await Promise.all([
+    getJson(`/policies/${sweep.policy_id}`),
+    getJson(`/policies/${model.champion_id}`),
+  ]);
+  const scores = `${fmt(candidate.eval_mean_return)} against champion #${champion.id}'s ${fmt(champion.eval_mean_return)}`;
+  const beats =
+    candidate.eval_mean_return !== null &&
+    (champion.eval_mean_return === null || candidate.eval_mean_return > champion.eval_mean_return);
+  if (sweep.promote === "if_better" && !beats) {
+    return `${best} was not promoted: under if_better it did not beat the champion of ${sweep.model} (${scores}).`;
+  }
+  return `${best} is not the champion of ${sweep.model} now: #${champion.id} became champion since (${scores}).`;
 }
 
 // The curves of finished trials never change: fetched once. Running ones are fetched again on each refresh.
@@ -195,6 +224,7 @@ async function refreshSweep() {
   state.sweep = await getJson(`/sweeps/${state.sweepId}`);
   $("sweep-card").hidden = false;
   renderTrials();
+  $("sweep-promotion").textContent = await promotionText(state.sweep);
   await refreshCurves();
 }
 

@@ -44,7 +44,16 @@ def test_the_api_docs_load_only_vendored_assets(api: Api) -> None:
 
 
 def test_nothing_is_loaded_from_another_host() -> None:
-    for name in ("index.html", "app.js", "models.js", "style.css"):
+    for name in (
+        "index.html",
+        "app.js",
+        "catalog.js",
+        "curve.js",
+        "models.js",
+        "style.css",
+        "sweeps.html",
+        "sweeps.js",
+    ):
         text = (STATIC / name).read_text()
         assert not re.search(r"(?:src|href)=\"(?:https?:)?//", text), name
         assert 'fetch("http' not in text and "import(" not in text, name

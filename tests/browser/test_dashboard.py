@@ -38,6 +38,26 @@ TRAINING_DEADLINE_MS = 180_000
 STEP_DEADLINE_MS = 30_000
 
 POINTS_JS = "(index) => Chart.getChart(document.getElementById('curve')).data.datasets[index].data.length"
+# The options and placeholders wider than their box (less its padding, and a select's arrow): text shown cut.
+CUT_TEXT_JS = """() => {
+  const context = document.createElement("canvas").getContext("2d");
+  const cut = [];
+  for (const box of document.querySelectorAll("select, input[placeholder]")) {
+    if (!box.offsetParent) continue;
+    const style = getComputedStyle(box);
+    context.font = style.font;
+    const arrow = box.tagName === "SELECT" ? 20 : 0;
+    const room = box.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight) - arrow;
+    const texts = box.tagName === "SELECT" ? [...box.options].map((o) => o.text) : [box.placeholder];
+    for (const text of texts) if (context.measureText(text).width > room) cut.push(`${box.id}: ${text}`);
+  }
+  return cut;
+}"""
+
+
+def cut_texts(page: Any) -> list[str]:
+    """The form texts a user sees cut at this viewport."""
+    return list(page.evaluate(CUT_TEXT_JS))
 
 
 def _playwright() -> Any:
@@ -96,6 +116,8 @@ def test_train_watch_cancel_and_promote_from_the_dashboard(tmp_path: Path) -> No
             page.goto(base_url)
             assert page.title() == "DDPG policy service"
             page.get_by_text("No jobs yet.").wait_for()
+            page.locator('#model-filter option[value="pendulum"]').wait_for(state="attached")
+            assert cut_texts(page) == []
 
             # Start a job from the form; the server has an API key, so the page asks for it once.
             page.get_by_label("Preset", exact=True).select_option("default")
@@ -109,6 +131,9 @@ def test_train_watch_cancel_and_promote_from_the_dashboard(tmp_path: Path) -> No
             page.get_by_role("textbox", name="API key").fill(API_KEY)
             page.get_by_role("button", name="Use key").click()
             page.get_by_text("Job #1 queued.").wait_for()
+            # The job names its model and environment, and so does the learning curve's heading.
+            job_row(page, 1).locator('td[data-model="pendulum"]').get_by_text("Pendulum-v1").wait_for()
+            page.locator("#curve-job").get_by_text("job #1 · pendulum (Pendulum-v1)").wait_for()
             jobs = httpx.get(f"{base_url}/jobs").json()["items"]
             assert [j["id"] for j in jobs] == [1]
             assert jobs[0]["config"] == {

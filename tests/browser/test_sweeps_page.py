@@ -1,6 +1,7 @@
 """The sweep page in headless Chromium: a finished sweep's trials in a sortable table, their learning curves
-overlaid, the best marked. The sweep is written to the database as a runner and its trials would (no Ray here).
-Keeps a screenshot in test-artifacts/sweeps.png."""
+overlaid, the best marked, and why its best was not promoted (the model's champion is better); on the dashboard,
+its trials are marked as such and name their model. The sweep is written to the database as a runner and its
+trials would (no Ray here). Keeps a screenshot in test-artifacts/sweeps.png."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from store import jobs, sweeps
 from store.db import create_db_engine, make_session_factory
+from store.policies import register_policy
 from store.sweep_trials import begin_trial, record_heldout
 from tests.app.factories import free_port
 from tests.app.servers import REPO, running, server_env, wait_until_ready
@@ -22,9 +24,11 @@ SCREENSHOT = REPO / "test-artifacts" / "sweeps.png"
 STEP_DEADLINE_MS = 30_000
 # (seed, evaluation curve, held-out return): the second trial is the best on held-out seeds.
 TRIALS = [(1, [-1200.0, -600.0, -300.0], -320.0), (2, [-1100.0, -400.0, -180.0], -170.0), (3, [-1300.0, -900.0], None)]
+# The model's champion when the sweep ends evaluates better than any trial, so `if_better` keeps it.
+CHAMPION_RETURN = -150.0
 
 
-def _write_sweep(session: Session) -> int:
+def _write_sweep(session: Session) -> tuple[int, int]:
     sweep = sweeps.enqueue_sweep(
         session, model="pendulum", base={"preset": "default", "episodes": 3}, space={"seed": {"choice": [1, 2, 3]}},
         trials=3, max_concurrent=2, search="grid", early_stop="asha", promote="if_better", max_failures=1,
@@ -53,8 +57,10 @@ def _write_sweep(session: Session) -> int:
             continue
         record_heldout(session, job_id, worker_id=worker, mean_return=heldout, std_return=5.0)
         jobs.complete_job(session, job_id, worker_id=worker, weights=make_actor_bytes(curve[-1], seed=seed))
+    champion = register_policy(session, weights=make_actor_bytes(CHAMPION_RETURN, seed=9), promote="always")
+    session.commit()
     done = sweeps.finish_sweep(session, sweep.id, runner_id="runner", status="succeeded")
-    return done.id
+    return done.id, champion.id
 
 
 @pytest.mark.slow
@@ -71,7 +77,7 @@ def test_a_sweeps_trials_sort_and_their_curves_overlay_with_the_best_marked(tmp_
         wait_until_ready(base_url, process, log_path, path="/sweeps")
         engine = create_db_engine(f"sqlite:///{data / 'ddpg.sqlite3'}")
         with make_session_factory(engine)() as session:
-            sweep_id = _write_sweep(session)
+            sweep_id, champion_id = _write_sweep(session)
         engine.dispose()
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -99,7 +105,18 @@ def test_a_sweeps_trials_sort_and_their_curves_overlay_with_the_best_marked(tmp_
                     "descending"
                 )
                 assert "#" in page.locator("#sweeps-body").inner_text()
+                assert "pendulum" in page.locator("#sweeps-body").inner_text()  # the Model column
+                promotion = page.locator("#sweep-promotion")
+                promotion.get_by_text("was not promoted: under if_better it did not beat the champion").wait_for()
+                assert f"-180.0 against champion #{champion_id}'s {CHAMPION_RETURN:.1f}" in promotion.inner_text()
                 SCREENSHOT.parent.mkdir(exist_ok=True)
                 page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+                # The dashboard marks each trial's job as a trial of this sweep, and names its model.
+                page.goto(base_url)
+                trial = page.locator("#jobs-body tr[data-job-id]").first
+                trial.get_by_role("link", name=f"sweep #{sweep_id} trial").wait_for()
+                assert trial.locator('td[data-model="pendulum"]').count() == 1
+                assert page.locator("#jobs-body a.badge.trial").count() == len(TRIALS)
             finally:
                 browser.close()
