@@ -1,8 +1,9 @@
 """A typed Python client for the DDPG policy service (httpx; sync `PolicyClient` and async `AsyncPolicyClient`).
 
-Self-contained on purpose: it needs only httpx and numpy (`pip install 'ddpg-policy-service[client]'`; the
-`rollout` command also needs gymnasium, the `client-rollout` extra), never torch, pydantic or the service's own
-packages, so it can be installed with any controller or notebook.
+Self-contained on purpose: it needs only httpx and numpy, never torch, pydantic or the service's own packages, so
+it can be installed with any controller or notebook: `pip install ./ddpg_client` from a checkout is this package
+alone (its own pyproject.toml; `[stream]` adds websockets for WS /act/stream, `[rollout]` gymnasium for the
+`rollout` command).
 
     with PolicyClient("http://127.0.0.1:8000", api_key="...") as client:
         action = client.act([1.0, 0.0, 0.0]).action

@@ -36,7 +36,7 @@ def run_remote_episodes(
 
     Episode i is reset with seed `seed + i`, so a run is reproducible for a given policy. Without `policy_id`
     each action comes from whatever is the default at that moment, so a promotion mid-run shows up in
-    `policy_ids`. Needs gymnasium (the `client-rollout` extra); it is imported only when an episode starts.
+    `policy_ids`. Needs gymnasium (`pip install ./ddpg_client[rollout]`); it is imported only when an episode starts.
     """
     used: set[int] = set()
 

@@ -4,6 +4,7 @@ and nothing of the service (its web framework, database, compiler, plotting, env
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,12 @@ def _run(*command: str | Path, cwd: Path) -> str:
     return result.stdout
 
 
+def _installed(python: Path, cwd: Path) -> set[str]:
+    """The environment's distributions, by normalized name."""
+    listed = json.loads(_run(python, "-m", "pip", "list", "--format=json", cwd=cwd))
+    return {re.sub(r"[-_.]+", "-", entry["name"]).lower() for entry in listed}
+
+
 @pytest.mark.slow
 def test_the_client_installs_alone_into_an_empty_venv(tmp_path: Path) -> None:
     # A copy of the two directories the client's pyproject.toml builds from: setuptools builds in the source
@@ -40,8 +47,7 @@ def test_the_client_installs_alone_into_an_empty_venv(tmp_path: Path) -> None:
     python = venv / "bin" / "python"
     _run(python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", source / "ddpg_client", cwd=tmp_path)
 
-    listed = json.loads(_run(python, "-m", "pip", "list", "--format=json", cwd=tmp_path))
-    installed = {entry["name"].lower().replace("_", "-") for entry in listed}
+    installed = _installed(python, tmp_path)
     assert {"ddpg-client", "httpx", "numpy"} <= installed
     assert not installed & SERVER_ONLY, sorted(installed & SERVER_ONLY)
 
@@ -50,3 +56,17 @@ def test_the_client_installs_alone_into_an_empty_venv(tmp_path: Path) -> None:
     elsewhere.mkdir()
     out = _run(python, "-c", "import ddpg_client, episodes; print(ddpg_client.__file__)", cwd=elsewhere)
     assert str(venv) in out
+
+    # The stream extra adds websockets, and only that, for WS /act/stream.
+    _run(
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        f"{source / 'ddpg_client'}[stream]",
+        cwd=tmp_path,
+    )
+    assert _installed(python, tmp_path) - installed == {"websockets"}
+    _run(python, "-c", "import ddpg_client.stream", cwd=elsewhere)
