@@ -7,6 +7,9 @@ same pages with local URLs. Vendored versions (npm): swagger-ui-dist 5.36.0, red
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from starlette.responses import HTMLResponse
@@ -28,29 +31,33 @@ CONTENT_SECURITY_POLICY = (
 router = APIRouter(include_in_schema=False)
 
 
-def _prefix(request: Request) -> str:
+def _self_contained(
+    request: Request, name: str, render: Callable[..., HTMLResponse], **asset_paths: str
+) -> HTMLResponse:
+    """FastAPI's page `render` over this app's OpenAPI document, its assets (keyword -> path) served here."""
     # Behind a proxy that mounts the app under a path, every URL of the page needs that path too.
-    return str(request.scope.get("root_path", "")).rstrip("/")
-
-
-def _openapi_url(request: Request) -> str:
-    return _prefix(request) + (request.app.openapi_url or "/openapi.json")
+    prefix = str(request.scope.get("root_path", "")).rstrip("/")
+    page = render(
+        openapi_url=prefix + (request.app.openapi_url or "/openapi.json"),
+        title=f"{request.app.title} - {name}",
+        **{keyword: prefix + path for keyword, path in asset_paths.items()},
+    )
+    page.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    return page
 
 
 @router.get("/docs")
 def swagger_ui(request: Request) -> HTMLResponse:
     """Swagger UI over this app's OpenAPI document."""
-    prefix = _prefix(request)
-    page = get_swagger_ui_html(
-        openapi_url=_openapi_url(request),
-        title=f"{request.app.title} - Swagger UI",
-        swagger_js_url=prefix + SWAGGER_JS,
-        swagger_css_url=prefix + SWAGGER_CSS,
-        swagger_favicon_url=prefix + FAVICON,
-        oauth2_redirect_url=prefix + OAUTH2_REDIRECT_PATH,
+    return _self_contained(
+        request,
+        "Swagger UI",
+        get_swagger_ui_html,
+        swagger_js_url=SWAGGER_JS,
+        swagger_css_url=SWAGGER_CSS,
+        swagger_favicon_url=FAVICON,
+        oauth2_redirect_url=OAUTH2_REDIRECT_PATH,
     )
-    page.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    return page
 
 
 @router.get(OAUTH2_REDIRECT_PATH)
@@ -61,14 +68,6 @@ def swagger_ui_oauth2_redirect() -> HTMLResponse:
 
 @router.get("/redoc")
 def redoc(request: Request) -> HTMLResponse:
-    """ReDoc over this app's OpenAPI document."""
-    prefix = _prefix(request)
-    page = get_redoc_html(
-        openapi_url=_openapi_url(request),
-        title=f"{request.app.title} - ReDoc",
-        redoc_js_url=prefix + REDOC_JS,
-        redoc_favicon_url=prefix + FAVICON,
-        with_google_fonts=False,
-    )
-    page.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    return page
+    """ReDoc over this app's OpenAPI document (without Google Fonts: the system's fonts)."""
+    render = partial(get_redoc_html, with_google_fonts=False)
+    return _self_contained(request, "ReDoc", render, redoc_js_url=REDOC_JS, redoc_favicon_url=FAVICON)
