@@ -1,4 +1,4 @@
-"""Static checks of docker-compose.yml: it validates, and it wires the services the way the README says."""
+"""Static checks of docker-compose.yml: it validates, and it wires the services the way docs/DEPLOYMENT.md says."""
 
 from __future__ import annotations
 
