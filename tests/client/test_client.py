@@ -35,8 +35,8 @@ from ddpg_client import (
     error_from_response,
 )
 from models.policy import NumpyActor
-from models.rollout import run_episode
-from tests.models.test_rollout import random_actor_bytes
+from models.episode_gif import run_episode
+from tests.models.test_episode_gif import random_actor_bytes
 
 pytestmark = pytest.mark.slow
 
