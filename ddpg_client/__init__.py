@@ -22,6 +22,7 @@ rollout --episodes 5`).
 """
 
 from ddpg_client.clients import AsyncPolicyClient, PolicyClient
+from ddpg_client.control_loop import EpisodeOutcome, run_remote_episodes
 from ddpg_client.errors import (
     AuthError,
     NotFoundError,
@@ -46,7 +47,6 @@ from ddpg_client.results import (
     PromoteRule,
     Rewards,
 )
-from ddpg_client.control_loop import EpisodeOutcome, run_remote_episodes
 
 __all__ = [
     "DEFAULT_TIMEOUT_SECONDS",

@@ -14,6 +14,7 @@ from app.infra.database import Database
 from app.infra.errors import ApiError
 from app.infra.metrics import Metrics
 from app.infra.security import check_bearer
+from app.services.policy_files import PolicyFiles
 from app.serving.policy_cache import PolicyCache
 from app.serving.runtime import ActRuntime
 from app.settings import Settings
@@ -42,6 +43,11 @@ def get_act_runtime(request: Request) -> ActRuntime:
     return runtime
 
 
+def get_policy_files(request: Request) -> PolicyFiles:
+    files: PolicyFiles = request.app.state.policy_files
+    return files
+
+
 def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -52,12 +58,31 @@ DatabaseDep = Annotated[Database, Depends(get_database)]
 PolicyCacheDep = Annotated[PolicyCache, Depends(get_policy_cache)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ActRuntimeDep = Annotated[ActRuntime, Depends(get_act_runtime)]
+PolicyFilesDep = Annotated[PolicyFiles, Depends(get_policy_files)]
+
+# How long a client should wait before retrying while the database is not ready (migrations, a restart).
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
-def get_session(database: DatabaseDep) -> Iterator[Session]:
-    """A session per request (sync: FastAPI runs it and `def` endpoints in its thread pool)."""
+async def get_ready_database(database: DatabaseDep) -> Database:
+    """The database once it is prepared (migrated, POLICY_FILE registered); 503 with Retry-After until then.
+
+    Async: a check this small is not worth a hop to the thread pool on every request with a session."""
     if not database.prepared.is_set():
-        raise ApiError(503, "database_unavailable", "the database is not ready yet", headers={"Retry-After": "5"})
+        raise ApiError(
+            503,
+            "database_unavailable",
+            "the database is not ready yet",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
+    return database
+
+
+ReadyDatabaseDep = Annotated[Database, Depends(get_ready_database)]
+
+
+def get_session(database: ReadyDatabaseDep) -> Iterator[Session]:
+    """A session per request (sync: FastAPI runs it and `def` endpoints in its thread pool)."""
     with database.sessions() as session:
         yield session
 

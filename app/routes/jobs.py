@@ -21,19 +21,12 @@ from app.jobs.events import (
     read_events_after,
 )
 from app.jobs.rewards import rewards_csv, rewards_png
-from app.routes.deps import ApiKeyDep, DatabaseDep, SessionDep
+from app.routes.deps import ApiKeyDep, ReadyDatabaseDep, SessionDep
 from app.schemas.errors import error_responses
 from app.schemas.jobs import JobEvent, JobList, JobOut, RewardsOut
+from app.services.queue import cancel as cancel_leased
 from models.training_config import JobStatus
-from store.jobs import (
-    JobNotFoundError,
-    JobStateError,
-    episode_history,
-    evaluation_history,
-    get_job,
-    list_jobs,
-    request_cancel,
-)
+from store.jobs import JobNotFoundError, episode_history, evaluation_history, get_job, list_jobs, request_cancel
 from store.tables import Job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -75,14 +68,7 @@ def job(job_id: JobId, session: SessionDep) -> JobOut:
 )
 def cancel(job_id: JobId, session: SessionDep) -> JobOut:
     """Cancel a queued job now, or ask the worker to stop a running one within one episode (409 if ended)."""
-    try:
-        cancelled = request_cancel(session, job_id)
-    except JobNotFoundError:
-        raise ApiError(404, "not_found", f"job {job_id} not found") from None
-    except JobStateError as exc:
-        raise ApiError(409, "conflict", str(exc)) from None
-    session.commit()
-    return JobOut.model_validate(cancelled)
+    return JobOut.model_validate(cancel_leased(session, "job", job_id, request_cancel, JobNotFoundError))
 
 
 def _history(session: Session, job_id: int) -> RewardsOut:
@@ -179,7 +165,7 @@ _EVENT_ITEM_SCHEMA = {
 )
 async def events(
     job_id: JobId,
-    database: DatabaseDep,
+    database: ReadyDatabaseDep,
     # A string, never null: a header has no null, and "null" is no event id.
     last_event_id: Annotated[
         str,
@@ -191,8 +177,6 @@ async def events(
 ) -> EventSourceResponse:
     """Live progress as server-sent events: episodes and evaluations as they happen, then the final status."""
     after = parse_last_event_id(last_event_id)
-    if not database.prepared.is_set():
-        raise ApiError(503, "database_unavailable", "the database is not ready yet", headers={"Retry-After": "5"})
 
     def read(position: int) -> Poll:
         return _read_poll(database, job_id, position)

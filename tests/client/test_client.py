@@ -34,8 +34,8 @@ from ddpg_client import (
     WaitTimeoutError,
     error_from_response,
 )
-from models.policy import NumpyActor
 from models.episode_gif import run_episode
+from models.policy import NumpyActor
 from tests.models.test_episode_gif import random_actor_bytes
 
 pytestmark = pytest.mark.slow

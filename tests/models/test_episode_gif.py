@@ -12,21 +12,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.policy import NumpyActor
-from models.random_actor import random_actor_bytes as make_random_actor
 from models.episode_gif import (
     _FINAL_TEXT_COLOUR,
     RenderUnavailableError,
+    episode_gif_for_weights,
     final_caption,
     frame_caption,
     read_gif_comment,
     render_episode,
     render_episode_gif,
     rendering_available,
-    episode_gif_for_weights,
     run_episode,
     write_episode_gif,
 )
+from models.policy import NumpyActor
+from models.random_actor import random_actor_bytes as make_random_actor
 from models.weights import WeightsFormatError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
