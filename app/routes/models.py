@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Path, Response
 
-from app.routes.deps import ApiKeyDep, PolicyCacheDep, SessionDep, SettingsDep, require_json_content_type
+from app.routes.deps import JSON_WRITE, ApiKeyDep, PageDep, PolicyCacheDep, SessionDep, SettingsDep
 from app.schemas.errors import error_responses
 from app.schemas.models import AliasIn, ModelCreate, ModelList, ModelOut
 from app.schemas.policies import PolicyList
@@ -25,7 +25,7 @@ AliasParam = Annotated[str, Path(min_length=1, max_length=NAME_MAX_LENGTH, descr
     "",
     response_model=ModelOut,
     status_code=201,
-    dependencies=[ApiKeyDep, Depends(require_json_content_type)],
+    dependencies=JSON_WRITE,
     responses=error_responses(400, 401, 409, 413, 415, 422, 503),
 )
 async def create(body: ModelCreate, session: SessionDep, settings: SettingsDep, cache: PolicyCacheDep) -> ModelOut:
@@ -50,18 +50,17 @@ def model_policies(
     name: ModelNameParam,
     session: SessionDep,
     settings: SettingsDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    page: PageDep,
 ) -> PolicyList:
     """The model's policies (its versions), newest first; paginated with the total count."""
     model = model_registry.model_or_404(session, name)
-    return policy_page(session, settings.default_model, limit=limit, offset=offset, model=model)
+    return policy_page(session, settings.default_model, limit=page.limit, offset=page.offset, model=model)
 
 
 @router.put(
     "/{name}/aliases/{alias}",
     response_model=ModelOut,
-    dependencies=[ApiKeyDep, Depends(require_json_content_type)],
+    dependencies=JSON_WRITE,
     responses=error_responses(400, 401, 404, 413, 415, 422, 503),
 )
 async def put_alias(

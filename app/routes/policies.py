@@ -5,14 +5,22 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Header, Path, Query
+from fastapi import APIRouter, BackgroundTasks, Header, Path
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from app.infra.errors import ApiError
+from app.infra.errors import found_or_404
 from app.infra.http_cache import immutable_response
-from app.routes.deps import ApiKeyDep, PolicyCacheDep, PolicyFilesDep, ReadyDatabaseDep, SessionDep, SettingsDep
-from app.schemas.errors import error_responses
+from app.routes.deps import (
+    ApiKeyDep,
+    PageDep,
+    PolicyCacheDep,
+    PolicyFilesDep,
+    ReadyDatabaseDep,
+    SessionDep,
+    SettingsDep,
+)
+from app.schemas.errors import BINARY_SCHEMA, error_responses, file_responses
 from app.schemas.policies import PolicyList, PolicyOut
 from app.schemas.registry_views import policy_out, policy_page
 from app.services import promotion
@@ -25,23 +33,27 @@ router = APIRouter(prefix="/policies", tags=["policies"])
 PolicyId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The policy's id.")]
 IfNoneMatch = Annotated[str | None, Header()]
 
+# What the two files built from a policy are, for the OpenAPI page.
+_GIF = "An animated GIF of one Pendulum episode of the policy, with the return on the frames."
+_ONNX = (
+    "The actor as an ONNX model: input `observation` float32 [batch, obs_dim], output `action` float32 [batch, "
+    "act_dim] in the environment's units, clipped to its bounds (what /act answers); the ddpg-actor/1 metadata and "
+    "the weights' sha256 in its metadata properties."
+)
+
 
 def _policy_or_404(session: Session, policy_id: int) -> Policy:
-    found = get_policy(session, policy_id)
-    if found is None:
-        raise ApiError(404, "not_found", f"policy {policy_id} not found")
-    return found
+    return found_or_404(get_policy(session, policy_id), "policy", policy_id)
 
 
 @router.get("", response_model=PolicyList, responses=error_responses(422, 503))
 def policies(
     session: SessionDep,
     settings: SettingsDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    page: PageDep,
 ) -> PolicyList:
     """Stored policies of every model, newest first, with their evaluation scores; paginated with the total count."""
-    return policy_page(session, settings.default_model, limit=limit, offset=offset)
+    return policy_page(session, settings.default_model, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{policy_id}", response_model=PolicyOut, responses=error_responses(404, 422, 503))
@@ -53,10 +65,7 @@ def policy(policy_id: PolicyId, session: SessionDep, settings: SettingsDep) -> P
 @router.get(
     "/{policy_id}/weights",
     response_class=Response,
-    responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "The ddpg-actor/1 safetensors file."},
-        **error_responses(404, 422, 503),
-    },
+    responses=file_responses("application/octet-stream", "The ddpg-actor/1 safetensors file."),
 )
 def weights(policy_id: PolicyId, session: SessionDep) -> Response:
     """The policy's actor weights: the `ddpg-actor/1` safetensors file, byte for byte as stored."""
@@ -74,14 +83,7 @@ def weights(policy_id: PolicyId, session: SessionDep) -> Response:
 @router.get(
     "/{policy_id}/rollout.gif",
     response_class=Response,
-    responses={
-        200: {
-            "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}},
-            "description": "An animated GIF of one Pendulum episode of the policy, with the return on the frames.",
-        },
-        304: {"description": "Not modified (If-None-Match matched the ETag)."},
-        **error_responses(404, 422, 503),
-    },
+    responses=file_responses("image/gif", _GIF, schema=BINARY_SCHEMA, not_modified=True),
 )
 def rollout_gif(
     policy_id: PolicyId, database: ReadyDatabaseDep, files: PolicyFilesDep, if_none_match: IfNoneMatch = None
@@ -90,9 +92,7 @@ def rollout_gif(
     # A sync endpoint on purpose: rendering blocks for about a second, so it runs in the thread pool. The weights
     # are read in a short session of their own: renders take turns (one lock), and a request waiting for its turn
     # must not hold a pooled database connection meanwhile.
-    stored = database.policy_weights(policy_id)
-    if stored is None:
-        raise ApiError(404, "not_found", f"policy {policy_id} not found")
+    stored = found_or_404(database.policy_weights(policy_id), "policy", policy_id)
     etag = f'"{hashlib.sha256(stored).hexdigest()}-{GIF_SEED}"'
     return immutable_response(etag, if_none_match, lambda: files.episode_gif(policy_id, stored), media_type="image/gif")
 
@@ -100,16 +100,9 @@ def rollout_gif(
 @router.get(
     "/{policy_id}/actor.onnx",
     response_class=Response,
-    responses={
-        200: {
-            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-            "description": "The actor as an ONNX model: input `observation` float32 [batch, obs_dim], output "
-            "`action` float32 [batch, act_dim] in the environment's units, clipped to its bounds (what /act "
-            "answers); the ddpg-actor/1 metadata and the weights' sha256 in its metadata properties.",
-        },
-        304: {"description": "Not modified (If-None-Match matched the ETag)."},
-        **error_responses(404, 409, 422, 503),
-    },
+    responses=file_responses(
+        "application/octet-stream", _ONNX, schema=BINARY_SCHEMA, not_modified=True, errors=(404, 409, 422, 503)
+    ),
 )
 def actor_onnx(
     policy_id: PolicyId, session: SessionDep, files: PolicyFilesDep, if_none_match: IfNoneMatch = None

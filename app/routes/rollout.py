@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path
+from fastapi import APIRouter, BackgroundTasks, Path
 
-from app.routes.deps import ApiKeyDep, PolicyCacheDep, SessionDep, SettingsDep, require_json_content_type
+from app.routes.deps import JSON_WRITE, ApiKeyDep, PolicyCacheDep, SessionDep, SettingsDep
 from app.schemas.errors import error_responses
 from app.schemas.models import RolloutIn, RolloutOut, RolloutState
 from app.schemas.registry_views import rollout_state
@@ -22,7 +22,7 @@ ModelNameParam = Annotated[str, Path(min_length=1, max_length=NAME_MAX_LENGTH, d
 @router.put(
     "",
     response_model=RolloutOut,
-    dependencies=[ApiKeyDep, Depends(require_json_content_type)],
+    dependencies=JSON_WRITE,
     responses=error_responses(400, 401, 404, 413, 415, 422, 503),
 )
 async def put_rollout(name: ModelNameParam, body: RolloutIn, session: SessionDep, cache: PolicyCacheDep) -> RolloutOut:

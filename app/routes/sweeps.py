@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy.orm import Session
 
-from app.infra.errors import ApiError
-from app.routes.deps import ApiKeyDep, SessionDep, SettingsDep, require_json_content_type
-from app.schemas.errors import error_responses
+from app.infra.errors import found_or_404
+from app.routes.deps import JSON_WRITE, ApiKeyDep, SessionDep, SettingsDep, SweepPageDep
+from app.schemas.errors import cancel_responses, error_responses, queued_responses
 from app.schemas.sweeps import SweepList, SweepOut, SweepRequest, SweepTrialOut
 from app.services.queue import cancel as cancel_leased
 from app.services.sweeps import submit_sweep
@@ -20,21 +20,10 @@ from store.tables import Job, Sweep, SweepTrial, utcnow
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
 SweepId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The sweep's id.")]
+StatusQuery = Annotated[JobStatus | None, Query(description="Only sweeps in this state.")]
 
 
-@router.post(
-    "",
-    response_model=SweepOut,
-    status_code=202,
-    dependencies=[ApiKeyDep, Depends(require_json_content_type)],
-    responses={
-        202: {
-            "description": "Queued; `Location` is the sweep's URL.",
-            "headers": {"Location": {"schema": {"type": "string"}}},
-        },
-        **error_responses(400, 401, 413, 415, 422, 429, 503),
-    },
-)
+@router.post("", response_model=SweepOut, status_code=202, dependencies=JSON_WRITE, responses=queued_responses("sweep"))
 def create_sweep(body: SweepRequest, session: SessionDep, settings: SettingsDep, response: Response) -> SweepOut:
     """Queue a sweep: its space is validated against the training config and the server's budget first."""
     sweep = submit_sweep(session, settings, body)
@@ -43,15 +32,11 @@ def create_sweep(body: SweepRequest, session: SessionDep, settings: SettingsDep,
 
 
 @router.get("", response_model=SweepList, responses=error_responses(422, 503))
-def sweeps(
-    session: SessionDep,
-    status: Annotated[JobStatus | None, Query(description="Only sweeps in this state.")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
-) -> SweepList:
+def sweeps(session: SessionDep, page: SweepPageDep, status: StatusQuery = None) -> SweepList:
     """Sweeps, newest first, each with its trials so far; paginated with the total count."""
-    page, total = list_sweeps(session, status=status, limit=limit, offset=offset)
-    return SweepList(items=[_sweep_out(session, sweep) for sweep in page], total=total, limit=limit, offset=offset)
+    rows, total = list_sweeps(session, status=status, limit=page.limit, offset=page.offset)
+    items = [_sweep_out(session, sweep) for sweep in rows]
+    return SweepList(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{sweep_id}", response_model=SweepOut, responses=error_responses(404, 422, 503))
@@ -60,22 +45,14 @@ def sweep(sweep_id: SweepId, session: SessionDep) -> SweepOut:
     return _sweep_out(session, _sweep_or_404(session, sweep_id))
 
 
-@router.post(
-    "/{sweep_id}/cancel",
-    response_model=SweepOut,
-    dependencies=[ApiKeyDep],
-    responses=error_responses(401, 404, 409, 422, 503),
-)
+@router.post("/{sweep_id}/cancel", response_model=SweepOut, dependencies=[ApiKeyDep], responses=cancel_responses())
 def cancel(sweep_id: SweepId, session: SessionDep) -> SweepOut:
     """Cancel a queued sweep now, or stop a running one: every trial stops within one episode (409 if ended)."""
     return _sweep_out(session, cancel_leased(session, "sweep", sweep_id, request_cancel_sweep, SweepNotFoundError))
 
 
 def _sweep_or_404(session: Session, sweep_id: int) -> Sweep:
-    found = get_sweep(session, sweep_id)
-    if found is None:
-        raise ApiError(404, "not_found", f"sweep {sweep_id} not found")
-    return found
+    return found_or_404(get_sweep(session, sweep_id), "sweep", sweep_id)
 
 
 def _sweep_out(session: Session, row: Sweep) -> SweepOut:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 
-from app.routes.deps import ApiKeyDep, SessionDep, SettingsDep, require_json_content_type
-from app.schemas.errors import error_responses
+from app.routes.deps import JSON_WRITE, SessionDep, SettingsDep
+from app.schemas.errors import queued_responses
 from app.schemas.jobs import JobOut
 from app.schemas.train import TrainRequest
 from app.services.jobs import submit_job
@@ -13,20 +13,7 @@ from app.services.jobs import submit_job
 router = APIRouter(prefix="/train", tags=["jobs"])
 
 
-@router.post(
-    "",
-    response_model=JobOut,
-    status_code=202,
-    dependencies=[ApiKeyDep, Depends(require_json_content_type)],
-    responses={
-        202: {
-            "description": "Queued; `Location` is the job's URL.",
-            "headers": {"Location": {"schema": {"type": "string"}}},
-        },
-        # 400: a body that is not even text (FastAPI cannot decode it), before it is parsed as JSON.
-        **error_responses(400, 401, 413, 415, 422, 429, 503),
-    },
-)
+@router.post("", response_model=JobOut, status_code=202, dependencies=JSON_WRITE, responses=queued_responses("job"))
 def train(body: TrainRequest, session: SessionDep, settings: SettingsDep, response: Response) -> JobOut:
     """Queue a training job for a model (hyperparameters optional, from a preset); 202 with `Location: /jobs/{id}`.
 

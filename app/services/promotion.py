@@ -15,7 +15,7 @@ from typing import TypeVar
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTasks
 
-from app.infra.errors import ApiError
+from app.infra.errors import not_found
 from app.infra.mlflow_alias import ChampionRun, champion_run, point_champion_alias
 from app.schemas.policies import PolicyOut
 from app.schemas.registry_views import policy_out
@@ -47,7 +47,7 @@ async def promote_policy(
         try:
             promoted = policies.promote_policy(session, policy_id)
         except policies.PolicyNotFoundError:
-            raise ApiError(404, "not_found", f"policy {policy_id} not found") from None
+            raise not_found("policy", policy_id) from None
         # Read in the same transaction: on SQLite a read after the commit would begin a new (write-locking) one.
         champion = champion_run(session, settings, promoted)
         out = policy_out(session, promoted, settings.default_model)

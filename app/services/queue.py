@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
-from app.infra.errors import ApiError
+from app.infra.errors import ApiError, not_found
 from store.jobs import JobStateError, QueueFullError
 
 Row = TypeVar("Row")
@@ -23,14 +23,14 @@ def cancel(
     what: str,
     row_id: int,
     request_cancel: Callable[[Session, int], Row],
-    not_found: type[Exception],
+    unknown: type[Exception],
 ) -> Row:
     """Cancel a queued job or sweep now, or ask its worker or runner to stop (within one episode), and commit;
-    404 for an unknown id (`request_cancel` raises `not_found`), 409 for one that already ended."""
+    404 for an unknown id (`request_cancel` raises `unknown`), 409 for one that already ended."""
     try:
         cancelled = request_cancel(session, row_id)
-    except not_found:
-        raise ApiError(404, "not_found", f"{what} {row_id} not found") from None
+    except unknown:
+        raise not_found(what, row_id) from None
     except JobStateError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     session.commit()

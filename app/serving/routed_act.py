@@ -12,7 +12,7 @@ import random
 
 import orjson
 
-from app.infra.errors import ApiError, field_error
+from app.infra.errors import ApiError, field_error, not_found
 from app.infra.metrics import Metrics
 from app.serving.observations import ActExtras, ActInput
 from app.serving.policy_cache import LoadedPolicy, PolicyCache, PolicyUnavailableError
@@ -39,7 +39,7 @@ async def explicit_policy(cache: PolicyCache, policy_id: int) -> LoadedPolicy:
     except PolicyUnavailableError:
         raise ApiError(503, "policy_unavailable", f"policy {policy_id} cannot be loaded") from None
     if found is None:
-        raise ApiError(404, "not_found", f"policy {policy_id} not found")
+        raise not_found("policy", policy_id)
     return found
 
 
