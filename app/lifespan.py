@@ -12,9 +12,10 @@ from fastapi import FastAPI
 
 from app.infra.database import Database, redacted
 from app.infra.metrics import Metrics
+from app.services.policy_files import PolicyFiles
 from app.serving.live_returns import LiveReturns
 from app.serving.policy_cache import PolicyCache, running_refresher
-from app.serving.routed_act import Routing
+from app.serving.routing import Routing
 from app.serving.runtime import ActRuntime
 from app.serving.sessions import SessionTable
 from app.serving.shadow import ShadowComparisons
@@ -28,28 +29,29 @@ logger = logging.getLogger(__name__)
 
 # Workers expire each other's stale leases; the API does it too, so a job whose only worker died still ends
 # `failed` with its reason even when no worker is left. Rare enough to cost nothing.
-LEASE_SWEEP_SECONDS = 15.0
+LEASE_EXPIRY_SECONDS = 15.0
 # Several workers: how often each publishes its per-request metrics to the others' scrapes (app.infra.loop_metrics).
 METRICS_SNAPSHOT_SECONDS = 1.0
 # How often idle sessions are looked for: a small fraction of any sensible SESSION_IDLE_SECONDS.
-SESSION_SWEEP_SECONDS = 1.0
+SESSION_EXPIRY_SECONDS = 1.0
 
 
-async def _sweep_stale_leases(database: Database) -> None:
+async def _expire_stale_leases(database: Database) -> None:
+    """Every LEASE_EXPIRY_SECONDS: end the jobs and sweeps whose worker or runner stopped renewing its lease."""
     while True:
-        await asyncio.sleep(LEASE_SWEEP_SECONDS)
+        await asyncio.sleep(LEASE_EXPIRY_SECONDS)
         if not database.prepared.is_set():
             continue
 
-        def sweep() -> tuple[list[int], list[int]]:
+        def expire() -> tuple[list[int], list[int]]:
             with database.sessions() as session:
-                # Sweeps too: a sweep whose only runner died must still end, with the reason.
+                # Hyperparameter sweeps too: a sweep whose only runner died must still end, with the reason.
                 return expire_stale_leases(session), expire_stale_sweep_leases(session)
 
         try:
-            expired, expired_sweeps = await asyncio.to_thread(sweep)
+            expired, expired_sweeps = await asyncio.to_thread(expire)
         except Exception as exc:
-            logger.debug("lease sweep failed: %s", exc)
+            logger.debug("lease expiry failed: %s", exc)
             continue
         if expired:
             logger.warning("jobs %s lost their worker (lease expired)", expired)
@@ -111,6 +113,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     routing = Routing(settings.default_model, cache, metrics, sessions, live, shadow)
     app.state.database = database
     app.state.policy_cache = cache
+    app.state.policy_files = PolicyFiles()
     app.state.act_runtime = ActRuntime(cache, metrics, settings.max_batch, settings.act_api_key, routing)
     logger.info("API starting on database %s", redacted(settings.database_url))
 
@@ -124,8 +127,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             background.append(
                 asyncio.create_task(database.prepare_with_retry(settings.policy_file), name="database-prepare")
             )
-        background.append(asyncio.create_task(_sweep_stale_leases(database), name="lease-sweeper"))
-        background.append(asyncio.create_task(sessions.run_expiry(SESSION_SWEEP_SECONDS), name="session-expiry"))
+        background.append(asyncio.create_task(_expire_stale_leases(database), name="lease-expiry"))
+        background.append(asyncio.create_task(sessions.run_expiry(SESSION_EXPIRY_SECONDS), name="session-expiry"))
         background.append(asyncio.create_task(shadow.run(), name="shadow-comparisons"))
         background.append(
             asyncio.create_task(live.run(settings.live_stats_flush_seconds, cache.refresh), name="live-returns")

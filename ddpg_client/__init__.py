@@ -18,10 +18,12 @@ Every non-2xx answer raises a `ServiceError` subclass carrying the service's err
 
 Layout: `protocol` builds each request and reads its answer without doing any I/O (one implementation of every
 call), `clients` carries those calls out over httpx sync or async, `results` and `errors` are the types,
-`rollout` and `cli` the command line (`python -m ddpg_client rollout --episodes 5`).
+`control_loop` (episodes run locally on the service's actions) and `cli` the command line (`python -m ddpg_client
+rollout --episodes 5`).
 """
 
 from ddpg_client.clients import AsyncPolicyClient, PolicyClient
+from ddpg_client.control_loop import EpisodeOutcome, run_remote_episodes
 from ddpg_client.errors import (
     AuthError,
     NotFoundError,
@@ -46,7 +48,6 @@ from ddpg_client.results import (
     PromoteRule,
     Rewards,
 )
-from ddpg_client.rollout import EpisodeOutcome, run_remote_episodes
 
 __all__ = [
     "DEFAULT_TIMEOUT_SECONDS",

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 import httpx
 
 from ddpg_client.clients import PolicyClient
+from ddpg_client.control_loop import run_remote_episodes
 from ddpg_client.errors import ServiceError
 from ddpg_client.protocol import DEFAULT_TIMEOUT_SECONDS
-from ddpg_client.rollout import run_remote_episodes
 
 # Named explicitly: under `python -m ddpg_client` the entry module's __name__ is "__main__".
 logger = logging.getLogger("ddpg_client")

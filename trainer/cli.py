@@ -175,10 +175,10 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     trackers.close("cancelled" if result.stopped_early else "finished")
     if args.gif:
         # The same renderer as the API's GET /policies/{id}/rollout.gif, seeded with the run's seed.
-        from models.rollout import RenderUnavailableError, write_rollout_gif
+        from models.episode_gif import RenderUnavailableError, write_episode_gif
 
         try:
-            write_rollout_gif(out / ACTOR_FILE, out / GIF_FILE, seed=config.seed)
+            write_episode_gif(out / ACTOR_FILE, out / GIF_FILE, seed=config.seed)
         except RenderUnavailableError as exc:
             logger.error("cannot write %s: %s", GIF_FILE, exc)
             return 1

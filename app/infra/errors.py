@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request
@@ -64,6 +64,21 @@ def field_error(field: str, message: str, status_code: int = 422) -> ApiError:
     return ApiError(
         status_code, "validation_error", f"{field}: {message}", details=[{"field": field, "message": message}]
     )
+
+
+def not_found(what: str, row_id: int) -> ApiError:
+    """404 for a stored row that does not exist: `job 7 not found`."""
+    return ApiError(404, "not_found", f"{what} {row_id} not found")
+
+
+Row = TypeVar("Row")
+
+
+def found_or_404(row: Row | None, what: str, row_id: int) -> Row:
+    """`row`, unless it is None (what a lookup by id answers for an unknown one): then the 404 naming it."""
+    if row is None:
+        raise not_found(what, row_id)
+    return row
 
 
 def error_body(code: str, message: str, details: Sequence[Mapping[str, Any]] = ()) -> bytes:

@@ -1,5 +1,7 @@
 """After a promotion, the MLflow registry's `champion` alias follows (when MLFLOW_TRACKING_URI is set).
 
+Each named model moves the alias of its own registered model: model N's is the registered model N, except the
+default model (DEFAULT_MODEL), whose is MLFLOW_REGISTERED_MODEL (what the alias followed before models had names).
 Best effort and off the request path: the promotion is already committed in our database, which is the record;
 an unreachable tracking server costs a warning in the log, never the promotion. The alias points at the MLflow run
 of the job that trained the policy (`jobs.tracking_run_id`); a policy with no tracked run has nothing to point at.
@@ -8,6 +10,7 @@ of the job that trained the policy (`jobs.tracking_run_id`); a policy with no tr
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
@@ -15,25 +18,43 @@ from app.settings import Settings
 from models.errors import one_line
 from models.mlflow_registry import TrackingError, set_champion_alias
 from store.jobs import get_job
-from store.tables import Policy
+from store.tables import Model, Policy
 
 logger = logging.getLogger(__name__)
 
 
-def champion_run_id(session: Session, policy: Policy) -> str | None:
-    """The tracked run that produced `policy`, if any."""
-    if policy.source_job_id is None:
-        return None
-    job = get_job(session, policy.source_job_id)
-    return job.tracking_run_id if job is not None else None
+@dataclass(frozen=True, slots=True)
+class ChampionRun:
+    """Where the `champion` alias goes after a promotion: the registered model, and the run that trained the policy
+    (None: not tracked, nothing to point at)."""
+
+    policy_id: int
+    registered_model: str
+    run_id: str | None
 
 
-def point_champion_alias(settings: Settings, run_id: str | None, policy_id: int) -> None:
+def champion_run(session: Session, settings: Settings, policy: Policy) -> ChampionRun:
+    """Read in the promoting transaction (on SQLite a read after its commit would begin a write-locking one)."""
+    model = session.get(Model, policy.model_id) if policy.model_id is not None else None
+    name = model.name if model is not None else settings.default_model
+    job = get_job(session, policy.source_job_id) if policy.source_job_id is not None else None
+    run_id = job.tracking_run_id if job is not None else None
+    return ChampionRun(policy.id, _registered_model(settings, name), run_id)
+
+
+def _registered_model(settings: Settings, model_name: str) -> str:
+    """The MLflow registered model of a named model: its own name, MLFLOW_REGISTERED_MODEL for the default model."""
+    # TODO: use the shared function of this rule once the store or models layer has it (the worker's promotions
+    # follow the same rule there); then this private copy goes.
+    return settings.mlflow_registered_model if model_name == settings.default_model else model_name
+
+
+def point_champion_alias(settings: Settings, champion: ChampionRun) -> None:
     """Set the alias (blocking, bounded retries: call it in a background task). Never raises."""
-    if settings.mlflow_tracking_uri is None or run_id is None:
+    if settings.mlflow_tracking_uri is None or champion.run_id is None:
         return
     try:
-        set_champion_alias(settings.mlflow_tracking_uri, settings.mlflow_registered_model, run_id)
+        set_champion_alias(settings.mlflow_tracking_uri, champion.registered_model, champion.run_id)
     except (TrackingError, ValueError) as exc:
-        logger.warning("policy %d is the default, but the MLflow champion alias was not moved: %s", policy_id,
-                       one_line(exc))  # fmt: skip
+        logger.warning("policy %d is %s's champion, but the MLflow champion alias was not moved: %s",
+                       champion.policy_id, champion.registered_model, one_line(exc))  # fmt: skip

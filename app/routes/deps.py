@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -14,6 +15,7 @@ from app.infra.database import Database
 from app.infra.errors import ApiError
 from app.infra.metrics import Metrics
 from app.infra.security import check_bearer
+from app.services.policy_files import PolicyFiles
 from app.serving.policy_cache import PolicyCache
 from app.serving.runtime import ActRuntime
 from app.settings import Settings
@@ -22,47 +24,75 @@ from app.settings import Settings
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API_KEY>` when API_KEY is set.")
 
 
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def _app_state(name: str) -> Callable[[Request], Any]:
+    """A dependency answering `app.state.<name>`, which create_app or the lifespan set (its alias below types it)."""
+
+    def read(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    return read
 
 
-def get_database(request: Request) -> Database:
-    database: Database = request.app.state.database
+SettingsDep = Annotated[Settings, Depends(_app_state("settings"))]
+DatabaseDep = Annotated[Database, Depends(_app_state("database"))]
+PolicyCacheDep = Annotated[PolicyCache, Depends(_app_state("policy_cache"))]
+MetricsDep = Annotated[Metrics, Depends(_app_state("metrics"))]
+ActRuntimeDep = Annotated[ActRuntime, Depends(_app_state("act_runtime"))]
+PolicyFilesDep = Annotated[PolicyFiles, Depends(_app_state("policy_files"))]
+
+# How long a client should wait before retrying while the database is not ready (migrations, a restart).
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+async def get_ready_database(database: DatabaseDep) -> Database:
+    """The database once it is prepared (migrated, POLICY_FILE registered); 503 with Retry-After until then.
+
+    Async: a check this small is not worth a hop to the thread pool on every request with a session."""
+    if not database.prepared.is_set():
+        raise ApiError(
+            503,
+            "database_unavailable",
+            "the database is not ready yet",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
     return database
 
 
-def get_policy_cache(request: Request) -> PolicyCache:
-    cache: PolicyCache = request.app.state.policy_cache
-    return cache
+ReadyDatabaseDep = Annotated[Database, Depends(get_ready_database)]
 
 
-def get_act_runtime(request: Request) -> ActRuntime:
-    runtime: ActRuntime = request.app.state.act_runtime
-    return runtime
-
-
-def get_metrics(request: Request) -> Metrics:
-    metrics: Metrics = request.app.state.metrics
-    return metrics
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-DatabaseDep = Annotated[Database, Depends(get_database)]
-PolicyCacheDep = Annotated[PolicyCache, Depends(get_policy_cache)]
-MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-ActRuntimeDep = Annotated[ActRuntime, Depends(get_act_runtime)]
-
-
-def get_session(database: DatabaseDep) -> Iterator[Session]:
+def get_session(database: ReadyDatabaseDep) -> Iterator[Session]:
     """A session per request (sync: FastAPI runs it and `def` endpoints in its thread pool)."""
-    if not database.prepared.is_set():
-        raise ApiError(503, "database_unavailable", "the database is not ready yet", headers={"Retry-After": "5"})
     with database.sessions() as session:
         yield session
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Which page of a list to answer: at most `limit` items, after the first `offset`."""
+
+    limit: int
+    offset: int
+
+
+# Counts are 32-bit integers in PostgreSQL: a bigger offset is a bad request, not a database error.
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
+
+
+def get_page(limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0) -> Page:
+    return Page(limit, offset)
+
+
+def get_sweep_page(limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Offset = 0) -> Page:
+    """A smaller page: each sweep comes with all its trials."""
+    return Page(limit, offset)
+
+
+PageDep = Annotated[Page, Depends(get_page)]
+SweepPageDep = Annotated[Page, Depends(get_sweep_page)]
 
 
 def require_api_key(
@@ -81,3 +111,7 @@ ApiKeyDep = Depends(require_api_key)
 def require_json_content_type(request: Request) -> None:
     """415 for a body declared as something other than JSON (a missing Content-Type is read as JSON)."""
     check_json_content_type(request.headers.get("content-type"))
+
+
+# A mutating endpoint with a JSON body: the API key, then the body's content type.
+JSON_WRITE = (ApiKeyDep, Depends(require_json_content_type))

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from app.infra.errors import ApiError
 from app.routes.deps import ActRuntimeDep, DatabaseDep, MetricsDep, PolicyCacheDep
-from app.schemas.errors import error_responses
+from app.schemas.errors import error_responses, file_responses
 from app.schemas.health import HealthOut, ReadyOut
 from models.training_config import JOB_STATUSES
 from store import live_returns
@@ -51,12 +51,9 @@ async def readyz(database: DatabaseDep, cache: PolicyCacheDep) -> ReadyOut:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={
-        200: {
-            "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
-            "description": "Prometheus text exposition format.",
-        }
-    },
+    responses=file_responses(
+        CONTENT_TYPE_LATEST.split(";")[0], "Prometheus text exposition format.", schema={"type": "string"}, errors=()
+    ),
 )
 def metrics(metrics: MetricsDep, database: DatabaseDep, cache: PolicyCacheDep, runtime: ActRuntimeDep) -> Response:
     """Prometheus metrics: requests and latency by route and status, /act batch sizes, jobs, default policy, sessions,

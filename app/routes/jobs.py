@@ -12,53 +12,34 @@ from sse_starlette import EventSourceResponse
 from starlette.responses import Response
 
 from app.infra.database import Database
-from app.infra.errors import ApiError
-from app.jobs.events import (
-    LAST_EVENT_ID_PATTERN,
-    Poll,
-    job_event_response,
-    parse_last_event_id,
-    read_events_after,
-)
+from app.infra.errors import found_or_404, not_found
+from app.jobs.events import LAST_EVENT_ID_PATTERN, Poll, job_event_response, parse_last_event_id, read_events_after
 from app.jobs.rewards import rewards_csv, rewards_png
-from app.routes.deps import ApiKeyDep, DatabaseDep, SessionDep
-from app.schemas.errors import error_responses
+from app.routes.deps import ApiKeyDep, PageDep, ReadyDatabaseDep, SessionDep
+from app.schemas.errors import cancel_responses, error_responses, file_responses
 from app.schemas.jobs import JobEvent, JobList, JobOut, RewardsOut
+from app.services.queue import cancel as cancel_leased
 from models.training_config import JobStatus
-from store.jobs import (
-    JobNotFoundError,
-    JobStateError,
-    episode_history,
-    evaluation_history,
-    get_job,
-    list_jobs,
-    request_cancel,
-)
+from store.jobs import JobNotFoundError, episode_history, evaluation_history, get_job, list_jobs, request_cancel
 from store.tables import Job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 # Ids are 32-bit integers in PostgreSQL: a bigger number is a bad request, not a database error.
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The job's id.")]
+StatusQuery = Annotated[JobStatus | None, Query(description="Only jobs in this state.")]
 
 
 def _job_or_404(session: Session, job_id: int) -> Job:
-    job = get_job(session, job_id)
-    if job is None:
-        raise ApiError(404, "not_found", f"job {job_id} not found")
-    return job
+    return found_or_404(get_job(session, job_id), "job", job_id)
 
 
 @router.get("", response_model=JobList, responses=error_responses(422, 503))
-def jobs(
-    session: SessionDep,
-    status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
-) -> JobList:
+def jobs(session: SessionDep, page: PageDep, status: StatusQuery = None) -> JobList:
     """Jobs, newest first, optionally of one status; paginated with the total count."""
-    page, total = list_jobs(session, status=status, limit=limit, offset=offset)
-    return JobList(items=[JobOut.model_validate(job) for job in page], total=total, limit=limit, offset=offset)
+    rows, total = list_jobs(session, status=status, limit=page.limit, offset=page.offset)
+    items = [JobOut.model_validate(job) for job in rows]
+    return JobList(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(404, 422, 503))
@@ -67,22 +48,10 @@ def job(job_id: JobId, session: SessionDep) -> JobOut:
     return JobOut.model_validate(_job_or_404(session, job_id))
 
 
-@router.post(
-    "/{job_id}/cancel",
-    response_model=JobOut,
-    dependencies=[ApiKeyDep],
-    responses=error_responses(401, 404, 409, 422, 503),
-)
+@router.post("/{job_id}/cancel", response_model=JobOut, dependencies=[ApiKeyDep], responses=cancel_responses())
 def cancel(job_id: JobId, session: SessionDep) -> JobOut:
     """Cancel a queued job now, or ask the worker to stop a running one within one episode (409 if ended)."""
-    try:
-        cancelled = request_cancel(session, job_id)
-    except JobNotFoundError:
-        raise ApiError(404, "not_found", f"job {job_id} not found") from None
-    except JobStateError as exc:
-        raise ApiError(409, "conflict", str(exc)) from None
-    session.commit()
-    return JobOut.model_validate(cancelled)
+    return JobOut.model_validate(cancel_leased(session, "job", job_id, request_cancel, JobNotFoundError))
 
 
 def _history(session: Session, job_id: int) -> RewardsOut:
@@ -132,12 +101,7 @@ def rewards(
 
 
 @router.get(
-    "/{job_id}/rewards.png",
-    response_class=Response,
-    responses={
-        200: {"content": {"image/png": {}}, "description": "The learning curve."},
-        **error_responses(404, 422, 503),
-    },
+    "/{job_id}/rewards.png", response_class=Response, responses=file_responses("image/png", "The learning curve.")
 )
 def rewards_plot(job_id: JobId, session: SessionDep) -> Response:
     """The learning curve as a PNG: returns, their 10-episode average and the evaluations."""
@@ -179,7 +143,7 @@ _EVENT_ITEM_SCHEMA = {
 )
 async def events(
     job_id: JobId,
-    database: DatabaseDep,
+    database: ReadyDatabaseDep,
     # A string, never null: a header has no null, and "null" is no event id.
     last_event_id: Annotated[
         str,
@@ -191,8 +155,6 @@ async def events(
 ) -> EventSourceResponse:
     """Live progress as server-sent events: episodes and evaluations as they happen, then the final status."""
     after = parse_last_event_id(last_event_id)
-    if not database.prepared.is_set():
-        raise ApiError(503, "database_unavailable", "the database is not ready yet", headers={"Retry-After": "5"})
 
     def read(position: int) -> Poll:
         return _read_poll(database, job_id, position)
@@ -200,7 +162,7 @@ async def events(
     # The first poll decides between 404 and a stream; it runs off the event loop like every later one.
     first = await asyncio.to_thread(read, after)
     if first.gone:
-        raise ApiError(404, "not_found", f"job {job_id} not found")
+        raise not_found("job", job_id)
     return job_event_response(read, after)
 
 

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from app.infra.database import StoredPolicy
-from app.serving.routing import ActiveRollout, ServedModel
+from app.serving.served_models import ActiveRollout, ServedModel
 from models.policy import NumpyActor
 from models.weights import WeightsFormatError
 from store.registry import ModelView, RegistrySnapshot
@@ -29,8 +29,8 @@ logger = logging.getLogger(__name__)
 
 # (default_policy_id, version) from the database.
 ReadServingState = Callable[[], tuple[int | None, int]]
-# The stored weights of a policy (alone, or with its model), or None when there is no such policy.
-ReadPolicyWeights = Callable[[int], bytes | StoredPolicy | None]
+# The stored weights of a policy with its model, or None when there is no such policy.
+ReadPolicyWeights = Callable[[int], StoredPolicy | None]
 # Every model with its aliases and active rollout (store.registry.read_snapshot).
 ReadRegistry = Callable[[], RegistrySnapshot]
 
@@ -206,7 +206,7 @@ class PolicyCache:
         stored = await asyncio.to_thread(self._read_weights, policy_id)
         if stored is None:
             return None
-        weights, model_id = (stored, None) if isinstance(stored, bytes) else stored
+        weights, model_id = stored
         try:
             # Off the loop: decoding a large actor takes a while, and warm_up compiles the one-observation kernel
             # (~0.5 s) if the app's start-up has not already, which must not happen inside a request.

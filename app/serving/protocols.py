@@ -26,8 +26,8 @@ from app.infra.errors import ApiError
 from app.infra.security import check_bearer
 from app.serving.observations import MAX_ID, FloatArray, ObservationError, to_float32
 from app.serving.policy_cache import LoadedPolicy, PolicyCache, PolicyUnavailableError
-from app.serving.routing import ServedModel
 from app.serving.runtime import NO_POLICY_RETRY_AFTER_SECONDS, ActRuntime
+from app.serving.served_models import ServedModel
 
 _POLICY_ID = re.compile(r"[1-9][0-9]{0,9}")
 _RETRY_AFTER = {"Retry-After": str(NO_POLICY_RETRY_AFTER_SECONDS)}

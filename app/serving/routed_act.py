@@ -9,33 +9,18 @@ anything is changed, so a refused request leaves its session as it was.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import orjson
 
-from app.infra.errors import ApiError, field_error
+from app.infra.errors import ApiError, field_error, not_found
 from app.infra.metrics import Metrics
-from app.serving.live_returns import LiveReturns
 from app.serving.observations import ActExtras, ActInput
 from app.serving.policy_cache import LoadedPolicy, PolicyCache, PolicyUnavailableError
-from app.serving.routing import ActiveRollout, Arm, ServedModel, choose
-from app.serving.sessions import SessionTable
-from app.serving.shadow import ShadowComparisons
+from app.serving.routing import Routing
+from app.serving.served_models import ActiveRollout, Arm, ServedModel, choose
 from models.registry_vocabulary import SPLIT_BUCKETS
 
 NO_POLICY_RETRY_AFTER_SECONDS = 5
-
-
-@dataclass(frozen=True, slots=True)
-class Routing:
-    """The per-process state of models, sessions and rollouts, built once by the lifespan."""
-
-    default_model: str
-    cache: PolicyCache
-    metrics: Metrics
-    sessions: SessionTable
-    live: LiveReturns
-    shadow: ShadowComparisons
 
 
 def no_policy(model: str | None = None) -> ApiError:
@@ -54,7 +39,7 @@ async def explicit_policy(cache: PolicyCache, policy_id: int) -> LoadedPolicy:
     except PolicyUnavailableError:
         raise ApiError(503, "policy_unavailable", f"policy {policy_id} cannot be loaded") from None
     if found is None:
-        raise ApiError(404, "not_found", f"policy {policy_id} not found")
+        raise not_found("policy", policy_id)
     return found
 
 

@@ -16,7 +16,8 @@ from app.infra.metrics import Metrics
 from app.infra.security import check_bearer
 from app.serving.observations import parse_act_body
 from app.serving.policy_cache import PolicyCache
-from app.serving.routed_act import NO_POLICY_RETRY_AFTER_SECONDS, Routing, act_routed, check_obs_dim, sample_shadow
+from app.serving.routed_act import NO_POLICY_RETRY_AFTER_SECONDS, act_routed, check_obs_dim, sample_shadow
+from app.serving.routing import Routing
 
 # The protocol adapters import the retry hint from here, with the rest of the runtime.
 __all__ = [

@@ -23,7 +23,7 @@ from app.infra.metrics import Metrics
 from app.serving.live_returns import LiveReturns
 
 if TYPE_CHECKING:
-    from app.serving.routing import ActiveRollout
+    from app.serving.served_models import ActiveRollout
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ import secrets
 
 from app.infra.errors import ApiError, error_body
 from app.serving.observations import parse_act_body
-from app.serving.routed_act import Routing, act_routed
+from app.serving.routed_act import act_routed
+from app.serving.routing import Routing
 
 
 def new_session_id() -> str:

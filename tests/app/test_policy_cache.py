@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 
+from app.infra.database import StoredPolicy
 from app.serving.policy_cache import PolicyCache
 from tests.app.factories import make_policy_bytes
 
@@ -22,11 +23,12 @@ class FakeStore:
             raise ConnectionError("database is down")
         return self.state
 
-    def read_weights(self, policy_id: int) -> bytes | None:
+    def read_weights(self, policy_id: int) -> StoredPolicy | None:
         if self.down:
             raise ConnectionError("database is down")
         self.weight_reads += 1
-        return self.weights.get(policy_id)
+        weights = self.weights.get(policy_id)
+        return None if weights is None else StoredPolicy(weights, None)
 
     def promote(self, policy_id: int) -> None:
         self.state = (policy_id, self.state[1] + 1)

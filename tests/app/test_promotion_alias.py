@@ -1,5 +1,6 @@
-"""A promotion moves the MLflow registry's `champion` alias to the run that trained the policy; a dead tracking
-server never costs the promotion."""
+"""A promotion moves the MLflow registry's `champion` alias to the run that trained the policy, in the registered
+model of the policy's own model (MLFLOW_REGISTERED_MODEL for the default model); a dead tracking server never costs
+the promotion."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy import update
 
 from store.jobs import enqueue_job
 from store.policies import register_policy
+from store.registry import get_model
 from store.tables import Job
 from tests.app.conftest import ApiFactory
 from tests.app.factories import make_policy_bytes
@@ -17,12 +19,14 @@ from trainer.tracking import RunArtifacts
 from trainer.tracking.mlflow_tracker import MlflowTracker
 
 
-def _tracked_policy(api: object, weights: bytes, run_id: str) -> int:
-    """A policy whose source job has the MLflow run `run_id`, as a tracked worker leaves them."""
+def _tracked_policy(api: object, weights: bytes, run_id: str, model: str | None = None) -> int:
+    """A policy (of `model`, else of the default model) whose source job has the MLflow run `run_id`, as a tracked
+    worker leaves them."""
     with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
+        model_id = None if model is None else get_model(session, model).id  # type: ignore[union-attr]
         job = enqueue_job(session, config={"episodes": 1}, promote="never", max_queued=50)
         session.execute(update(Job).where(Job.id == job.id).values(status="succeeded", tracking_run_id=run_id))
-        policy = register_policy(session, weights=weights, source_job_id=job.id, promote="never")
+        policy = register_policy(session, weights=weights, source_job_id=job.id, promote="never", model_id=model_id)
         session.commit()
         return policy.id
 
@@ -61,3 +65,53 @@ def test_a_dead_tracking_server_does_not_stop_a_promotion(make_api: ApiFactory, 
     response = api.client.post(f"/policies/{policy_id}/promote")
     assert response.status_code == 200 and response.json()["is_default"]
     assert api.client.post("/act", json={"observation": [1.0, 0.0, 0.0]}).json()["policy_id"] == policy_id
+
+
+def _champion_run(uri: str, registered_model: str) -> str | None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        return client.get_model_version_by_alias(registered_model, "champion").run_id
+    except MlflowException:  # no such registered model, or no such alias yet
+        return None
+
+
+def test_the_default_model_moves_the_alias_of_mlflow_registered_model(
+    make_api: ApiFactory, store: tuple[str, str]
+) -> None:
+    uri, artifact_root = store
+    api = make_api(mlflow_tracking_uri=uri, mlflow_registered_model="ddpg-actor")
+    weights = make_policy_bytes(4)
+    run_id = _run_with_actor(uri, artifact_root, weights)
+    policy_id = _tracked_policy(api, weights, run_id)
+    assert api.client.post(f"/policies/{policy_id}/promote").status_code == 200
+    assert _champion_run(uri, "ddpg-actor") == run_id
+    assert _champion_run(uri, "pendulum") is None  # the default model's own name is not its registered model
+
+
+def test_each_named_model_moves_the_alias_of_its_own_registered_model(
+    make_api: ApiFactory, store: tuple[str, str]
+) -> None:
+    """Every way to promote (the policy, the champion alias, the rollout) moves the alias of the model's own name."""
+    uri, artifact_root = store
+    api = make_api(mlflow_tracking_uri=uri, mlflow_registered_model="ddpg-actor")
+    assert api.client.post("/models", json={"name": "arm", "env_id": "Pendulum-v1"}).status_code == 201
+    runs, policy_ids = [], []
+    for seed in (5, 6, 7):
+        weights = make_policy_bytes(seed)
+        runs.append(_run_with_actor(uri, artifact_root, weights))
+        policy_ids.append(_tracked_policy(api, weights, runs[-1], model="arm"))
+
+    assert api.client.post(f"/policies/{policy_ids[0]}/promote").status_code == 200
+    assert _champion_run(uri, "arm") == runs[0]
+    body = {"policy_id": policy_ids[1]}
+    assert api.client.put("/models/arm/aliases/champion", json=body).status_code == 200
+    assert _champion_run(uri, "arm") == runs[1]
+    trial = {"challenger": policy_ids[2], "mode": "canary", "percent": 10}
+    assert api.client.put("/models/arm/rollout", json=trial).status_code == 200
+    assert _champion_run(uri, "arm") == runs[1]  # a trial is not a promotion
+    assert api.client.post("/models/arm/rollout/promote").status_code == 200
+    assert _champion_run(uri, "arm") == runs[2]
+    assert _champion_run(uri, "ddpg-actor") is None  # the default model's registered model was never touched

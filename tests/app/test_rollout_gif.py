@@ -7,8 +7,8 @@ import io
 import pytest
 from PIL import Image
 
-from models import rollout
-from models.rollout import RenderUnavailableError, read_gif_comment
+from app.services import policy_files
+from models.episode_gif import RenderUnavailableError, read_gif_comment
 from tests.app.conftest import Api
 from tests.app.factories import assert_error_shape, make_policy_bytes
 
@@ -52,7 +52,7 @@ def test_render_unavailable_is_503(api: Api, monkeypatch: pytest.MonkeyPatch) ->
     def unavailable(weights: bytes, *, seed: int = 0) -> bytes:
         raise RenderUnavailableError("gymnasium is not installed here")
 
-    monkeypatch.setattr("app.routes.policies.rollout_gif_for_weights", unavailable)
+    monkeypatch.setattr("app.services.policy_files.episode_gif_for_weights", unavailable)
     response = api.client.get(f"/policies/{policy_id}/rollout.gif")
     assert response.status_code == 503
     assert_error_shape(response.json(), "render_unavailable")
@@ -67,14 +67,13 @@ def test_rollout_gif_is_documented_as_image_gif(api: Api) -> None:
 def test_rendering_is_cached_per_policy(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     policy_id = api.add_policy(make_policy_bytes(6))
     renders: list[int] = []
-    real_render = rollout.render_rollout_gif
+    real_render = policy_files.episode_gif_for_weights
 
-    def counting_render(*args: object, **kwargs: object) -> bytes:
+    def counting_render(weights: bytes, *, seed: int = 0) -> bytes:
         renders.append(1)
-        return real_render(*args, **kwargs)  # type: ignore[arg-type]
+        return real_render(weights, seed=seed)
 
-    monkeypatch.setattr(rollout, "render_rollout_gif", counting_render)
-    monkeypatch.setattr(rollout, "_gif_cache", type(rollout._gif_cache)())
+    monkeypatch.setattr(policy_files, "episode_gif_for_weights", counting_render)
     first = api.client.get(f"/policies/{policy_id}/rollout.gif")
     second = api.client.get(f"/policies/{policy_id}/rollout.gif")
     assert first.status_code == second.status_code == 200 and first.content == second.content

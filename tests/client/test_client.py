@@ -34,9 +34,9 @@ from ddpg_client import (
     WaitTimeoutError,
     error_from_response,
 )
+from models.episode_gif import run_episode
 from models.policy import NumpyActor
-from models.rollout import run_episode
-from tests.models.test_rollout import random_actor_bytes
+from tests.models.test_episode_gif import random_actor_bytes
 
 pytestmark = pytest.mark.slow
 

@@ -7,20 +7,18 @@ and a process without gymnasium only fails when it actually renders.
 The GIF is kept small (every 2nd frame, 250 px, one shared 32-colour palette: 60-150 kB for Pendulum's 200
 steps) so that rendering takes about a second and the endpoint can afford it once per policy.
 
-Entry points: `render_rollout` (GIF plus its numbers), `render_rollout_gif` (bytes only),
-`rollout_gif_for_weights` (from safetensors bytes, cached per policy: the API endpoint) and
-`write_rollout_gif` (from a weights file to a GIF file: the trainer CLI).
+Entry points: `render_episode` (GIF plus its numbers), `render_episode_gif` (bytes only),
+`episode_gif_for_weights` (from safetensors bytes: the API endpoint, which keeps what it renders per policy) and
+`write_episode_gif` (from a weights file to a GIF file: the trainer CLI).
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import logging
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +33,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# The tag in every GIF already written (files on disk, cached copies): kept as it was when the module was renamed.
 GIF_COMMENT_PREFIX = "ddpg-rollout"
 DEFAULT_SIZE = 250
 DEFAULT_FRAME_EVERY = 2
@@ -48,19 +47,13 @@ _FINAL_TEXT_COLOUR = (170, 20, 20)
 # runs sync endpoints in a thread pool) is not something pygame promises to support, so renders take turns.
 _render_lock = threading.Lock()
 
-# Policies are immutable (their bytes have a sha256), so a rendered GIF never goes stale; a few dozen
-# entries of ~100 kB bound the memory an API process spends on it.
-GIF_CACHE_SIZE = 32
-_gif_cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
-_gif_cache_lock = threading.Lock()
-
 
 class RenderUnavailableError(RuntimeError):
     """gymnasium or its pygame renderer is not installed in this process (e.g. a slim API image)."""
 
 
 @dataclass(frozen=True)
-class Rollout:
+class EpisodeGif:
     """A rendered episode: the GIF bytes and the numbers written on its frames."""
 
     gif: bytes
@@ -135,7 +128,7 @@ def gif_comment(episode_return: float, steps: int, env_id: str, seed: int) -> st
     return f"{GIF_COMMENT_PREFIX} env={env_id} seed={seed} steps={steps} return={episode_return!r}"
 
 
-def render_rollout(
+def render_episode(
     actor: NumpyActor,
     *,
     env_id: str | None = None,
@@ -144,7 +137,7 @@ def render_rollout(
     fps: int = 30,
     size: int = DEFAULT_SIZE,
     frame_every: int = DEFAULT_FRAME_EVERY,
-) -> Rollout:
+) -> EpisodeGif:
     """Run one episode with `rgb_array` rendering and return the GIF together with its return.
 
     `env_id` defaults to the policy's own; `max_steps` to the environment's time limit; `fps` is the
@@ -233,10 +226,10 @@ def render_rollout(
         len(images),
         len(gif),
     )
-    return Rollout(gif=gif, episode_return=total, steps=step, max_steps=limit, env_id=env_id, seed=seed)
+    return EpisodeGif(gif=gif, episode_return=total, steps=step, max_steps=limit, env_id=env_id, seed=seed)
 
 
-def render_rollout_gif(
+def render_episode_gif(
     actor: NumpyActor,
     *,
     env_id: str | None = None,
@@ -244,60 +237,48 @@ def render_rollout_gif(
     max_steps: int | None = None,
     fps: int = 30,
 ) -> bytes:
-    """The animated GIF of one episode (see `render_rollout` for the numbers behind it)."""
-    return render_rollout(actor, env_id=env_id, seed=seed, max_steps=max_steps, fps=fps).gif
+    """The animated GIF of one episode (see `render_episode` for the numbers behind it)."""
+    return render_episode(actor, env_id=env_id, seed=seed, max_steps=max_steps, fps=fps).gif
 
 
-def rollout_gif_for_weights(weights: bytes, *, seed: int = 0) -> bytes:
-    """The GIF of a `ddpg-actor/1` file's episode, cached by (sha256 of the bytes, seed): for the API endpoint.
+def episode_gif_for_weights(weights: bytes, *, seed: int = 0) -> bytes:
+    """The GIF of a `ddpg-actor/1` file's episode (the API endpoint; it keeps the result per policy and seed).
 
     Raises `models.weights.WeightsFormatError` for invalid bytes, `RenderUnavailableError` when this process
-    cannot render. Blocking (about a second on a miss): call it from a thread, not the event loop.
+    cannot render. Blocking (about a second): call it from a thread, not the event loop.
     """
-    key = (hashlib.sha256(weights).hexdigest(), seed)
-    with _gif_cache_lock:
-        cached = _gif_cache.get(key)
-        if cached is not None:
-            _gif_cache.move_to_end(key)
-            return cached
-    gif = render_rollout_gif(NumpyActor.from_bytes(weights), seed=seed)
-    with _gif_cache_lock:
-        _gif_cache[key] = gif
-        _gif_cache.move_to_end(key)
-        while len(_gif_cache) > GIF_CACHE_SIZE:
-            _gif_cache.popitem(last=False)
-    return gif
+    return render_episode_gif(NumpyActor.from_bytes(weights), seed=seed)
 
 
-def write_rollout_gif(
+def write_episode_gif(
     weights_path: str | Path,
     out_path: str | Path,
     seed: int = 0,
     *,
     max_steps: int | None = None,
-) -> Rollout:
+) -> EpisodeGif:
     """Render the episode of the actor file at `weights_path` into `out_path` (the trainer CLI's `--gif`)."""
     actor = NumpyActor.from_file(weights_path)
-    rollout = render_rollout(actor, seed=seed, max_steps=max_steps)
+    episode = render_episode(actor, seed=seed, max_steps=max_steps)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename, so a reader never sees half a GIF.
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(rollout.gif)
+    tmp.write_bytes(episode.gif)
     tmp.replace(out)
     logger.info(
         "wrote %s (%d bytes): %s seed=%d return %.1f",
         out,
-        len(rollout.gif),
-        rollout.env_id,
+        len(episode.gif),
+        episode.env_id,
         seed,
-        rollout.episode_return,
+        episode.episode_return,
     )
-    return rollout
+    return episode
 
 
 def read_gif_comment(gif: bytes) -> dict[str, str]:
-    """Parse the summary `render_rollout` stores in a GIF's comment ({} when there is none)."""
+    """Parse the summary `render_episode` stores in a GIF's comment ({} when there is none)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(gif)) as image:

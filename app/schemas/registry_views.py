@@ -1,13 +1,15 @@
-"""Models and rollouts as the API shows them: the stored rows with their live figures, read in one session."""
+"""Models, rollouts and policies as the API shows them: the stored rows with their live figures and whether a policy
+is the default, read in the request's session (before a write commits, so the answer is of that transaction)."""
 
 from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
 from app.schemas.models import GuardIn, LiveReturnOut, ModelOut, RolloutOut, RolloutState, ShadowOut, SpacesOut
+from app.schemas.policies import DEFAULT_POLICY_ID, PolicyList, PolicyOut
 from models.registry_vocabulary import CHALLENGER, CHAMPION
-from store import live_returns, registry, rollouts
-from store.tables import Model, Rollout
+from store import live_returns, policies, registry, rollouts
+from store.tables import Model, Policy, Rollout
 
 
 def rollout_out(session: Session, rollout: Rollout, champion_id: int | None) -> RolloutOut:
@@ -84,3 +86,21 @@ def model_out(session: Session, model: Model, default_model: str) -> ModelOut:
         aliases=dict(sorted(aliases.items())),
         rollout=None if active is None else rollout_out(session, active, champion_id),
     )
+
+
+def policy_out(session: Session, policy: Policy, default_model: str) -> PolicyOut:
+    """A policy, with whether it is the default (the default model's champion)."""
+    default_id = policies.get_serving_state(session, default_model)[0]
+    return PolicyOut.model_validate(policy, context={DEFAULT_POLICY_ID: default_id})
+
+
+def policy_page(
+    session: Session, default_model: str, *, limit: int, offset: int, model: Model | None = None
+) -> PolicyList:
+    """A page of policies (of one model, when given), newest first, with the total count."""
+    page, total = policies.list_policies(
+        session, limit=limit, offset=offset, model_id=None if model is None else model.id
+    )
+    context = {DEFAULT_POLICY_ID: policies.get_serving_state(session, default_model)[0]}
+    items = [PolicyOut.model_validate(row, context=context) for row in page]
+    return PolicyList(items=items, total=total, limit=limit, offset=offset)

@@ -16,7 +16,7 @@ from app.infra.metrics import Metrics
 from app.serving.live_returns import LiveReturns
 from app.serving.observations import ActExtras, parse_act_body
 from app.serving.policy_cache import LoadedPolicy
-from app.serving.routing import ActiveRollout, ServedModel, canary_arm, choose, session_bucket
+from app.serving.served_models import ActiveRollout, ServedModel, canary_arm, choose, session_bucket
 from app.serving.sessions import SessionTable
 from app.serving.shadow import ShadowComparisons
 from models.policy import NumpyActor

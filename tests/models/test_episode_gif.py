@@ -1,4 +1,4 @@
-"""models.rollout: one headless episode of a torch-free actor, as an animated GIF with the return on it."""
+"""models.episode_gif: one headless episode of a torch-free actor, as an animated GIF with the return on it."""
 
 from __future__ import annotations
 
@@ -12,21 +12,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.policy import NumpyActor
-from models.random_actor import random_actor_bytes as make_random_actor
-from models.rollout import (
+from models.episode_gif import (
     _FINAL_TEXT_COLOUR,
     RenderUnavailableError,
+    episode_gif_for_weights,
     final_caption,
     frame_caption,
     read_gif_comment,
-    render_rollout,
-    render_rollout_gif,
+    render_episode,
+    render_episode_gif,
     rendering_available,
-    rollout_gif_for_weights,
     run_episode,
-    write_rollout_gif,
+    write_episode_gif,
 )
+from models.policy import NumpyActor
+from models.random_actor import random_actor_bytes as make_random_actor
 from models.weights import WeightsFormatError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +59,7 @@ def gif_frames(gif: bytes) -> list[Image.Image]:
 
 
 def test_gif_is_an_animated_gif89a(actor: NumpyActor) -> None:
-    gif = render_rollout_gif(actor, seed=1, max_steps=SHORT)
+    gif = render_episode_gif(actor, seed=1, max_steps=SHORT)
     assert gif.startswith(b"GIF89a")
     with Image.open(io.BytesIO(gif)) as image:
         assert image.format == "GIF"
@@ -70,13 +70,13 @@ def test_gif_is_an_animated_gif89a(actor: NumpyActor) -> None:
 
 
 def test_renderer_return_is_run_episode_return(actor: NumpyActor) -> None:
-    rollout = render_rollout(actor, seed=1, max_steps=SHORT)
+    episode = render_episode(actor, seed=1, max_steps=SHORT)
     expected = run_episode(actor, "Pendulum-v1", seed=1, max_steps=SHORT)
     # Same seed, same deterministic actor: rendering must not change the episode.
-    assert rollout.episode_return == expected
-    assert rollout.steps == SHORT
-    assert rollout.episode_return < 0  # Pendulum's reward is never positive; 0 would mean nothing ran
-    comment = read_gif_comment(rollout.gif)
+    assert episode.episode_return == expected
+    assert episode.steps == SHORT
+    assert episode.episode_return < 0  # Pendulum's reward is never positive; 0 would mean nothing ran
+    comment = read_gif_comment(episode.gif)
     assert float(comment["return"]) == expected
     assert comment["steps"] == str(SHORT)
     assert comment["seed"] == "1"
@@ -98,7 +98,7 @@ def _has_colour(image: Image.Image, colour: tuple[int, int, int], box: tuple[int
 
 
 def test_text_is_drawn_and_final_return_only_on_last_frame(actor: NumpyActor) -> None:
-    frames = gif_frames(render_rollout_gif(actor, seed=1, max_steps=SHORT))
+    frames = gif_frames(render_episode_gif(actor, seed=1, max_steps=SHORT))
     caption_box = (0, 0, 250, 20)
     final_box = (0, 18, 250, 40)
     # The running caption is black text in the top band of every frame (the scene there is white).
@@ -112,17 +112,17 @@ def test_full_episode_written_to_file(tmp_path: Path) -> None:
     weights = tmp_path / "actor.safetensors"
     weights.write_bytes(random_actor_bytes(seed=3))
     out = tmp_path / "sub" / "rollout.gif"
-    rollout = write_rollout_gif(weights, out, seed=7)
-    assert out.read_bytes() == rollout.gif
-    assert rollout.steps == rollout.max_steps == 200  # Pendulum's own time limit
-    assert rollout.episode_return == run_episode(NumpyActor.from_file(weights), seed=7)
+    episode = write_episode_gif(weights, out, seed=7)
+    assert out.read_bytes() == episode.gif
+    assert episode.steps == episode.max_steps == 200  # Pendulum's own time limit
+    assert episode.episode_return == run_episode(NumpyActor.from_file(weights), seed=7)
     assert not list(out.parent.glob("*.tmp"))
 
 
 def test_obs_dim_mismatch_is_a_clear_error() -> None:
     wrong = NumpyActor.from_bytes(random_actor_bytes(obs_dim=4))
     with pytest.raises(ValueError, match="obs_dim=4"):
-        render_rollout_gif(wrong, max_steps=SHORT)
+        render_episode_gif(wrong, max_steps=SHORT)
     with pytest.raises(ValueError, match="obs_dim=4"):
         run_episode(wrong, max_steps=SHORT)
 
@@ -130,20 +130,18 @@ def test_obs_dim_mismatch_is_a_clear_error() -> None:
 @pytest.mark.parametrize("kwargs", [{"fps": 0}, {"max_steps": 0}, {"size": 4}, {"frame_every": 0}])
 def test_bad_arguments_are_rejected(actor: NumpyActor, kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
-        render_rollout(actor, **kwargs)  # type: ignore[arg-type]
+        render_episode(actor, **kwargs)  # type: ignore[arg-type]
 
 
-def test_gif_for_weights_is_cached_per_policy_and_seed() -> None:
+def test_gif_for_weights_renders_the_policy_with_the_seed() -> None:
     weights = random_actor_bytes(seed=5)
-    first = rollout_gif_for_weights(weights, seed=0)
+    first = episode_gif_for_weights(weights, seed=0)
     assert first.startswith(b"GIF89a")
-    # The same policy (same bytes, even a different bytes object) is not rendered again.
-    assert rollout_gif_for_weights(bytes(bytearray(weights)), seed=0) is first
-    other_seed = rollout_gif_for_weights(weights, seed=1)
+    other_seed = episode_gif_for_weights(weights, seed=1)
     assert other_seed != first
     assert read_gif_comment(other_seed)["seed"] == "1"
     with pytest.raises(WeightsFormatError):
-        rollout_gif_for_weights(b"not an actor file")
+        episode_gif_for_weights(b"not an actor file")
 
 
 def test_missing_gymnasium_is_a_clear_error(actor: NumpyActor, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,7 +149,7 @@ def test_missing_gymnasium_is_a_clear_error(actor: NumpyActor, monkeypatch: pyte
     # None in sys.modules makes `import gymnasium` fail, as in an API image built without it.
     monkeypatch.setitem(sys.modules, "gymnasium", None)
     with pytest.raises(RenderUnavailableError, match="gymnasium"):
-        render_rollout_gif(actor, max_steps=SHORT)
+        render_episode_gif(actor, max_steps=SHORT)
 
 
 def test_rendering_never_imports_torch(tmp_path: Path) -> None:
@@ -161,11 +159,11 @@ def test_rendering_never_imports_torch(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import sys
-        import models.rollout
+        import models.episode_gif
         lazy = [m for m in ("gymnasium", "PIL", "pygame") if m in sys.modules]
-        assert not lazy, f"importing models.rollout loaded {{lazy}}"
+        assert not lazy, f"importing models.episode_gif loaded {{lazy}}"
         from models.policy import NumpyActor
-        gif = models.rollout.render_rollout_gif(NumpyActor.from_file({str(weights)!r}), max_steps=4)
+        gif = models.episode_gif.render_episode_gif(NumpyActor.from_file({str(weights)!r}), max_steps=4)
         assert gif.startswith(b"GIF89a")
         assert "pygame" in sys.modules, "expected gymnasium's pygame renderer to have run"
         loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))

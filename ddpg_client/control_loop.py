@@ -1,4 +1,4 @@
-"""Episodes run locally with every action from the service's POST /act (the `rollout` command's engine)."""
+"""Episodes run locally on actions from the service's POST /act: the control loop of the `rollout` command."""
 
 from __future__ import annotations
 

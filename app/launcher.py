@@ -1,0 +1,132 @@
+"""What `python -m app` runs (app.__main__ hands over here once the process environment is set).
+
+Migrates the database, registers POLICY_FILE, queues a bootstrap training job when there is no policy yet,
+starts one trainer worker subprocess (EMBEDDED_WORKER) and the sweep runner (EMBEDDED_SWEEP_RUNNER, when Ray Tune is
+installed), then serves with uvicorn (uvloop + httptools, WORKERS processes). Ctrl-C or SIGTERM stops the API, then
+the runner and the worker, cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from types import FrameType
+
+import uvicorn
+from pydantic import ValidationError
+
+from app.infra.database import Database, redacted
+from app.infra.embedded import (
+    queue_bootstrap_job,
+    start_sweep_runner,
+    start_worker,
+    stop_worker,
+    sweep_runner_available,
+    trainer_available,
+)
+from app.infra.metrics import MULTIPROC_DIR_ENV
+from app.main import configure_logging
+from app.settings import Settings
+from models.weights import WeightsFormatError, load_actor_file
+
+logger = logging.getLogger("app")
+
+
+def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    # uvicorn re-raises the signal that stopped it once it has shut down; turning SIGTERM into SystemExit
+    # (instead of the default immediate death) lets the `finally` below stop the worker too.
+    raise SystemExit(0)
+
+
+def _multiprocess_metrics_dir(workers: int) -> str | None:
+    """With several workers, give prometheus_client a fresh shared directory so /metrics sums all of them."""
+    if workers == 1 or os.environ.get(MULTIPROC_DIR_ENV):
+        return None
+    path = tempfile.mkdtemp(prefix="ddpg-metrics-")
+    os.environ[MULTIPROC_DIR_ENV] = path  # inherited by the uvicorn workers, read when they import the client
+    return path
+
+
+def prepare(settings: Settings) -> None:
+    """Before forking API workers: schema, POLICY_FILE and bootstrap job, once (not once per worker)."""
+    database = Database.connect(settings.database_url)
+    try:
+        database.prepare(settings.policy_file)
+        if settings.bootstrap_job:
+            queue_bootstrap_job(
+                database.sessions,
+                preset=settings.bootstrap_preset,
+                episodes=settings.bootstrap_episodes,
+                max_queued=settings.max_queued_jobs,
+            )
+    finally:
+        database.close()
+
+
+def run() -> int:
+    """The one-command run; the process's exit status."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        logging.basicConfig(format="%(levelname)s %(message)s")
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper() or 'settings'}: {e['msg']}" for e in exc.errors())
+        logger.error("invalid settings: %s", problems)
+        return 2
+    configure_logging(settings.log_level)
+    if settings.policy_file is not None:
+        # Configuration, not a transient fault: stop here with one clear line rather than blaming the database
+        # below and then dying in the lifespan with a traceback.
+        try:
+            load_actor_file(settings.policy_file)
+        except WeightsFormatError as exc:
+            logger.error("POLICY_FILE %s is not a valid ddpg-actor/1 safetensors file: %s", settings.policy_file, exc)
+            return 2
+    logger.info("database %s", redacted(settings.database_url))
+    try:
+        prepare(settings)
+    except Exception as exc:
+        # The API still starts; its lifespan keeps retrying and /readyz reports the database as unreachable.
+        logger.error("database not ready at start-up (%s: %s); starting anyway", type(exc).__name__, exc)
+
+    worker: subprocess.Popen[bytes] | None = None
+    if settings.embedded_worker:
+        if trainer_available():
+            worker = start_worker(settings.database_url)
+        else:
+            logger.error("EMBEDDED_WORKER is set but torch/gymnasium are not installed; no jobs will run here")
+    runner: subprocess.Popen[bytes] | None = None
+    if settings.embedded_sweep_runner:
+        if sweep_runner_available():
+            runner = start_sweep_runner(settings.database_url)
+        else:
+            # Not a fault: the API image has no Ray on purpose, and compose runs the sweep runner as its own service.
+            logger.info("Ray Tune is not installed here: sweeps run where `python -m trainer sweeps` runs")
+    metrics_dir = _multiprocess_metrics_dir(settings.workers)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            loop="uvloop",
+            http="httptools",
+            log_level=settings.log_level.lower(),
+            access_log=settings.access_log,
+            timeout_graceful_shutdown=10,
+        )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if runner is not None:
+            stop_worker(runner, "sweep runner")
+        if worker is not None:
+            stop_worker(worker)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
