@@ -24,12 +24,40 @@ from sqlalchemy.orm import Session
 
 from models.training_config import JOB_STATUSES, PROMOTE_RULES
 from store import leases
-from store.leases import ENQUEUE_LOCK_KEY as ENQUEUE_LOCK_KEY  # re-exported: the names the API imports from here
-from store.leases import MAX_ERROR_CHARS as MAX_ERROR_CHARS
-from store.leases import QueueFullError as QueueFullError
-from store.leases import lock_queue as lock_queue
+from store.leases import ENQUEUE_LOCK_KEY, MAX_ERROR_CHARS, QueueFullError, lock_queue
 from store.policies import register_policy
 from store.tables import EpisodeRow, EvaluationRow, Job, utcnow
+
+# Public, the lease layer's names re-exported too: the API and clients import them from here.
+__all__ = [
+    "ENQUEUE_LOCK_KEY",
+    "JOBS",
+    "MAX_ERROR_CHARS",
+    "JobNotFoundError",
+    "JobStateError",
+    "LeaseLostError",
+    "QueueFullError",
+    "cancel_running_job",
+    "claim_next_job",
+    "complete_job",
+    "count_jobs_by_status",
+    "discard_attempt_history",
+    "enqueue_job",
+    "episode_history",
+    "evaluation_history",
+    "expire_stale_leases",
+    "fail_job",
+    "get_job",
+    "heartbeat",
+    "list_jobs",
+    "lock_queue",
+    "record_episode",
+    "record_evaluation",
+    "record_tracking",
+    "release_job",
+    "request_cancel",
+    "set_episodes_total",
+]
 
 # The API and clients know the lease layer's state error by this name.
 JobStateError = leases.LeaseStateError

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -110,7 +110,7 @@ def settings_problems(exc: ValidationError) -> str:
     )
 
 
-def load_settings(cls: type[SettingsT], **overrides: object) -> SettingsT:
+def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
     """The settings from the environment (`overrides`, e.g. command-line flags, win); on a bad value log one line
     naming it and exit BAD_SETTINGS_EXIT, with no traceback: this is configuration, not a fault."""
     try:

@@ -208,6 +208,6 @@ def _trial_job(session: Session, sweep_id: int, trial_id: str) -> Job | None:
     return None if job_id is None else session.get(Job, job_id, with_for_update=True, populate_existing=True)
 
 
-def _trial_job_ids(sweep_id: int) -> Select[tuple[int]]:
+def _trial_job_ids(sweep_id: int) -> Select[int]:
     """The subquery of the sweep's trial job ids."""
     return select(SweepTrial.job_id).where(SweepTrial.sweep_id == sweep_id)
