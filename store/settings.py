@@ -104,9 +104,10 @@ class StoreSettings(ProcessSettings):
 
 
 def settings_problems(exc: ValidationError) -> str:
-    """Every problem on one line, each at its environment variable: `DATABASE_URL: Value error, ...`."""
+    """Every problem on one line, each at its environment variable: `DATABASE_URL: DATABASE_URL must be ...`."""
     return "; ".join(
-        f"{'.'.join(map(str, error['loc'])).upper() or 'settings'}: {error['msg']}" for error in exc.errors()
+        f"{'.'.join(map(str, error['loc'])).upper() or 'settings'}: {error['msg'].removeprefix('Value error, ')}"
+        for error in exc.errors()
     )
 
 

@@ -3,7 +3,8 @@ Ray task on any node of the cluster runs it under the same worker id (so every w
 one Ray cluster can carry all training, sweeps and single jobs alike.
 
 The task writes episodes and heartbeats itself, with the worker's recorder (trainer.job_recorder). If its process
-or node dies, the job's lease expires and the job ends as any job whose worker died (failed, or requeued when it has attempts left); Ray does not retry the task.
+or node dies, the job's lease expires and the job ends as any job whose worker died (failed, or requeued when it
+has attempts left); Ray does not retry the task.
 """
 
 from __future__ import annotations
