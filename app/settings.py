@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, model_validator
 
-from store.settings import ProcessSettings
+from store.settings import BLANK_IS_UNSET, ProcessSettings
 
 
 class Settings(ProcessSettings):
@@ -16,11 +17,14 @@ class Settings(ProcessSettings):
     host: str = Field("127.0.0.1", description="Address `python -m app` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `python -m app` listens on.")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes started by `python -m app`.")
-    api_key: SecretStr | None = Field(
+    # Empty (docker compose's `API_KEY=${API_KEY:-}`) means no auth, not the key ''.
+    api_key: Annotated[SecretStr | None, BLANK_IS_UNSET] = Field(
         None, description="When set, POST /train, cancel and promote need `Authorization: Bearer <key>`."
     )
-    act_api_key: SecretStr | None = Field(None, description="When set, POST /act needs `Authorization: Bearer <key>`.")
-    policy_file: Path | None = Field(
+    act_api_key: Annotated[SecretStr | None, BLANK_IS_UNSET] = Field(
+        None, description="When set, POST /act needs `Authorization: Bearer <key>`."
+    )
+    policy_file: Annotated[Path | None, BLANK_IS_UNSET] = Field(
         None, description="A ddpg-actor/1 safetensors file registered and promoted at start-up."
     )
     max_batch: int = Field(4096, ge=1, le=1_000_000, description="Most observations one POST /act may carry.")
@@ -58,7 +62,7 @@ class Settings(ProcessSettings):
     )
     bootstrap_job: bool = Field(True, description="`python -m app` queues a training job when no policy exists yet.")
     bootstrap_preset: str = Field("default", min_length=1, description="Preset of the bootstrap job.")
-    bootstrap_episodes: int | None = Field(
+    bootstrap_episodes: Annotated[int | None, BLANK_IS_UNSET] = Field(
         10,
         ge=1,
         # The default preset evaluates near -150 on Pendulum after about 8 episodes; 10 finish in ~10 s.
@@ -66,21 +70,6 @@ class Settings(ProcessSettings):
     )
     access_log: bool = Field(False, description="uvicorn access log (off: it costs /act throughput).")
     bench_endpoints: bool = Field(False, description="Expose POST /bench/noop (benchmarks only).")
-
-    @field_validator("api_key", "act_api_key", mode="before")
-    @classmethod
-    def _empty_key_means_unset(cls, value: object) -> object:
-        # docker compose's `API_KEY=${API_KEY:-}` yields an empty string, which must mean "no auth", not "key ''".
-        if isinstance(value, str) and value.strip() == "":
-            return None
-        return value
-
-    @field_validator("policy_file", "bootstrap_episodes", mode="before")
-    @classmethod
-    def _empty_path_means_unset(cls, value: object) -> object:
-        if isinstance(value, str) and value.strip() == "":
-            return None
-        return value
 
     @model_validator(mode="after")
     def _check_policy_file(self) -> Settings:

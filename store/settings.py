@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -27,6 +27,17 @@ SUPPORTED_DATABASES = ("sqlite", "postgresql")
 BAD_SETTINGS_EXIT = 2
 
 logger = logging.getLogger(__name__)
+
+
+def _blank_is_unset(value: object) -> object:
+    # docker compose's `X=${X:-}` yields an empty string, which must mean "unset", not "the value ''".
+    if isinstance(value, str) and value.strip() == "":
+        return None
+    return value
+
+
+# A setting whose empty value means unset: `Annotated[str | None, BLANK_IS_UNSET]`.
+BLANK_IS_UNSET = BeforeValidator(_blank_is_unset)
 
 
 class ProcessSettings(BaseSettings):
@@ -44,10 +55,10 @@ class ProcessSettings(BaseSettings):
         description="The model that answers POST /act without `model` (created by the first policy for it).",
     )
     log_level: LogLevel = Field("INFO", description="Logging level of the process.")
-    ray_address: str | None = Field(
+    ray_address: Annotated[str | None, BLANK_IS_UNSET] = Field(
         None, description="The Ray cluster trials and `worker --ray` jobs run on; unset: a local Ray when needed."
     )
-    mlflow_tracking_uri: str | None = Field(
+    mlflow_tracking_uri: Annotated[str | None, BLANK_IS_UNSET] = Field(
         None, description="MLflow tracking URI; when set, jobs are tracked and a promotion moves `champion` aliases."
     )
     mlflow_registered_model: str = Field(
@@ -61,14 +72,6 @@ class ProcessSettings(BaseSettings):
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
-
-    @field_validator("ray_address", "mlflow_tracking_uri", mode="before")
-    @classmethod
-    def _empty_means_unset(cls, value: object) -> object:
-        # docker compose's `X=${X:-}` yields an empty string, which must mean "unset".
-        if isinstance(value, str) and value.strip() == "":
-            return None
-        return value
 
     @field_validator("database_url")
     @classmethod

@@ -17,7 +17,7 @@ import threading
 from types import FrameType
 from typing import TypeVar
 
-from store.settings import ProcessSettings, with_flags
+from store.settings import ProcessSettings, load_settings, with_flags
 
 SettingsT = TypeVar("SettingsT", bound=ProcessSettings)
 
@@ -31,10 +31,12 @@ class SweepRunnerSettings(ProcessSettings):
 
 
 def claimer_parser(
-    settings: ProcessSettings, *, prog: str, description: str, holder_flag: str, row: str
-) -> argparse.ArgumentParser:
-    """The flags of a process that claims leased rows (`row`: "job", "sweep"), defaults from `settings`."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    cls: type[SettingsT], command: str, description: str, *, holder: str, row: str
+) -> tuple[SettingsT, argparse.ArgumentParser]:
+    """The settings of `python -m trainer <command>` (a process that claims leased rows: "job", "sweep", held by a
+    "worker", a "runner") and its parser with the shared flags, whose defaults are those settings."""
+    settings = load_settings(cls)
+    parser = argparse.ArgumentParser(prog=f"python -m trainer {command}", description=description)
     parser.add_argument(
         "--database-url",
         default=settings.database_url,
@@ -45,13 +47,13 @@ def claimer_parser(
         default=settings.ray_address,
         help="the Ray cluster to run on (default: $RAY_ADDRESS; unset: start a local Ray)",
     )
-    parser.add_argument(holder_flag, default=None, help=f"name in the {row}s table (default: host-pid-random)")
+    parser.add_argument(f"--{holder}-id", default=None, help=f"name in the {row}s table (default: host-pid-random)")
     parser.add_argument("--lease-seconds", type=positive_float, default=30.0, help=f"{row} lease length (default 30)")
     parser.add_argument(
         "--poll-interval", type=positive_float, default=1.0, help="seconds between polls of an empty queue"
     )
     parser.add_argument("--once", action="store_true", help=f"run at most one {row}, then exit")
-    return parser
+    return settings, parser
 
 
 def apply_flags(settings: SettingsT, args: argparse.Namespace) -> SettingsT:

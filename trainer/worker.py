@@ -27,7 +27,6 @@ from models.training_config import TrainingConfig, load_job_config
 from models.weights import WeightsFormatError
 from store import jobs
 from store.policies import champion_model_name
-from store.settings import load_settings
 from store.tables import Job
 from trainer.claim_loop import Database, DatabaseGoneError, claim_loop, wait_for_database
 from trainer.job_recorder import JobRecorder
@@ -257,14 +256,7 @@ def load_train_function(dotted: str | None) -> TrainFunction:
 
 def parse_args(argv: list[str] | None = None) -> WorkerOptions:
     """Command-line flags, with defaults from the worker's settings (DATABASE_URL, DATA_DIR, RAY_ADDRESS)."""
-    settings = load_settings(WorkerSettings)
-    parser = claimer_parser(
-        settings,
-        prog="python -m trainer worker",
-        description="Run queued training jobs.",
-        holder_flag="--worker-id",
-        row="job",
-    )
+    settings, parser = claimer_parser(WorkerSettings, "worker", "Run queued training jobs.", holder="worker", row="job")
     parser.add_argument("--max-jobs", type=positive_int, default=None, help="exit after this many jobs")
     parser.add_argument(
         "--train-function",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from store.settings import load_settings
 from trainer.settings import SweepRunnerSettings, apply_flags, claimer_parser, default_holder_id, positive_int
 
 if TYPE_CHECKING:
@@ -16,14 +15,8 @@ if TYPE_CHECKING:
 def parse_args(argv: list[str] | None = None) -> tuple[RunnerOptions, SweepRunnerSettings]:
     from trainer.sweeps.runner import RunnerOptions
 
-    settings = load_settings(SweepRunnerSettings)
-    parser = claimer_parser(
-        settings,
-        prog="python -m trainer sweeps",
-        description="Run queued hyperparameter sweeps on Ray Tune.",
-        holder_flag="--runner-id",
-        row="sweep",
-    )
+    description = "Run queued hyperparameter sweeps on Ray Tune."
+    settings, parser = claimer_parser(SweepRunnerSettings, "sweeps", description, holder="runner", row="sweep")
     parser.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray (default: all)")
     args = parser.parse_args(argv)
     settings = apply_flags(settings, args)
