@@ -81,15 +81,15 @@ def enqueue_sweep(
     return leases.enqueue(session, SWEEPS, sweep, max_queued=max_queued)
 
 
-def get_sweep(session: Session, sweep_id: int) -> Sweep | None:
-    return session.get(Sweep, sweep_id)
-
-
 def list_sweeps(
     session: Session, *, status: str | None = None, limit: int = 50, offset: int = 0
 ) -> tuple[list[Sweep], int]:
     """A page of sweeps, newest first, optionally of one status, and the total count matching the filter."""
     return leases.list_page(session, SWEEPS, status=status, limit=limit, offset=offset)
+
+
+def get_sweep(session: Session, sweep_id: int) -> Sweep | None:
+    return session.get(Sweep, sweep_id)
 
 
 def trials_of(session: Session, sweep_id: int) -> list[tuple[SweepTrial, Job]]:

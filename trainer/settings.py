@@ -15,7 +15,7 @@ import signal
 import socket
 import threading
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from store.settings import ProcessSettings, load_settings, with_flags
 
@@ -56,9 +56,21 @@ def claimer_parser(
     return settings, parser
 
 
-def apply_flags(settings: SettingsT, args: argparse.Namespace) -> SettingsT:
-    """The settings with the shared flags' values, validated as the environment's are."""
-    return with_flags(settings, database_url=args.database_url, ray_address=args.ray_address)
+def parse_flags(
+    settings: SettingsT, parser: argparse.ArgumentParser, argv: list[str] | None
+) -> tuple[SettingsT, argparse.Namespace, dict[str, Any]]:
+    """The settings with the shared flags applied (validated as the environment's are), the parsed command line,
+    and the shared options (database_url, ray_address, lease_seconds, poll_interval, once) for the options class."""
+    args = parser.parse_args(argv)
+    settings = with_flags(settings, database_url=args.database_url, ray_address=args.ray_address)
+    shared = {
+        "database_url": settings.database_url,
+        "ray_address": settings.ray_address,
+        "lease_seconds": args.lease_seconds,
+        "poll_interval": args.poll_interval,
+        "once": args.once,
+    }
+    return settings, args, shared
 
 
 def default_holder_id() -> str:

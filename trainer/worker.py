@@ -34,9 +34,9 @@ from trainer.job_tracking import JobTracking
 from trainer.records import ProgressCallback, TrainingResult
 from trainer.settings import (
     WorkerSettings,
-    apply_flags,
     claimer_parser,
     default_holder_id,
+    parse_flags,
     positive_int,
     start_process,
 )
@@ -268,20 +268,10 @@ def parse_args(argv: list[str] | None = None) -> WorkerOptions:
         action="store_true",
         help="run each claimed job as a Ray task, on the cluster at --ray-address (else a local Ray)",
     )
-    args = parser.parse_args(argv)
-    settings = apply_flags(settings, args)
-    return WorkerOptions(
-        database_url=settings.database_url,
-        worker_id=args.worker_id or default_holder_id(),
-        lease_seconds=args.lease_seconds,
-        poll_interval=args.poll_interval,
-        once=args.once,
-        max_jobs=args.max_jobs,
-        train_function=args.train_function,
-        ray=args.ray,
-        ray_address=settings.ray_address,
-        settings=settings,
-    )
+    settings, args, shared = parse_flags(settings, parser, argv)
+    worker_id = args.worker_id or default_holder_id()
+    return WorkerOptions(worker_id=worker_id, max_jobs=args.max_jobs, train_function=args.train_function, ray=args.ray,
+                         settings=settings, **shared)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from trainer.settings import SweepRunnerSettings, apply_flags, claimer_parser, default_holder_id, positive_int
+from trainer.settings import SweepRunnerSettings, claimer_parser, default_holder_id, parse_flags, positive_int
 
 if TYPE_CHECKING:
     from trainer.sweeps.runner import RunnerOptions
@@ -18,18 +18,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunnerOptions, SweepRunne
     description = "Run queued hyperparameter sweeps on Ray Tune."
     settings, parser = claimer_parser(SweepRunnerSettings, "sweeps", description, holder="runner", row="sweep")
     parser.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray (default: all)")
-    args = parser.parse_args(argv)
-    settings = apply_flags(settings, args)
-    options = RunnerOptions(
-        database_url=settings.database_url,
-        runner_id=args.runner_id or default_holder_id(),
-        ray_address=settings.ray_address,
-        num_cpus=args.num_cpus,
-        lease_seconds=args.lease_seconds,
-        poll_interval=args.poll_interval,
-        once=args.once,
-    )
-    return options, settings
+    settings, args, shared = parse_flags(settings, parser, argv)
+    return RunnerOptions(runner_id=args.runner_id or default_holder_id(), num_cpus=args.num_cpus, **shared), settings
 
 
 def main(argv: list[str] | None = None) -> int:
