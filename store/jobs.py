@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from models.registry_vocabulary import DEFAULT_MODEL_NAME
 from models.training_config import JOB_STATUSES, PROMOTE_RULES
 from store import leases
 from store.leases import ENQUEUE_LOCK_KEY, MAX_ERROR_CHARS, QueueFullError, lock_queue
@@ -274,16 +275,25 @@ def record_evaluation(
             job.best_eval_return = mean_return
 
 
-def complete_job(session: Session, job_id: int, *, worker_id: str, weights: bytes) -> Job:
+def complete_job(
+    session: Session, job_id: int, *, worker_id: str, weights: bytes, default_model: str = DEFAULT_MODEL_NAME
+) -> Job:
     """Register the trained actor (applying the job's promotion rule) and mark the job `succeeded`. Commits.
 
     One transaction: either the job succeeded with its policy stored, or neither happened. Raises
     models.weights.WeightsFormatError for invalid bytes, and store.policies.PolicyModelMismatchError for an actor
-    that does not fit the job's model (nothing is stored then). The policy joins the job's model.
+    that does not fit the job's model (nothing is stored then). The policy joins the job's model (a job queued
+    before models existed has none: its policy joins `default_model`, the DEFAULT_MODEL setting, when that is for
+    its environment).
     """
     with leases.owned(session, JOBS, job_id, worker_id) as job:
         policy = register_policy(
-            session, weights=weights, source_job_id=job_id, promote=job.promote, model_id=job.model_id
+            session,
+            weights=weights,
+            source_job_id=job_id,
+            promote=job.promote,
+            model_id=job.model_id,
+            default_model=default_model,
         )
         job.policy_id = policy.id
         leases.finish(job, "succeeded")

@@ -203,11 +203,13 @@ class Worker:
     def _complete(self, job_id: int, actor_bytes: bytes) -> str | None:
         """Store the policy and mark the job succeeded; the model whose champion the policy now is (its promotion
         rule said so), or None."""
-        worker_id = self.options.worker_id
+        worker_id, default_model = self.options.worker_id, self.options.settings.default_model
         try:
             job = self._db.retrying(
                 f"job {job_id}: storing the policy",
-                lambda s: jobs.complete_job(s, job_id, worker_id=worker_id, weights=actor_bytes),
+                lambda s: jobs.complete_job(
+                    s, job_id, worker_id=worker_id, weights=actor_bytes, default_model=default_model
+                ),
             )
         except WeightsFormatError as exc:
             logger.error("job %d: the trainer exported an invalid actor: %s", job_id, exc)
