@@ -4,17 +4,20 @@ trainer.settings')."""
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
-from trainer.settings import SweepRunnerSettings, claimer_parser, default_holder_id, parse_flags, positive_int
-
-if TYPE_CHECKING:
-    from trainer.sweeps.runner import RunnerOptions
+from trainer.settings import (
+    SweepRunnerSettings,
+    claimer_parser,
+    default_holder_id,
+    parse_flags,
+    positive_int,
+    start_process,
+)
+from trainer.sweeps.runner import RunnerOptions, SweepRunner
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[RunnerOptions, SweepRunnerSettings]:
-    from trainer.sweeps.runner import RunnerOptions
-
+    """The runner's options and settings: flags, with defaults from the settings (DATABASE_URL, RAY_ADDRESS...)."""
     description = "Run queued hyperparameter sweeps on Ray Tune."
     settings, parser = claimer_parser(SweepRunnerSettings, "sweeps", description, holder="runner", row="sweep")
     parser.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray (default: all)")
@@ -23,12 +26,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunnerOptions, SweepRunne
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainer.settings import start_process
-
     options, settings = parse_args(argv)
     stop = start_process(settings, "stopping")
-    from trainer.sweeps.runner import SweepRunner
-
     return SweepRunner(options, stop=stop).run()
 
 
