@@ -3,33 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
 
-from models.registry_vocabulary import DEFAULT_MODEL_NAME, NAME_PATTERN
-
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+from store.settings import BLANK_IS_UNSET, ProcessSettings
 
 
-class Settings(BaseSettings):
-    """Environment variables of the API process (names are the field names in upper case)."""
+class Settings(ProcessSettings):
+    """Environment variables of the API process (names are the field names in upper case). DATA_DIR, DATABASE_URL,
+    DEFAULT_MODEL, LOG_LEVEL, RAY_ADDRESS and the MLFLOW_* settings are every process's (store.settings)."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
-
-    data_dir: Path = Field(Path("./data"), description="Directory for the embedded SQLite database.")
-    database_url: str = Field(
-        "", description="SQLAlchemy URL; empty means SQLite under DATA_DIR (store.db.default_database_url)."
-    )
     host: str = Field("127.0.0.1", description="Address `python -m app` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `python -m app` listens on.")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes started by `python -m app`.")
-    api_key: SecretStr | None = Field(
+    # Empty (docker compose's `API_KEY=${API_KEY:-}`) means no auth, not the key ''.
+    api_key: Annotated[SecretStr | None, BLANK_IS_UNSET] = Field(
         None, description="When set, POST /train, cancel and promote need `Authorization: Bearer <key>`."
     )
-    act_api_key: SecretStr | None = Field(None, description="When set, POST /act needs `Authorization: Bearer <key>`.")
-    policy_file: Path | None = Field(
+    act_api_key: Annotated[SecretStr | None, BLANK_IS_UNSET] = Field(
+        None, description="When set, POST /act needs `Authorization: Bearer <key>`."
+    )
+    policy_file: Annotated[Path | None, BLANK_IS_UNSET] = Field(
         None, description="A ddpg-actor/1 safetensors file registered and promoted at start-up."
     )
     max_batch: int = Field(4096, ge=1, le=1_000_000, description="Most observations one POST /act may carry.")
@@ -43,11 +38,6 @@ class Settings(BaseSettings):
         0.5, gt=0, le=60, description="How often each API process polls the database for a promoted policy."
     )
     policy_lru_size: int = Field(8, ge=1, le=1024, description="Explicitly requested policies kept loaded per process.")
-    default_model: str = Field(
-        DEFAULT_MODEL_NAME,
-        pattern=NAME_PATTERN,
-        description="The model that answers POST /act without `model` (created by the first policy for it).",
-    )
     session_idle_seconds: float = Field(
         300.0, gt=0, le=86_400, description="A session without a request for this long is dropped (its episode lost)."
     )
@@ -72,7 +62,7 @@ class Settings(BaseSettings):
     )
     bootstrap_job: bool = Field(True, description="`python -m app` queues a training job when no policy exists yet.")
     bootstrap_preset: str = Field("default", min_length=1, description="Preset of the bootstrap job.")
-    bootstrap_episodes: int | None = Field(
+    bootstrap_episodes: Annotated[int | None, BLANK_IS_UNSET] = Field(
         10,
         ge=1,
         # The default preset evaluates near -150 on Pendulum after about 8 episodes; 10 finish in ~10 s.
@@ -80,43 +70,9 @@ class Settings(BaseSettings):
     )
     access_log: bool = Field(False, description="uvicorn access log (off: it costs /act throughput).")
     bench_endpoints: bool = Field(False, description="Expose POST /bench/noop (benchmarks only).")
-    mlflow_tracking_uri: str | None = Field(
-        None, description="MLflow tracking URI; when set, a promotion moves the registry's `champion` alias."
-    )
-    mlflow_registered_model: str = Field(
-        "pendulum", min_length=1, description="The MLflow registered model whose `champion` alias follows /act."
-    )
-    log_level: LogLevel = Field("INFO", description="Logging level of the API process.")
-
-    @field_validator("api_key", "act_api_key", mode="before")
-    @classmethod
-    def _empty_key_means_unset(cls, value: object) -> object:
-        # docker compose's `API_KEY=${API_KEY:-}` yields an empty string, which must mean "no auth", not "key ''".
-        if isinstance(value, str) and value.strip() == "":
-            return None
-        return value
-
-    @field_validator("policy_file", "bootstrap_episodes", mode="before")
-    @classmethod
-    def _empty_path_means_unset(cls, value: object) -> object:
-        if isinstance(value, str) and value.strip() == "":
-            return None
-        return value
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper_log_level(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _resolve_database_url(self) -> Settings:
-        if not self.database_url:
-            from store.db import default_database_url
-
-            # frozen model: object.__setattr__ is the documented way to finish a derived field in a validator.
-            object.__setattr__(self, "database_url", default_database_url(self.data_dir))
-        elif "://" not in self.database_url:
-            raise ValueError(f"DATABASE_URL must be a SQLAlchemy URL like sqlite:///path, got {self.database_url!r}")
+    def _check_policy_file(self) -> Settings:
         if self.policy_file is not None and not self.policy_file.is_file():
             raise ValueError(f"POLICY_FILE {str(self.policy_file)!r} is not a file")
         return self

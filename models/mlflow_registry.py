@@ -43,6 +43,12 @@ class TrackingError(RuntimeError):
     """An MLflow call failed (server unreachable, store error, missing artifact); the message says which."""
 
 
+def registered_model_name(model: str, *, default_model: str, default_registered_model: str) -> str:
+    """The MLflow registered model whose `champion` alias follows the champion of the named model: the model's own
+    name, except for the default model (DEFAULT_MODEL), whose registered model is MLFLOW_REGISTERED_MODEL."""
+    return default_registered_model if model == default_model else model
+
+
 def bound_http_retries(environ: MutableMapping[str, str] | None = None) -> None:
     """Set HTTP_DEFAULTS in the environment where it does not set them already (an operator's values win)."""
     target = os.environ if environ is None else environ

@@ -8,6 +8,7 @@ are that shared contract: renaming one is a breaking change.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -141,3 +142,19 @@ def make_config(preset: str = "default", **overrides: object) -> TrainingConfig:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}")
     base = PRESETS[preset].model_dump()  # type: ignore[index]  # checked just above
     return TrainingConfig.model_validate({**base, **overrides})
+
+
+def config_from_job(stored: Mapping[str, Any]) -> TrainingConfig:
+    """The config a stored job (or a sweep's base) trains with: its `preset` ("default" when absent) with the rest
+    of its fields as overrides. Raises as make_config does (pydantic's errors are located at the field)."""
+    overrides = dict(stored)
+    preset = overrides.pop("preset", "default")
+    return make_config(str(preset), **overrides)
+
+
+def load_job_config(stored: Mapping[str, Any]) -> TrainingConfig:
+    """config_from_job for a worker: ValueError with every problem on one line, as the job's error says it."""
+    try:
+        return config_from_job(stored)
+    except ValidationError as exc:
+        raise ValueError(f"invalid config: {describe_errors(exc)}") from None

@@ -7,31 +7,26 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from store.db import create_db_engine, default_database_url, migrate
+from store.db import create_db_engine, migrate
+from store.settings import StoreSettings, load_settings, with_flags
 
 logger = logging.getLogger("store")
 
 
-def _database_url(explicit: str | None) -> str:
-    if explicit:
-        return explicit
-    return os.environ.get("DATABASE_URL") or default_database_url(Path(os.environ.get("DATA_DIR", "data")))
-
-
 def main(argv: list[str] | None = None) -> int:
+    settings = load_settings(StoreSettings)
     parser = argparse.ArgumentParser(prog="python -m store", description=__doc__)
     parser.add_argument("command", choices=["migrate", "ping"], help="migrate: upgrade to head; ping: SELECT 1")
-    parser.add_argument("--database-url", help="overrides DATABASE_URL")
+    parser.add_argument("--database-url", default=settings.database_url, help="overrides DATABASE_URL")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(message)s")
-    url = _database_url(args.database_url)
+    settings = with_flags(settings, database_url=args.database_url)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    url = settings.database_url
     try:
         if args.command == "migrate":
             migrate(url)

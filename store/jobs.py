@@ -9,35 +9,59 @@ release_job, expire_stale_leases. Every worker-side write first checks that the 
 worker's id and raises LeaseLostError otherwise, so a worker whose lease expired can never overwrite the outcome
 (record_tracking, which annotates the job's tracker run after it succeeded, checks the worker alone).
 
-Concurrency: on PostgreSQL claiming uses `FOR UPDATE SKIP LOCKED` and enqueueing a transaction-scoped
-advisory lock; on SQLite every transaction already begins IMMEDIATE (store.db), which serialises writers.
+Concurrency and the lease checks are store.leases', shared with every leased table: on PostgreSQL claiming uses
+`FOR UPDATE SKIP LOCKED` and enqueueing a transaction-scoped advisory lock; on SQLite every transaction already
+begins IMMEDIATE (store.db), which serialises writers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from models.registry_vocabulary import DEFAULT_MODEL_NAME
 from models.training_config import JOB_STATUSES, PROMOTE_RULES
+from store import leases
+from store.leases import ENQUEUE_LOCK_KEY, MAX_ERROR_CHARS, QueueFullError, lock_queue
 from store.policies import register_policy
 from store.tables import EpisodeRow, EvaluationRow, Job, utcnow
 
-# Fixed key for the advisory lock that makes "count queued, then insert" atomic across API replicas.
-ENQUEUE_LOCK_KEY = 0x6464_7067_656E_71  # "ddpgenq"
-MAX_ERROR_CHARS = 4000
+# Public, the lease layer's names re-exported too: the API and clients import them from here.
+__all__ = [
+    "ENQUEUE_LOCK_KEY",
+    "JOBS",
+    "MAX_ERROR_CHARS",
+    "JobNotFoundError",
+    "JobStateError",
+    "LeaseLostError",
+    "QueueFullError",
+    "cancel_running_job",
+    "claim_next_job",
+    "complete_job",
+    "count_jobs_by_status",
+    "discard_attempt_history",
+    "enqueue_job",
+    "episode_history",
+    "evaluation_history",
+    "expire_stale_leases",
+    "fail_job",
+    "get_job",
+    "heartbeat",
+    "list_jobs",
+    "lock_queue",
+    "record_episode",
+    "record_evaluation",
+    "record_tracking",
+    "release_job",
+    "request_cancel",
+    "set_episodes_total",
+]
 
-
-class QueueFullError(Exception):
-    """The number of queued jobs is at the limit; try later (HTTP 429)."""
-
-
-class JobStateError(Exception):
-    """The job is not in a state that allows the operation (HTTP 409)."""
+# The API and clients know the lease layer's state error by this name.
+JobStateError = leases.LeaseStateError
 
 
 class JobNotFoundError(JobStateError, LookupError):
@@ -46,6 +70,9 @@ class JobNotFoundError(JobStateError, LookupError):
 
 class LeaseLostError(JobStateError):
     """The worker no longer holds the job: its lease expired, or the job ended or was reclaimed elsewhere."""
+
+
+JOBS = leases.LeaseKind(Job, noun="job", holder="worker", not_found=JobNotFoundError, lease_lost=LeaseLostError)
 
 
 # --- API side -------------------------------------------------------------------------------------------
@@ -72,31 +99,21 @@ def enqueue_job(
         raise ValueError(f"promote must be one of {', '.join(PROMOTE_RULES)}, got {promote!r}")
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
-    try:
-        lock_queue(session)
-        queued = session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued")) or 0
-        if queued >= max_queued:
-            raise QueueFullError(f"{queued} jobs are already queued (the limit is {max_queued}); try again later")
-        episodes = config.get("episodes")
-        job = Job(
-            status="queued",
-            config=dict(config),
-            promote=promote,
-            created_at=utcnow(),
-            attempts=0,
-            max_attempts=max_attempts,
-            cancel_requested=False,
-            episodes_total=episodes if isinstance(episodes, int) and not isinstance(episodes, bool) else None,
-            episodes_done=0,
-            env_steps=0,
-            model_id=model_id,
-        )
-        session.add(job)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    return job
+    episodes = config.get("episodes")
+    job = Job(
+        status="queued",
+        config=dict(config),
+        promote=promote,
+        created_at=utcnow(),
+        attempts=0,
+        max_attempts=max_attempts,
+        cancel_requested=False,
+        episodes_total=episodes if isinstance(episodes, int) and not isinstance(episodes, bool) else None,
+        episodes_done=0,
+        env_steps=0,
+        model_id=model_id,
+    )
+    return leases.enqueue(session, JOBS, job, max_queued=max_queued)
 
 
 def get_job(session: Session, job_id: int) -> Job | None:
@@ -108,46 +125,16 @@ def list_jobs(
     session: Session, *, status: str | None = None, limit: int = 50, offset: int = 0
 ) -> tuple[list[Job], int]:
     """A page of jobs, newest first, optionally of one status, and the total count matching the filter."""
-    if status is not None and status not in JOB_STATUSES:
-        raise ValueError(f"status must be one of {', '.join(JOB_STATUSES)}, got {status!r}")
-    query = select(Job)
-    count = select(func.count()).select_from(Job)
-    if status is not None:
-        query = query.where(Job.status == status)
-        count = count.where(Job.status == status)
-    total = session.scalar(count) or 0
-    page = session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)).all()
-    return list(page), total
+    return leases.list_page(session, JOBS, status=status, limit=limit, offset=offset)
 
 
 def request_cancel(session: Session, job_id: int) -> Job:
     """Cancel a queued job now, or ask its worker to stop a running one (it stops within one episode).
 
     Idempotent for a running job already asked. JobNotFoundError for an unknown id; JobStateError for a job
-    that already ended. The caller commits. Each step is a conditional UPDATE, so a worker claiming the job
-    at the same moment is seen as running, never overwritten.
+    that already ended. The caller commits.
     """
-    now = utcnow()
-    cancelled_now = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == "queued")
-        .values(status="cancelled", finished_at=now, cancel_requested=True)
-        .execution_options(synchronize_session=False)
-    )
-    if _rowcount(cancelled_now) == 0:
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == "running")
-            .values(cancel_requested=True)
-            .execution_options(synchronize_session=False)
-        )
-    job = session.get(Job, job_id, populate_existing=True)
-    if job is None:
-        raise JobNotFoundError(f"job {job_id} not found")
-    if job.status not in ("cancelled", "running"):
-        raise JobStateError(f"job {job_id} is already {job.status}")
-    if job.status == "cancelled" and _rowcount(cancelled_now) == 0:
-        raise JobStateError(f"job {job_id} is already cancelled")
+    job, _cancelled_now = leases.request_cancel(session, JOBS, job_id)
     return job
 
 
@@ -178,25 +165,9 @@ def expire_stale_leases(session: Session, *, now: datetime | None = None) -> lis
     left (max_attempts > 1): then it is queued again with its history discarded, so the history always
     belongs to one attempt. Safe to call from any number of workers and API processes at once.
     """
-    now = now or utcnow()
-    try:
-        query = (
-            select(Job)
-            .where(Job.status == "running", Job.lease_expires_at < now)
-            .order_by(Job.id)
-            # SKIP LOCKED: a row locked right now is being heartbeated or finished by its live worker.
-            .with_for_update(skip_locked=True)
-            .execution_options(populate_existing=True)
-        )
-        expired = list(session.scalars(query))
-        for job in expired:
-            expires = job.lease_expires_at.isoformat() if job.lease_expires_at else "unknown"
-            _end_attempt(session, job, f"worker {job.worker_id} stopped heartbeating (lease expired at {expires})", now)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    return [job.id for job in expired]
+    return leases.expire_stale(
+        session, JOBS, end=lambda job, reason, when: _end_attempt(session, job, reason, when), now=now
+    )
 
 
 # --- worker side ----------------------------------------------------------------------------------------
@@ -207,36 +178,17 @@ def claim_next_job(session: Session, *, worker_id: str, lease_seconds: float) ->
 
     Commits. None when nothing is queued. Concurrent claimers never get the same job.
     """
-    now = utcnow()
-    try:
-        job = session.scalars(
-            select(Job)
-            .where(Job.status == "queued")
-            .order_by(Job.created_at, Job.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-            .execution_options(populate_existing=True)
-        ).first()
-        if job is None:
-            session.rollback()
-            return None
-        job.status = "running"
-        job.worker_id = worker_id
-        job.attempts += 1
-        job.started_at = now
-        job.heartbeat_at = now
-        job.lease_expires_at = now + timedelta(seconds=lease_seconds)
-        job.error = None
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    return job
+    return leases.claim_oldest(session, JOBS, holder_id=worker_id, lease_seconds=lease_seconds, prepare=_new_attempt)
+
+
+def _new_attempt(job: Job) -> None:
+    job.attempts += 1
+    job.error = None
 
 
 def set_episodes_total(session: Session, job_id: int, *, worker_id: str, episodes_total: int) -> None:
     """Record how many episodes the resolved config will run (the preset may have supplied it). Commits."""
-    with _owned(session, job_id, worker_id) as job:
+    with leases.owned(session, JOBS, job_id, worker_id) as job:
         job.episodes_total = episodes_total
 
 
@@ -259,9 +211,7 @@ def record_tracking(session: Session, job_id: int, *, worker_id: str, run_id: st
 
 def heartbeat(session: Session, job_id: int, *, worker_id: str, lease_seconds: float) -> bool:
     """Extend the lease; returns whether cancellation was requested. Commits. LeaseLostError if not ours."""
-    with _owned(session, job_id, worker_id) as job:
-        _extend_lease(job, lease_seconds)
-        return job.cancel_requested
+    return leases.renew(session, JOBS, job_id, holder_id=worker_id, lease_seconds=lease_seconds)
 
 
 def record_episode(
@@ -280,7 +230,7 @@ def record_episode(
 
     Returns whether cancellation was requested, so the worker needs no separate round trip to find out.
     """
-    with _owned(session, job_id, worker_id) as job:
+    with leases.owned(session, JOBS, job_id, worker_id) as job:
         session.add(
             EpisodeRow(
                 job_id=job_id,
@@ -294,7 +244,7 @@ def record_episode(
         job.episodes_done = episode + 1
         job.env_steps = env_steps
         job.last_return = episode_return
-        _extend_lease(job, lease_seconds)
+        leases.extend_lease(job, lease_seconds)
         return job.cancel_requested
 
 
@@ -310,7 +260,7 @@ def record_evaluation(
     wall_time: float,
 ) -> None:
     """Append one evaluation and keep the job's best_eval_return current. Commits."""
-    with _owned(session, job_id, worker_id) as job:
+    with leases.owned(session, JOBS, job_id, worker_id) as job:
         session.add(
             EvaluationRow(
                 job_id=job_id,
@@ -325,114 +275,72 @@ def record_evaluation(
             job.best_eval_return = mean_return
 
 
-def complete_job(session: Session, job_id: int, *, worker_id: str, weights: bytes) -> Job:
+def complete_job(
+    session: Session, job_id: int, *, worker_id: str, weights: bytes, default_model: str = DEFAULT_MODEL_NAME
+) -> Job:
     """Register the trained actor (applying the job's promotion rule) and mark the job `succeeded`. Commits.
 
     One transaction: either the job succeeded with its policy stored, or neither happened. Raises
     models.weights.WeightsFormatError for invalid bytes, and store.policies.PolicyModelMismatchError for an actor
-    that does not fit the job's model (nothing is stored then). The policy joins the job's model.
+    that does not fit the job's model (nothing is stored then). The policy joins the job's model (a job queued
+    before models existed has none: its policy joins `default_model`, the DEFAULT_MODEL setting, when that is for
+    its environment).
     """
-    with _owned(session, job_id, worker_id) as job:
+    with leases.owned(session, JOBS, job_id, worker_id) as job:
         policy = register_policy(
-            session, weights=weights, source_job_id=job_id, promote=job.promote, model_id=job.model_id
+            session,
+            weights=weights,
+            source_job_id=job_id,
+            promote=job.promote,
+            model_id=job.model_id,
+            default_model=default_model,
         )
-        job.status = "succeeded"
         job.policy_id = policy.id
-        job.finished_at = utcnow()
-        job.lease_expires_at = None
+        leases.finish(job, "succeeded")
     return job
 
 
 def fail_job(session: Session, job_id: int, *, worker_id: str, error: str) -> Job:
     """Mark the job `failed` with a one-line reason (no stack traces: they belong in the log). Commits."""
-    with _owned(session, job_id, worker_id) as job:
-        job.status = "failed"
-        job.error = error[:MAX_ERROR_CHARS]
-        job.finished_at = utcnow()
-        job.lease_expires_at = None
+    with leases.owned(session, JOBS, job_id, worker_id) as job:
+        leases.fail(job, error)
     return job
 
 
 def cancel_running_job(session: Session, job_id: int, *, worker_id: str) -> Job:
     """Mark the job `cancelled` after its worker stopped on request; the history so far is kept. Commits."""
-    with _owned(session, job_id, worker_id) as job:
-        job.status = "cancelled"
-        job.finished_at = utcnow()
-        job.lease_expires_at = None
+    with leases.owned(session, JOBS, job_id, worker_id) as job:
+        leases.finish(job, "cancelled")
     return job
 
 
 def release_job(session: Session, job_id: int, *, worker_id: str, reason: str) -> Job:
     """Give the job up (e.g. the worker is shutting down): requeued if it has attempts left, else `failed`
     with the reason, exactly as if its lease had expired. Commits."""
-    with _owned(session, job_id, worker_id) as job:
+    with leases.owned(session, JOBS, job_id, worker_id) as job:
         _end_attempt(session, job, reason, utcnow())
     return job
+
+
+def discard_attempt_history(session: Session, job: Job) -> None:
+    """Forget an ended attempt's episodes, evaluations and progress: a retry starts from scratch, so the history
+    always belongs to one attempt. The caller commits."""
+    session.execute(delete(EpisodeRow).where(EpisodeRow.job_id == job.id))
+    session.execute(delete(EvaluationRow).where(EvaluationRow.job_id == job.id))
+    job.episodes_done, job.env_steps, job.last_return, job.best_eval_return = 0, 0, None, None
 
 
 # --- helpers --------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _owned(session: Session, job_id: int, worker_id: str) -> Iterator[Job]:
-    """Load the job row-locked, insist this worker holds it; commit if the block succeeds, else roll back."""
-    try:
-        job = session.scalars(
-            select(Job).where(Job.id == job_id).with_for_update().execution_options(populate_existing=True)
-        ).first()
-        if job is None:
-            raise JobNotFoundError(f"job {job_id} not found")
-        if job.status != "running" or job.worker_id != worker_id:
-            raise LeaseLostError(
-                f"job {job_id} is {job.status} under worker {job.worker_id}, no longer held by worker {worker_id}"
-            )
-        yield job
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-
-
-def _extend_lease(job: Job, lease_seconds: float) -> None:
-    now = utcnow()
-    job.heartbeat_at = now
-    job.lease_expires_at = now + timedelta(seconds=lease_seconds)
-
-
 def _end_attempt(session: Session, job: Job, reason: str, now: datetime) -> None:
     if job.attempts < job.max_attempts and not job.cancel_requested:
-        # A retry starts from scratch, so the previous attempt's partial history goes with it.
-        session.execute(delete(EpisodeRow).where(EpisodeRow.job_id == job.id))
-        session.execute(delete(EvaluationRow).where(EvaluationRow.job_id == job.id))
+        discard_attempt_history(session, job)
         job.status = "queued"
         job.error = f"attempt {job.attempts} of {job.max_attempts} ended: {reason}; requeued"
         job.worker_id = None
         job.started_at = None
         job.heartbeat_at = None
         job.lease_expires_at = None
-        job.episodes_done = 0
-        job.env_steps = 0
-        job.last_return = None
-        job.best_eval_return = None
         return
-    job.status = "failed"
-    job.error = reason[:MAX_ERROR_CHARS]
-    job.finished_at = now
-    job.lease_expires_at = None
-
-
-def lock_queue(session: Session) -> None:
-    """Hold the enqueue lock until this transaction ends: checks made after it stay true until the commit.
-
-    Reentrant within a transaction, so a caller may lock, check, then call enqueue_job in the same transaction.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ENQUEUE_LOCK_KEY})
-    else:
-        # SQLite: every transaction begins IMMEDIATE (store.db), taking the database's write lock; make sure this
-        # one has begun.
-        session.connection()
-
-
-def _rowcount(result: Any) -> int:
-    return int(getattr(result, "rowcount", 0))
+    leases.fail(job, reason, now)

@@ -62,7 +62,7 @@ def register_policy(
     )
     session.add(policy)
     session.flush()  # assigns policy.id
-    if promote == "always" or (promote == "if_better" and _beats_champion(session, policy, model.id)):
+    if rule_promotes(session, policy, promote):
         set_champion(session, model.id, policy.id)
     return policy
 
@@ -127,10 +127,13 @@ def get_default_policy(session: Session, model: str = DEFAULT_MODEL_NAME) -> Pol
     return None if champion_id is None else session.get(Policy, champion_id)
 
 
-def is_champion(session: Session, policy_id: int) -> bool:
-    """Whether the policy is its model's champion (what /act serves for that model)."""
+def champion_model_name(session: Session, policy_id: int) -> str | None:
+    """The name of the model whose champion (what /act serves for it) the policy is, or None."""
     policy = session.get(Policy, policy_id)
-    return policy is not None and policy.model_id is not None and champion_of(session, policy.model_id) == policy_id
+    if policy is None or policy.model_id is None or champion_of(session, policy.model_id) != policy_id:
+        return None
+    model = session.get(Model, policy.model_id)
+    return None if model is None else model.name
 
 
 def promote_policy(session: Session, policy_id: int) -> Policy:
@@ -143,11 +146,19 @@ def promote_policy(session: Session, policy_id: int) -> Policy:
     return policy
 
 
-def _beats_champion(session: Session, candidate: Policy, model_id: int) -> bool:
-    champion_id = champion_of(session, model_id)
-    if champion_id is None:
-        return True
-    current = session.scalar(select(Policy.eval_mean_return).where(Policy.id == champion_id))
+def rule_promotes(session: Session, candidate: Policy, rule: str) -> bool:
+    """The promotion rule, for a registered policy of a model (hold lock_registry: a concurrent promotion must not
+    slip between the comparison and the write). `always`; `never`; `if_better`: only when the model has no champion
+    or the candidate's eval_mean_return is strictly higher than the champion's (a score beats no score)."""
+    if rule not in PROMOTE_RULES:
+        raise ValueError(f"promote must be one of {', '.join(PROMOTE_RULES)}, got {rule!r}")
+    if rule != "if_better":
+        return rule == "always"
+    assert candidate.model_id is not None
+    champion_id = champion_of(session, candidate.model_id)
+    if champion_id is None or champion_id == candidate.id:
+        return champion_id is None
     if candidate.eval_mean_return is None:
         return False
+    current = session.scalar(select(Policy.eval_mean_return).where(Policy.id == champion_id))
     return current is None or candidate.eval_mean_return > current

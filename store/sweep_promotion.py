@@ -1,19 +1,17 @@
 """A sweep's promotion rule, applied to its best trial's policy once the sweep has ended.
 
 Trial policies are registered with `never` as they finish (store.sweeps.begin_trial makes their jobs so); only
-the sweep knows which trial is best, so the rule runs here, on an already registered policy, with the same
-meaning as register_policy's: `if_better` only when the model has no champion or the candidate's
-eval_mean_return is strictly higher (a score beats no score).
+the sweep knows which trial is best, so the rule runs here, on an already registered policy, by the one rule
+register_policy applies too (store.policies.rule_promotes).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.training_config import PROMOTE_RULES
-from store.policies import PolicyNotFoundError, promote_policy
-from store.registry import champion_of, lock_registry
+from store.policies import PolicyNotFoundError, promote_policy, rule_promotes
+from store.registry import lock_registry
 from store.tables import Policy
 
 
@@ -28,18 +26,7 @@ def promote_by_rule(session: Session, policy_id: int, rule: str) -> bool:
     policy = session.get(Policy, policy_id)
     if policy is None or policy.model_id is None:
         raise PolicyNotFoundError(f"policy {policy_id} not found")
-    if rule == "if_better" and not _beats_champion(session, policy):
+    if not rule_promotes(session, policy, rule):
         return False
     promote_policy(session, policy_id)
     return True
-
-
-def _beats_champion(session: Session, candidate: Policy) -> bool:
-    assert candidate.model_id is not None
-    champion_id = champion_of(session, candidate.model_id)
-    if champion_id is None or champion_id == candidate.id:
-        return champion_id is None
-    if candidate.eval_mean_return is None:
-        return False
-    current = session.scalar(select(Policy.eval_mean_return).where(Policy.id == champion_id))
-    return current is None or candidate.eval_mean_return > current

@@ -7,14 +7,14 @@ that Tune retries takes its job over again with a new worker id, so a stale atte
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store.jobs import LeaseLostError
-from store.tables import EpisodeRow, EvaluationRow, Job, Sweep, SweepTrial, utcnow
+from store import leases
+from store.jobs import JOBS, discard_attempt_history
+from store.tables import Job, Sweep, SweepTrial, utcnow
 
 
 def begin_trial(
@@ -69,17 +69,14 @@ def begin_trial(
                 session.rollback()
                 return None
             job = found
-            # A retry starts from scratch, so the previous attempt's partial history goes with it.
-            session.execute(delete(EpisodeRow).where(EpisodeRow.job_id == job.id))
-            session.execute(delete(EvaluationRow).where(EvaluationRow.job_id == job.id))
-            job.episodes_done, job.env_steps, job.last_return, job.best_eval_return = 0, 0, None, None
+            discard_attempt_history(session, job)
             job.finished_at = None
             trial.heldout_return = trial.heldout_std = None
         job.status = "running"
         job.worker_id = worker_id
         job.attempts += 1
-        job.started_at = job.heartbeat_at = now
-        job.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        job.started_at = now
+        leases.extend_lease(job, lease_seconds, now=now)
         trial.node, trial.node_ip = node, node_ip
         session.commit()
     except BaseException:
@@ -90,15 +87,7 @@ def begin_trial(
 
 def record_heldout(session: Session, job_id: int, *, worker_id: str, mean_return: float, std_return: float) -> None:
     """Record the trial's objective, checking (like every worker write) that this attempt still holds the job."""
-    try:
-        job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
-        if job is None or job.status != "running" or job.worker_id != worker_id:
-            shown = "missing" if job is None else f"{job.status} under worker {job.worker_id}"
-            raise LeaseLostError(f"job {job_id} is {shown}, no longer held by worker {worker_id}")
+    with leases.owned(session, JOBS, job_id, worker_id):
         trial = session.get(SweepTrial, job_id)
         if trial is not None:
             trial.heldout_return, trial.heldout_std = mean_return, std_return
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise

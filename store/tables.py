@@ -27,7 +27,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, synonym
 
 from models.registry_vocabulary import ROLLOUT_MODES, ROLLOUT_STATUSES
 from models.sweep_space import EARLY_STOP_RULES, SEARCH_KINDS
@@ -115,6 +115,8 @@ class Job(Base):
     # existed, whose policy joins the model of its environment.
     # No ON DELETE action here or on policies.model_id: models are never deleted.
     model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
+    # The lease holder under the name every leased table shares (store.leases); no column of its own.
+    holder_id: Mapped[str | None] = synonym("worker_id")
 
 
 class EpisodeRow(Base):
@@ -300,6 +302,8 @@ class Sweep(Base):
     error: Mapped[str | None] = mapped_column(Text)
     best_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     policy_id: Mapped[int | None] = mapped_column(ForeignKey("policies.id", ondelete="SET NULL"))
+    # The lease holder under the name every leased table shares (store.leases); no column of its own.
+    holder_id: Mapped[str | None] = synonym("runner_id")
 
 
 class SweepTrial(Base):

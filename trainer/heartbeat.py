@@ -1,36 +1,44 @@
-"""The running job's lease, renewed from a daemon thread so that a long episode never loses it."""
+"""A lease renewed from a daemon thread, so that a long episode (or a whole Tune run) never loses it.
+
+One class for every leased row: the caller passes the beat (one renewal, returning whether cancellation was asked:
+store.jobs.heartbeat, store.sweeps.heartbeat_sweep) and the error it raises once the row is no longer held.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable
-from typing import TypeVar
-
-from sqlalchemy.orm import Session
 
 from models.errors import one_line
-from store import jobs
 from trainer.backoff import DB_UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-SessionCall = Callable[[Callable[[Session], T]], T]
+Beat = Callable[[], bool]
 
 
 class Heartbeat:
-    """Renews the job's lease every lease/3 seconds; says when cancellation was asked or the lease was lost."""
+    """Calls `beat` every lease/3 seconds. `should_stop` is set when the work must stop: cancellation was asked, or
+    the lease was lost (then `lease_lost` is set too). A database outage is retried at the next beat."""
 
-    def __init__(self, session_call: SessionCall[bool], job_id: int, *, worker_id: str, lease_seconds: float) -> None:
-        self._session_call = session_call
-        self._job_id = job_id
-        self._worker_id = worker_id
-        self._lease_seconds = lease_seconds
+    def __init__(
+        self,
+        beat: Beat,
+        *,
+        what: str,
+        lease_seconds: float,
+        lease_lost_error: type[Exception],
+        should_stop: threading.Event | None = None,
+    ) -> None:
+        self._beat = beat
+        self._what = what
+        self._interval = max(lease_seconds / 3, 0.05)
+        self._lease_lost_error = lease_lost_error
         self._done = threading.Event()
-        self.cancel_requested = threading.Event()
+        self.should_stop = should_stop or threading.Event()
         self.lease_lost = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-job-{job_id}", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{what.replace(' ', '-')}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -40,20 +48,16 @@ class Heartbeat:
         self._thread.join()
 
     def _loop(self) -> None:
-        interval = max(self._lease_seconds / 3, 0.05)
-        while not self._done.wait(interval):
+        while not self._done.wait(self._interval):
             try:
-                cancel = self._session_call(
-                    lambda s: jobs.heartbeat(
-                        s, self._job_id, worker_id=self._worker_id, lease_seconds=self._lease_seconds
-                    )
-                )
-            except jobs.LeaseLostError as exc:
-                logger.warning("job %d: %s", self._job_id, exc)
+                cancel = self._beat()
+            except self._lease_lost_error as exc:
+                logger.warning("%s: %s", self._what, exc)
                 self.lease_lost.set()
+                self.should_stop.set()
                 return
             except DB_UNAVAILABLE as exc:
-                logger.warning("job %d: heartbeat failed (%s); will retry", self._job_id, one_line(exc))
+                logger.warning("%s: heartbeat failed (%s); will retry", self._what, one_line(exc))
                 continue
             if cancel:
-                self.cancel_requested.set()
+                self.should_stop.set()

@@ -2,8 +2,9 @@
 Ray task on any node of the cluster runs it under the same worker id (so every write passes the lease checks), so
 one Ray cluster can carry all training, sweeps and single jobs alike.
 
-The task writes episodes and heartbeats itself. If its process or node dies, the job's lease expires and the job
-ends as any job whose worker died (failed, or requeued when it has attempts left); Ray does not retry the task.
+The task writes episodes and heartbeats itself, with the worker's recorder (trainer.job_recorder). If its process
+or node dies, the job's lease expires and the job ends as any job whose worker died (failed, or requeued when it
+has attempts left); Ray does not retry the task.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import ray
 
 from models.errors import one_line
 from store import jobs
-from store.db import create_db_engine, make_session_factory
+from trainer.claim_loop import Database
 from trainer.worker import SHUTDOWN_REASON, Worker, WorkerOptions
 
 logger = logging.getLogger(__name__)
@@ -52,9 +53,9 @@ def run_on_ray(options: WorkerOptions, job_id: int, config: dict[str, Any], *, s
 
 
 def _release(options: WorkerOptions, job_id: int) -> None:
-    sessions = make_session_factory(create_db_engine(options.database_url))
-    with sessions() as session:
-        try:
-            jobs.release_job(session, job_id, worker_id=options.worker_id, reason=SHUTDOWN_REASON)
-        except jobs.LeaseLostError as exc:
-            logger.info("job %d: already ended (%s)", job_id, exc)
+    try:
+        Database.connect(options.database_url).call(
+            lambda s: jobs.release_job(s, job_id, worker_id=options.worker_id, reason=SHUTDOWN_REASON)
+        )
+    except jobs.LeaseLostError as exc:
+        logger.info("job %d: already ended (%s)", job_id, exc)

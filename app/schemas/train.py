@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
 from models.registry_vocabulary import NAME_MAX_LENGTH, NAME_PATTERN
-from models.training_config import PresetName, PromoteRule, TrainingConfig, make_config
+from models.training_config import PresetName, PromoteRule, TrainingConfig, config_from_job
 
 # The model decides the environment: optional_config_fields leaves it out (a sweep's base never sets it), and
 # POST /train adds it back as the environment of a model created on first use.
@@ -56,8 +56,7 @@ class _TrainRequestBase(BaseModel):
     def resolved_config(self) -> TrainingConfig:
         """The full config the worker will train with; pydantic's ValidationError (located at the field) if the
         combination is invalid, e.g. a replay_size below the preset's batch_size."""
-        overrides = self.trainer_config()
-        return make_config(overrides.pop("preset"), **overrides)
+        return config_from_job(self.trainer_config())
 
 
 def _optional(info: FieldInfo) -> tuple[Any, FieldInfo]:

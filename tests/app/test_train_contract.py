@@ -14,9 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic.fields import FieldInfo
 
-from models.training_config import PRESET_NAMES, PROMOTE_RULES, TrainingConfig
+from models.training_config import PRESET_NAMES, PROMOTE_RULES, TrainingConfig, load_job_config
 from tests.app.conftest import Api, ApiFactory
-from trainer.worker import Worker
 
 BUDGET = {"episodes": 50, "max_episode_steps": 300, "hidden_size": 128, "batch_size": 512, "replay_size": 200_000}
 _WRONG_TYPES = st.sampled_from([True, "12", [1], {"x": 1}, "nan"])
@@ -73,7 +72,7 @@ def _trainer_accepts(body: dict[str, Any]) -> bool:
         return False
     overrides = {key: value for key, value in body.items() if key != "promote" and value is not None}
     try:
-        config = Worker._config_from(overrides)
+        config = load_job_config(overrides)
     except ValueError:
         return False
     return all(getattr(config, name) is None or getattr(config, name) <= limit for name, limit in BUDGET.items())
@@ -101,7 +100,7 @@ def test_post_train_accepts_exactly_what_the_trainer_accepts(make_api: ApiFactor
         assert response.status_code == expected, (body, response.text)
         if response.status_code == 202:
             # What was queued is what the worker will validate again: it must pass there too.
-            Worker._config_from(response.json()["config"])
+            load_job_config(response.json()["config"])
         else:
             fields = {detail["field"] for detail in response.json()["error"]["details"]}
             # The field at fault, which may be one the preset filled in (a budget below the preset's value).

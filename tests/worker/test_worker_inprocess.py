@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 import store.db
-import trainer.worker
+import trainer.claim_loop
 from store import jobs, policies
 from store.tables import Job, utcnow
 from tests.worker.fake_training import make_fake_train
@@ -143,7 +143,7 @@ def test_unreachable_database_is_retried_until_stopped(monkeypatch: pytest.Monke
             stop.set()  # enough retries seen; let the worker wind down
         store.db.migrate(url)
 
-    monkeypatch.setattr(trainer.worker, "migrate", migrate_and_count)
+    monkeypatch.setattr(trainer.claim_loop, "migrate", migrate_and_count)
     unreachable = "postgresql+psycopg://nobody@127.0.0.1:1/none"
     worker = Worker(_options(unreachable), train=make_fake_train(), stop=stop)
     assert worker.run() == 0  # neither raised nor crashed: it kept retrying with backoff

@@ -69,3 +69,27 @@ def test_without_a_tracking_uri_nothing_is_tracked(database_url: str, sessions: 
     assert Worker(_options(database_url, once=True), train=make_fake_train()).run() == 0
     job = _job(sessions, job_id)
     assert (job.status, job.tracking_run_id, job.tracking_error) == ("succeeded", None, None)
+
+
+def test_each_models_promotion_moves_the_alias_of_its_own_registered_model(
+    database_url: str, sessions: sessionmaker[Session], tracking_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    from store.registry import create_model
+
+    # DEFAULT_MODEL's registered model is MLFLOW_REGISTERED_MODEL; any other model's is its own name.
+    monkeypatch.setenv("MLFLOW_REGISTERED_MODEL", "served-policy")
+    default_job = _enqueue(sessions, {"episodes": 1}, promote="always")
+    with sessions() as session:
+        second = create_model(session, name="second", env_id="Pendulum-v1", spaces={"obs_dim": 3, "act_dim": 1})
+        session.commit()
+        second_job = jobs.enqueue_job(
+            session, config={"episodes": 1}, promote="always", max_queued=50, model_id=second.id
+        ).id
+    assert Worker(_options(database_url, max_jobs=2), train=make_fake_train()).run() == 0
+    client = MlflowClient(tracking_uri=tracking_env, registry_uri=tracking_env)
+    for registered, job_id in (("served-policy", default_job), ("second", second_job)):
+        job = _job(sessions, job_id)
+        assert job.status == "succeeded" and job.tracking_error is None, job.tracking_error
+        assert client.get_model_version_by_alias(registered, "champion").run_id == job.tracking_run_id

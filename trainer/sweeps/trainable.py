@@ -1,41 +1,36 @@
 """One sweep trial, run by Ray Tune in a worker process on any node of the cluster.
 
 It takes its job in the database (store.sweep_trials.begin_trial), trains with trainer.training.train, and writes
-every episode and evaluation through store.jobs as any job does (a heartbeat thread keeps its lease); each
+every episode and evaluation with the worker's own recorder (trainer.job_recorder: a heartbeat keeps its lease); each
 evaluation is also reported to Tune for ASHA. At the end the exported actor is scored on held-out seeds, which is
 the sweep's objective, stored as the job's policy (never promoted by itself), and reported to Tune last.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import ray
-from pydantic import ValidationError
 from ray import tune
-from sqlalchemy.orm import Session, sessionmaker
 
 from models.errors import one_line
 from models.policy import NumpyActor
-from models.training_config import TrainingConfig, describe_errors, make_config
+from models.training_config import TrainingConfig, load_job_config
 from store import jobs
-from store.db import create_db_engine, make_session_factory
 from store.sweep_trials import begin_trial, record_heldout
+from trainer.claim_loop import Database
 from trainer.evaluation import EVAL_SEED_BASE, EvaluationStats, evaluate_policy
-from trainer.heartbeat import Heartbeat
+from trainer.job_recorder import JobRecorder
 from trainer.records import EpisodeRecord, EvaluationRecord
 from trainer.sweeps.tune_space import OBJECTIVE, PROGRESS, TIME_ATTR
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 # The objective's episodes reset with seeds HELDOUT_SEED_BASE, +1, ...: never the training seed (shifted past it
 # if it falls inside) and never the periodic evaluations' seeds (EVAL_SEED_BASE, ...), which chose the exported
@@ -85,9 +80,8 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
     worker_id = f"ray-{trial_id}-{os.getpid()}-{secrets.token_hex(3)}"
     plain = {name: _plain(value) for name, value in params.items()}
     config_dict = {"preset": context.preset, **context.base, **plain}
-    sessions = _sessions(context.database_url)
-    job_id = _call(
-        sessions,
+    database = _database(context.database_url)
+    job_id = database.call(
         lambda s: begin_trial(
             s,
             sweep_id=context.sweep_id,
@@ -104,50 +98,44 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
     if job_id is None:
         logger.info("trial %s: sweep %d is no longer running; not starting", trial_id, context.sweep_id)
         return
-    _TrialRun(sessions, job_id, worker_id, context.lease_seconds).run(config_dict)
+    _TrialRun(database, job_id, worker_id, context.lease_seconds).run(config_dict)
 
 
 class _TrialRun:
-    def __init__(self, sessions: sessionmaker[Session], job_id: int, worker_id: str, lease_seconds: float) -> None:
-        self.sessions = sessions
+    def __init__(self, database: Database, job_id: int, worker_id: str, lease_seconds: float) -> None:
+        self.database = database
         self.job_id = job_id
         self.worker_id = worker_id
-        self.lease_seconds = lease_seconds
-        self.cancelled = False
+        # No waiting out an outage: the trial fails and Tune retries it (FailureConfig).
+        self.recorder = JobRecorder(
+            database, job_id, worker_id=worker_id, lease_seconds=lease_seconds, write=database.once
+        )
         self.episodes_total = 0
 
     def run(self, config_dict: dict[str, Any]) -> None:
         job_id, worker_id = self.job_id, self.worker_id
-        overrides = dict(config_dict)
         try:
-            config = make_config(str(overrides.pop("preset")), **overrides)
-        except ValidationError as exc:
-            error = f"invalid config: {describe_errors(exc)}"
-            _call(self.sessions, lambda s: jobs.fail_job(s, job_id, worker_id=worker_id, error=error))
+            config = load_job_config(config_dict)
+        except ValueError as exc:
+            error = str(exc)
+            self.database.call(lambda s: jobs.fail_job(s, job_id, worker_id=worker_id, error=error))
             return
-        heartbeat = Heartbeat(
-            lambda work: _call(self.sessions, work), job_id, worker_id=worker_id, lease_seconds=self.lease_seconds
-        )
-        heartbeat.start()
         try:
-            self._train(config, heartbeat)
+            with self.recorder:
+                self._train(config)
         except jobs.LeaseLostError as exc:
             # The sweep ended the trial (cancelled, stopped early) or a newer attempt took it over: nothing to write.
             logger.info("job %d: %s", job_id, exc)
-        finally:
-            heartbeat.stop()
 
-    def _train(self, config: TrainingConfig, heartbeat: Heartbeat) -> None:
+    def _train(self, config: TrainingConfig) -> None:
         from trainer.training import train
 
         job_id, worker_id = self.job_id, self.worker_id
         self.episodes_total = config.episodes
-        _call(
-            self.sessions,
-            lambda s: jobs.set_episodes_total(s, job_id, worker_id=worker_id, episodes_total=config.episodes),
-        )
+        self.recorder.set_episodes_total(config.episodes)
+        self.recorder.on_progress = self._report_progress
         try:
-            result = train(config, lambda episode, evaluation: self._progress(episode, evaluation, heartbeat))
+            result = train(config, self.recorder)
         except jobs.LeaseLostError:
             raise
         except Exception as exc:
@@ -155,20 +143,19 @@ class _TrialRun:
             # ends here with the reason on its job instead of going back to Tune.
             logger.exception("job %d: training failed", job_id)
             error = one_line(exc)
-            _call(self.sessions, lambda s: jobs.fail_job(s, job_id, worker_id=worker_id, error=error))
+            self.database.call(lambda s: jobs.fail_job(s, job_id, worker_id=worker_id, error=error))
             return
-        if self.cancelled:
-            _call(self.sessions, lambda s: jobs.cancel_running_job(s, job_id, worker_id=worker_id))
+        if self.recorder.outcome != "finished":
+            self.database.call(lambda s: jobs.cancel_running_job(s, job_id, worker_id=worker_id))
             return
         heldout = heldout_evaluation(result.actor_bytes, config)
-        _call(
-            self.sessions,
+        self.database.call(
             lambda s: record_heldout(
                 s, job_id, worker_id=worker_id, mean_return=heldout.mean_return, std_return=heldout.std_return
             ),
         )
         weights = result.actor_bytes
-        job = _call(self.sessions, lambda s: jobs.complete_job(s, job_id, worker_id=worker_id, weights=weights))
+        job = self.database.call(lambda s: jobs.complete_job(s, job_id, worker_id=worker_id, weights=weights))
         final_eval = result.evaluations[-1].mean_return if result.evaluations else None
         # The job is complete before Tune hears of it, so the runner never sees a finished trial still running.
         tune.report(
@@ -181,62 +168,16 @@ class _TrialRun:
             }
         )
 
-    def _progress(self, episode: EpisodeRecord, evaluation: EvaluationRecord | None, heartbeat: Heartbeat) -> bool:
-        job_id, worker_id = self.job_id, self.worker_id
-        cancel = _call(
-            self.sessions,
-            lambda s: jobs.record_episode(
-                s,
-                job_id,
-                worker_id=worker_id,
-                lease_seconds=self.lease_seconds,
-                episode=int(episode.episode),
-                episode_return=float(episode.episode_return),
-                avg_return_10=float(episode.avg_return_10),
-                env_steps=int(episode.env_steps),
-                wall_time=float(episode.wall_time),
-            ),
-        )
-        if heartbeat.lease_lost.is_set():
-            raise jobs.LeaseLostError(f"job {job_id}: lease lost while heartbeating")
-        if cancel or heartbeat.cancel_requested.is_set():
-            self.cancelled = True
-            return False
-        if evaluation is not None:
-            _call(
-                self.sessions,
-                lambda s: jobs.record_evaluation(
-                    s,
-                    job_id,
-                    worker_id=worker_id,
-                    episode=int(evaluation.episode),
-                    env_steps=int(evaluation.env_steps),
-                    mean_return=float(evaluation.mean_return),
-                    std_return=float(evaluation.std_return),
-                    wall_time=float(evaluation.wall_time),
-                ),
-            )
-            # ASHA decides on these; the final report (with the objective) comes after training.
-            if evaluation.episode + 1 < self.episodes_total:
-                tune.report({TIME_ATTR: int(evaluation.episode) + 1, PROGRESS: float(evaluation.mean_return)})
-        return True
+    def _report_progress(self, _episode: EpisodeRecord, evaluation: EvaluationRecord | None) -> None:
+        # ASHA decides on these; the final report (with the objective) comes after training.
+        if evaluation is not None and evaluation.episode + 1 < self.episodes_total:
+            tune.report({TIME_ATTR: int(evaluation.episode) + 1, PROGRESS: float(evaluation.mean_return)})
 
 
-_factories: dict[str, sessionmaker[Session]] = {}
-_factories_lock = threading.Lock()
-
-
-def _sessions(database_url: str) -> sessionmaker[Session]:
-    """One engine per database per worker process: Ray reuses processes across trials of the same sweep."""
-    with _factories_lock:
-        if database_url not in _factories:
-            _factories[database_url] = make_session_factory(create_db_engine(database_url))
-        return _factories[database_url]
-
-
-def _call(sessions: sessionmaker[Session], work: Callable[[Session], T]) -> T:
-    with sessions() as session:
-        return work(session)
+# Ray reuses a worker process across the trials of a sweep: one engine per database per process, and few databases.
+@functools.lru_cache(maxsize=4)
+def _database(database_url: str) -> Database:
+    return Database.connect(database_url)
 
 
 def _plain(value: Any) -> Any:

@@ -6,15 +6,8 @@ loads Ray, Tune or torch.
 
 from __future__ import annotations
 
-import os
-
-# Before Tune is imported: trials report the periodic evaluation and, last, the objective, which Tune's strict
-# check would refuse (it wants every metric in every result); and the database holds the results, so Tune writes
-# no result files of its own.
-os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-
 import logging
+import os
 import tempfile
 import threading
 from collections.abc import Callable
@@ -25,7 +18,7 @@ from ray import tune
 from sqlalchemy.orm import Session
 
 from models.sweep_space import Dimension, check_space
-from models.training_config import make_config
+from models.training_config import config_from_job
 from store.registry import get_model
 from store.tables import Sweep
 from trainer.sweeps.trainable import TrialContext, run_trial
@@ -45,6 +38,7 @@ SessionCall = Callable[[Callable[[Session], Any]], Any]
 
 def connect_ray(options: RunnerOptions) -> None:
     """The cluster at --ray-address / RAY_ADDRESS, else a local Ray of --num-cpus (once per process)."""
+    configure_tune()
     if ray.is_initialized():
         return
     if options.ray_address:
@@ -53,6 +47,16 @@ def connect_ray(options: RunnerOptions) -> None:
     else:
         logger.info("starting a local Ray (%s CPUs)", options.num_cpus or "all")
         ray.init(num_cpus=options.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+
+
+def configure_tune() -> None:
+    """Tune's settings for every sweep of this process (Tune reads them when a run starts; an operator's win).
+
+    Trials report the periodic evaluation and, last, the objective, which Tune's strict check would refuse (it wants
+    every metric in every result); and the database holds the results, so Tune writes no result files of its own.
+    """
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
 def run_tune(
@@ -67,7 +71,7 @@ def run_tune(
     base = dict(sweep.base)
     preset = str(base.pop("preset", "default"))
     model_id, env_id = session_call(lambda s: _model(s, sweep.model))
-    if env_id is not None and make_config(preset, **base).env_id != env_id:
+    if env_id is not None and config_from_job(sweep.base).env_id != env_id:
         base["env_id"] = env_id  # the model's environment, stored only where the preset's differs (as for jobs)
     space = {name: Dimension.model_validate(value) for name, value in sweep.space.items()}
     # `episodes` and `eval_every` may be searched too: ASHA's horizon is the longest run any trial can have.
