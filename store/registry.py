@@ -42,10 +42,6 @@ class ModelExistsError(RegistryInputError):
     """A model of that name exists already (HTTP 409)."""
 
 
-class ModelNotFoundError(LookupError):
-    """No model of that name (HTTP 404)."""
-
-
 # ---- the change counter -------------------------------------------------------------------------------------
 
 
@@ -98,13 +94,6 @@ def create_model(session: Session, *, name: str, env_id: str, spaces: Mapping[st
 
 def get_model(session: Session, name: str) -> Model | None:
     return session.scalar(select(Model).where(Model.name == name))
-
-
-def require_model(session: Session, name: str) -> Model:
-    model = get_model(session, name)
-    if model is None:
-        raise ModelNotFoundError(f"no model named {name!r}")
-    return model
 
 
 def list_models(session: Session) -> list[Model]:

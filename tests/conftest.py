@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.random_actor import random_actor_bytes
 from store.db import create_db_engine, make_session_factory, migrate
+from store.registry import get_model
+from store.tables import Model
 
 POSTGRES_ENV = "TEST_DATABASE_URL"
 
@@ -71,6 +73,13 @@ def sessions(engine: Engine) -> sessionmaker[Session]:
 def session(sessions: sessionmaker[Session]) -> Iterator[Session]:
     with sessions() as session:
         yield session
+
+
+def model_named(session: Session, name: str) -> Model:
+    """The model of that name, which the test expects to exist."""
+    model = get_model(session, name)
+    assert model is not None, f"no model named {name!r}"
+    return model
 
 
 ActorFactory = Callable[..., bytes]

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.settings import Settings
 from models.errors import one_line
-from models.mlflow_registry import TrackingError, set_champion_alias
+from models.mlflow_registry import TrackingError, registered_model_name, set_champion_alias
 from store.jobs import get_job
 from store.tables import Model, Policy
 
@@ -39,19 +39,21 @@ def champion_run(session: Session, settings: Settings, policy: Policy) -> Champi
     name = model.name if model is not None else settings.default_model
     job = get_job(session, policy.source_job_id) if policy.source_job_id is not None else None
     run_id = job.tracking_run_id if job is not None else None
-    return ChampionRun(policy.id, _registered_model(settings, name), run_id)
-
-
-def _registered_model(settings: Settings, model_name: str) -> str:
-    """The MLflow registered model of a named model: its own name, MLFLOW_REGISTERED_MODEL for the default model."""
-    # TODO: use the shared function of this rule once the store or models layer has it (the worker's promotions
-    # follow the same rule there); then this private copy goes.
-    return settings.mlflow_registered_model if model_name == settings.default_model else model_name
+    registered = registered_model_name(
+        name, default_model=settings.default_model, default_registered_model=settings.mlflow_registered_model
+    )
+    return ChampionRun(policy.id, registered, run_id)
 
 
 def point_champion_alias(settings: Settings, champion: ChampionRun) -> None:
     """Set the alias (blocking, bounded retries: call it in a background task). Never raises."""
-    if settings.mlflow_tracking_uri is None or champion.run_id is None:
+    if settings.mlflow_tracking_uri is None:
+        return
+    if champion.run_id is None:
+        # MLflow has no version of this policy to point at; say so rather than leave the old alias unexplained.
+        logger.warning("policy %d is %s's champion, but it has no MLflow run (trained without tracking or imported): "
+                       "the MLflow champion alias still names the previous version",
+                       champion.policy_id, champion.registered_model)  # fmt: skip
         return
     try:
         set_champion_alias(settings.mlflow_tracking_uri, champion.registered_model, champion.run_id)

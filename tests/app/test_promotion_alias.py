@@ -115,3 +115,20 @@ def test_each_named_model_moves_the_alias_of_its_own_registered_model(
     assert api.client.post("/models/arm/rollout/promote").status_code == 200
     assert _champion_run(uri, "arm") == runs[2]
     assert _champion_run(uri, "ddpg-actor") is None  # the default model's registered model was never touched
+
+
+def test_promoting_an_untracked_policy_says_why_the_alias_stays(
+    make_api: ApiFactory, store: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    uri, artifact_root = store
+    api = make_api(mlflow_tracking_uri=uri, mlflow_registered_model="pendulum")
+    tracked = make_policy_bytes(4)
+    tracked_id = _tracked_policy(api, tracked, _run_with_actor(uri, artifact_root, tracked))
+    assert api.client.post(f"/policies/{tracked_id}/promote").status_code == 200
+    with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
+        untracked_id = register_policy(session, weights=make_policy_bytes(5), promote="never").id
+        session.commit()
+    with caplog.at_level("WARNING", logger="app.infra.mlflow_alias"):
+        assert api.client.post(f"/policies/{untracked_id}/promote").status_code == 200
+    assert f"policy {untracked_id} is pendulum's champion, but it has no MLflow run" in caplog.text
+    assert _champion_run(uri, "pendulum") is not None  # the previous version, named in the warning

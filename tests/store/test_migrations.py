@@ -102,7 +102,8 @@ def test_upgrading_from_0002_moves_policies_into_models(empty_database_url: str)
     from models.random_actor import random_actor_bytes
     from store.db import make_session_factory
     from store.policies import get_serving_state
-    from store.registry import get_aliases, require_model
+    from store.registry import get_aliases
+    from tests.conftest import model_named
 
     command.upgrade(alembic_config(empty_database_url), "0002")
     engine = create_db_engine(empty_database_url)
@@ -123,7 +124,7 @@ def test_upgrading_from_0002_moves_policies_into_models(empty_database_url: str)
             connection.execute(text("UPDATE serving_state SET default_policy_id = 1, version = 7"))
         migrate(empty_database_url)
         with make_session_factory(engine)() as session:
-            pendulum, car_model = require_model(session, "pendulum"), require_model(session, "mountaincarcontinuous-v0")
+            pendulum, car_model = model_named(session, "pendulum"), model_named(session, "mountaincarcontinuous-v0")
             assert get_aliases(session, pendulum.id) == {"champion": 1} and get_aliases(session, car_model.id) == {}
             assert car_model.spaces["obs_dim"] == 2 and car_model.spaces["action_high"] == [1.0]
             assert get_serving_state(session) == (1, 7)

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from models.random_actor import random_actor_bytes
 from store import policies, registry
-from tests.conftest import make_actor_bytes
+from tests.conftest import make_actor_bytes, model_named
 
 MOUNTAIN_CAR = {
     "obs_dim": 2,
@@ -46,7 +46,7 @@ def test_create_model_checks_the_name_and_bumps_the_version(session: Session) ->
     car = registry.create_model(session, name="car", env_id="MountainCarContinuous-v0", spaces=MOUNTAIN_CAR)
     session.commit()
     assert registry.registry_version(session) == before + 1
-    assert registry.require_model(session, "car").id == car.id
+    assert model_named(session, "car").id == car.id
     for bad in ("", "Car", "1car", "car!", "x" * 65):
         with pytest.raises(registry.RegistryInputError) as caught:
             registry.create_model(session, name=bad, env_id="Pendulum-v1", spaces={})
@@ -59,8 +59,7 @@ def test_create_model_checks_the_name_and_bumps_the_version(session: Session) ->
         registry.create_model(session, name="car", env_id="Pendulum-v1", spaces={})
     session.rollback()
     assert [m.name for m in registry.list_models(session)] == ["pendulum", "car"]
-    with pytest.raises(registry.ModelNotFoundError):
-        registry.require_model(session, "boat")
+    assert registry.get_model(session, "boat") is None
 
 
 def test_policies_join_their_model_and_champions_are_per_model(session: Session) -> None:
@@ -68,7 +67,7 @@ def test_policies_join_their_model_and_champions_are_per_model(session: Session)
     pendulum_policy = policies.register_policy(session, weights=make_actor_bytes(-300.0))
     car_policy = policies.register_policy(session, weights=_car_actor(), model_id=car.id)
     session.commit()
-    pendulum = registry.require_model(session, "pendulum")
+    pendulum = model_named(session, "pendulum")
     assert (pendulum_policy.model_id, car_policy.model_id) == (pendulum.id, car.id)
     assert policies.get_serving_state(session)[0] == pendulum_policy.id
     assert policies.get_serving_state(session, "car")[0] == car_policy.id
@@ -83,14 +82,14 @@ def test_a_policy_without_a_model_joins_the_model_of_its_environment(session: Se
     first = policies.register_policy(session, weights=_car_actor(1))
     second = policies.register_policy(session, weights=_car_actor(2))
     session.commit()
-    model = registry.require_model(session, "mountaincarcontinuous-v0")
+    model = model_named(session, "mountaincarcontinuous-v0")
     assert first.model_id == second.model_id == model.id and model.env_id == "MountainCarContinuous-v0"
     assert model.spaces["action_high"] == [1.0]
 
 
 def test_aliases_point_at_the_models_own_policies(session: Session) -> None:
     car = registry.create_model(session, name="car", env_id="MountainCarContinuous-v0", spaces=MOUNTAIN_CAR)
-    pendulum = registry.require_model(session, "pendulum")
+    pendulum = model_named(session, "pendulum")
     mine = policies.register_policy(session, weights=make_actor_bytes(seed=1), promote="never").id
     theirs = policies.register_policy(session, weights=_car_actor(), model_id=car.id).id
     session.commit()

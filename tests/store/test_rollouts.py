@@ -10,14 +10,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from store import live_returns, policies, registry, rollouts
 from store.live_returns import ReturnStats, ReturnSums, ShadowSums
 from store.tables import Model
-from tests.conftest import make_actor_bytes
+from tests.conftest import make_actor_bytes, model_named
 
 
 def _pendulum_with_two(session: Session) -> tuple[Model, int, int]:
     champion = policies.register_policy(session, weights=make_actor_bytes(-150.0, seed=1)).id
     challenger = policies.register_policy(session, weights=make_actor_bytes(-900.0, seed=2), promote="never").id
     session.commit()
-    return registry.require_model(session, "pendulum"), champion, challenger
+    return model_named(session, "pendulum"), champion, challenger
 
 
 def _start(session: Session, model: Model, challenger: int, **overrides: object) -> rollouts.Rollout:
