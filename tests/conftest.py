@@ -16,8 +16,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.random_actor import random_actor_bytes
 from store.db import create_db_engine, make_session_factory, migrate
+from tests import scheduling
 
 POSTGRES_ENV = "TEST_DATABASE_URL"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Which tests share a worker and in what order they are sent (tests/scheduling.py).
+    scheduling.register(config)
 
 
 def _postgres_schema_url(base_url: str) -> Iterator[str]:
