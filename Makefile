@@ -27,13 +27,12 @@ typecheck: $(STAMP)
 	$(BIN)/mypy app trainer models store ddpg_client episodes
 
 # Two pytest processes: most slow tests wait on the real server and worker processes they start, so two
-# runners finish in about half the time on a 2-core machine. `loadgroup` keeps the tests that share a server or
-# a cluster on one runner, and the longest tests are sent first (tests/scheduling.py); the 20 slowest are listed
-# at the end.
+# runners finish in about half the time on a 2-core machine. Each test module goes to one runner whole (its tests
+# share its server or cluster), the longest first (tests/scheduling.py); the 20 slowest tests are listed at the end.
 PYTEST_WORKERS ?= 2
 
 test: lint typecheck
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=20
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=20
 
 # docker-compose for real (tests/stack): builds both images, runs the compose file on a Docker engine and checks
 # the service through its published port. Starts a private dockerd (root; installs Debian's docker.io) when no

@@ -24,6 +24,9 @@ POSTGRES_ENV = "TEST_DATABASE_URL"
 def pytest_configure(config: pytest.Config) -> None:
     # Which tests share a worker and in what order they are sent (tests/scheduling.py).
     scheduling.register(config)
+    # Every server process the tests start compiles /act's kernel (models.fused) at start-up; with a cache
+    # directory only the first does. Inherited by the processes the tests start.
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(config.rootpath / ".pytest_cache" / "numba"))
 
 
 def _postgres_schema_url(base_url: str) -> Iterator[str]:
