@@ -8,8 +8,8 @@ Two rules, both about wall time on a 2-core machine, neither about what a test c
   lets xdist rename a test.)
 - The longest unit goes first (longest-processing-time-first): with the short ones last, the workers end together
   instead of one idling while the other finishes a long test. A test's length is its time in the last run that
-  recorded it (pytest's cache, `.pytest_cache`); else tests/durations.json (committed, for a fresh clone); else a
-  `slow` test counts as long.
+  recorded it (pytest's cache, `.pytest_cache`); else the module's figure in tests/durations.json (committed, for
+  a fresh clone; `python -m tests.scheduling` rewrites it from the cache); else a `slow` test counts as long.
 
 An explicit `--dist` other than the default `load` is left alone.
 """
@@ -37,20 +37,31 @@ def unit_of(nodeid: str) -> str:
     return SAME_WORKER.get(module, module)
 
 
-def longest_first(items: list[pytest.Item], recorded: dict[str, float]) -> list[pytest.Item]:
+def _unit_seconds(key: str, unit: list[pytest.Item], tests: dict[str, float], units: dict[str, float]) -> float:
+    """The unit's tests' times from the last run that ran them all; else the committed figure for the unit."""
+    known = [tests.get(item.nodeid) for item in unit]
+    if all(seconds is not None for seconds in known):
+        return sum(seconds for seconds in known if seconds is not None)
+    if key in units:
+        return units[key]
+    return sum(UNKNOWN_SLOW_SECONDS if item.get_closest_marker("slow") else UNKNOWN_SECONDS for item in unit)
+
+
+def longest_first(items: list[pytest.Item], tests: dict[str, float], units: dict[str, float]) -> list[pytest.Item]:
     """Units (their tests together, in their order), the longest unit first; ties keep their order."""
-    units: dict[str, list[pytest.Item]] = {}
+    grouped: dict[str, list[pytest.Item]] = {}
     for item in items:
-        units.setdefault(unit_of(item.nodeid), []).append(item)
+        grouped.setdefault(unit_of(item.nodeid), []).append(item)
+    ordered = sorted(grouped.items(), key=lambda pair: -_unit_seconds(pair[0], pair[1], tests, units))
+    return [item for _, unit in ordered for item in unit]
 
-    def seconds(item: pytest.Item) -> float:
-        known = recorded.get(item.nodeid)
-        if known is not None:
-            return known
-        return UNKNOWN_SLOW_SECONDS if item.get_closest_marker("slow") else UNKNOWN_SECONDS
 
-    ordered = sorted(units.values(), key=lambda unit: -sum(seconds(item) for item in unit))
-    return [item for unit in ordered for item in unit]
+def unit_totals(tests: dict[str, float]) -> dict[str, float]:
+    """Seconds per unit of work, from seconds per test: what tests/durations.json holds."""
+    totals: dict[str, float] = {}
+    for nodeid, seconds in tests.items():
+        totals[unit_of(nodeid)] = totals.get(unit_of(nodeid), 0.0) + seconds
+    return {unit: round(seconds, 1) for unit, seconds in sorted(totals.items())}
 
 
 def _module_scheduler(config: pytest.Config, log: Any) -> Any:
@@ -73,21 +84,17 @@ class Scheduling:
         self.config = config
         self.times: dict[str, float] = {}
 
-    def _recorded(self) -> dict[str, float]:
-        recorded: dict[str, float] = {}
-        if COMMITTED_DURATIONS.is_file():
-            recorded.update(json.loads(COMMITTED_DURATIONS.read_text()))
+    def _cached(self) -> dict[str, float]:
         cache = getattr(self.config, "cache", None)
         cached = cache.get(DURATIONS_KEY, {}) if cache is not None else {}
-        if isinstance(cached, dict):
-            recorded.update(cached)
-        return recorded
+        return cached if isinstance(cached, dict) else {}
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         # After pytest's own reordering by fixture scope. Every worker reads the same files, so every worker
         # collects the same order, which xdist requires.
-        items[:] = longest_first(items, self._recorded())
+        committed = json.loads(COMMITTED_DURATIONS.read_text()) if COMMITTED_DURATIONS.is_file() else {}
+        items[:] = longest_first(items, self._cached(), committed)
 
     @pytest.hookimpl(tryfirst=True, optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
@@ -100,10 +107,14 @@ class Scheduling:
         cache = getattr(self.config, "cache", None)
         if cache is None or hasattr(self.config, "workerinput") or not self.times:
             return  # workers report to the controller, which writes once
-        cached = cache.get(DURATIONS_KEY, {})
-        previous = cached if isinstance(cached, dict) else {}
-        cache.set(DURATIONS_KEY, {**previous, **{nodeid: round(t, 2) for nodeid, t in self.times.items()}})
+        cache.set(DURATIONS_KEY, {**self._cached(), **{nodeid: round(t, 2) for nodeid, t in self.times.items()}})
 
 
 def register(config: pytest.Config) -> None:
     config.pluginmanager.register(Scheduling(config), "ddpg-test-scheduling")
+
+
+if __name__ == "__main__":
+    # Rewrite tests/durations.json from the times the last full run left in pytest's cache.
+    cache_file = Path(__file__).parents[1] / ".pytest_cache" / "v" / DURATIONS_KEY
+    COMMITTED_DURATIONS.write_text(json.dumps(unit_totals(json.loads(cache_file.read_text())), indent=0) + "\n")
