@@ -38,11 +38,12 @@ typecheck: $(TEST_STAMP)
 	$(BIN)/mypy app trainer models store ddpg_client episodes
 
 # Two pytest processes: most slow tests wait on the real server and worker processes they start, so two
-# runners finish in about half the time on a 2-core machine (4 minutes instead of 8 when it is quiet).
+# runners finish in about half the time on a 2-core machine. Each test module goes to one runner whole (its tests
+# share its server or cluster), the longest first (tests/scheduling.py); the 20 slowest tests are listed at the end.
 PYTEST_WORKERS ?= 2
 
 test: lint typecheck
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=20
 
 # docker-compose for real (tests/stack): builds both images, runs the compose file on a Docker engine and checks
 # the service through its published port. Starts a private dockerd (root; installs Debian's docker.io) when no

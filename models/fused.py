@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -127,8 +128,10 @@ def forward_one_kernel() -> ForwardOne:
     from numba import njit  # numba ships no type information (mypy: ignore_missing_imports)
 
     start = time.perf_counter()
-    # An explicit signature compiles now, not on a first call. cache=False: numba's on-disk cache needs a writable
-    # directory beside this file (not so in the api image, whose user owns nothing there), and compiling is brief.
-    kernel: ForwardOne = njit(_SIGNATURE, nogil=True, cache=False)(_forward_one)
+    # An explicit signature compiles now, not on a first call. numba's on-disk cache needs a writable directory:
+    # beside this file is not (the api image's user owns nothing there), so it is used only where NUMBA_CACHE_DIR
+    # names one, as in the tests, which start many server processes that would each compile again.
+    cache = bool(os.environ.get("NUMBA_CACHE_DIR"))
+    kernel: ForwardOne = njit(_SIGNATURE, nogil=True, cache=cache)(_forward_one)
     logger.info("compiled the one-observation forward kernel in %.2f s", time.perf_counter() - start)
     return kernel

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,8 +19,17 @@ from models.random_actor import random_actor_bytes
 from store.db import create_db_engine, make_session_factory, migrate
 from store.registry import get_model
 from store.tables import Model
+from tests import scheduling
 
 POSTGRES_ENV = "TEST_DATABASE_URL"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Which tests share a worker and in what order they are sent (tests/scheduling.py).
+    scheduling.register(config)
+    # Every server process the tests start compiles /act's kernel (models.fused) at start-up; with a cache
+    # directory only the first does. Inherited by the processes the tests start.
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(config.rootpath / ".pytest_cache" / "numba"))
 
 
 def _postgres_schema_url(base_url: str) -> Iterator[str]:
@@ -50,10 +60,28 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     yield from _postgres_schema_url(base)
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once per session (per xdist worker). A copy of it is what migrating a new
+    file gives, without running every migration again for each of some 300 tests."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "migrated.sqlite3"
+    migrate(f"sqlite:///{path}")
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # all of it in the main file, which is copied alone
+    finally:
+        connection.close()
+    return path
+
+
 @pytest.fixture
-def database_url(empty_database_url: str) -> str:
+def database_url(request: pytest.FixtureRequest, empty_database_url: str) -> str:
     """A fresh database with the schema migrated to head."""
-    migrate(empty_database_url)
+    database = make_url(empty_database_url)
+    if database.get_backend_name() == "sqlite" and database.database:
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite_file"), database.database)
+    else:
+        migrate(empty_database_url)
     return empty_database_url
 
 

@@ -53,7 +53,7 @@ def wait_until_ready(
         with contextlib.suppress(httpx.TransportError):
             if httpx.get(f"{base_url}{path}", timeout=2).status_code == 200:
                 return
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise AssertionError(f"{path} not 200 after {deadline} s:\n{log_path.read_text()[-4000:]}")
 
 

@@ -27,7 +27,7 @@ def wait_for(predicate_name: str, check: object, *, deadline: float, log_path: P
         result = check()  # type: ignore[operator]
         if result:
             return result
-        time.sleep(0.5)
+        time.sleep(0.1)
     raise AssertionError(f"{predicate_name} did not happen within {deadline} s:\n{log_path.read_text()[-4000:]}")
 
 

@@ -31,7 +31,7 @@ def _wait(what: str, check: object, *, deadline: float, log_path: Path) -> objec
         result = check()  # type: ignore[operator]
         if result:
             return result
-        time.sleep(0.5)
+        time.sleep(0.1)
     raise AssertionError(f"{what} did not happen within {deadline} s:\n{log_path.read_text()[-4000:]}")
 
 

@@ -57,7 +57,7 @@ def test_the_one_command_run_runs_a_sweep_on_a_local_ray_and_stops_it(tmp_path: 
         end = time.monotonic() + DEADLINE
         sweep = httpx.get(sweep_url).json()
         while sweep["status"] not in ("succeeded", "failed", "cancelled") and time.monotonic() < end:
-            time.sleep(1.0)
+            time.sleep(0.2)
             sweep = httpx.get(sweep_url).json()
         errors = [sweep["error"], *(trial["error"] for trial in sweep["trials"])]
         assert sweep["status"] == "succeeded", (errors, log_path.read_text()[-6000:])
@@ -68,5 +68,5 @@ def test_the_one_command_run_runs_a_sweep_on_a_local_ray_and_stops_it(tmp_path: 
     # The runner shut its local Ray down with it: nothing started under this HOME is left.
     deadline = time.monotonic() + 30
     while _processes_with(f"HOME={home}".encode()) and time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.1)
     assert _processes_with(f"HOME={home}".encode()) == []

@@ -98,7 +98,7 @@ def run_server(tmp: Path, *, policy: bytes | None) -> Iterator[Server]:
                     break
             if time.monotonic() > deadline:
                 pytest.fail(f"server did not answer within {START_DEADLINE_SECONDS} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+            time.sleep(0.05)
         yield Server(url, log, actor)
     finally:
         process.terminate()

@@ -78,7 +78,7 @@ def _wait_for(predicate: Any, timeout: float, what: str, logs: list[Path]) -> An
         result = predicate()
         if result:
             return result
-        time.sleep(0.5)
+        time.sleep(0.1)
     tails = "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}" for log in logs if log.exists())
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")
 

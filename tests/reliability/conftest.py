@@ -42,7 +42,7 @@ def wait_for(
                 return
         if time.monotonic() > stop:
             pytest.fail(f"gave up waiting for {what}\n{logs()}")
-        time.sleep(0.2)
+        time.sleep(0.1)
 
 
 @dataclass

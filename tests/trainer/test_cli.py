@@ -2,8 +2,6 @@
 
 import csv
 import json
-import os
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -11,30 +9,9 @@ from pathlib import Path
 import pytest
 
 from models.weights import load_actor_file
+from tests.trainer.cli_run import FAST_TRAIN
+from tests.trainer.cli_run import run_cli as _run
 from trainer import cli
-
-FAST_TRAIN = [
-    "--episodes", "2", "--max-episode-steps", "50", "--hidden-size", "16", "--batch-size", "32",
-    "--learning-starts", "40", "--random-steps", "40", "--eval-every", "1", "--eval-episodes", "2",
-]  # fmt: skip
-
-
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    # From another directory: `python -m trainer` must work wherever the project is installed.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "trainer", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
-    )
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("run") / "out"
-    proc = _run("train", "--out", str(out), "--seed", "3", "--gamma", "0.95", *FAST_TRAIN, cwd=out.parent)
-    assert proc.returncode == 0, proc.stderr
-    # Not a terminal: plain log lines, no progress bar.
-    assert "episode 1 return" in proc.stderr and "\r" not in proc.stderr
-    return out
 
 
 def test_train_writes_all_files(trained: Path) -> None:

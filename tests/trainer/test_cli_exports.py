@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from models.policy import NumpyActor
-from tests.trainer.test_cli import FAST_TRAIN, trained  # noqa: F401  (the module-scoped training run)
+from tests.trainer.cli_run import FAST_TRAIN
 
 
 def _trainer(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -32,7 +32,7 @@ def _onnx_actions(path: Path, observations: np.ndarray) -> np.ndarray:
     return np.asarray(action)
 
 
-def test_export_onnx_matches_the_served_actor(trained: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_export_onnx_matches_the_served_actor(trained: Path, tmp_path: Path) -> None:
     out = tmp_path / "policy.onnx"
     proc = _trainer("export-onnx", str(trained / "actor.safetensors"), str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -86,7 +86,7 @@ def _wait_for(condition: Callable[[], bool], what: str, workers: WorkerProcesses
     while not condition():
         if time.monotonic() > deadline:
             pytest.fail(f"gave up waiting for {what}\n{workers.logs()}")
-        time.sleep(0.2)
+        time.sleep(0.1)
 
 
 def _exit_code(proc: subprocess.Popen[bytes], workers: WorkerProcesses) -> int:

@@ -108,5 +108,5 @@ def wait_for(
         value = condition()
         if value:
             return value
-        time.sleep(0.5)
+        time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}\n{diagnostics()}")

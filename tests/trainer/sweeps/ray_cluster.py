@@ -20,6 +20,7 @@ from pathlib import Path
 
 RAY = str(Path(sys.executable).with_name("ray"))
 START_DEADLINE = 60.0
+STARTED = b"Ray runtime started."
 
 
 def free_port() -> int:
@@ -77,10 +78,22 @@ class RayCluster:
             )  # fmt: skip
         node = RayNode(process, node_manager_port, log)
         deadline = time.monotonic() + START_DEADLINE
-        while node_manager_port not in {n["NodeManagerPort"] for n in self.alive_nodes(quiet=True)}:
+
+        def failed() -> RuntimeError | None:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ray node {name} did not start:\n{log.read_text(errors='replace')[-3000:]}")
-            time.sleep(1.0)
+                return RuntimeError(f"ray node {name} did not start:\n{log.read_text(errors='replace')[-3000:]}")
+            return None
+
+        # `ray start` says when its node is up: read its output (cheap) rather than start a driver process each
+        # time (about a second of CPU apiece), then confirm once with a driver that the cluster lists the node.
+        while STARTED not in log.read_bytes():
+            if error := failed():
+                raise error
+            time.sleep(0.1)
+        while node_manager_port not in {n["NodeManagerPort"] for n in self.alive_nodes(quiet=True)}:
+            if error := failed():
+                raise error
+            time.sleep(0.25)
         return node
 
     def alive_nodes(self, *, quiet: bool = False) -> list[dict[str, object]]:
