@@ -8,6 +8,7 @@ from typing import Any
 import jsonschema
 import pytest
 import schemathesis
+from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import ignored_auth
 
 from tests.app.conftest import Api, ApiFactory
@@ -64,10 +65,19 @@ def test_each_key_is_declared_on_the_operations_that_check_it(
 
 def test_an_open_write_passes_the_ignored_auth_check(api: Api) -> None:
     """What schemathesis reported as ST401 while every write declared the scheme on a server without a key."""
+    spec = api.client.get("/openapi.json").json()
     schema = schemathesis.openapi.from_asgi("/openapi.json", api.client.app)
     case = schema["/models"]["POST"].Case(body={"name": "car", "env_id": "MountainCarContinuous-v0"})
-    response = case.call_and_validate(checks=[ignored_auth])
-    assert response.status_code == 201
+    assert case.call_and_validate(checks=[ignored_auth]).status_code == 201
+    # The same write, the document declaring the scheme as before: the check fails it.
+    spec["paths"]["/models"]["post"]["security"] = [{"ApiKey": []}]
+    spec["components"]["securitySchemes"] = {"ApiKey": {"type": "http", "scheme": "bearer"}}
+    declared = schemathesis.openapi.from_dict(spec)
+    declared.app = api.client.app
+    case = declared["/models"]["POST"].Case(body={"name": "boat", "env_id": "MountainCarContinuous-v0"})
+    with pytest.raises(FailureGroup) as raised:
+        case.call_and_validate(checks=[ignored_auth], headers={"Authorization": "Bearer any"})
+    assert [failure.code for failure in raised.value.exceptions] == ["ST401"]
 
 
 def _body_schema(spec: dict[str, Any], method: str, path: str) -> dict[str, Any]:
