@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import hypothesis
+import orjson
 import pytest
 import schemathesis
 from schemathesis import Case, GenerationMode
@@ -32,6 +33,8 @@ from schemathesis.checks import CHECKS as ALL_CHECKS
 from schemathesis.checks import CheckFunction, is_check_class, load_all_checks
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import positive_data_acceptance, response_schema_conformance
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from store.db import create_db_engine, make_session_factory
 from store.jobs import claim_next_job, complete_job, enqueue_job, record_episode, record_evaluation
@@ -279,3 +282,25 @@ def test_the_checks_catch_a_stream_that_does_not_match_its_document(
     # The failure an independent schemathesis run reported for this endpoint while its events were "strings".
     assert found.title == "SSE event violates schema"
     assert found.message.startswith("Event #0: ") and reason in found.message
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "code", "field"),
+    [
+        ("", {}, "unauthorized", None),
+        (f"?model={'m' * 65}", {"Authorization": f"Bearer {API_KEY}"}, "validation_error", "model"),
+        ("?model=boat", {"Authorization": f"Bearer {API_KEY}"}, "not_found", "model"),
+    ],
+)
+def test_a_refused_stream_is_told_why_and_closed_with_1008(
+    fuzzed_server: FuzzedServer, query: str, headers: dict[str, str], code: str, field: str | None
+) -> None:
+    """Over real uvicorn, not an HTTP 403 at the handshake (what a close before accepting becomes): the documented
+    close code, after the error body."""
+    url = fuzzed_server.api.base_url.replace("http://", "ws://") + "/act/stream" + query
+    with connect(url, additional_headers=headers, open_timeout=REQUEST_SECONDS) as stream:
+        error = orjson.loads(stream.recv(timeout=REQUEST_SECONDS))["error"]
+        assert error["code"] == code and (field is None or error["details"][0]["field"] == field), error
+        with pytest.raises(ConnectionClosed) as closed:
+            stream.recv(timeout=REQUEST_SECONDS)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
