@@ -29,13 +29,15 @@ from app.routes import (
     sweeps,
     train,
 )
+from app.routes.openapi_security import install_openapi_security
 from app.serving.fast_path import ActFastPath
 from app.settings import Settings
 
 API_DESCRIPTION = """Serve a DDPG actor for gymnasium `Pendulum-v1` (POST /act) and train new ones (POST /train).
 
 Every error is `{"error": {"code", "message", "details"}}`. Mutating endpoints need `Authorization: Bearer <key>`
-when the server has an API_KEY."""
+when the server has an API_KEY, and POST /act and the inference routes when it has an ACT_API_KEY (the operations
+that need a key on this server declare it)."""
 
 
 def configure_logging(level: str) -> None:
@@ -83,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(api_docs.router)
     if settings.bench_endpoints:
         application.include_router(bench.router)
+    install_openapi_security(application, settings)
     return application
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.config import JsonDict
 
 from models.training_config import FIELD_NAMES, TrainingConfig, describe_errors, make_config
 
@@ -35,6 +36,21 @@ MAX_COMBINATIONS_CHECKED = 4096
 ChoiceValue = int | float | str | bool | None
 
 
+# `_exactly_one` in JSON Schema: one branch per kind, that key given and the others absent or null (as pydantic reads
+# them), so the OpenAPI document refuses `{}` or two kinds just as the validator does.
+_EXACTLY_ONE_KIND: JsonDict = {
+    "oneOf": [
+        {
+            "required": [kind],
+            "properties": {
+                other: {"type": "array"} if other == kind else {"type": "null"} for other in DIMENSION_KINDS
+            },
+        }
+        for kind in DIMENSION_KINDS
+    ]
+}
+
+
 class Dimension(BaseModel):
     """One hyperparameter's distribution: exactly one of the four keys.
 
@@ -42,7 +58,9 @@ class Dimension(BaseModel):
     integers with both ends included. `choice`: a list of values, one picked per trial (the only kind `grid` takes).
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, allow_inf_nan=False, frozen=True, json_schema_extra=_EXACTLY_ONE_KIND
+    )
 
     # Lists, not tuples: strict validation takes a JSON array for a list only.
     loguniform: list[float] | None = Field(

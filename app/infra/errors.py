@@ -7,16 +7,19 @@ or internal message ever leaks (unexpected exceptions are logged server-side and
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import fastapi.routing
 import orjson
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import compile_path
+from starlette.status import WS_1008_POLICY_VIOLATION
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +139,31 @@ async def _http_exception_handler(request: Request, exc: Exception) -> Response:
     code = _CODES_BY_STATUS.get(exc.status_code, "http_error")
     # Starlette's own details ("Not Found", "Method Not Allowed") are safe to show; they carry no internals.
     message = str(exc.detail) if exc.detail else code.replace("_", " ")
-    return error_response(exc.status_code, code, message, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": allowed_methods(request)}
+    return error_response(exc.status_code, code, message, headers=headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path allows, for a 405's `Allow` (RFC 9110).
+
+    Starlette's router answers 405 from the first route whose path matched, so its `Allow` names only that route's
+    methods, although a path such as /models/{name}/rollout has one route per method."""
+    path = request.scope.get("path", "")
+    methods: set[str] = set()
+    for route in _every_route(request.app):
+        path_format, route_methods = getattr(route, "path_format", None), getattr(route, "methods", None)
+        if path_format and route_methods and compile_path(path_format)[0].match(path):
+            methods |= route_methods
+    return ", ".join(sorted(methods))
+
+
+def _every_route(app: FastAPI) -> Iterable[Any]:
+    """Every route of the app, those of included routers too: recent FastAPI keeps an included router whole in
+    `app.routes` (its `iter_route_contexts` lists the routes inside), older versions copy each route there."""
+    flatten = getattr(fastapi.routing, "iter_route_contexts", None)
+    return flatten(app.routes) if flatten is not None else app.routes
 
 
 async def _validation_error_handler(request: Request, exc: Exception) -> Response:
@@ -144,6 +171,18 @@ async def _validation_error_handler(request: Request, exc: Exception) -> Respons
     details = validation_details(exc.errors())
     message = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5]) or "invalid request"
     return error_response(422, "validation_error", message, details)
+
+
+async def _websocket_validation_error_handler(websocket: WebSocket, exc: Exception) -> None:
+    """A WebSocket whose query is invalid (`?model=` too long): accepted, told why, closed with 1008.
+
+    FastAPI's own handler closes before accepting, which the client sees as an HTTP 403 with no reason."""
+    assert isinstance(exc, WebSocketRequestValidationError)
+    details = validation_details(exc.errors())
+    message = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5]) or "invalid request"
+    await websocket.accept()
+    await websocket.send_text(error_body("validation_error", message, details).decode())
+    await websocket.close(code=WS_1008_POLICY_VIOLATION, reason="invalid request")
 
 
 async def _database_error_handler(request: Request, exc: Exception) -> Response:
@@ -165,6 +204,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(WebSocketRequestValidationError, _websocket_validation_error_handler)
     for database_error in (OperationalError, InterfaceError, PoolTimeoutError):
         app.add_exception_handler(database_error, _database_error_handler)
     app.add_exception_handler(Exception, _unhandled_error_handler)

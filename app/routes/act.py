@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from app.routes.openapi_security import NEEDS_ACT_KEY
 from app.schemas.act import ActBatchResponse, ActRequest, ActResponse
 from app.schemas.errors import error_responses, json_request_body
 from app.serving.runtime import ActRuntime, act_content, check_act_headers
@@ -22,7 +23,7 @@ router = APIRouter(prefix="/act", tags=["act"])
     "",
     response_model=None,
     summary="Actions for observations",
-    openapi_extra=json_request_body(ActRequest),
+    openapi_extra={**json_request_body(ActRequest), **NEEDS_ACT_KEY},
     responses={
         200: {
             "model": ActResponse | ActBatchResponse,

@@ -20,8 +20,14 @@ from app.serving.policy_cache import PolicyCache
 from app.serving.runtime import ActRuntime
 from app.settings import Settings
 
-# auto_error=False: we raise our own 401 in the one error shape; the scheme is still documented in OpenAPI.
-_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API_KEY>` when API_KEY is set.")
+# auto_error=False: we raise our own 401 in the one error shape. The scheme is documented in OpenAPI on the routes
+# that depend on it, and app.routes.openapi_security takes it out again when no API_KEY is set.
+API_KEY_SCHEME = "ApiKey"
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name=API_KEY_SCHEME,
+    description="`Authorization: Bearer <API_KEY>`: training, cancels, promotions, models, aliases and rollouts.",
+)
 
 
 def _app_state(name: str) -> Callable[[Request], Any]:

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from app.routes.openapi_security import NEEDS_ACT_KEY
 from app.schemas.errors import error_responses
 from app.serving import inference_v2, kserve_v1
 from app.serving.inference_v2 import DATATYPE, INPUT_NAME, OUTPUT_NAME, SERVER_NAME
@@ -43,12 +44,13 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def _body_doc(schema: dict[str, Any], example: dict[str, Any]) -> dict[str, Any]:
-    """`openapi_extra` for a hand-parsed JSON body."""
+    """`openapi_extra` for a hand-parsed JSON inference body (which needs ACT_API_KEY when one is set)."""
     return {
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": schema, "example": example}},
-        }
+        },
+        **NEEDS_ACT_KEY,
     }
 
 
@@ -112,8 +114,9 @@ async def v1_model_ready(name: str, request: Request) -> Response:
             "properties": {
                 "instances": {
                     "type": "array",
-                    "items": {"type": "array", "items": {"type": "number"}},
-                    "description": "Observations, each `obs_dim` numbers.",
+                    "minItems": 1,
+                    "items": {"type": "array", "minItems": 1, "items": {"type": "number"}},
+                    "description": "Observations (1 to MAX_BATCH), each `obs_dim` numbers.",
                 }
             },
         },
@@ -203,12 +206,21 @@ _INFER_SCHEMA: dict[str, Any] = {
         "parameters": {"type": "object"},
         "inputs": {
             "type": "array",
+            "description": "Exactly one tensor, `observation`.",
+            "minItems": 1,
+            "maxItems": 1,
             "items": {
                 "type": "object",
                 "required": ["name", "shape", "datatype"],
                 "properties": {
                     "name": {"type": "string", "enum": [INPUT_NAME]},
-                    "shape": {"type": "array", "items": {"type": "integer"}},
+                    "shape": {
+                        "type": "array",
+                        "minItems": 2,
+                        "maxItems": 2,
+                        "items": {"type": "integer", "minimum": 0},
+                        "description": "[n, obs_dim].",
+                    },
                     "datatype": {"type": "string", "enum": [DATATYPE]},
                     "parameters": {"type": "object"},
                     "data": {"type": "array", "description": "Row-major numbers, flat or nested."},

@@ -29,8 +29,8 @@ One connection is one session (`session` is the connection; do not send one, nor
 ended), and each answer is the /act answer, `{"action": [...], "policy_id": N}`, in order. A bad message is answered
 with the error body (`{"error": {...}}`, the field named) and the stream goes on. The policy never changes within an
 episode; after `done` the next message starts a new one. With ACT_API_KEY set, the handshake needs
-`Authorization: Bearer <key>` (refused with close code 1008 otherwise); an unknown model closes with 1008 after its
-error body."""
+`Authorization: Bearer <key>`: without it, as for an unknown or invalid `model`, the connection is accepted, sends
+its error body (`unauthorized`, `not_found`, `validation_error`) and closes with code 1008."""
 
 # Message schemas, for the OpenAPI page.
 _MESSAGES = {
@@ -62,7 +62,10 @@ async def act_stream(websocket: WebSocket, model: Annotated[str | None, Query(ma
     if runtime.act_api_key is not None:
         try:
             check_bearer(websocket.headers.get("authorization"), runtime.act_api_key)
-        except ApiError:
+        except ApiError as exc:
+            # Accepted first: a close before the handshake completes reaches the client as HTTP 403, not as 1008.
+            await websocket.accept()
+            await websocket.send_text(error_body(exc.code, exc.message).decode())
             await websocket.close(code=POLICY_VIOLATION, reason="missing or wrong ACT_API_KEY bearer token")
             return
     await websocket.accept()

@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
+
+# What app.serving.observations takes: finite numbers within float32's range.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+Float32 = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+Observation = Annotated[list[Float32], Field(min_length=1)]
+
+# The parser takes exactly one of the two (an explicit null counts as absent): one branch each, the other null.
+_ONE_OF_OBSERVATION_FIELDS: JsonDict = {
+    "oneOf": [
+        {
+            "required": [given],
+            "properties": {given: {"type": "array"}, other: {"type": "null"}},
+        }
+        for given, other in (("observation", "observations"), ("observations", "observation"))
+    ]
+}
 
 
 class ActRequest(BaseModel):
     """Exactly one of `observation` (one) or `observations` (a batch); the length must be the policy's obs_dim."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_ONE_OF_OBSERVATION_FIELDS)
 
-    observation: list[float] | None = Field(
+    observation: Observation | None = Field(
         None, description="One observation: `obs_dim` finite numbers.", examples=[[1.0, 0.0, 0.0]]
     )
-    observations: list[list[float]] | None = Field(
+    observations: list[Observation] | None = Field(
         None, description="A batch of observations (1 to MAX_BATCH), each `obs_dim` finite numbers.", min_length=1
     )
     policy_id: int | None = Field(
@@ -23,7 +43,11 @@ class ActRequest(BaseModel):
         "session, the policy its earlier answers named: any API process then continues the episode with it.",
     )
     model: str | None = Field(
-        None, max_length=64, description="The named model to ask (DEFAULT_MODEL when absent).", examples=["pendulum"]
+        None,
+        min_length=1,
+        max_length=64,
+        description="The named model to ask (DEFAULT_MODEL when absent).",
+        examples=["pendulum"],
     )
     session: str | None = Field(
         None,
@@ -32,7 +56,7 @@ class ActRequest(BaseModel):
         description="The client's episode id. Within a session the policy never changes until `done`: not in a "
         "canary split, not across a promotion or rollback. One `observation` per request.",
     )
-    reward: float | None = Field(
+    reward: Float32 | None = Field(
         None, description="The reward of the session's previous step (needs `session`); summed into its return."
     )
     done: bool | None = Field(

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from models.registry_vocabulary import (
     GUARD_MAX_REGRESSION,
     GUARD_MIN_EPISODES,
     NAME_MAX_LENGTH,
     NAME_PATTERN,
+    RESERVED_MODEL_NAMES,
     RolloutMode,
     RolloutStatus,
 )
@@ -18,14 +20,31 @@ from models.registry_vocabulary import (
 MODEL_NAME_DESCRIPTION = "A slug: a-z, 0-9, '_' and '-', starting with a letter (not `default`)."
 
 
+def _not_reserved(name: str) -> str:
+    if name in RESERVED_MODEL_NAMES:
+        raise ValueError(f"{name!r} is reserved (the inference protocols' name for the default model)")
+    return name
+
+
+# A model name in a request body (POST /models, /train, /sweeps): the registry's rule, the reserved names refused by
+# the schema itself (`not`), so the document says what the server takes.
+ModelName = Annotated[
+    str,
+    Field(
+        pattern=NAME_PATTERN,
+        max_length=NAME_MAX_LENGTH,
+        json_schema_extra={"not": {"enum": sorted(RESERVED_MODEL_NAMES)}},
+    ),
+    AfterValidator(_not_reserved),
+]
+
+
 class ModelCreate(BaseModel):
     """A new model: a name and the gymnasium environment its policies are trained on and serve."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str = Field(
-        pattern=NAME_PATTERN, max_length=NAME_MAX_LENGTH, description=MODEL_NAME_DESCRIPTION, examples=["car"]
-    )
+    name: ModelName = Field(description=MODEL_NAME_DESCRIPTION, examples=["car"])
     env_id: str = Field(
         min_length=1,
         max_length=200,
@@ -49,7 +68,8 @@ class GuardIn(BaseModel):
     """Roll the rollout back when the challenger, after `min_episodes` finished live episodes, returns on average
     more than `max_regression` less than the champion (canary only: a shadow challenger controls no episode)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict, like every other body: "50" or true is a 422, not a number.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     min_episodes: int = Field(GUARD_MIN_EPISODES, ge=1, le=1_000_000)
     max_regression: float = Field(GUARD_MAX_REGRESSION, ge=0, le=1e12, allow_inf_nan=False)
@@ -58,7 +78,7 @@ class GuardIn(BaseModel):
 class RolloutIn(BaseModel):
     """A trial of `challenger` (one of the model's policies) against its champion."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     challenger: int = Field(ge=1, le=2**31 - 1, description="The policy on trial; one of this model's versions.")
     mode: RolloutMode = Field(

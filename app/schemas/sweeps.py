@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from app.schemas.models import ModelName
 from app.schemas.train import optional_config_fields
-from models.registry_vocabulary import DEFAULT_MODEL_NAME, NAME_MAX_LENGTH, NAME_PATTERN
+from models.registry_vocabulary import DEFAULT_MODEL_NAME
 from models.sweep_space import SEARCHABLE_FIELDS, Dimension, EarlyStopRule, SearchKind
 from models.training_config import JobStatus, PresetName, PromoteRule, TrainingConfig, make_config
 
@@ -44,16 +45,15 @@ class SweepRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    model: str = Field(
-        DEFAULT_MODEL_NAME,
-        pattern=NAME_PATTERN,
-        max_length=NAME_MAX_LENGTH,
-        description="The named model the best trial's policy joins and may be promoted in.",
+    model: ModelName = Field(
+        DEFAULT_MODEL_NAME, description="The named model the best trial's policy joins and may be promoted in."
     )
     base: SweepBase = Field(default_factory=SweepBase, description="Config of every trial before sampling.")
     space: dict[str, Dimension] = Field(
         min_length=1,
         max_length=len(SEARCHABLE_FIELDS),
+        # Only the config's searchable fields: `{"": {}}` is refused by the document, not only by the code.
+        json_schema_extra={"propertyNames": {"enum": list(SEARCHABLE_FIELDS)}},
         description='Config field -> one of {"loguniform": [low, high]}, {"uniform": [low, high]}, '
         '{"randint": [low, high]} (both ends included) or {"choice": [...]}.',
     )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
-from models.registry_vocabulary import NAME_MAX_LENGTH, NAME_PATTERN
+from app.schemas.models import ModelName
 from models.training_config import PresetName, PromoteRule, TrainingConfig, config_from_job
 
 # The model decides the environment: optional_config_fields leaves it out (a sweep's base never sets it), and
@@ -35,10 +35,8 @@ class _TrainRequestBase(BaseModel):
         description="`if_better`: becomes its model's champion only if it evaluates better than the current "
         "champion; `always`; `never`.",
     )
-    model: str | None = Field(
+    model: ModelName | None = Field(
         None,
-        pattern=NAME_PATTERN,
-        max_length=NAME_MAX_LENGTH,
         description="The named model the trained policy joins (created on first use, for `env_id`); DEFAULT_MODEL "
         "when absent.",
     )

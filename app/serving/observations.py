@@ -22,6 +22,7 @@ import numpy.typing as npt
 import orjson
 
 from app.infra.errors import ApiError, field_error
+from app.schemas.act import FLOAT32_MAX as _FLOAT32_MAX
 from models.registry_vocabulary import NAME_MAX_LENGTH, SESSION_MAX_LENGTH
 
 FloatArray = npt.NDArray[np.float32]
@@ -29,7 +30,6 @@ FloatArray = npt.NDArray[np.float32]
 _ALLOWED_KEYS = frozenset({"observation", "observations", "policy_id", "model", "session", "reward", "done"})
 # Ids are 32-bit integers in PostgreSQL; a bigger one is a bad request, not a database error.
 MAX_ID = 2**31 - 1
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Integers up to 2**24 are exact in float32, so converting them cannot round differently from the general path.
 _EXACT_INT = 2**24
 # One wording for every protocol: the tensor protocols call the datatype FP32, /act's documentation float32.

@@ -70,12 +70,24 @@ def test_an_unknown_model_is_refused(api: Api) -> None:
         assert closed.value.code == 1008
 
 
+def test_an_invalid_model_is_refused_with_its_error_body(api: Api) -> None:
+    with api.client.websocket_connect(f"/act/stream?model={'m' * 65}") as ws:
+        error = orjson.loads(ws.receive_text())["error"]
+        assert error["code"] == "validation_error" and error["details"][0]["field"] == "model"
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+        assert closed.value.code == 1008
+
+
 def test_the_stream_needs_the_act_key_when_set(make_api: ApiFactory) -> None:
     api = make_api(act_api_key="act-key")
     api.add_policy(make_policy_bytes(1), promote="always")
-    with pytest.raises(WebSocketDisconnect) as refused, api.client.websocket_connect("/act/stream"):
-        pass
-    assert refused.value.code == 1008
+    # Accepted, told why, then closed with 1008 (a close before accepting would reach a client as HTTP 403).
+    with api.client.websocket_connect("/act/stream") as refused:
+        assert orjson.loads(refused.receive_text())["error"]["code"] == "unauthorized"
+        with pytest.raises(WebSocketDisconnect) as closed:
+            refused.receive_text()
+        assert closed.value.code == 1008
     headers = {"Authorization": "Bearer act-key"}
     with api.client.websocket_connect("/act/stream", headers=headers) as ws:
         ws.send_text(orjson.dumps({"observation": OBS}).decode())

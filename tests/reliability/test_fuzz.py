@@ -1,10 +1,13 @@
 """Property-based fuzzing of every endpoint from the OpenAPI schema (schemathesis) against a running server.
 
-A real `python -m app` (uvicorn) with a registered random policy (POLICY_FILE), an API key, a small queue
-limit, and two jobs written as a worker would: one finished (episodes, evaluations, its policy) and one still
-running. Each operation gets a bounded number of generated requests, schema-valid and schema-violating, sent
-once with the key (so the mutating endpoints really run) and once without. Every response must be a non-5xx
-with a status code, content type, headers and body that the OpenAPI document declares for that operation.
+A real `python -m app` (uvicorn) with a registered random policy (POLICY_FILE), an API key (API_KEY, and the same
+key as ACT_API_KEY), a small queue limit, and two jobs written as a worker would: one finished (episodes,
+evaluations, its policy) and one still running. Each operation gets a bounded number of generated requests,
+schema-valid and schema-violating, sent once with the key (so the mutating endpoints really run) and once without.
+Every check schemathesis has runs on each response (`--checks all`; one documented exclusion, RUNTIME_VALIDATED):
+a non-5xx with a status code, content type, headers and body that the OpenAPI document declares for that
+operation; schema-violating requests refused and schema-valid ones accepted; and every success of an operation
+that declares the key refused again without the key and with a wrong one.
 
 That includes the server-sent events of `GET /jobs/{job_id}/events`: schemathesis parses a `text/event-stream`
 response into events and checks each one against the operation's `itemSchema`, and each event's `data` (a JSON
@@ -22,19 +25,17 @@ from typing import Any
 
 import httpx
 import hypothesis
+import orjson
 import pytest
 import schemathesis
 from schemathesis import Case, GenerationMode
-from schemathesis.checks import CheckFunction, not_a_server_error
+from schemathesis.checks import CHECKS as ALL_CHECKS
+from schemathesis.checks import CheckContext, CheckFunction, is_check_class, load_all_checks
 from schemathesis.core.failures import FailureGroup
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    negative_data_rejection,
-    positive_data_acceptance,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.core.transport import Response
+from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance, response_schema_conformance
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from store.db import create_db_engine, make_session_factory
 from store.jobs import claim_next_job, complete_job, enqueue_job, record_episode, record_evaluation
@@ -45,14 +46,32 @@ pytestmark = pytest.mark.slow
 
 # Per operation and generation phase; ~14 operations x 2 identities stay within about a minute on 2 cores.
 MAX_EXAMPLES = 12
+# Every check schemathesis has (the Python API's `--checks all`): those that compare one response with the
+# document, those that re-send a 2xx request without and with a wrong key (`ignored_auth`: a write that declares the
+# key must refuse both), and those that need a phase or a run this test does not have (`unsupported_method` and
+# `missing_required_header`: the coverage phase; `use_after_free`, `ensure_resource_availability` and
+# `object_level_authorization`: a stateful run with several identities). Those last find nothing to check here:
+# tests/app/test_openapi_strictness.py checks a 405's `Allow` directly. The one exclusion is per operation
+# (RUNTIME_VALIDATED, below).
+load_all_checks()
+# Operations whose success was sent again without the key and with a wrong one, and refused both times.
+_AUTH_ENFORCED: set[str] = set()
+
+
+def ignored_auth_once(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
+    """`ignored_auth` as schemathesis's own runs use it: enforcement is a property of the operation, so once one
+    success of it has been refused without the key and with a wrong one, its later successes are not probed again
+    (two more requests each)."""
+    if case.operation.label in _AUTH_ENFORCED:
+        return None
+    ignored_auth(ctx, response, case)  # raises when the operation let either probe through
+    if 200 <= response.status_code < 300:
+        _AUTH_ENFORCED.add(case.operation.label)
+    return None
+
+
 CHECKS: list[CheckFunction] = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    negative_data_rejection,
-    positive_data_acceptance,
+    ignored_auth_once if check is ignored_auth else check for check in ALL_CHECKS.get_all() if not is_check_class(check)
 ]
 # Schema-valid requests these may rightly refuse with a documented 422: /act checks the observation length
 # against the chosen policy's obs_dim, and /train the server's configured budget and replay_size >= batch_size;
@@ -139,6 +158,8 @@ def fuzzed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzedSe
             database_url,
             POLICY_FILE=str(policy),
             API_KEY=API_KEY,
+            # So that /act and the inference routes declare a key too, and ignored_auth checks they enforce it.
+            ACT_API_KEY=API_KEY,
             MAX_QUEUED_JOBS="3",
             MAX_BATCH="64",
             MAX_BODY_BYTES="65536",
@@ -184,6 +205,7 @@ def _fuzz(
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     if mutating_only:
         operations = [op for op in operations if op.method.upper() != "GET"]
+    failures: list[str] = []
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
@@ -205,7 +227,8 @@ def _fuzz(
                 # No parameters and no body (e.g. GET /healthz): there is nothing to make schema-violating.
                 assert mode is GenerationMode.NEGATIVE, operation.label
             except Exception as exc:
-                raise AssertionError(f"{operation.label} ({mode.value} data): {exc}") from exc
+                failures.append(f"{operation.label} ({mode.value} data): {exc}")
+    assert not failures, "\n\n".join(failures)
 
 
 def test_every_endpoint_with_the_api_key(api_schema: schemathesis.BaseSchema, fuzzed_server: FuzzedServer) -> None:
@@ -278,3 +301,25 @@ def test_the_checks_catch_a_stream_that_does_not_match_its_document(
     # The failure an independent schemathesis run reported for this endpoint while its events were "strings".
     assert found.title == "SSE event violates schema"
     assert found.message.startswith("Event #0: ") and reason in found.message
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "code", "field"),
+    [
+        ("", {}, "unauthorized", None),
+        (f"?model={'m' * 65}", {"Authorization": f"Bearer {API_KEY}"}, "validation_error", "model"),
+        ("?model=boat", {"Authorization": f"Bearer {API_KEY}"}, "not_found", "model"),
+    ],
+)
+def test_a_refused_stream_is_told_why_and_closed_with_1008(
+    fuzzed_server: FuzzedServer, query: str, headers: dict[str, str], code: str, field: str | None
+) -> None:
+    """Over real uvicorn, not an HTTP 403 at the handshake (what a close before accepting becomes): the documented
+    close code, after the error body."""
+    url = fuzzed_server.api.base_url.replace("http://", "ws://") + "/act/stream" + query
+    with connect(url, additional_headers=headers, open_timeout=REQUEST_SECONDS) as stream:
+        error = orjson.loads(stream.recv(timeout=REQUEST_SECONDS))["error"]
+        assert error["code"] == code and (field is None or error["details"][0]["field"] == field), error
+        with pytest.raises(ConnectionClosed) as closed:
+            stream.recv(timeout=REQUEST_SECONDS)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
