@@ -154,7 +154,7 @@ def job_event_response(
     """The `text/event-stream` response of a subscription's `events`, with a `: heartbeat` comment every
     `heartbeat_seconds` (a comment is ignored by EventSource, but it is traffic, so idle-timeouts do not fire).
 
-    `release` runs once the response is over (also for a HEAD request, whose stream never starts)."""
+    `release` runs once the response is over (also when its stream never started)."""
     return EventSourceResponse(
         events,
         # Revalidate, never reuse: what "no-cache" always said here (sse-starlette's default is "no-store").

@@ -185,6 +185,15 @@ def test_unknown_job_is_404_and_a_bad_last_event_id_is_422(api: Api) -> None:
         assert_error_shape(response.json(), "validation_error")
 
 
+def test_every_ended_request_frees_its_stream_place(api: Api) -> None:
+    """A whole stream, a 404: neither keeps a place under MAX_EVENT_STREAMS."""
+    hub = api.client.app.state.job_events  # type: ignore[attr-defined]
+    job_id = finished_job(api)
+    assert api.client.get(f"/jobs/{job_id}/events").status_code == 200
+    assert api.client.get("/jobs/4242/events").status_code == 404
+    assert hub.streams == 0
+
+
 def _refs(schema: Any) -> Iterator[str]:
     if isinstance(schema, dict):
         for key, value in schema.items():

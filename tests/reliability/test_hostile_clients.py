@@ -245,6 +245,7 @@ def test_a_request_sent_a_byte_at_a_time_is_dropped_after_body_timeout_seconds(
             dropped_after = time.monotonic() - began
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
         assert dropped_after < 10, dropped_after
+        logger.info("%r... sent slowly: 408 after %.2f s", start[:20], dropped_after)
     # A request that arrives normally is not affected, even several on one connection.
     with api.client() as client:
         for _ in range(5):
