@@ -36,6 +36,8 @@ WEBSOCKET_CONNECTION_TEMPLATES = frozenset(
         "connection rejected (%d %s)",
     }
 )
+# Loggers whose formatter reads the record's arguments, which must stay as they are (already redacted one by one).
+_ARGUMENT_FORMATTED = frozenset({"uvicorn.access"})
 # The loggers whose handlers uvicorn's logging configuration installs (the root's are ours or the host's).
 _HANDLER_OWNERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
 
@@ -61,10 +63,13 @@ class LogHygiene(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(escape_for_log(arg) if isinstance(arg, str) else arg for arg in record.args)
+            # Argument by argument first: formatters that read the arguments (uvicorn's access log unpacks them)
+            # keep working.
+            record.args = tuple(self.redact(escape_for_log(a)) if isinstance(a, str) else a for a in record.args)
         message = record.getMessage()
         cleaned = self.redact(message)
-        if cleaned != message:
+        if cleaned != message and record.name not in _ARGUMENT_FORMATTED:
+            # A credential split across arguments (`< %s: %s` with a header name, then its bare value).
             record.msg, record.args = cleaned, None
         if record.exc_info and not record.exc_text:
             # Formatted here (as the handler's formatter would) so that a secret in an exception's text is redacted.
