@@ -2,12 +2,15 @@
 
 Migrates the database, registers POLICY_FILE, queues a bootstrap training job when there is no policy yet,
 starts one trainer worker subprocess (EMBEDDED_WORKER) and the sweep runner (EMBEDDED_SWEEP_RUNNER, when Ray Tune is
-installed), then serves with uvicorn (uvloop + httptools, WORKERS processes). Ctrl-C or SIGTERM stops the API, then
+installed), then serves with uvicorn (uvloop + httptools, WORKERS processes; request heads, request arrival time,
+WebSocket messages and, when set, concurrency bounded). Ctrl-C or SIGTERM stops the API, then
 the runner and the worker, cleanly.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import os
 import shutil
@@ -15,6 +18,7 @@ import signal
 import subprocess
 import tempfile
 from types import FrameType
+from typing import cast
 
 import uvicorn
 from pydantic import ValidationError
@@ -28,6 +32,7 @@ from app.infra.embedded import (
     sweep_runner_available,
     trainer_available,
 )
+from app.infra.http_protocol import BoundedHttpToolsProtocol
 from app.infra.metrics import MULTIPROC_DIR_ENV
 from app.main import configure_logging
 from app.settings import Settings
@@ -49,6 +54,20 @@ def _multiprocess_metrics_dir(workers: int) -> str | None:
     path = tempfile.mkdtemp(prefix="ddpg-metrics-")
     os.environ[MULTIPROC_DIR_ENV] = path  # inherited by the uvicorn workers, read when they import the client
     return path
+
+
+def http_protocol(settings: Settings) -> type[asyncio.Protocol]:
+    """httptools with the request-head bound and the request deadline (app.infra.http_protocol).
+
+    uvicorn calls `http` with its own keyword arguments, so a partial that adds ours is a protocol class as far as
+    uvicorn is concerned (its type says `type`); a partial of a module-level class pickles, for WORKERS > 1.
+    """
+    factory = functools.partial(
+        BoundedHttpToolsProtocol,
+        max_head_bytes=settings.max_header_bytes,
+        request_timeout=settings.body_timeout_seconds,
+    )
+    return cast("type[asyncio.Protocol]", factory)
 
 
 def prepare(settings: Settings) -> None:
@@ -76,7 +95,7 @@ def run() -> int:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper() or 'settings'}: {e['msg']}" for e in exc.errors())
         logger.error("invalid settings: %s", problems)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     if settings.policy_file is not None:
         # Configuration, not a transient fault: stop here with one clear line rather than blaming the database
         # below and then dying in the lifespan with a traceback.
@@ -115,10 +134,15 @@ def run() -> int:
             port=settings.port,
             workers=settings.workers,
             loop="uvloop",
-            http="httptools",
+            http=http_protocol(settings),
             log_level=settings.log_level.lower(),
             access_log=settings.access_log,
             timeout_graceful_shutdown=10,
+            # A WebSocket message is a request body too: the same bound, or a frame is read up to uvicorn's 16 MiB.
+            ws_max_size=settings.max_body_bytes,
+            # Bounds a request head under h11 (`--http h11`); httptools' bound is BoundedHttpToolsProtocol's.
+            h11_max_incomplete_event_size=settings.max_header_bytes,
+            limit_concurrency=settings.limit_concurrency,
         )
     except KeyboardInterrupt:
         pass

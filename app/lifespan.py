@@ -10,8 +10,11 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from app.infra.control_threads import ControlThreads
 from app.infra.database import Database, redacted
 from app.infra.metrics import Metrics
+from app.jobs.event_hub import JobEventHub
+from app.jobs.events import job_events_reader
 from app.services.policy_files import PolicyFiles
 from app.serving.live_returns import LiveReturns
 from app.serving.policy_cache import PolicyCache, running_refresher
@@ -96,12 +99,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         load_actor_file(settings.policy_file)
 
     database = Database.connect(settings.database_url, settings.default_model)
+    # The readiness ping and the policy refresh on threads of their own: no client load can delay them.
+    control = ControlThreads()
     cache = PolicyCache(
         database.serving_state,
         database.stored_policy,
         lru_size=settings.policy_lru_size,
         read_registry=database.registry_snapshot,
         default_model=settings.default_model,
+        executor=control.executor,
     )
     live = LiveReturns(database.flush_live_returns)
     sessions = SessionTable(
@@ -112,6 +118,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     shadow = ShadowComparisons(metrics, live, capacity=settings.shadow_queue_size)
     routing = Routing(settings.default_model, cache, metrics, sessions, live, shadow)
     app.state.database = database
+    app.state.control_threads = control
+    app.state.job_events = job_events = JobEventHub(
+        job_events_reader(database.sessions), max_streams=settings.max_event_streams
+    )
     app.state.policy_cache = cache
     app.state.policy_files = PolicyFiles()
     app.state.act_runtime = ActRuntime(cache, metrics, settings.max_batch, settings.act_api_key, routing)
@@ -151,5 +161,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         shadow.drain()
         with contextlib.suppress(Exception):
             await live.flush()
+        await job_events.close()
+        control.shutdown()
         database.close()
         metrics.process_exiting()

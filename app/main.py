@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from app.infra.body_limit import BodySizeLimitMiddleware
 from app.infra.errors import install_error_handlers
+from app.infra.log_filters import install_log_filters
 from app.infra.metrics import Metrics, MetricsMiddleware
 from app.lifespan import lifespan
 from app.routes import (
@@ -40,19 +41,23 @@ when the server has an API_KEY, and POST /act and the inference routes when it h
 that need a key on this server declare it)."""
 
 
-def configure_logging(level: str) -> None:
-    """Give our loggers a handler when nobody else did (uvicorn only configures its own)."""
+def configure_logging(settings: Settings) -> None:
+    """Give our loggers a handler when nobody else did (uvicorn only configures its own), and filter what every
+    handler writes: no key at any level, control characters escaped, WebSocket connections only with the access
+    log (app.infra.log_filters)."""
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("app", "store", "models"):
-        logging.getLogger(name).setLevel(level)
+        logging.getLogger(name).setLevel(settings.log_level)
+    keys = [key.get_secret_value() for key in (settings.api_key, settings.act_api_key) if key is not None]
+    install_log_filters(keys, access_log=settings.access_log)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The application: routers, error shape, middleware; state filled in by the lifespan."""
     settings = settings or Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     metrics = Metrics()
     application = FastAPI(
         title="DDPG policy service",

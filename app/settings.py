@@ -68,6 +68,20 @@ class Settings(ProcessSettings):
         # The default preset evaluates near -150 on Pendulum after about 8 episodes; 10 finish in ~10 s.
         description="Episodes of the bootstrap job (empty: the preset's own), so /act works within ~15 s.",
     )
+    max_event_streams: int = Field(
+        1000, ge=1, le=1_000_000, description="Open GET /jobs/{id}/events streams per process; beyond it 503."
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, le=1 << 24, description="Largest request head (request line and headers); bigger: 431."
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="A request not fully received this long after it began is dropped (408)."
+    )
+    limit_concurrency: Annotated[int | None, BLANK_IS_UNSET] = Field(
+        None,
+        ge=1,
+        description="uvicorn's --limit-concurrency per process: requests beyond it get 503 (unset: no limit).",
+    )
     access_log: bool = Field(False, description="uvicorn access log (off: it costs /act throughput).")
     bench_endpoints: bool = Field(False, description="Expose POST /bench/noop (benchmarks only).")
 

@@ -21,6 +21,8 @@ from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.status import WS_1008_POLICY_VIOLATION
 
+from app.infra.log_filters import escape_for_log
+
 logger = logging.getLogger(__name__)
 
 # Stable machine-readable codes for the statuses the framework raises on its own (routing, methods).
@@ -187,7 +189,8 @@ async def _websocket_validation_error_handler(websocket: WebSocket, exc: Excepti
 
 async def _database_error_handler(request: Request, exc: Exception) -> Response:
     # Connection refused, server gone, pool exhausted: the client should retry later, not see a 500 or a DSN.
-    logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    path = escape_for_log(request.url.path)  # decoded: a client's %00 or %1b would be a raw control character
+    logger.warning("database unavailable on %s %s: %s", request.method, path, type(exc).__name__)
     return error_response(
         503, "database_unavailable", "the database is unavailable; retry shortly", headers={"Retry-After": "5"}
     )
@@ -195,7 +198,7 @@ async def _database_error_handler(request: Request, exc: Exception) -> Response:
 
 async def _unhandled_error_handler(request: Request, exc: Exception) -> Response:
     # The traceback goes to the log, never to the client.
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    logger.exception("unhandled error on %s %s", request.method, escape_for_log(request.url.path))
     return error_response(500, "internal_error", "internal server error")
 
 

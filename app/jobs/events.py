@@ -5,22 +5,23 @@ every snapshot of the history is a prefix of one sequence. Each event's id is it
 (episode e -> 2e, the evaluation after episode e -> 2e + 1): an integer that a client hands back as
 `Last-Event-ID` to resume exactly after the last event it saw, whatever it missed in between.
 
-The stream polls the database (in a thread, never on the event loop), so it works the same across API
-replicas and with either database, at the cost of up to one polling interval of delay. sse-starlette does the
+The streams of a job share one poller (app.jobs.event_hub), which reads the database in a thread, never on the
+event loop, so it works the same across API replicas and with either database, at the cost of up to one polling
+interval of delay. sse-starlette does the
 protocol: the framing, keep-alive comments, noticing a client that went away, and ending streams on shutdown.
 The events on the wire are documented by the models in `app.schemas.jobs` (`JobEvent`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
 from starlette.types import Message
 
 from app.schemas.jobs import EpisodeOut, EvaluationOut, JobOut
@@ -130,39 +131,14 @@ def read_events_after(session: Session, job_id: int, after: int) -> Poll:
     return Poll(events, final)
 
 
-ReadPoll = Callable[[int], Poll]
+def job_events_reader(sessions: sessionmaker[Session]) -> Callable[[int, int], Poll]:
+    """`read(job_id, after)`: `read_events_after` in a session of its own (what a job's poller calls)."""
 
+    def read(job_id: int, after: int) -> Poll:
+        with sessions() as session:
+            return read_events_after(session, job_id, after)
 
-async def job_event_stream(
-    read: ReadPoll, after: int, *, poll_seconds: float = POLL_SECONDS
-) -> AsyncIterator[ServerSentEvent]:
-    """Replay the history after `after`, follow it live, end with the final `status` event.
-
-    `read(after)` is blocking (a database query) and runs in a thread. Database errors do not end the
-    stream: the client keeps its position, and the next poll picks up where this one failed. A client that
-    goes away cancels the stream (EventSourceResponse), wherever it is waiting.
-    """
-    yield sse(retry=RETRY_MILLISECONDS)
-    failing = False
-    while True:
-        try:
-            poll = await asyncio.to_thread(read, after)
-        except Exception as exc:
-            if not failing:
-                logger.warning("event stream: cannot read the job's history; retrying: %s", exc)
-            failing = True
-            poll = Poll([], None)
-        else:
-            failing = False
-        if poll.gone:
-            return
-        for event in poll.events:
-            yield event
-            after = position(event)
-        if poll.final is not None:
-            yield poll.final
-            return
-        await asyncio.sleep(poll_seconds)
+    return read
 
 
 async def _client_went_away(message: Message) -> None:
@@ -170,20 +146,22 @@ async def _client_went_away(message: Message) -> None:
 
 
 def job_event_response(
-    read: ReadPoll,
-    after: int,
+    events: AsyncIterator[ServerSentEvent],
+    release: Callable[[], None],
     *,
-    poll_seconds: float = POLL_SECONDS,
     heartbeat_seconds: float = HEARTBEAT_SECONDS,
 ) -> EventSourceResponse:
-    """The `text/event-stream` response of `job_event_stream`, with a `: heartbeat` comment every
-    `heartbeat_seconds` (a comment is ignored by EventSource, but it is traffic, so idle-timeouts do not fire)."""
+    """The `text/event-stream` response of a subscription's `events`, with a `: heartbeat` comment every
+    `heartbeat_seconds` (a comment is ignored by EventSource, but it is traffic, so idle-timeouts do not fire).
+
+    `release` runs once the response is over (also when its stream never started)."""
     return EventSourceResponse(
-        job_event_stream(read, after, poll_seconds=poll_seconds),
+        events,
         # Revalidate, never reuse: what "no-cache" always said here (sse-starlette's default is "no-store").
         headers={"Cache-Control": "no-cache"},
         ping=heartbeat_seconds,
         ping_message_factory=lambda: sse(comment="heartbeat"),
         sep=LINE_SEPARATOR,
         client_close_handler_callable=_client_went_away,
+        background=BackgroundTask(release),
     )

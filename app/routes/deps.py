@@ -6,19 +6,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.infra.content_type import check_json_content_type
+from app.infra.control_threads import ControlThreads
 from app.infra.database import Database
 from app.infra.errors import ApiError
 from app.infra.metrics import Metrics
 from app.infra.security import check_bearer
+from app.jobs.event_hub import JobEventHub
 from app.services.policy_files import PolicyFiles
 from app.serving.policy_cache import PolicyCache
 from app.serving.runtime import ActRuntime
 from app.settings import Settings
+from models.registry_vocabulary import NAME_MAX_LENGTH
 
 # auto_error=False: we raise our own 401 in the one error shape. The scheme is documented in OpenAPI on the routes
 # that depend on it, and app.routes.openapi_security takes it out again when no API_KEY is set.
@@ -45,6 +48,8 @@ PolicyCacheDep = Annotated[PolicyCache, Depends(_app_state("policy_cache"))]
 MetricsDep = Annotated[Metrics, Depends(_app_state("metrics"))]
 ActRuntimeDep = Annotated[ActRuntime, Depends(_app_state("act_runtime"))]
 PolicyFilesDep = Annotated[PolicyFiles, Depends(_app_state("policy_files"))]
+ControlThreadsDep = Annotated[ControlThreads, Depends(_app_state("control_threads"))]
+JobEventHubDep = Annotated[JobEventHub, Depends(_app_state("job_events"))]
 
 # How long a client should wait before retrying while the database is not ready (migrations, a restart).
 DATABASE_RETRY_AFTER_SECONDS = 5
@@ -96,6 +101,20 @@ def get_sweep_page(limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Offs
     """A smaller page: each sweep comes with all its trials."""
     return Page(limit, offset)
 
+
+# A name in a path (a model's, an alias'), before it reaches a query: no control character (PostgreSQL cannot store a
+# NUL, psycopg refuses it with a DataError, and none belongs in a name), so such a path is a 422 naming the parameter.
+# Not the full naming rule (models.registry_vocabulary.NAME_PATTERN): a name that breaks only that is simply unknown,
+# a 404, as it always was.
+PATH_NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
+
+
+def _name_in_path(description: str) -> Any:
+    return Path(min_length=1, max_length=NAME_MAX_LENGTH, pattern=PATH_NAME_PATTERN, description=description)
+
+
+ModelNameParam = Annotated[str, _name_in_path("The model's name.")]
+AliasParam = Annotated[str, _name_in_path("The alias.")]
 
 PageDep = Annotated[Page, Depends(get_page)]
 SweepPageDep = Annotated[Page, Depends(get_sweep_page)]

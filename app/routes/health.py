@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from app.infra.errors import ApiError
-from app.routes.deps import ActRuntimeDep, DatabaseDep, MetricsDep, PolicyCacheDep
+from app.routes.deps import ActRuntimeDep, ControlThreadsDep, DatabaseDep, MetricsDep, PolicyCacheDep
 from app.schemas.errors import error_responses, file_responses
 from app.schemas.health import HealthOut, ReadyOut
 from models.training_config import JOB_STATUSES
@@ -32,13 +32,14 @@ async def healthz() -> HealthOut:
 
 
 @router.get("/readyz", response_model=ReadyOut, responses=error_responses(503))
-async def readyz(database: DatabaseDep, cache: PolicyCacheDep) -> ReadyOut:
+async def readyz(database: DatabaseDep, cache: PolicyCacheDep, control: ControlThreadsDep) -> ReadyOut:
     """Ready to serve /act: the database is reachable and a default policy is loaded; 503 says which is not."""
     unavailable = {"Retry-After": "5"}
     if not database.prepared.is_set():
         raise ApiError(503, "not_ready", "database not reachable or not migrated yet", headers=unavailable)
     try:
-        await asyncio.wait_for(asyncio.to_thread(database.ping), READY_DB_TIMEOUT_SECONDS)
+        # On the control threads, one ping at a time: client load cannot delay it, nor can a hammered /readyz.
+        await asyncio.wait_for(control.run_shared("readiness-ping", database.ping), READY_DB_TIMEOUT_SECONDS)
     except Exception as exc:
         logger.debug("readiness ping failed: %s", exc)
         raise ApiError(503, "not_ready", "database not reachable", headers=unavailable) from None

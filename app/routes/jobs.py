@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Path, Query
@@ -11,11 +10,10 @@ from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse
 from starlette.responses import Response
 
-from app.infra.database import Database
 from app.infra.errors import found_or_404, not_found
-from app.jobs.events import LAST_EVENT_ID_PATTERN, Poll, job_event_response, parse_last_event_id, read_events_after
+from app.jobs.events import LAST_EVENT_ID_PATTERN, job_event_response, parse_last_event_id
 from app.jobs.rewards import rewards_csv, rewards_png
-from app.routes.deps import ApiKeyDep, PageDep, ReadyDatabaseDep, SessionDep
+from app.routes.deps import ApiKeyDep, JobEventHubDep, PageDep, ReadyDatabaseDep, SessionDep
 from app.schemas.errors import cancel_responses, error_responses, file_responses
 from app.schemas.jobs import JobEvent, JobList, JobOut, RewardsOut
 from app.services.queue import cancel as cancel_leased
@@ -144,6 +142,7 @@ _EVENT_ITEM_SCHEMA = {
 async def events(
     job_id: JobId,
     database: ReadyDatabaseDep,
+    hub: JobEventHubDep,
     # A string, never null: a header has no null, and "null" is no event id.
     last_event_id: Annotated[
         str,
@@ -154,18 +153,10 @@ async def events(
     ] = "",
 ) -> EventSourceResponse:
     """Live progress as server-sent events: episodes and evaluations as they happen, then the final status."""
-    after = parse_last_event_id(last_event_id)
-
-    def read(position: int) -> Poll:
-        return _read_poll(database, job_id, position)
-
-    # The first poll decides between 404 and a stream; it runs off the event loop like every later one.
-    first = await asyncio.to_thread(read, after)
-    if first.gone:
+    # The job's feed is shared by all its streams; its first read decides between 404 and a stream (ReadyDatabaseDep:
+    # 503 while the database is not prepared; the hub: 503 past MAX_EVENT_STREAMS).
+    subscription = await hub.follow(job_id)
+    if subscription.feed.gone:
+        subscription.release()
         raise not_found("job", job_id)
-    return job_event_response(read, after)
-
-
-def _read_poll(database: Database, job_id: int, after: int) -> Poll:
-    with database.sessions() as session:
-        return read_events_after(session, job_id, after)
+    return job_event_response(subscription.events(parse_last_event_id(last_event_id)), subscription.release)

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, BackgroundTasks, Response
 
-from fastapi import APIRouter, BackgroundTasks, Path, Response
-
-from app.routes.deps import JSON_WRITE, ApiKeyDep, PageDep, PolicyCacheDep, SessionDep, SettingsDep
+from app.routes.deps import (
+    JSON_WRITE,
+    AliasParam,
+    ApiKeyDep,
+    ModelNameParam,
+    PageDep,
+    PolicyCacheDep,
+    SessionDep,
+    SettingsDep,
+)
 from app.schemas.errors import error_responses
 from app.schemas.models import AliasIn, ModelCreate, ModelList, ModelOut
 from app.schemas.policies import PolicyList
 from app.schemas.registry_views import model_out, policy_page
 from app.services import model_registry
-from models.registry_vocabulary import NAME_MAX_LENGTH, NAME_PATTERN
 from store import registry
 
 router = APIRouter(prefix="/models", tags=["models"])
-
-ModelNameParam = Annotated[str, Path(min_length=1, max_length=NAME_MAX_LENGTH, description="The model's name.")]
-# An alias is a name like a model's (the registry refuses any other), so the document says so.
-AliasParam = Annotated[str, Path(pattern=NAME_PATTERN, max_length=NAME_MAX_LENGTH, description="The alias.")]
 
 
 @router.post(

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, BackgroundTasks
 
-from fastapi import APIRouter, BackgroundTasks, Path
-
-from app.routes.deps import JSON_WRITE, ApiKeyDep, PolicyCacheDep, SessionDep, SettingsDep
+from app.routes.deps import JSON_WRITE, ApiKeyDep, ModelNameParam, PolicyCacheDep, SessionDep, SettingsDep
 from app.schemas.errors import error_responses
 from app.schemas.models import RolloutIn, RolloutOut, RolloutState
 from app.schemas.registry_views import rollout_state
 from app.services import rollouts
 from app.services.model_registry import model_or_404
-from models.registry_vocabulary import NAME_MAX_LENGTH
 
 router = APIRouter(prefix="/models/{name}/rollout", tags=["models"])
-
-ModelNameParam = Annotated[str, Path(min_length=1, max_length=NAME_MAX_LENGTH, description="The model's name.")]
 
 
 @router.put(

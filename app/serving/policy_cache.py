@@ -16,7 +16,9 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from app.infra.database import StoredPolicy
 from app.serving.served_models import ActiveRollout, ServedModel
@@ -25,6 +27,8 @@ from models.weights import WeightsFormatError
 from store.registry import ModelView, RegistrySnapshot
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 # (default_policy_id, version) from the database.
@@ -59,8 +63,12 @@ class PolicyCache:
         lru_size: int = 8,
         read_registry: ReadRegistry | None = None,
         default_model: str | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self._read_state = read_state
+        # The refresh's own threads (app.infra.control_threads), so that no client load delays a promotion; None:
+        # asyncio's default executor. Loads a request asks for (an explicit policy_id) stay on the default one.
+        self._executor = executor
         self._read_weights = read_weights
         self._read_registry = read_registry
         self._lru_size = lru_size
@@ -87,7 +95,7 @@ class PolicyCache:
         """Poll the registry version once; swap in whatever changed (the default policy, the models)."""
         async with self._refresh_lock:
             try:
-                policy_id, version = await asyncio.to_thread(self._read_state)
+                policy_id, version = await self._off_loop(self._read_state)
             except Exception as exc:
                 if self.database_ok or self.last_error is None:
                     logger.warning("cannot read the serving state; keep serving the loaded policy: %s", exc)
@@ -118,7 +126,7 @@ class PolicyCache:
             self._version = version
             return
         try:
-            loaded = await self.get(policy_id)
+            loaded = await self._get(policy_id, self._executor)
         except PolicyUnavailableError as exc:
             # Invalid stored weights will not get better: keep serving the previous policy until the state changes.
             self._failed_version = version
@@ -138,7 +146,7 @@ class PolicyCache:
     async def _refresh_models(self) -> None:
         assert self._read_registry is not None
         try:
-            snapshot = await asyncio.to_thread(self._read_registry)
+            snapshot = await self._off_loop(self._read_registry)
         except Exception as exc:
             logger.warning("cannot read the model registry; keep serving as before: %s", exc)
             return
@@ -171,7 +179,7 @@ class PolicyCache:
         if policy_id is None:
             return None
         try:
-            return await self.get(policy_id)
+            return await self._get(policy_id, self._executor)
         except Exception as exc:  # one broken policy must not stop the other models from refreshing
             logger.error("model %s: cannot load policy %s; it is not served: %s", model, policy_id, exc)
             return None
@@ -185,8 +193,14 @@ class PolicyCache:
                 logger.exception("policy refresh failed")
             await asyncio.sleep(interval)
 
+    async def _off_loop(self, read: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, read)
+
     async def get(self, policy_id: int) -> LoadedPolicy | None:
         """A specific policy: a served or LRU one without waiting, else loaded from the database."""
+        return await self._get(policy_id, None)
+
+    async def _get(self, policy_id: int, executor: Executor | None) -> LoadedPolicy | None:
         current = self.default
         if current is not None and current.policy_id == policy_id:
             return current
@@ -197,20 +211,21 @@ class PolicyCache:
         if hit is not None:
             self._lru.move_to_end(policy_id)
             return hit
-        loaded = await self._load(policy_id)
+        loaded = await self._load(policy_id, executor)
         if loaded is not None:
             self._remember(loaded)
         return loaded
 
-    async def _load(self, policy_id: int) -> LoadedPolicy | None:
-        stored = await asyncio.to_thread(self._read_weights, policy_id)
+    async def _load(self, policy_id: int, executor: Executor | None) -> LoadedPolicy | None:
+        loop = asyncio.get_running_loop()
+        stored = await loop.run_in_executor(executor, self._read_weights, policy_id)
         if stored is None:
             return None
         weights, model_id = stored
         try:
             # Off the loop: decoding a large actor takes a while, and warm_up compiles the one-observation kernel
             # (~0.5 s) if the app's start-up has not already, which must not happen inside a request.
-            actor = await asyncio.to_thread(_ready_actor, weights)
+            actor = await loop.run_in_executor(executor, _ready_actor, weights)
         except WeightsFormatError as exc:
             raise PolicyUnavailableError(f"policy {policy_id} has invalid stored weights: {exc}") from exc
         return LoadedPolicy(policy_id, actor, model_id)

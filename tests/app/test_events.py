@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,9 @@ from pydantic import TypeAdapter
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import Message
 
-from app.jobs.events import Poll, job_event_response, job_event_stream, position, read_events_after, sse
+from app.infra.errors import ApiError
+from app.jobs.event_hub import JobEventHub, Subscription
+from app.jobs.events import Poll, job_event_response, position, read_events_after, sse
 from app.schemas.jobs import EpisodeEvent, EvaluationEvent, JobEvent, StatusEvent
 from store.db import create_db_engine, make_session_factory
 from store.jobs import (
@@ -183,6 +185,15 @@ def test_unknown_job_is_404_and_a_bad_last_event_id_is_422(api: Api) -> None:
         assert_error_shape(response.json(), "validation_error")
 
 
+def test_every_ended_request_frees_its_stream_place(api: Api) -> None:
+    """A whole stream, a 404: neither keeps a place under MAX_EVENT_STREAMS."""
+    hub = api.client.app.state.job_events  # type: ignore[attr-defined]
+    job_id = finished_job(api)
+    assert api.client.get(f"/jobs/{job_id}/events").status_code == 200
+    assert api.client.get("/jobs/4242/events").status_code == 404
+    assert hub.streams == 0
+
+
 def _refs(schema: Any) -> Iterator[str]:
     if isinstance(schema, dict):
         for key, value in schema.items():
@@ -261,7 +272,7 @@ def test_heartbeats_while_idle_and_stop_when_the_client_disconnects(caplog: pyte
     release = threading.Event()
     chunks: list[bytes] = []
 
-    def read(after: int) -> Poll:
+    def read(job_id: int, after: int) -> Poll:
         polls.append(after)
         if len(polls) == disconnected_after_polls:
             sixth_poll.set()
@@ -279,40 +290,117 @@ def test_heartbeats_while_idle_and_stop_when_the_client_disconnects(caplog: pyte
         if message["type"] == "http.response.body":
             chunks.append(message["body"])
 
-    async def serve() -> None:
-        response = job_event_response(read, -1, poll_seconds=0.001, heartbeat_seconds=0.02)
+    async def serve() -> JobEventHub:
+        hub = JobEventHub(read, max_streams=10, poll_seconds=0.001)
+        subscription = await hub.follow(1)
+        response = job_event_response(subscription.events(-1), subscription.release, heartbeat_seconds=0.02)
         try:
             await response({"type": "http", "method": "GET", "headers": []}, receive, send)
         finally:
             release.set()
+        await asyncio.sleep(0.05)  # a poller still running would poll again meanwhile
+        await hub.close()
+        return hub
 
     with caplog.at_level(logging.DEBUG, logger="app.jobs.events"):
-        asyncio.run(serve())
+        hub = asyncio.run(serve())
     episode = sse("{}", event="episode", id=0).encode()
     assert episode == b"id: 0\nevent: episode\ndata: {}\n\n"
     # The retry preamble, the one event, then only heartbeats (a ping may come at any time, even early).
     retry, *rest = [c for c in chunks if c != HEARTBEAT]
     assert retry.startswith(b"retry: ") and rest == [episode]
     assert HEARTBEAT in chunks[chunks.index(episode) + 1 :]
-    # Positions advance with what was sent, and the loop ends once the client is gone (no final status).
+    # The poller's position advances with what it read, and it stops once its only client is gone (no final status).
     assert polls == [-1] + [0] * (disconnected_after_polls - 1)
     assert "event stream: client disconnected" in caplog.text
+    assert hub.streams == 0
+
+
+def _collect(subscription: Subscription, after: int) -> Coroutine[Any, Any, list[bytes]]:
+    async def collect() -> list[bytes]:
+        return [event.encode() async for event in subscription.events(after)]
+
+    return collect()
 
 
 def test_a_database_error_does_not_end_the_stream() -> None:
     calls: list[int] = []
 
-    def read(after: int) -> Poll:
+    def read(job_id: int, after: int) -> Poll:
         calls.append(after)
-        if len(calls) == 1:
+        if len(calls) == 2:
             raise OSError("database went away")
-        return Poll([], sse('{"status": "succeeded"}', event="status"))
+        return Poll([], sse('{"status": "succeeded"}', event="status") if len(calls) == 3 else None)
 
-    async def collect() -> list[bytes]:
-        return [event.encode() async for event in job_event_stream(read, 5, poll_seconds=0.001)]
+    async def follow() -> list[bytes]:
+        hub = JobEventHub(read, max_streams=10, poll_seconds=0.001)
+        return await _collect(await hub.follow(7), 5)
 
-    chunks = asyncio.run(collect())
-    assert calls == [5, 5] and chunks[-1].startswith(b"event: status")
+    chunks = asyncio.run(follow())
+    assert calls == [-1, -1, -1] and chunks[-1].startswith(b"event: status")
+
+
+def test_the_first_read_failing_fails_every_waiting_client_and_the_next_one_reads_again() -> None:
+    calls: list[int] = []
+
+    def read(job_id: int, after: int) -> Poll:
+        calls.append(job_id)
+        if len(calls) == 1:
+            time.sleep(0.05)  # both clients wait on this read
+            raise OSError("database went away")
+        return Poll([], None, gone=True)
+
+    async def follow() -> tuple[list[BaseException | Subscription], Subscription]:
+        hub = JobEventHub(read, max_streams=10, poll_seconds=0.001)
+        first = await asyncio.gather(hub.follow(3), hub.follow(3), return_exceptions=True)
+        assert hub.streams == 0
+        return first, await hub.follow(3)
+
+    first, later = asyncio.run(follow())
+    assert [type(outcome) for outcome in first] == [OSError, OSError]
+    assert later.feed.gone and calls == [3, 3]
+
+
+def test_every_client_of_a_job_shares_one_poller() -> None:
+    """Fifty clients, one read per polling interval; each gets the whole history and the status."""
+    reads: list[int] = []
+
+    def read(job_id: int, after: int) -> Poll:
+        reads.append(after)
+        if len(reads) < 4:
+            return Poll([sse("{}", event="episode", id=2 * len(reads))], None)
+        return Poll([], sse("{}", event="status"))
+
+    async def follow() -> list[list[bytes]]:
+        hub = JobEventHub(read, max_streams=100, poll_seconds=0.01)
+        subscriptions = [await hub.follow(5) for _ in range(50)]
+        streams = await asyncio.gather(*(_collect(s, -1) for s in subscriptions))
+        assert hub.streams == 0
+        return streams
+
+    streams = asyncio.run(follow())
+    assert reads == [-1, 2, 4, 6]
+    assert all(stream == streams[0] for stream in streams) and len(streams[0]) == 1 + 3 + 1
+
+
+def test_past_max_event_streams_a_503_with_retry_after() -> None:
+    def read(job_id: int, after: int) -> Poll:
+        return Poll([], None)
+
+    async def follow() -> None:
+        hub = JobEventHub(read, max_streams=2, poll_seconds=0.01)
+        held = [await hub.follow(1), await hub.follow(2)]
+        with pytest.raises(ApiError) as refused:
+            await hub.follow(1)
+        assert refused.value.status_code == 503 and refused.value.code == "too_many_event_streams"
+        assert refused.value.headers == {"Retry-After": "5"}
+        held[0].release()
+        held[0].release()  # released once, however often it is called
+        assert hub.streams == 1
+        (await hub.follow(3)).release()
+        await hub.close()
+
+    asyncio.run(follow())
 
 
 # ---- live, against a real server --------------------------------------------------------------------------

@@ -121,6 +121,39 @@ def test_unknown_models_are_404_naming_the_field(api: Api) -> None:
         assert field_of(response) == "name"
 
 
+# Every route with a name in its path, and a body each accepts.
+NAMED_ROUTES = [
+    ("GET", "/models/{name}", None),
+    ("GET", "/models/{name}/policies", None),
+    ("PUT", "/models/{name}/aliases/stable", {"policy_id": 1}),
+    ("DELETE", "/models/{name}/aliases/stable", None),
+    ("PUT", "/models/{name}/rollout", {"challenger": 1, "mode": "shadow"}),
+    ("GET", "/models/{name}/rollout", None),
+    ("DELETE", "/models/{name}/rollout", None),
+    ("POST", "/models/{name}/rollout/promote", None),
+    ("POST", "/models/{name}/rollout/rollback", None),
+]
+
+
+@pytest.mark.parametrize("character", ["%00", "%0A", "%1B", "%7F", "%C2%9B"])
+def test_control_characters_in_a_path_name_are_a_422_naming_it(
+    api: Api, character: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL cannot hold a NUL (psycopg: DataError, once a 500): refused before any query, on both databases."""
+    api.add_policy(make_policy_bytes(1), promote="always")
+    cases = [(method, path.format(name=f"pen{character}dulum"), body, "name") for method, path, body in NAMED_ROUTES]
+    cases += [
+        ("PUT", f"/models/pendulum/aliases/st{character}", {"policy_id": 1}, "alias"),
+        ("DELETE", f"/models/pendulum/aliases/{character}", None, "alias"),
+    ]
+    for method, path, body, parameter in cases:
+        response = api.client.request(method, path, json=body)
+        assert response.status_code == 422, (method, path, response.text)
+        assert field_of(response) == parameter, (method, path, response.text)
+    assert api.client.get("/models/pendulum").status_code == 200  # nothing changed
+    assert not any(ord(c) < 32 and c not in "\n\t" for c in caplog.text)
+
+
 def test_a_policy_of_another_model_is_refused(api: Api) -> None:
     pendulum = api.add_policy(make_policy_bytes(1), promote="always")
     api.client.post("/models", json={"name": "car", "env_id": CAR})

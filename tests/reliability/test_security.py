@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from tests.app.factories import assert_error_shape
 from tests.app.servers import REPO
@@ -104,10 +106,21 @@ def test_mutating_endpoints_need_the_key_and_the_key_never_reaches_the_logs(
         f"{api.base_url}/act", json={"observation": [0, 0, 0]}, headers={"Authorization": f"Bearer {ACT_KEY}"}
     )
     assert act.status_code == 200
+    # The stream's handshake: uvicorn's WebSocket implementation logs every request header at DEBUG.
+    stream_url = api.base_url.replace("http://", "ws://") + "/act/stream"
+    refused = [h for h in bad_credentials if h != {"Authorization": f"Bearer {ACT_KEY}"}]
+    for headers in [*refused, {"Authorization": f"Bearer {API_KEY}"}]:
+        with pytest.raises(InvalidStatus), connect(stream_url, additional_headers=headers, open_timeout=10):
+            pass
+    for headers in ({"Authorization": f"Bearer {ACT_KEY}"}, {"Authorization": f"bearer {ACT_KEY}", "Cookie": ACT_KEY}):
+        with connect(stream_url, additional_headers=headers, open_timeout=10) as stream:
+            stream.send('{"observation": [0, 0, 0]}')
+            assert "action" in stream.recv(timeout=10)
 
     assert api.terminate() == 0
     log = api.log_path.read_text(errors="replace")
     assert "GET /openapi.json" in log  # the access log was on: requests were logged, just not the key
+    assert "< authorization: [redacted]" in log  # the handshake's headers were logged at DEBUG, redacted
     assert API_KEY not in log and API_KEY[:12] not in log
     assert ACT_KEY not in log and ACT_KEY[:12] not in log
 
