@@ -108,6 +108,13 @@ class LiveReturnOut(BaseModel):
     std_return: float | None = None
     ci95_low: float | None = None
     ci95_high: float | None = None
+    trimmed_mean_return: float | None = Field(
+        None,
+        description=(
+            "The mean with the lowest and highest 10% of episodes (at least one each) left out, from returns counted "
+            "per 5%-wide bucket; what the guard compares when the model declares no reward range."
+        ),
+    )
 
 
 class ShadowOut(BaseModel):
@@ -136,6 +143,13 @@ class RolloutOut(BaseModel):
     end_reason: str | None = None
     live: list[LiveReturnOut]
     shadow: ShadowOut
+    guard_statistic: str = Field(
+        "mean",
+        description=(
+            "What the guard compares: `mean` (the model declares a reward range, so every reward is bounded) or "
+            "`trimmed_mean_10` (no declared range: one episode cannot move it without bound)."
+        ),
+    )
 
 
 class RolloutState(BaseModel):
