@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from episodes import make_env
+from models.reward_ranges import RewardRange, as_stored, default_reward_range
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ class EnvSpaces:
     observation_high: tuple[float | None, ...]
     action_low: tuple[float, ...]
     action_high: tuple[float, ...]
+    # One step's reward bounds where known (models.reward_ranges); None: no declared range.
+    reward_range: RewardRange | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (a model row keeps them as its `spaces`)."""
@@ -51,6 +54,7 @@ class EnvSpaces:
             "observation_high": list(self.observation_high),
             "action_low": list(self.action_low),
             "action_high": list(self.action_high),
+            "reward_range": as_stored(self.reward_range),
         }
 
 
@@ -103,6 +107,7 @@ def describe_env(env_id: str) -> EnvSpaces:
             observation_high=_finite_or_none(obs_space.high),
             action_low=tuple(float(v) for v in action_low if v is not None),
             action_high=tuple(float(v) for v in action_high if v is not None),
+            reward_range=default_reward_range(env_id, env),
         )
     finally:
         with contextlib.suppress(Exception):

@@ -3,28 +3,46 @@ rollout guard that acts on them.
 
 An API process never writes per request. It sums finished episodes in memory per (rollout, policy) and shadow
 comparisons per rollout, and every second writes those sums in one transaction (`flush`): one upsert row per pair it
-saw, adding to the stored count, sum and sum of squares. So the database's load is bounded by processes x pairs per
-second, not by requests or episodes. The same transaction then applies the guard of every canary it wrote for.
+saw, adding to the stored count, sum and sum of squares, and per bucket of the return (store.return_buckets). So
+the database's load is bounded by processes x pairs per second, not by requests or episodes. The same transaction
+then applies the guard of every canary it wrote for.
+
+Exactly once: a batch carries an id (the process's and a sequence number), inserted in the batch's transaction.
+When a COMMIT's reply is lost the process cannot know whether the batch landed, so it retries the same batch with
+the same id, and a batch whose id is already stored adds nothing. Ids are kept FLUSH_IDS_KEPT_FOR (a retry comes
+within seconds; a process that cannot reach the database for longer than that keeps retrying the same id, and only
+then could a lost reply count twice).
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from models.reward_ranges import stored_range
 from store.registry import bump_version, champion_of
-from store.tables import LiveReturn, Model, Policy, Rollout, utcnow
+from store.return_buckets import TRIM_FRACTION, add_buckets, bucket_of, trimmed_means
+from store.tables import LiveReturn, LiveReturnFlush, Model, Policy, Rollout, utcnow
 
 # Outside any rollout: the rollout_id under which episodes of a model without a trial are summed.
 NO_ROLLOUT = 0
 # Two-sided 95% normal quantile: the interval is mean +- Z95 * std / sqrt(n) (a normal approximation, fine at the
 # guard's episode counts; at small n it is a little narrow).
 Z95 = 1.959964
+# How long a flush id is kept (see the module docstring), and how many expired ids one flush deletes at most.
+FLUSH_IDS_KEPT_FOR = timedelta(hours=1)
+_PRUNE_BATCH = 1000
+# What the guard compares: the mean where the model declares a reward range (every reward is bounded, so one
+# episode's weight is too), else a trimmed mean (store.return_buckets), which one episode cannot move without bound.
+MEAN = "mean"
+TRIMMED_MEAN = f"trimmed_mean_{round(TRIM_FRACTION * 100)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +52,17 @@ class ReturnSums:
     episodes: int
     total: float
     total_sq: float
+    # (bucket, episodes, sum of returns) per bucket of store.return_buckets, in bucket order: the trimmed mean's input.
+    buckets: tuple[tuple[int, int, float], ...] = ()
+
+    @classmethod
+    def of(cls, returns: Iterable[float]) -> ReturnSums:
+        values = list(returns)
+        per_bucket: dict[int, list[float]] = defaultdict(list)
+        for value in values:
+            per_bucket[bucket_of(value)].append(value)
+        buckets = tuple((bucket, len(found), sum(found)) for bucket, found in sorted(per_bucket.items()))
+        return cls(len(values), sum(values), sum(v * v for v in values), buckets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +122,14 @@ def add_returns(session: Session, sums: Mapping[tuple[int, int], ReturnSums]) ->
                 },
             )
         )
+    add_buckets(
+        session,
+        {
+            (rollout_id, policy_id, bucket): (count, total)
+            for (rollout_id, policy_id), add in sums.items()
+            for bucket, count, total in add.buckets
+        },
+    )
 
 
 def add_shadow(session: Session, sums: Mapping[int, ShadowSums]) -> None:
@@ -136,31 +173,53 @@ def all_stats(session: Session) -> list[tuple[str, int, int, ReturnStats]]:
     ]
 
 
+def guard_statistic(session: Session, model_id: int) -> str:
+    """MEAN when the model declares a reward range, else TRIMMED_MEAN (see their definitions)."""
+    model = session.get(Model, model_id)
+    return MEAN if model is not None and stored_range(model.spaces) is not None else TRIMMED_MEAN
+
+
+def _figures(
+    session: Session, rollout_id: int, policy_ids: list[int], statistic: str
+) -> dict[int, tuple[int, float | None]]:
+    """(episodes, the guard's statistic) of each policy under the rollout."""
+    found = stats(session, rollout_id, policy_ids)
+    if statistic == MEAN:
+        return {policy_id: (figure.episodes, figure.mean) for policy_id, figure in found.items()}
+    trimmed = trimmed_means(session, rollout_id, policy_ids)
+    return {policy_id: (figure.episodes, trimmed[policy_id]) for policy_id, figure in found.items()}
+
+
 def guard_verdict(rollout: Rollout, champion_id: int | None, session: Session) -> str | None:
     """Why the guard rolls this rollout back now, or None.
 
-    A canary with a guard trips when its challenger has finished `min_episodes` live episodes and its mean return is
-    worse than the champion's by more than `max_regression`. The champion's figure is its episodes in this rollout,
-    or its episodes outside any rollout when it had none here (a canary at 100%). A shadow challenger controls no
-    episode, so the guard never applies to it.
+    A canary with a guard trips when its challenger has finished `min_episodes` live episodes and its return
+    (the statistic of `guard_statistic`) is worse than the champion's by more than `max_regression`. The champion's
+    figure is its episodes in this rollout, or its episodes outside any rollout when it had none here (a canary at
+    100%). A shadow challenger controls no episode, so the guard never applies to it.
     """
     if rollout.status != "active" or rollout.mode != "canary" or rollout.min_episodes is None:
         return None
     if champion_id is None or rollout.max_regression is None:
         return None
-    figures = stats(session, rollout.id, [rollout.challenger_id, champion_id])
-    challenger, champion = figures[rollout.challenger_id], figures[champion_id]
-    if champion.episodes == 0:
-        champion = stats(session, NO_ROLLOUT, [champion_id])[champion_id]
-    if challenger.episodes < rollout.min_episodes or challenger.mean is None or champion.mean is None:
+    statistic = guard_statistic(session, rollout.model_id)
+    figures = _figures(session, rollout.id, [rollout.challenger_id, champion_id], statistic)
+    (challenger_episodes, challenger), (champion_episodes, champion) = (
+        figures[rollout.challenger_id],
+        figures[champion_id],
+    )
+    if champion_episodes == 0:
+        champion_episodes, champion = _figures(session, NO_ROLLOUT, [champion_id], statistic)[champion_id]
+    if challenger_episodes < rollout.min_episodes or challenger is None or champion is None:
         return None
-    regression = champion.mean - challenger.mean
+    regression = champion - challenger
     if regression <= rollout.max_regression:
         return None
+    how = "on average" if statistic == MEAN else f"as a {TRIM_FRACTION:.0%} trimmed mean"
     return (
-        f"guard: challenger {rollout.challenger_id} returned {challenger.mean:.1f} on average over "
-        f"{challenger.episodes} live episodes, {regression:.1f} below champion {champion_id}'s {champion.mean:.1f} "
-        f"over {champion.episodes} (max_regression {rollout.max_regression:g})"
+        f"guard: challenger {rollout.challenger_id} returned {challenger:.1f} {how} over "
+        f"{challenger_episodes} live episodes, {regression:.1f} below champion {champion_id}'s {champion:.1f} "
+        f"over {champion_episodes} (max_regression {rollout.max_regression:g})"
     )
 
 
@@ -189,10 +248,20 @@ def apply_guards(session: Session, rollout_ids: Iterable[int]) -> list[tuple[int
 
 
 def flush(
-    session: Session, returns: Mapping[tuple[int, int], ReturnSums], shadow: Mapping[int, ShadowSums]
+    session: Session,
+    returns: Mapping[tuple[int, int], ReturnSums],
+    shadow: Mapping[int, ShadowSums],
+    *,
+    flush_id: str | None = None,
 ) -> list[tuple[int, str]]:
-    """One API process's batch: add its sums, apply the guards they concern, commit. Returns the rollbacks."""
+    """One API process's batch: add its sums, apply the guards they concern, commit. Returns the rollbacks.
+
+    With a `flush_id`, a batch whose id is stored already (its earlier attempt committed) adds nothing.
+    """
     try:
+        if flush_id is not None and not _first_attempt_to_land(session, flush_id):
+            session.rollback()
+            return []
         add_returns(session, returns)
         add_shadow(session, shadow)
         rolled_back = apply_guards(session, (rollout_id for rollout_id, _policy in returns))
@@ -201,3 +270,24 @@ def flush(
         session.rollback()
         raise
     return rolled_back
+
+
+def _first_attempt_to_land(session: Session, flush_id: str) -> bool:
+    """Record the flush id (False: it is recorded already), and delete ids older than FLUSH_IDS_KEPT_FOR.
+
+    The deletion skips rows another process is deleting (SKIP LOCKED on PostgreSQL; SQLite has one writer), so
+    concurrent flushes never wait on each other for it.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    now = utcnow()
+    expired = (
+        select(LiveReturnFlush.flush_id)
+        .where(LiveReturnFlush.created_at < now - FLUSH_IDS_KEPT_FOR)
+        .limit(_PRUNE_BATCH)
+        .with_for_update(skip_locked=True)
+    )
+    session.execute(delete(LiveReturnFlush).where(LiveReturnFlush.flush_id.in_(expired)))
+    statement = insert(LiveReturnFlush).values(flush_id=flush_id, created_at=now).on_conflict_do_nothing()
+    # RETURNING, not the row count (which psycopg does not report as 0 for a skipped conflict).
+    return session.execute(statement.returning(LiveReturnFlush.flush_id)).first() is not None

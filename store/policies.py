@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.registry_vocabulary import DEFAULT_MODEL_NAME
+from models.reward_ranges import as_stored, default_reward_range
 from models.training_config import PROMOTE_RULES
 from models.weights import ActorWeights, decode_actor
 from store.registry import champion_of, get_model, lock_registry, model_for_env, registry_version, set_champion
@@ -77,6 +78,7 @@ def _model_for(session: Session, actor: ActorWeights, model_id: int | None, defa
             "observation_high": [None] * actor.obs_dim,
             "action_low": [float(v) for v in actor.action_low],
             "action_high": [float(v) for v in actor.action_high],
+            "reward_range": as_stored(default_reward_range(actor.env_id)),
         }
         return model_for_env(session, actor.env_id, spaces, preferred=default_model)
     model = session.get(Model, model_id)

@@ -265,6 +265,30 @@ class LiveReturn(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class LiveReturnBucket(Base):
+    """The same episodes as `LiveReturn`, counted and summed per bucket of a fixed logarithmic scale of the return
+    (store.return_buckets): what the guard's trimmed mean reads, so one extreme episode cannot move it far."""
+
+    __tablename__ = "live_return_buckets"
+
+    policy_id: Mapped[int] = mapped_column(ForeignKey("policies.id", ondelete="CASCADE"), primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    episodes: Mapped[int] = mapped_column(default=0)
+    return_sum: Mapped[float] = mapped_column(default=0.0)
+
+
+class LiveReturnFlush(Base):
+    """The id of every live-return batch written in the last hour, inserted in the batch's own transaction: a batch
+    retried after its COMMIT's reply was lost finds its id and adds nothing (store.live_returns.flush)."""
+
+    __tablename__ = "live_return_flushes"
+    __table_args__ = (Index("ix_live_return_flushes_created_at", "created_at"),)
+
+    flush_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Sweep(Base):
     """A hyperparameter sweep; the sweeps table is also the sweep runners' queue (claimed, leased, heartbeated).
 

@@ -84,11 +84,12 @@ class Database:
             return None if policy is None else StoredPolicy(policy.weights, policy.model_id)
 
     def flush_live_returns(
-        self, returns: Mapping[tuple[int, int], ReturnSums], shadow: Mapping[int, ShadowSums]
+        self, flush_id: str, returns: Mapping[tuple[int, int], ReturnSums], shadow: Mapping[int, ShadowSums]
     ) -> list[tuple[int, str]]:
-        """One process's batch of live returns and shadow figures, and the rollbacks its guard check caused."""
+        """One process's batch of live returns and shadow figures (written once per id), and the rollbacks its
+        guard check caused."""
         with self.sessions() as session:
-            return flush(session, returns, shadow)
+            return flush(session, returns, shadow, flush_id=flush_id)
 
     def prepare(self, policy_file: Path | None) -> None:
         """Migrate the schema and register POLICY_FILE (blocking; run in a thread)."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from models.registry_vocabulary import (
     GUARD_MAX_REGRESSION,
@@ -17,6 +18,7 @@ from models.registry_vocabulary import (
     RolloutStatus,
 )
 
+FLOAT32_MAX = 3.4028234663852886e38
 MODEL_NAME_DESCRIPTION = "A slug: a-z, 0-9, '_' and '-', starting with a letter (not `default`)."
 
 
@@ -51,6 +53,28 @@ class ModelCreate(BaseModel):
         description="An installed gymnasium environment with Box observations and Box actions.",
         examples=["MountainCarContinuous-v0"],
     )
+    reward_range: list[float] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description=(
+            "The range [low, high] of one step's reward: a reward outside it is a 422 on /act and the stream. "
+            "Omitted: the environment's where known (Pendulum-v1: [-16.2736044, 0]); null: none declared, and the "
+            "rollout guard compares trimmed means instead of means."
+        ),
+        examples=[[-16.2736044, 0.0]],
+    )
+
+    @field_validator("reward_range")
+    @classmethod
+    def _finite_and_ordered(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None:
+            low, high = value
+            if not all(math.isfinite(bound) and abs(bound) <= FLOAT32_MAX for bound in value):
+                raise ValueError("both bounds must be finite float32 numbers")
+            if low > high:
+                raise ValueError("low must not exceed high")
+        return value
 
 
 class SpacesOut(BaseModel):
@@ -62,6 +86,9 @@ class SpacesOut(BaseModel):
     observation_high: list[float | None]
     action_low: list[float]
     action_high: list[float]
+    reward_range: list[float] | None = Field(
+        None, description="The declared range [low, high] of one step's reward; null when none is declared."
+    )
 
 
 class GuardIn(BaseModel):
@@ -101,6 +128,13 @@ class LiveReturnOut(BaseModel):
     std_return: float | None = None
     ci95_low: float | None = None
     ci95_high: float | None = None
+    trimmed_mean_return: float | None = Field(
+        None,
+        description=(
+            "The mean with the lowest and highest 10% of episodes (at least one each) left out, from returns counted "
+            "per 5%-wide bucket; what the guard compares when the model declares no reward range."
+        ),
+    )
 
 
 class ShadowOut(BaseModel):
@@ -129,6 +163,13 @@ class RolloutOut(BaseModel):
     end_reason: str | None = None
     live: list[LiveReturnOut]
     shadow: ShadowOut
+    guard_statistic: str = Field(
+        "mean",
+        description=(
+            "What the guard compares: `mean` (the model declares a reward range, so every reward is bounded) or "
+            "`trimmed_mean_10` (no declared range: one episode cannot move it without bound)."
+        ),
+    )
 
 
 class RolloutState(BaseModel):

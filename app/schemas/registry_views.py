@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from app.schemas.models import GuardIn, LiveReturnOut, ModelOut, RolloutOut, RolloutState, ShadowOut, SpacesOut
 from app.schemas.policies import DEFAULT_POLICY_ID, PolicyList, PolicyOut
 from models.registry_vocabulary import CHALLENGER, CHAMPION
-from store import live_returns, policies, registry, rollouts
+from store import live_returns, policies, registry, return_buckets, rollouts
 from store.tables import Model, Policy, Rollout
 
 
@@ -19,6 +19,7 @@ def rollout_out(session: Session, rollout: Rollout, champion_id: int | None) -> 
     if champion is not None:
         roles[champion] = CHAMPION
     figures = live_returns.stats(session, rollout.id, roles)
+    trimmed = return_buckets.trimmed_means(session, rollout.id, list(roles))
     live = []
     for policy_id, stats in figures.items():
         low = high = None
@@ -33,6 +34,7 @@ def rollout_out(session: Session, rollout: Rollout, champion_id: int | None) -> 
                 std_return=stats.std,
                 ci95_low=low,
                 ci95_high=high,
+                trimmed_mean_return=trimmed[policy_id],
             )
         )
     samples = rollout.shadow_samples
@@ -58,6 +60,7 @@ def rollout_out(session: Session, rollout: Rollout, champion_id: int | None) -> 
         end_reason=rollout.end_reason,
         live=live,
         shadow=shadow,
+        guard_statistic=live_returns.guard_statistic(session, rollout.model_id),
     )
 
 

@@ -73,6 +73,8 @@ async def create_model(session: Session, cache: PolicyCache, settings: Settings,
 
     def create_and_commit() -> ModelOut:
         spaces = env_spaces(body.env_id)
+        if "reward_range" in body.model_fields_set:  # given (null: none declared), else the environment's default
+            spaces["reward_range"] = body.reward_range
         try:
             model = registry.create_model(session, name=body.name, env_id=body.env_id, spaces=spaces)
         except registry.RegistryInputError as exc:

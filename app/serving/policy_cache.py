@@ -23,6 +23,7 @@ from typing import TypeVar
 from app.infra.database import StoredPolicy
 from app.serving.served_models import ActiveRollout, ServedModel
 from models.policy import NumpyActor
+from models.reward_ranges import stored_range
 from models.weights import WeightsFormatError
 from store.registry import ModelView, RegistrySnapshot
 
@@ -172,7 +173,14 @@ class PolicyCache:
                 rollout = ActiveRollout.build(spec.id, spec.mode, spec.percent, spec.salt, challenger)
         spaces = view.spaces
         return ServedModel(
-            view.id, view.name, view.env_id, int(spaces["obs_dim"]), int(spaces["act_dim"]), champion, rollout
+            view.id,
+            view.name,
+            view.env_id,
+            int(spaces["obs_dim"]),
+            int(spaces["act_dim"]),
+            champion,
+            rollout,
+            stored_range(spaces),
         )
 
     async def _load_or_log(self, policy_id: int | None, model: str) -> LoadedPolicy | None:

@@ -19,6 +19,7 @@ from app.serving.policy_cache import LoadedPolicy, PolicyCache, PolicyUnavailabl
 from app.serving.routing import Routing
 from app.serving.served_models import ActiveRollout, Arm, ServedModel, choose
 from models.registry_vocabulary import SPLIT_BUCKETS
+from models.reward_ranges import outside
 
 NO_POLICY_RETRY_AFTER_SECONDS = 5
 
@@ -140,6 +141,9 @@ async def _act_in_session(routing: Routing, model: ServedModel, extras: ActExtra
             raise no_policy(model.name)
         loaded, arm, rollout_id = choice
     check_obs_dim(parsed, loaded)
+    if extras.reward is not None and model.reward_range is not None and outside(model.reward_range, extras.reward):
+        low, high = model.reward_range
+        raise field_error("reward", f"must be within model {model.name!r}'s reward range [{low:g}, {high:g}]")
     content, actions = answer(parsed, loaded, metrics)
     # Accepted: from here on the session changes.
     if live is None:

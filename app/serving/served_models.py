@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from models.registry_vocabulary import SPLIT_BUCKETS
+from models.reward_ranges import RewardRange
 
 if TYPE_CHECKING:  # the cache builds these from its loaded policies: it imports this module, not the reverse
     from app.serving.policy_cache import LoadedPolicy
@@ -59,6 +60,8 @@ class ServedModel:
     act_dim: int
     champion: LoadedPolicy | None
     rollout: ActiveRollout | None
+    # One step's declared reward range (models.reward_ranges), checked on every reward a session sends; None: none.
+    reward_range: RewardRange | None = None
 
 
 def session_bucket(salt: bytes, session: str) -> int:

@@ -85,11 +85,11 @@ def test_promotion_and_rollback_apply_to_sessions_that_start_after_them(trial: t
 
 def test_live_returns_and_the_guard(trial: tuple[Api, int, int]) -> None:
     api, champion, challenger = trial
-    start(api, challenger, mode="canary", percent=50, guard={"min_episodes": 5, "max_regression": 50.0})
+    start(api, challenger, mode="canary", percent=50, guard={"min_episodes": 5, "max_regression": 10.0})
     sessions = [f"ep-{i}" for i in range(40)]
     sides = {s: act(api, session=s)["policy_id"] for s in sessions}
-    for s in sessions:  # the challenger's episodes return -900, the champion's -150
-        reward = -300.0 if sides[s] == challenger else -50.0
+    for s in sessions:  # the challenger's episodes return -30, the champion's -5 (Pendulum's rewards are in [-16.3, 0])
+        reward = -15.0 if sides[s] == challenger else -2.5
         act(api, session=s, reward=reward)
         act(api, session=s, reward=reward, done=True)
     flush(api)
@@ -98,8 +98,9 @@ def test_live_returns_and_the_guard(trial: tuple[Api, int, int]) -> None:
     (ended, *_) = state["history"]
     assert ended["status"] == "rolled_back" and ended["ended_at"] is not None and "guard" in ended["end_reason"]
     live = {row["role"]: row for row in ended["live"]}
-    assert live["challenger"]["mean_return"] == pytest.approx(-600.0)
-    assert live["champion"]["mean_return"] == pytest.approx(-100.0)
+    assert live["challenger"]["mean_return"] == pytest.approx(-30.0)
+    assert live["champion"]["mean_return"] == pytest.approx(-5.0)
+    assert ended["guard_statistic"] == "mean"  # Pendulum declares its reward range
     assert live["challenger"]["episodes"] == Counter(sides.values())[challenger]
     # Rolled back everywhere in this process: new sessions and requests get the champion.
     assert {act(api, session=f"later-{i}")["policy_id"] for i in range(20)} == {champion}
@@ -110,20 +111,21 @@ def test_live_returns_and_the_guard(trial: tuple[Api, int, int]) -> None:
         for sample in family.samples
         if sample.name == "live_return_mean" and sample.labels["rollout_id"] == str(ended["id"])
     }
-    assert means == {str(champion): pytest.approx(-100.0), str(challenger): pytest.approx(-600.0)}
+    assert means == {str(champion): pytest.approx(-5.0), str(challenger): pytest.approx(-30.0)}
 
 
 def test_live_returns_carry_a_confidence_interval(trial: tuple[Api, int, int]) -> None:
     api, champion, challenger = trial
     start(api, challenger, mode="canary", percent=0, guard=None)
-    for i, total in enumerate((-100.0, -200.0, -300.0)):
+    for i, total in enumerate((-10.0, -12.0, -14.0)):
         act(api, session=f"e{i}")
         act(api, session=f"e{i}", reward=total, done=True)
     flush(api)
     (live,) = [row for row in api.client.get("/models/pendulum/rollout").json()["active"]["live"] if row["episodes"]]
-    assert live["policy_id"] == champion and live["episodes"] == 3 and live["mean_return"] == pytest.approx(-200.0)
-    assert live["ci95_low"] == pytest.approx(-200.0 - 1.959964 * 100.0 / 3**0.5)
-    assert live["ci95_high"] == pytest.approx(-200.0 + 1.959964 * 100.0 / 3**0.5)
+    assert live["policy_id"] == champion and live["episodes"] == 3 and live["mean_return"] == pytest.approx(-12.0)
+    assert live["ci95_low"] == pytest.approx(-12.0 - 1.959964 * 2.0 / 3**0.5)
+    assert live["ci95_high"] == pytest.approx(-12.0 + 1.959964 * 2.0 / 3**0.5)
+    assert live["trimmed_mean_return"] == pytest.approx(-12.0)  # one episode each side left out
 
 
 def test_shadow_compares_without_changing_any_answer(trial: tuple[Api, int, int]) -> None:
@@ -192,3 +194,31 @@ def test_retuning_keeps_the_rollout_and_delete_ends_it(trial: tuple[Api, int, in
     assert ended["status"] == "ended" and ended["end_reason"] == "ended by request"
     assert act(api)["policy_id"] == champion
     assert api.client.get("/models/pendulum").json()["aliases"] == {"champion": champion}
+
+
+def test_a_reward_outside_the_models_declared_range_is_a_422(trial: tuple[Api, int, int]) -> None:
+    api, _champion, _challenger = trial
+    pendulum = api.client.get("/models/pendulum").json()
+    assert pendulum["spaces"]["reward_range"] == [pytest.approx(-16.2736044), 0.0]
+    act(api, session="hostile")
+    for reward in (-3.4e38, -16.3, 0.01):
+        response = api.client.post("/act", json={"observation": OBS, "session": "hostile", "reward": reward})
+        assert response.status_code == 422, response.text
+        error = assert_error_shape(response.json(), "validation_error")
+        (detail,) = error["details"]  # type: ignore[misc]
+        assert detail["field"] == "reward" and "reward range [-16.2736, 0]" in detail["message"], detail
+    act(api, session="hostile", reward=-16.2736044, done=True)  # the bound itself is fine
+    flush(api)
+    # Declared at creation, or left out with null (none declared), or given explicitly.
+    for body, expected in [
+        ({"reward_range": None}, None),
+        ({"reward_range": [-2.5, 1]}, [-2.5, 1.0]),
+        ({}, [pytest.approx(-16.2736044), 0.0]),
+    ]:
+        name = f"m{len(str(body))}"
+        created = api.client.post("/models", json={"name": name, "env_id": "Pendulum-v1", **body})
+        assert created.status_code == 201, created.text
+        assert created.json()["spaces"]["reward_range"] == expected
+    for bad in ([0, -1], [1], [0, 1e39], "wide"):
+        refused = api.client.post("/models", json={"name": "bad", "env_id": "Pendulum-v1", "reward_range": bad})
+        assert refused.status_code == 422 and refused.json()["error"]["details"][0]["field"].startswith("reward_range")

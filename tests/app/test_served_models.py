@@ -133,13 +133,17 @@ def test_sessions_expire_when_idle_and_the_oldest_makes_room() -> None:
 
 
 def test_live_returns_are_summed_and_kept_when_a_write_fails() -> None:
-    written: list[tuple[dict[tuple[int, int], ReturnSums], dict[int, ShadowSums]]] = []
+    written: list[tuple[str, dict[tuple[int, int], ReturnSums], dict[int, ShadowSums]]] = []
+    attempts: list[str] = []
     failing = True
 
-    def write(returns: Mapping[tuple[int, int], ReturnSums], shadow: Mapping[int, ShadowSums]) -> list[tuple[int, str]]:
+    def write(
+        flush_id: str, returns: Mapping[tuple[int, int], ReturnSums], shadow: Mapping[int, ShadowSums]
+    ) -> list[tuple[int, str]]:
+        attempts.append(flush_id)
         if failing:
-            raise ConnectionError("database down")
-        written.append((dict(returns), dict(shadow)))
+            raise ConnectionError("database down (or the COMMIT's reply lost)")
+        written.append((flush_id, dict(returns), dict(shadow)))
         return []
 
     live = LiveReturns(write)
@@ -147,11 +151,16 @@ def test_live_returns_are_summed_and_kept_when_a_write_fails() -> None:
     live.episode(3, 1, -200.0)
     live.shadow(3, 2, 0.5, 0.01)
     assert asyncio.run(live.flush()) == [] and written == [] and live.failed_flushes == 1
+    assert asyncio.run(live.flush()) == [] and live.failed_flushes == 2 and attempts[0] == attempts[1]
     live.episode(3, 1, -300.0)
     failing = False
     asyncio.run(live.flush())
-    ((returns, shadow),) = written
-    assert returns == {(3, 1): ReturnSums(3, -600.0, 140_000.0)}
+    # The failed batch again, whole and under its id (the store adds it once), then the newer episode in its own.
+    (first_id, first, shadow), (second_id, second, no_shadow) = written
+    assert first_id == attempts[0] and second_id != first_id and second_id.split("-")[:2] == first_id.split("-")[:2]
+    assert first == {(3, 1): ReturnSums(2, -300.0, 50_000.0, ((-109, 1, -200.0), (-95, 1, -100.0)))}
+    assert first == {(3, 1): ReturnSums.of([-100.0, -200.0])}
+    assert second == {(3, 1): ReturnSums.of([-300.0])} and no_shadow == {}
     assert shadow == {3: ShadowSums(2, 0.5, 0.01)}
     assert not live.pending
 
@@ -162,7 +171,7 @@ def test_live_returns_are_summed_and_kept_when_a_write_fails() -> None:
 def test_the_shadow_compares_in_batches_off_the_answer() -> None:
     metrics = Metrics()
     recorded: list[Mapping[int, ShadowSums]] = []
-    live = LiveReturns(lambda _returns, shadow: recorded.append(shadow) or [])  # type: ignore[func-returns-value]
+    live = LiveReturns(lambda _id, _returns, shadow: recorded.append(shadow) or [])  # type: ignore[func-returns-value]
     shadow = ShadowComparisons(metrics, live, capacity=3)
     champion, challenger = _loaded(1), _loaded(2)
     rollout = ActiveRollout.build(7, "shadow", 100.0, "salt", challenger)

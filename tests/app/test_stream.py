@@ -30,6 +30,8 @@ def test_each_message_is_answered_like_act(api: Api) -> None:
             ({"observation": OBS, "model": "pendulum"}, "model"),
             ({"observations": [OBS]}, "observations"),
             ({"observation": OBS, "reward": "high"}, "reward"),
+            ({"observation": OBS, "reward": -3.4e38}, "reward"),  # outside Pendulum's declared range
+            ({"observation": OBS, "reward": 0.5}, "reward"),
         ]:
             ws.send_text(orjson.dumps(bad).decode())
             error = orjson.loads(ws.receive_text())["error"]

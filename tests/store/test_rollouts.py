@@ -29,7 +29,7 @@ def _start(session: Session, model: Model, challenger: int, **overrides: object)
 
 
 def _returns(rollout_id: int, policy_id: int, values: list[float]) -> dict[tuple[int, int], ReturnSums]:
-    return {(rollout_id, policy_id): ReturnSums(len(values), sum(values), sum(v * v for v in values))}
+    return {(rollout_id, policy_id): ReturnSums.of(values)}
 
 
 def test_start_validates_every_field(session: Session) -> None:
