@@ -58,6 +58,7 @@ def test_create_a_model_and_serve_it_beside_the_default(api: Api) -> None:
         "observation_high": [pytest.approx(0.6), pytest.approx(0.07)],
         "action_low": [-1.0],
         "action_high": [1.0],
+        "reward_range": [-0.1, 100.0],  # MountainCarContinuous' rewards, known to the service (models.reward_ranges)
     }
     assert not created["is_default"]
     # A model without a champion is known (503 "no policy"), not unknown (404).
