@@ -93,25 +93,24 @@ def _wait_healthy(service: Service, within: float) -> None:
     raise RuntimeError(f"/healthz did not answer within {within:.0f} s:\n{service.log_tail()}")
 
 
+# Ctrl-C first, as a `make run` user stops it (to the service alone: it stops its children itself); then the group.
+_STOP_STEPS = ((signal.SIGINT, False, 90.0), (signal.SIGTERM, True, 30.0), (signal.SIGKILL, True, 30.0))
+
+
 def _stop(service: Service) -> None:
-    """SIGINT first, as Ctrl-C after `make run`; the whole group if that does not end it."""
     process = service.process
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGINT)
-        try:
-            process.wait(90)
-        except subprocess.TimeoutExpired:
-            logger.warning("the service did not stop within 90 s of SIGINT; terminating its process group")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    for signum, whole_group, grace in _STOP_STEPS:
+        if process.poll() is not None:
+            break
+        if signum != signal.SIGINT:
+            logger.warning("the service is still up; sending %s to its process group", signum.name)
+        with contextlib.suppress(ProcessLookupError):
+            (os.killpg if whole_group else os.kill)(process.pid, signum)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(grace)
     if process.returncode != 0:
         logger.warning("the service exited with %s after SIGINT", process.returncode)
-    # Ray's own processes run in other sessions; make sure the group is gone too.
+    # Whatever is left of its group goes too (Ray's own processes run in sessions of their own: see below).
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
 
