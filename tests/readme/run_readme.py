@@ -172,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         service_log = service.log_tail()
         _warn_about_errors(service.log_path)
         return report(outcomes, [block for block in blocks if block.skip], time.monotonic() - started, service_log)
+    except RuntimeError as error:  # the service did not come up
+        logger.error("%s", error)
+        return 1
     finally:
         if args.keep:
             logger.info("run directory kept: %s", work)
