@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.app.factories import assert_error_shape
@@ -110,8 +110,12 @@ def test_mutating_endpoints_need_the_key_and_the_key_never_reaches_the_logs(
     stream_url = api.base_url.replace("http://", "ws://") + "/act/stream"
     refused = [h for h in bad_credentials if h != {"Authorization": f"Bearer {ACT_KEY}"}]
     for headers in [*refused, {"Authorization": f"Bearer {API_KEY}"}]:
-        with pytest.raises(InvalidStatus), connect(stream_url, additional_headers=headers, open_timeout=10):
-            pass
+        # Refused after the handshake: the error body, then the close code 1008 (docs/API.md).
+        with connect(stream_url, additional_headers=headers, open_timeout=10) as refused_stream:
+            assert '"unauthorized"' in str(refused_stream.recv(timeout=10))
+            with pytest.raises(ConnectionClosed) as closed:
+                refused_stream.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     for headers in ({"Authorization": f"Bearer {ACT_KEY}"}, {"Authorization": f"bearer {ACT_KEY}", "Cookie": ACT_KEY}):
         with connect(stream_url, additional_headers=headers, open_timeout=10) as stream:
             stream.send('{"observation": [0, 0, 0]}')
