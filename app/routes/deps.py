@@ -10,6 +10,7 @@ from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from app.infra.child_states import ChildStatesFile
 from app.infra.content_type import check_json_content_type
 from app.infra.database import Database
 from app.infra.errors import ApiError
@@ -39,6 +40,7 @@ PolicyCacheDep = Annotated[PolicyCache, Depends(_app_state("policy_cache"))]
 MetricsDep = Annotated[Metrics, Depends(_app_state("metrics"))]
 ActRuntimeDep = Annotated[ActRuntime, Depends(_app_state("act_runtime"))]
 PolicyFilesDep = Annotated[PolicyFiles, Depends(_app_state("policy_files"))]
+EmbeddedStatesDep = Annotated[ChildStatesFile | None, Depends(_app_state("embedded_states"))]
 
 # How long a client should wait before retrying while the database is not ready (migrations, a restart).
 DATABASE_RETRY_AFTER_SECONDS = 5
