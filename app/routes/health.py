@@ -41,7 +41,7 @@ async def readyz(database: DatabaseDep, cache: PolicyCacheDep, embedded_states: 
     def not_ready(message: str) -> ApiError:
         down = [
             {"field": f"embedded.{name}", "message": f"{child.state} (last exit code {child.exit_code})"}
-            for name, child in embedded.items()
+            for name, child in (embedded or {}).items()
             if child.state != "running"
         ]
         return ApiError(503, "not_ready", message, details=down, headers={"Retry-After": "5"})
@@ -59,10 +59,10 @@ async def readyz(database: DatabaseDep, cache: PolicyCacheDep, embedded_states: 
     return ReadyOut(policy_id=loaded.policy_id, embedded=embedded)
 
 
-def _embedded(states: ChildStatesFile | None) -> dict[str, EmbeddedChildOut]:
-    """The embedded children by name (`trainer_worker`, `sweep_runner`); a small local file, read as it is."""
+def _embedded(states: ChildStatesFile | None) -> dict[str, EmbeddedChildOut] | None:
+    """The embedded children by name (`trainer_worker`, `sweep_runner`), None without any; a small local file."""
     if states is None:
-        return {}
+        return None
     return {
         name.replace(" ", "_"): EmbeddedChildOut(
             state=child.state, pid=child.pid, restarts=child.restarts, exit_code=child.exit_code

@@ -27,8 +27,11 @@ class ReadyOut(BaseModel):
     status: Literal["ready"] = "ready"
     database: Literal["ok"] = "ok"
     policy_id: int = Field(description="The default policy this process is serving.")
-    embedded: dict[str, EmbeddedChildOut] = Field(
-        default_factory=dict,
-        description="The trainer worker and sweep runner `python -m app` runs beside the API, by name; empty when "
+    embedded: dict[str, EmbeddedChildOut] | None = Field(
+        None,
+        # Absent rather than null: the body of a service without embedded children is exactly what it always was.
+        exclude_if=lambda value: value is None,
+        description="The trainer worker and sweep runner `python -m app` runs beside the API, by name; absent when "
         "it runs none. Ready means /act is served: a child that is down shows here, it does not make /readyz 503.",
     )
+
