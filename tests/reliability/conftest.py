@@ -10,10 +10,8 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from sqlalchemy.engine import make_url
 from tests.app.factories import free_port, make_policy_bytes
 from tests.app.servers import REPO, server_env, wait_until_ready
 from tests.conftest import POSTGRES_ENV, _postgres_schema_url
+from tests.reliability.db_proxy import DbProxy
 
 DEADLINE = 90.0
 API_KEY = "rel-" + secrets.token_hex(16)
@@ -185,78 +184,8 @@ TINY_JOB = {
 LONG_JOB = {**TINY_JOB, "episodes": 1000, "eval_every": 0}
 
 
-class TcpProxy:
-    """A TCP relay 127.0.0.1:<port> -> target that can be stopped (refuse and cut every connection) and restarted
-    on the same port: the database 'goes away' for the processes behind it, without touching the real server."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.port = free_port()
-        self._listener: socket.socket | None = None
-        self._sockets: set[socket.socket] = set()
-        self._lock = threading.Lock()
-
-    def url_for(self, database_url: str) -> str:
-        """The same database URL, through this proxy."""
-        return make_url(database_url).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
-
-    @property
-    def running(self) -> bool:
-        return self._listener is not None
-
-    def start(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), name="proxy-accept", daemon=True).start()
-
-    def stop(self) -> None:
-        """Refuse new connections and cut the open ones (both directions)."""
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
-        with self._lock:
-            open_sockets, self._sockets = self._sockets, set()
-        for sock in open_sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return  # stopped
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                if self._listener is not listener:  # stopped meanwhile
-                    client.close()
-                    upstream.close()
-                    return
-                self._sockets.update((client, upstream))
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+# The proxy's former name, which tests import from here.
+TcpProxy = DbProxy
 
 
 @pytest.fixture
@@ -266,3 +195,11 @@ def postgres_proxy(postgres_url: str) -> Iterator[tuple[TcpProxy, str]]:
     proxy = TcpProxy(parsed.host or "127.0.0.1", parsed.port or 5432)
     yield proxy, proxy.url_for(postgres_url)
     proxy.stop()
+
+
+@pytest.fixture
+def db_proxy(postgres_proxy: tuple[DbProxy, str]) -> tuple[DbProxy, str]:
+    """A running proxy in front of the test PostgreSQL (a fresh schema), and the schema's URL through it."""
+    proxy, url = postgres_proxy
+    proxy.start()
+    return proxy, url
