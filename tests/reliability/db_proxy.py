@@ -8,8 +8,10 @@ It relays bytes both ways and can
 
 It reads the PostgreSQL wire protocol only as far as that needs: the untyped start-up packets, then typed messages
 (one type byte, a 4-byte big-endian length counting itself). psycopg 3 sends `BEGIN`, `COMMIT` and `ROLLBACK` as
-simple queries ('Q'), which is what is recognised. The proxy answers an SSLRequest or GSSENCRequest itself with
-'N' (not supported), so the session stays in clear text and can be read.
+simple queries ('Q'), which is what is recognised; a marker (a loss only for a transaction that touched some
+table) is looked for in simple queries, Parse messages, and Bind messages of statements prepared with it. The
+proxy answers an SSLRequest or GSSENCRequest itself with 'N' (not supported), so the session stays in clear text
+and can be read.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ class _Connection:
     upstream: socket.socket
     losing: bool = False  # this connection's COMMIT was forwarded and its reply is to be dropped
     marked: bool = False  # the open transaction sent a statement containing the loss's marker
+    # The text of each named prepared statement: psycopg prepares a query it runs often, and then sends only Bind
+    # messages naming it.
+    prepared: dict[bytes, bytes] = field(default_factory=dict)
     closed: threading.Event = field(default_factory=threading.Event)
 
     def close(self) -> None:
@@ -167,7 +172,7 @@ class DbProxy:
             if not self._startup(connection):
                 return
             for message in _messages(connection.client):
-                if message[:1] == b"Q" or message[:1] == b"P":
+                if message[:1] in (b"Q", b"P", b"B"):
                     self._watch(connection, message)
                 connection.upstream.sendall(message)
         except OSError:
@@ -193,10 +198,17 @@ class DbProxy:
 
     def _watch(self, connection: _Connection, message: bytes) -> None:
         """Note a transaction that touches the marker, and arm this connection's loss at its COMMIT."""
-        statement = _simple_query_text(message) if message[:1] == b"Q" else b""
+        kind = message[:1]
+        statement = _simple_query_text(message) if kind == b"Q" else b""
+        if kind == b"P":  # Parse: name NUL query NUL ...
+            name, query = message[5:].split(b"\x00", 2)[:2]
+            if name:
+                connection.prepared[name] = query
+        elif kind == b"B":  # Bind: portal NUL statement NUL ...: what it runs is the prepared statement's text
+            message = connection.prepared.get(message[5:].split(b"\x00", 2)[1], b"")
         with self._lock:
             marker = self._lose_marker
-            if marker is not None and marker in message:
+            if marker and marker in message:
                 connection.marked = True
             if statement == _COMMIT and marker is not None and (connection.marked or not marker):
                 self._lose_marker = None

@@ -53,11 +53,21 @@ def test_a_lost_commit_reply_is_an_error_for_the_client_but_the_row_is_there(db_
             connection.commit()
     assert proxy.wait_commit_lost(5) and proxy.commits_lost == 1
 
+    # A statement prepared before the loss was armed is recognised by the name its Bind messages carry.
+    with psycopg.connect(_dsn(url)) as connection:
+        connection.execute("INSERT INTO proxied VALUES (%s, 'prepared')", (10,), prepare=True)
+        connection.commit()
+        proxy.lose_next_commit(marker=b"'prepared'")
+        connection.execute("INSERT INTO proxied VALUES (%s, 'prepared')", (11,), prepare=True)
+        with pytest.raises(psycopg.OperationalError):
+            connection.commit()
+    assert proxy.commits_lost == 2
+
     with psycopg.connect(_dsn(url), autocommit=True) as connection:
         rows = connection.execute("SELECT id, note FROM proxied ORDER BY id").fetchall()
-        assert rows == [(1, "kept"), (2, "lost-one")]
+        assert rows == [(1, "kept"), (2, "lost-one"), (10, "prepared"), (11, "prepared")]
         # Unarmed again: commits go through.
         with connection.transaction():
             connection.execute("INSERT INTO proxied VALUES (3, 'after')")
     with psycopg.connect(_dsn(url), autocommit=True) as connection:
-        assert connection.execute("SELECT count(*) FROM proxied").fetchone() == (3,)
+        assert connection.execute("SELECT count(*) FROM proxied").fetchone() == (5,)
