@@ -107,7 +107,7 @@ def test_a_trial_whose_every_write_loses_its_reply_is_recorded_once(
             evaluation = EvaluationRecord(episode, 200 * (episode + 1), -300.0, 1.0, 0.1) if episode == 1 else None
             assert recorder(EpisodeRecord(episode, -500.0 + episode, -500.0, 200 * (episode + 1), 0.1), evaluation)
     monkeypatch.undo()
-    job, episodes, evaluations = _rows(sessions, job_id)
+    _, episodes, evaluations = _rows(sessions, job_id)
     assert [row.episode for row in episodes] == [0, 1] and [row.episode for row in evaluations] == [1]
 
     database.retrying(
