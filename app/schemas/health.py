@@ -34,4 +34,3 @@ class ReadyOut(BaseModel):
         description="The trainer worker and sweep runner `python -m app` runs beside the API, by name; absent when "
         "it runs none. Ready means /act is served: a child that is down shows here, it does not make /readyz 503.",
     )
-
