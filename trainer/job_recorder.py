@@ -45,6 +45,7 @@ class JobRecorder:
         self.on_progress = on_progress
         self._write = database.retrying
         self._stop = stop or threading.Event()
+        self._heartbeating = False
         self._heartbeat = Heartbeat(
             lambda: database.call(
                 lambda s: jobs.heartbeat(s, job_id, worker_id=worker_id, lease_seconds=lease_seconds)
@@ -56,12 +57,19 @@ class JobRecorder:
 
     def __enter__(self) -> JobRecorder:
         self._heartbeat.start()
+        self._heartbeating = True
         return self
 
     def __exit__(
         self, _type: type[BaseException] | None, _value: BaseException | None, _traceback: TracebackType | None
     ) -> None:
-        self._heartbeat.stop()
+        self.ending()
+
+    def ending(self) -> None:
+        """Stop heartbeating before the write that ends the job: a beat after it would find the job no longer
+        running and report a lost lease. Idempotent; leaving the context stops it too."""
+        if self._heartbeating:
+            self._heartbeat.stop()
 
     def set_episodes_total(self, episodes_total: int) -> None:
         job_id, worker_id = self.job_id, self.worker_id

@@ -176,6 +176,7 @@ class _TrialRun:
 
     def _end(self, status: str, write: Callable[[Session], Job]) -> Job:
         job_id, worker_id = self.job_id, self.worker_id
+        self.recorder.ending()
         return self.database.retrying(
             f"job {job_id}: marking it {status}",
             write,
