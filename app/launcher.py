@@ -2,8 +2,8 @@
 
 Migrates the database, registers POLICY_FILE, queues a bootstrap training job when there is no policy yet,
 starts one trainer worker subprocess (EMBEDDED_WORKER) and the sweep runner (EMBEDDED_SWEEP_RUNNER, when Ray Tune is
-installed), then serves with uvicorn (uvloop + httptools, WORKERS processes). Ctrl-C or SIGTERM stops the API, then
-the runner and the worker, cleanly.
+installed), kept running by app.infra.supervisor, then serves with uvicorn (uvloop + httptools, WORKERS processes).
+Ctrl-C or SIGTERM stops the API, then the runner and the worker together, cleanly, and the process exits 0.
 """
 
 from __future__ import annotations
