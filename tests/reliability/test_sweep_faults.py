@@ -55,12 +55,12 @@ def test_a_sweep_survives_a_3_s_database_cut_and_a_lost_commit_reply_and_the_nex
     )  # fmt: skip
     first = _submit(
         api,
-        {"base": {**TINY, "episodes": 12}, "space": {"seed": {"choice": [1, 2]}}, "search": "grid", "trials": 2,
+        {"base": {**TINY, "episodes": 10}, "space": {"seed": {"choice": [1]}}, "search": "grid", "trials": 1,
          "max_concurrent": 1, "max_failures": 0},  # no retries: a trial that fails for the database fails the test
     )  # fmt: skip
     wait_for(
         lambda: any(t["episodes_done"] >= 1 for t in (_sweep(api, first) or {"trials": []})["trials"]),
-        "the first trial to train",
+        "the trial to train",
         deadline=120,
         logs=api.log,
     )
@@ -75,11 +75,10 @@ def test_a_sweep_survives_a_3_s_database_cut_and_a_lost_commit_reply_and_the_nex
     sweep = _ended(api, first)
     errors = [sweep["error"], *(trial["error"] for trial in sweep["trials"])]
     assert sweep["status"] == "succeeded", (errors, api.log())
-    assert [trial["status"] for trial in sweep["trials"]] == ["succeeded", "succeeded"], errors
-    assert [trial["episodes_done"] for trial in sweep["trials"]] == [12, 12]
-    for trial in sweep["trials"]:
-        episodes = httpx.get(f"{api.base_url}/jobs/{trial['job_id']}/rewards", timeout=10).json()
-        assert [row["episode"] for row in episodes["episodes"]] == list(range(12))  # none lost, none twice
+    [trial] = sweep["trials"]
+    assert (trial["status"], trial["episodes_done"]) == ("succeeded", 10), errors
+    episodes = httpx.get(f"{api.base_url}/jobs/{trial['job_id']}/rewards", timeout=10).json()
+    assert [row["episode"] for row in episodes["episodes"]] == list(range(10))  # none lost, none twice
 
     second = _ended(
         api,
