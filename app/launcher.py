@@ -2,9 +2,9 @@
 
 Migrates the database, registers POLICY_FILE, queues a bootstrap training job when there is no policy yet,
 starts one trainer worker subprocess (EMBEDDED_WORKER) and the sweep runner (EMBEDDED_SWEEP_RUNNER, when Ray Tune is
-installed), then serves with uvicorn (uvloop + httptools, WORKERS processes; request heads, request arrival time,
-WebSocket messages and, when set, concurrency bounded). Ctrl-C or SIGTERM stops the API, then
-the runner and the worker, cleanly.
+installed), kept running by app.infra.supervisor, then serves with uvicorn (uvloop + httptools, WORKERS processes;
+request heads, request arrival time, WebSocket messages and, when set, concurrency bounded). Ctrl-C or SIGTERM stops
+the API, then the runner and the worker together, cleanly, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -15,25 +15,21 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
+import sys
 import tempfile
+from pathlib import Path
 from types import FrameType
 from typing import cast
 
 import uvicorn
 from pydantic import ValidationError
 
+from app.infra.child_states import EMBEDDED_STATES_ENV, ChildStatesFile
 from app.infra.database import Database, redacted
-from app.infra.embedded import (
-    queue_bootstrap_job,
-    start_sweep_runner,
-    start_worker,
-    stop_worker,
-    sweep_runner_available,
-    trainer_available,
-)
+from app.infra.embedded import queue_bootstrap_job, sweep_runner_available, trainer_available
 from app.infra.http_protocol import BoundedHttpToolsProtocol
 from app.infra.metrics import MULTIPROC_DIR_ENV
+from app.infra.supervisor import EmbeddedChildren
 from app.main import configure_logging
 from app.settings import Settings
 from models.weights import WeightsFormatError, load_actor_file
@@ -86,6 +82,36 @@ def prepare(settings: Settings) -> None:
         database.close()
 
 
+def start_children(settings: Settings) -> tuple[EmbeddedChildren, str | None]:
+    """The embedded trainer worker and sweep runner the settings ask for, kept running, with their states published
+    for /readyz in a fresh directory (returned, to be removed at the end; None when there are no children)."""
+    wanted = []
+    if settings.embedded_worker:
+        if trainer_available():
+            wanted.append(("trainer worker", ["worker"], "jobs will stay queued"))
+        else:
+            logger.error("EMBEDDED_WORKER is set but torch/gymnasium are not installed; no jobs will run here")
+    if settings.embedded_sweep_runner:
+        if sweep_runner_available():
+            # It starts a local Ray only when a sweep arrives (or uses RAY_ADDRESS's cluster); its Ray processes
+            # inherit its idle priority.
+            wanted.append(("sweep runner", ["sweeps"], "sweeps will stay queued"))
+        else:
+            # Not a fault: the API image has no Ray on purpose, and compose runs the sweep runner as its own service.
+            logger.info("Ray Tune is not installed here: sweeps run where `python -m trainer sweeps` runs")
+    if not wanted:
+        return EmbeddedChildren(None), None
+    states_dir = tempfile.mkdtemp(prefix="ddpg-embedded-")
+    states_file = Path(states_dir) / "states.json"
+    os.environ[EMBEDDED_STATES_ENV] = str(states_file)  # inherited by the uvicorn workers, read by /readyz
+    children = EmbeddedChildren(ChildStatesFile(states_file))
+    # The database URL goes by environment, not argv (ps shows argv to every user).
+    env = dict(os.environ, DATABASE_URL=settings.database_url)
+    for name, command, consequence in wanted:
+        children.start(name, [sys.executable, "-m", "trainer", *command], env, consequence)
+    return children, states_dir
+
+
 def run() -> int:
     """The one-command run; the process's exit status."""
     try:
@@ -111,19 +137,7 @@ def run() -> int:
         # The API still starts; its lifespan keeps retrying and /readyz reports the database as unreachable.
         logger.error("database not ready at start-up (%s: %s); starting anyway", type(exc).__name__, exc)
 
-    worker: subprocess.Popen[bytes] | None = None
-    if settings.embedded_worker:
-        if trainer_available():
-            worker = start_worker(settings.database_url)
-        else:
-            logger.error("EMBEDDED_WORKER is set but torch/gymnasium are not installed; no jobs will run here")
-    runner: subprocess.Popen[bytes] | None = None
-    if settings.embedded_sweep_runner:
-        if sweep_runner_available():
-            runner = start_sweep_runner(settings.database_url)
-        else:
-            # Not a fault: the API image has no Ray on purpose, and compose runs the sweep runner as its own service.
-            logger.info("Ray Tune is not installed here: sweeps run where `python -m trainer sweeps` runs")
+    children, states_dir = start_children(settings)
     metrics_dir = _multiprocess_metrics_dir(settings.workers)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
@@ -147,10 +161,8 @@ def run() -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        if runner is not None:
-            stop_worker(runner, "sweep runner")
-        if worker is not None:
-            stop_worker(worker)
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        children.stop_all()
+        for directory in (metrics_dir, states_dir):
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
     return 0

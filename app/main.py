@@ -11,6 +11,7 @@ import logging
 from fastapi import FastAPI
 
 from app.infra.body_limit import BodySizeLimitMiddleware
+from app.infra.child_states import ChildStatesFile
 from app.infra.errors import install_error_handlers
 from app.infra.log_filters import install_log_filters
 from app.infra.metrics import Metrics, MetricsMiddleware
@@ -70,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     application.state.settings = settings
     application.state.metrics = metrics
+    # The states of the children `python -m app` runs beside the API (None without them), shown by /readyz.
+    application.state.embedded_states = ChildStatesFile.from_environment()
     install_error_handlers(application)
     # add_middleware wraps: the last added runs first. Metrics outermost, so 413s are counted and timed too;
     # the /act fast path innermost, so both apply to it.

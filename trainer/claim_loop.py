@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Claimed = TypeVar("Claimed")
+# A write's read-back: None when the write did not land, else its result in a 1-tuple (store.landed_writes).
+ReadBack = Callable[[Session], tuple[T] | None]
 
 
 class Database:
@@ -38,17 +40,22 @@ class Database:
         with self._sessions() as session:
             return work(session)
 
-    def once(self, _what: str, work: Callable[[Session], T]) -> T:
-        """`call` with `retrying`'s signature, for a writer that must not wait (a Ray trial: Tune retries it)."""
-        return self.call(work)
+    def retrying(self, what: str, work: Callable[[Session], T], *, landed: ReadBack[T] | None = None) -> T:
+        """`call`, waiting out database outages with backoff; DatabaseGoneError once asked to stop.
 
-    def retrying(self, what: str, work: Callable[[Session], T]) -> T:
-        """`call`, waiting out database outages with backoff; DatabaseGoneError once asked to stop."""
+        An attempt that failed may still have committed (the connection broke after the COMMIT left, before its
+        reply came back): `landed` (store.landed_writes) reads back whether it did, before the next attempt, and
+        its answer is then the result. Writes that are safe to repeat need none."""
         backoff = Backoff()
+        uncertain = False
         while True:
             try:
+                if uncertain and landed is not None and (found := self.call(landed)) is not None:
+                    logger.info("%s: the attempt that failed had been committed", what)
+                    return found[0]
                 return self.call(work)
             except DB_UNAVAILABLE as exc:
+                uncertain = True
                 if self._stop.is_set():
                     raise DatabaseGoneError(f"database unavailable while shutting down: {one_line(exc)}") from exc
                 delay = backoff.next_delay()

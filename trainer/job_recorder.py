@@ -10,30 +10,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import Literal, Protocol, TypeVar
-
-from sqlalchemy.orm import Session
+from typing import Literal
 
 from store import jobs
+from store.landed_writes import episode_landed, evaluation_landed
 from trainer.claim_loop import Database
 from trainer.heartbeat import Heartbeat
 from trainer.records import EpisodeRecord, EvaluationRecord
 
-T = TypeVar("T")
 Outcome = Literal["finished", "cancelled", "shutdown"]
 ProgressHook = Callable[[EpisodeRecord, EvaluationRecord | None], None]
-
-
-class Write(Protocol):
-    """How the recorder writes: Database.retrying (wait out an outage) or Database.once (fail at once)."""
-
-    def __call__(self, what: str, work: Callable[[Session], T], /) -> T: ...
 
 
 class JobRecorder:
     """Records one job held by `worker_id`. Use as a context manager (the heartbeat runs inside) and pass it to the
     trainer as its progress callback; `outcome` then says why training ended, and `on_progress` (an MLflow run,
-    Tune's intermediate report) hears of every recorded episode."""
+    Tune's intermediate report) hears of every recorded episode. Every write waits out a database outage (and reads
+    back a write whose commit may have landed); a lost lease ends training with LeaseLostError."""
 
     def __init__(
         self,
@@ -42,7 +35,6 @@ class JobRecorder:
         *,
         worker_id: str,
         lease_seconds: float,
-        write: Write | None = None,
         stop: threading.Event | None = None,
         on_progress: ProgressHook | None = None,
     ) -> None:
@@ -51,8 +43,9 @@ class JobRecorder:
         self.lease_seconds = lease_seconds
         self.outcome: Outcome = "finished"
         self.on_progress = on_progress
-        self._write: Write = write or database.retrying
+        self._write = database.retrying
         self._stop = stop or threading.Event()
+        self._heartbeating = False
         self._heartbeat = Heartbeat(
             lambda: database.call(
                 lambda s: jobs.heartbeat(s, job_id, worker_id=worker_id, lease_seconds=lease_seconds)
@@ -64,12 +57,19 @@ class JobRecorder:
 
     def __enter__(self) -> JobRecorder:
         self._heartbeat.start()
+        self._heartbeating = True
         return self
 
     def __exit__(
         self, _type: type[BaseException] | None, _value: BaseException | None, _traceback: TracebackType | None
     ) -> None:
-        self._heartbeat.stop()
+        self.ending()
+
+    def ending(self) -> None:
+        """Stop heartbeating before the write that ends the job: a beat after it would find the job no longer
+        running and report a lost lease. Idempotent; leaving the context stops it too."""
+        if self._heartbeating:
+            self._heartbeat.stop()
 
     def set_episodes_total(self, episodes_total: int) -> None:
         job_id, worker_id = self.job_id, self.worker_id
@@ -94,6 +94,7 @@ class JobRecorder:
                 env_steps=int(episode.env_steps),
                 wall_time=float(episode.wall_time),
             ),
+            landed=lambda s: episode_landed(s, job_id, worker_id=worker_id, episode=int(episode.episode)),
         )
         if evaluation is not None:
             self._write(
@@ -108,6 +109,7 @@ class JobRecorder:
                     std_return=float(evaluation.std_return),
                     wall_time=float(evaluation.wall_time),
                 ),
+                landed=lambda s: evaluation_landed(s, job_id, worker_id=worker_id, episode=int(evaluation.episode)),
             )
         if self._heartbeat.lease_lost.is_set():
             raise jobs.LeaseLostError(f"job {job_id}: lease lost while heartbeating")

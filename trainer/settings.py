@@ -17,9 +17,13 @@ import threading
 from types import FrameType
 from typing import Any, TypeVar
 
+from pydantic import Field
+
 from store.settings import ProcessSettings, load_settings, with_flags
 
 SettingsT = TypeVar("SettingsT", bound=ProcessSettings)
+# A local Ray costs ~5 s to start and ~550 MB idle: kept for a few minutes, sweeps queued in a row share one.
+DEFAULT_RAY_IDLE_SHUTDOWN_SECONDS = 300.0
 
 
 class WorkerSettings(ProcessSettings):
@@ -27,7 +31,15 @@ class WorkerSettings(ProcessSettings):
 
 
 class SweepRunnerSettings(ProcessSettings):
-    """`python -m trainer sweeps`: where the queue is, and the Ray cluster trials run on."""
+    """`python -m trainer sweeps`: where the queue is, the Ray cluster trials run on, and how long a local Ray may
+    stay idle."""
+
+    ray_idle_shutdown_seconds: float = Field(
+        DEFAULT_RAY_IDLE_SHUTDOWN_SECONDS,
+        ge=0,
+        description="Without RAY_ADDRESS: seconds without a sweep after which the local Ray the runner started is "
+        "shut down (its processes hold about 550 MB); the next sweep starts it again. 0: right after each sweep.",
+    )
 
 
 def claimer_parser(

@@ -26,6 +26,7 @@ from models.errors import one_line
 from models.training_config import TrainingConfig, load_job_config
 from models.weights import WeightsFormatError
 from store import jobs
+from store.landed_writes import job_ended_landed
 from store.policies import champion_model_name
 from store.tables import Job
 from trainer.claim_loop import Database, DatabaseGoneError, claim_loop, wait_for_database
@@ -210,6 +211,7 @@ class Worker:
                 lambda s: jobs.complete_job(
                     s, job_id, worker_id=worker_id, weights=actor_bytes, default_model=default_model
                 ),
+                landed=lambda s: job_ended_landed(s, job_id, worker_id=worker_id, status="succeeded"),
             )
         except WeightsFormatError as exc:
             logger.error("job %d: the trainer exported an invalid actor: %s", job_id, exc)

@@ -10,6 +10,7 @@ from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from app.infra.child_states import ChildStatesFile
 from app.infra.content_type import check_json_content_type
 from app.infra.control_threads import ControlThreads
 from app.infra.database import Database
@@ -50,6 +51,7 @@ ActRuntimeDep = Annotated[ActRuntime, Depends(_app_state("act_runtime"))]
 PolicyFilesDep = Annotated[PolicyFiles, Depends(_app_state("policy_files"))]
 ControlThreadsDep = Annotated[ControlThreads, Depends(_app_state("control_threads"))]
 JobEventHubDep = Annotated[JobEventHub, Depends(_app_state("job_events"))]
+EmbeddedStatesDep = Annotated[ChildStatesFile | None, Depends(_app_state("embedded_states"))]
 
 # How long a client should wait before retrying while the database is not ready (migrations, a restart).
 DATABASE_RETRY_AFTER_SECONDS = 5

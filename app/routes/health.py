@@ -9,10 +9,18 @@ from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
+from app.infra.child_states import ChildStatesFile
 from app.infra.errors import ApiError
-from app.routes.deps import ActRuntimeDep, ControlThreadsDep, DatabaseDep, MetricsDep, PolicyCacheDep
+from app.routes.deps import (
+    ActRuntimeDep,
+    ControlThreadsDep,
+    DatabaseDep,
+    EmbeddedStatesDep,
+    MetricsDep,
+    PolicyCacheDep,
+)
 from app.schemas.errors import error_responses, file_responses
-from app.schemas.health import HealthOut, ReadyOut
+from app.schemas.health import EmbeddedChildOut, HealthOut, ReadyOut
 from models.training_config import JOB_STATUSES
 from store import live_returns
 from store.jobs import count_jobs_by_status
@@ -32,21 +40,45 @@ async def healthz() -> HealthOut:
 
 
 @router.get("/readyz", response_model=ReadyOut, responses=error_responses(503))
-async def readyz(database: DatabaseDep, cache: PolicyCacheDep, control: ControlThreadsDep) -> ReadyOut:
-    """Ready to serve /act: the database is reachable and a default policy is loaded; 503 says which is not."""
-    unavailable = {"Retry-After": "5"}
+async def readyz(
+    database: DatabaseDep, cache: PolicyCacheDep, control: ControlThreadsDep, embedded_states: EmbeddedStatesDep
+) -> ReadyOut:
+    """Ready to serve /act: the database is reachable and a default policy is loaded; 503 says which is not. Also
+    the state of each embedded child (trainer worker, sweep runner), which a 503 lists among its details when down."""
+    embedded = _embedded(embedded_states)
+
+    def not_ready(message: str) -> ApiError:
+        down = [
+            {"field": f"embedded.{name}", "message": f"{child.state} (last exit code {child.exit_code})"}
+            for name, child in (embedded or {}).items()
+            if child.state != "running"
+        ]
+        return ApiError(503, "not_ready", message, details=down, headers={"Retry-After": "5"})
+
     if not database.prepared.is_set():
-        raise ApiError(503, "not_ready", "database not reachable or not migrated yet", headers=unavailable)
+        raise not_ready("database not reachable or not migrated yet")
     try:
         # On the control threads, one ping at a time: client load cannot delay it, nor can a hammered /readyz.
         await asyncio.wait_for(control.run_shared("readiness-ping", database.ping), READY_DB_TIMEOUT_SECONDS)
     except Exception as exc:
         logger.debug("readiness ping failed: %s", exc)
-        raise ApiError(503, "not_ready", "database not reachable", headers=unavailable) from None
+        raise not_ready("database not reachable") from None
     loaded = cache.default
     if loaded is None:
-        raise ApiError(503, "not_ready", "no policy loaded yet (training a first one?)", headers=unavailable)
-    return ReadyOut(policy_id=loaded.policy_id)
+        raise not_ready("no policy loaded yet (training a first one?)")
+    return ReadyOut(policy_id=loaded.policy_id, embedded=embedded)
+
+
+def _embedded(states: ChildStatesFile | None) -> dict[str, EmbeddedChildOut] | None:
+    """The embedded children by name (`trainer_worker`, `sweep_runner`), None without any; a small local file."""
+    if states is None:
+        return None
+    return {
+        name.replace(" ", "_"): EmbeddedChildOut(
+            state=child.state, pid=child.pid, restarts=child.restarts, exit_code=child.exit_code
+        )
+        for name, child in states.read().items()
+    }
 
 
 @router.get(

@@ -53,7 +53,7 @@ def test_train_over_http_then_control_pendulum_over_http(tmp_path: Path) -> None
     with running([sys.executable, "-m", "app"], env, log_path) as process, httpx.Client(base_url=base_url) as client:
         wait_until_ready(base_url, process, log_path, path="/healthz")
         assert client.post("/act", json={"observation": [1.0, 0.0, 0.0]}).status_code == 503  # nothing trained yet
-        # The embedded trainer only takes CPU the API leaves idle (app.infra.embedded).
+        # The embedded trainer only takes CPU the API leaves idle (app.infra.supervisor).
         (worker,) = _children(process.pid)
         assert os.sched_getscheduler(worker) == os.SCHED_IDLE
 

@@ -22,7 +22,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunnerOptions, SweepRunne
     settings, parser = claimer_parser(SweepRunnerSettings, "sweeps", description, holder="runner", row="sweep")
     parser.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray (default: all)")
     settings, args, shared = parse_flags(settings, parser, argv)
-    return RunnerOptions(runner_id=args.runner_id or default_holder_id(), num_cpus=args.num_cpus, **shared), settings
+    options = RunnerOptions(
+        runner_id=args.runner_id or default_holder_id(),
+        num_cpus=args.num_cpus,
+        ray_idle_shutdown_seconds=settings.ray_idle_shutdown_seconds,
+        **shared,
+    )
+    return options, settings
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,18 +12,22 @@ import functools
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import ray
 from ray import tune
+from sqlalchemy.orm import Session
 
 from models.errors import one_line
 from models.policy import NumpyActor
 from models.training_config import TrainingConfig, load_job_config
 from store import jobs
+from store.landed_writes import job_ended_landed, trial_begun
 from store.sweep_trials import begin_trial, record_heldout
+from store.tables import Job
 from trainer.claim_loop import Database
 from trainer.evaluation import EVAL_SEED_BASE, EvaluationStats, evaluate_policy
 from trainer.job_recorder import JobRecorder
@@ -81,7 +85,8 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
     plain = {name: _plain(value) for name, value in params.items()}
     config_dict = {"preset": context.preset, **context.base, **plain}
     database = _database(context.database_url)
-    job_id = database.call(
+    job_id = database.retrying(
+        f"trial {trial_id}: starting its job",
         lambda s: begin_trial(
             s,
             sweep_id=context.sweep_id,
@@ -94,6 +99,7 @@ def run_trial(params: dict[str, Any], context: TrialContext) -> None:
             lease_seconds=context.lease_seconds,
             model_id=context.model_id,
         ),
+        landed=lambda s: trial_begun(s, worker_id=worker_id),
     )
     if job_id is None:
         logger.info("trial %s: sweep %d is no longer running; not starting", trial_id, context.sweep_id)
@@ -106,10 +112,9 @@ class _TrialRun:
         self.database = database
         self.job_id = job_id
         self.worker_id = worker_id
-        # No waiting out an outage: the trial fails and Tune retries it (FailureConfig).
-        self.recorder = JobRecorder(
-            database, job_id, worker_id=worker_id, lease_seconds=lease_seconds, write=database.once
-        )
+        # Every write waits out a database outage, as the job worker's do: failing the trial instead would cost a
+        # retry of its whole training (or the trial, once Tune's retries are used up) for a blip of the network.
+        self.recorder = JobRecorder(database, job_id, worker_id=worker_id, lease_seconds=lease_seconds)
         self.episodes_total = 0
 
     def run(self, config_dict: dict[str, Any]) -> None:
@@ -118,7 +123,7 @@ class _TrialRun:
             config = load_job_config(config_dict)
         except ValueError as exc:
             error = str(exc)
-            self.database.call(lambda s: jobs.fail_job(s, job_id, worker_id=worker_id, error=error))
+            self._end("failed", lambda s: jobs.fail_job(s, job_id, worker_id=worker_id, error=error))
             return
         try:
             with self.recorder:
@@ -143,19 +148,20 @@ class _TrialRun:
             # ends here with the reason on its job instead of going back to Tune.
             logger.exception("job %d: training failed", job_id)
             error = one_line(exc)
-            self.database.call(lambda s: jobs.fail_job(s, job_id, worker_id=worker_id, error=error))
+            self._end("failed", lambda s: jobs.fail_job(s, job_id, worker_id=worker_id, error=error))
             return
         if self.recorder.outcome != "finished":
-            self.database.call(lambda s: jobs.cancel_running_job(s, job_id, worker_id=worker_id))
+            self._end("cancelled", lambda s: jobs.cancel_running_job(s, job_id, worker_id=worker_id))
             return
         heldout = heldout_evaluation(result.actor_bytes, config)
-        self.database.call(
+        self.database.retrying(  # safe to repeat: it sets the same two numbers
+            f"job {job_id}: recording its held-out return",
             lambda s: record_heldout(
                 s, job_id, worker_id=worker_id, mean_return=heldout.mean_return, std_return=heldout.std_return
             ),
         )
         weights = result.actor_bytes
-        job = self.database.call(lambda s: jobs.complete_job(s, job_id, worker_id=worker_id, weights=weights))
+        job = self._end("succeeded", lambda s: jobs.complete_job(s, job_id, worker_id=worker_id, weights=weights))
         final_eval = result.evaluations[-1].mean_return if result.evaluations else None
         # The job is complete before Tune hears of it, so the runner never sees a finished trial still running.
         tune.report(
@@ -166,6 +172,15 @@ class _TrialRun:
                 "job_id": job_id,
                 "policy_id": job.policy_id,
             }
+        )
+
+    def _end(self, status: str, write: Callable[[Session], Job]) -> Job:
+        job_id, worker_id = self.job_id, self.worker_id
+        self.recorder.ending()
+        return self.database.retrying(
+            f"job {job_id}: marking it {status}",
+            write,
+            landed=lambda s: job_ended_landed(s, job_id, worker_id=worker_id, status=status),
         )
 
     def _report_progress(self, _episode: EpisodeRecord, evaluation: EvaluationRecord | None) -> None:

@@ -2,7 +2,8 @@
 
 A trial writes its own job while it runs and completes it before its final report. The callback covers the ends
 Tune decides on the driver: ASHA stopping a trial (its job is cancelled with the reason), a retry after its
-process or node died (the job says so), and a trial whose retries are used up (failed, with Tune's reason).
+process or node died (the job says so), and a trial whose retries are used up (failed, with Tune's reason). Its
+writes go through the runner's `session_call`, which waits out a database outage.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from models.errors import one_line
 from store import sweeps
+from trainer.claim_loop import DatabaseGoneError
 from trainer.sweeps.tune_space import PROGRESS, TIME_ATTR
 
 logger = logging.getLogger(__name__)
@@ -83,7 +85,7 @@ class TrialJobs(tune.Callback):  # type: ignore[misc]
                     s, self._sweep_id, trial.trial_id, runner_id=self._runner_id, reason=reason
                 )
             )
-        except sweeps.SweepLeaseLostError as exc:
+        except (sweeps.SweepLeaseLostError, DatabaseGoneError) as exc:
             logger.warning("sweep %d: %s", self._sweep_id, exc)
 
     def _end(self, trial: Trial, status: str, reason: str) -> None:
@@ -93,7 +95,8 @@ class TrialJobs(tune.Callback):  # type: ignore[misc]
                     s, self._sweep_id, trial.trial_id, runner_id=self._runner_id, status=status, reason=reason
                 )
             )
-        except sweeps.SweepLeaseLostError as exc:
+        except (sweeps.SweepLeaseLostError, DatabaseGoneError) as exc:
+            # Lost lease: the sweep is another runner's now. Database gone while stopping: it ends with the runner.
             logger.warning("sweep %d: %s", self._sweep_id, exc)
             return
         if ended:

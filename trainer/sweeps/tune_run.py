@@ -1,4 +1,5 @@
-"""One sweep on Ray Tune: connect to Ray, build the Tuner from the sweep's row, and fit.
+"""One sweep on Ray Tune: build the Tuner from the sweep's row, and fit (on the Ray trainer.sweeps.ray_connection
+connected to).
 
 Imported by the runner only when it has claimed a sweep, so an idle runner (the embedded one of `make run`) never
 loads Ray, Tune or torch.
@@ -13,7 +14,6 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import ray
 from ray import tune
 from sqlalchemy.orm import Session
 
@@ -36,19 +36,6 @@ logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERRO
 SessionCall = Callable[[Callable[[Session], Any]], Any]
 
 
-def connect_ray(options: RunnerOptions) -> None:
-    """The cluster at --ray-address / RAY_ADDRESS, else a local Ray of --num-cpus (once per process)."""
-    configure_tune()
-    if ray.is_initialized():
-        return
-    if options.ray_address:
-        logger.info("connecting to the Ray cluster at %s", options.ray_address)
-        ray.init(address=options.ray_address, logging_level=logging.WARNING, log_to_driver=False)
-    else:
-        logger.info("starting a local Ray (%s CPUs)", options.num_cpus or "all")
-        ray.init(num_cpus=options.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
-
-
 def configure_tune() -> None:
     """Tune's settings for every sweep of this process (Tune reads them when a run starts; an operator's win).
 
@@ -68,6 +55,7 @@ def run_tune(
     stop: threading.Event,
 ) -> None:
     """Run the sweep's trials on Tune until they end or an event is set (cancelled, or the runner stopping)."""
+    configure_tune()
     base = dict(sweep.base)
     preset = str(base.pop("preset", "default"))
     model_id, env_id = session_call(lambda s: _model(s, sweep.model))
