@@ -87,14 +87,19 @@ def test_a_child_that_keeps_dying_is_left_down_after_the_bounded_restarts(
 
 
 def test_every_child_is_asked_to_stop_at_once_and_a_stubborn_one_is_killed(
-    states: ChildStatesFile, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    states: ChildStatesFile, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(supervisor, "STOP_TIMEOUT_SECONDS", 1.0)
-    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+    # Each child touches the file named by its argument once its SIGTERM handler is in place.
+    ready = "; open(sys.argv[1], 'w').close(); time.sleep(600)"
+    polite = SLEEPER.replace("; time.sleep(600)", ready)
+    stubborn = "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN)" + ready
+    markers = [tmp_path / "a.ready", tmp_path / "b.ready"]
     children = EmbeddedChildren(states)
-    children.start("a", [sys.executable, "-c", SLEEPER], dict(os.environ), "-")
-    children.start("b", [sys.executable, "-c", stubborn], dict(os.environ), "-")
-    time.sleep(0.5)  # both have installed their handlers
+    children.start("a", [sys.executable, "-c", polite, str(markers[0])], dict(os.environ), "-")
+    children.start("b", [sys.executable, "-c", stubborn, str(markers[1])], dict(os.environ), "-")
+    _wait(lambda: all(marker.exists() for marker in markers), "both children to install their handlers")
+    caplog.clear()  # only what stopping logs
     with caplog.at_level(logging.INFO, logger="app.infra.supervisor"):
         started = time.monotonic()
         children.stop_all()
