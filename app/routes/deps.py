@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.infra.child_states import ChildStatesFile
@@ -22,7 +24,10 @@ from app.services.policy_files import PolicyFiles
 from app.serving.policy_cache import PolicyCache
 from app.serving.runtime import ActRuntime
 from app.settings import Settings
+from models.errors import one_line
 from models.registry_vocabulary import NAME_MAX_LENGTH
+
+logger = logging.getLogger(__name__)
 
 # auto_error=False: we raise our own 401 in the one error shape. The scheme is documented in OpenAPI on the routes
 # that depend on it, and app.routes.openapi_security takes it out again when no API_KEY is set.
@@ -76,8 +81,16 @@ ReadyDatabaseDep = Annotated[Database, Depends(get_ready_database)]
 
 def get_session(database: ReadyDatabaseDep) -> Iterator[Session]:
     """A session per request (sync: FastAPI runs it and `def` endpoints in its thread pool)."""
-    with database.sessions() as session:
+    session = database.sessions()
+    try:
         yield session
+    finally:
+        try:
+            session.close()
+        except SQLAlchemyError as exc:
+            # The connection broke after the request's own work (a database cut): closing rolls back on a dead
+            # connection. The answer is already decided; a failed clean-up must not turn it into a 500.
+            logger.warning("closing a request's database session failed: %s", one_line(exc))
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
