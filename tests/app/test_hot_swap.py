@@ -18,8 +18,9 @@ from store.policies import promote_policy, register_policy
 from tests.app.factories import free_port, make_policy_bytes
 from tests.app.servers import running, server_env, uvicorn_command, wait_until_ready
 
-# The promise is 1 s (POLICY_REFRESH_SECONDS=0.5 polls); the extra half second keeps a loaded machine from flaking.
-PROPAGATION_ALLOWANCE_SECONDS = 1.5
+# The promise is 1 s (POLICY_REFRESH_SECONDS=0.5 polls); the extra second keeps a loaded machine from flaking (one
+# late answer at 1.5 s was seen with three pytest workers beside this test's two server processes).
+PROPAGATION_ALLOWANCE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
