@@ -149,6 +149,7 @@ class Worker:
                     # The full traceback goes to the log; the job row gets one line a user can act on.
                     logger.exception("job %d: training failed", job_id)
                     error = one_line(exc)  # bound now: `exc` is unset once the except block ends
+                    recorder.ending()
                     if tracking is not None:
                         tracking.ended("failed")
                     self._finish(job_id, "failed", lambda s: jobs.fail_job(s, job_id, worker_id=worker_id, error=error))
@@ -169,6 +170,8 @@ class Worker:
     ) -> None:
         """Write how training ended: cancelled, released (shutting down), or succeeded with its policy."""
         worker_id, outcome = self.options.worker_id, recorder.outcome
+        # No beat after the write that ends the job: it would find the job ended and log a lost lease.
+        recorder.ending()
         if tracking is not None and outcome != "finished":
             tracking.ended("cancelled" if outcome == "cancelled" else "failed")
         if outcome == "cancelled":

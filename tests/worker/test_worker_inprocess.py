@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import store.db
 import trainer.claim_loop
+import trainer.worker
 from store import jobs, policies
 from store.tables import Job, utcnow
 from tests.worker.fake_training import make_fake_train
@@ -173,3 +174,25 @@ def test_a_worker_that_lost_its_lease_abandons_the_job_without_overwriting_it(
     assert job.status == "failed" and job.error is not None and "stopped heartbeating" in job.error
     assert job.episodes_done == 2 and job.policy_id is None
     assert _job(sessions, following).status == "succeeded"
+
+
+def test_a_finished_job_never_reports_a_lost_lease(
+    database_url: str,
+    sessions: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Beats every 50 ms, and a slow step after the job's ending write: a heartbeat still running then would find the
+    # job no longer running and log a lost lease for a job that succeeded.
+    read_champion = trainer.worker.champion_model_name
+
+    def slow_read(session: Session, policy_id: int) -> str | None:
+        threading.Event().wait(0.3)
+        return read_champion(session, policy_id)
+
+    monkeypatch.setattr(trainer.worker, "champion_model_name", slow_read)
+    job_id = _enqueue(sessions, {"episodes": 2})
+    with caplog.at_level("WARNING", logger="trainer"):
+        assert Worker(_options(database_url, once=True, lease_seconds=0.15), train=make_fake_train()).run() == 0
+    assert _job(sessions, job_id).status == "succeeded"
+    assert not [record.getMessage() for record in caplog.records if record.name == "trainer.heartbeat"]
