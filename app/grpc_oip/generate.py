@@ -1,8 +1,12 @@
 """Regenerate app/grpc_oip/generated/*_pb2*.py(i) from the .proto beside them: `python -m app.grpc_oip.generate`.
 
-Needs grpcio-tools (the `test` extra). The generated modules are committed, so serving never needs it. protoc
-writes `import grpc_predict_v2_pb2` in the gRPC module; it is rewritten as a relative import so the modules work
-as a package.
+Needs grpcio-tools (the `test` extra). The generated modules are committed, so serving never needs it. Two edits
+follow protoc:
+- the gRPC module's `import grpc_predict_v2_pb2` becomes a relative import, so the modules work as a package;
+- the messages go into a descriptor pool of their own instead of protobuf's default one. Every copy of this protocol
+  (tritonclient's, KServe's) declares the same `inference.*` names, and two of them in one default pool refuse to
+  load ("duplicate symbol"), so a process that imports the service and such a client (a test, an embedding
+  application) would fail. The wire format does not depend on the pool.
 """
 
 from __future__ import annotations
@@ -32,10 +36,17 @@ def main() -> int:
     if status != 0:
         logger.error("protoc failed with status %s", status)
         return status
-    grpc_module = GENERATED / "grpc_predict_v2_pb2_grpc.py"
-    text = grpc_module.read_text()
-    grpc_module.write_text(text.replace("import grpc_predict_v2_pb2 as", "from . import grpc_predict_v2_pb2 as"))
+    _edit(GENERATED / "grpc_predict_v2_pb2_grpc.py", "import grpc_predict_v2_pb2 as", "from . import grpc_predict_v2_pb2 as")
+    _edit(GENERATED / "grpc_predict_v2_pb2.py", "_descriptor_pool.Default().AddSerializedFile(", "_POOL.AddSerializedFile(")
+    _edit(GENERATED / "grpc_predict_v2_pb2.py", "\nDESCRIPTOR = ", "\n_POOL = _descriptor_pool.DescriptorPool()\nDESCRIPTOR = ")
     return 0
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    if text.count(old) != 1:
+        raise RuntimeError(f"{path.name}: expected {old!r} once in protoc's output; has its output changed?")
+    path.write_text(text.replace(old, new))
 
 
 if __name__ == "__main__":
