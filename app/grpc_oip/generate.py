@@ -36,9 +36,21 @@ def main() -> int:
     if status != 0:
         logger.error("protoc failed with status %s", status)
         return status
-    _edit(GENERATED / "grpc_predict_v2_pb2_grpc.py", "import grpc_predict_v2_pb2 as", "from . import grpc_predict_v2_pb2 as")
-    _edit(GENERATED / "grpc_predict_v2_pb2.py", "_descriptor_pool.Default().AddSerializedFile(", "_POOL.AddSerializedFile(")
-    _edit(GENERATED / "grpc_predict_v2_pb2.py", "\nDESCRIPTOR = ", "\n_POOL = _descriptor_pool.DescriptorPool()\nDESCRIPTOR = ")
+    _edit(
+        GENERATED / "grpc_predict_v2_pb2_grpc.py",
+        "import grpc_predict_v2_pb2 as",
+        "from . import grpc_predict_v2_pb2 as",
+    )
+    _edit(
+        GENERATED / "grpc_predict_v2_pb2.py",
+        "_descriptor_pool.Default().AddSerializedFile(",
+        "_POOL.AddSerializedFile(",
+    )
+    _edit(
+        GENERATED / "grpc_predict_v2_pb2.py",
+        "\nDESCRIPTOR = ",
+        "\n_POOL = _descriptor_pool.DescriptorPool()\nDESCRIPTOR = ",
+    )
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,9 +80,7 @@ def stub(service: Service) -> Iterator[service_pb2_grpc.GRPCInferenceServiceStub
 
 
 def http_actions(service: Service, observations: np.ndarray) -> np.ndarray:
-    response = httpx.post(
-        f"{service.http}/act", json={"observations": observations.tolist()}, headers=AUTH, timeout=10
-    )
+    response = httpx.post(f"{service.http}/act", json={"observations": observations.tolist()}, headers=AUTH, timeout=10)
     assert response.status_code == 200, response.text
     return np.array(response.json()["actions"], dtype=np.float32)
 
@@ -100,9 +98,10 @@ def contents_request(values: list[float], shape: list[int], model: str = "defaul
     return request
 
 
-def grpc_error(call: object) -> triton.InferenceServerException:
+def grpc_error(call: Callable[..., object], *args: object, **kwargs: object) -> triton.InferenceServerException:
+    """The exception `call(*args, **kwargs)` raises (it must raise)."""
     with pytest.raises(triton.InferenceServerException) as caught:
-        call()  # type: ignore[operator]
+        call(*args, **kwargs)
     return caught.value
 
 
@@ -173,7 +172,7 @@ def test_bad_tensors_are_invalid_argument_naming_the_field(
     client: triton.InferenceServerClient, stub: service_pb2_grpc.GRPCInferenceServiceStub
 ) -> None:
     def infer(*inputs: triton.InferInput, outputs: list[triton.InferRequestedOutput] | None = None) -> str:
-        error = grpc_error(lambda: client.infer("default", list(inputs), outputs=outputs, headers=AUTH))
+        error = grpc_error(client.infer, "default", list(inputs), outputs=outputs, headers=AUTH)
         assert error.status() == "StatusCode.INVALID_ARGUMENT", error
         return str(error.message())
 
@@ -215,19 +214,18 @@ def test_bad_tensors_are_invalid_argument_naming_the_field(
 
 def test_unknown_models_and_versions_are_not_found(client: triton.InferenceServerClient) -> None:
     for model, version in [("boat", ""), ("pendulum", "999"), ("default", "7"), ("1", "2")]:
-        for call in (
-            lambda: client.infer(model, [observation_input(OBSERVATIONS)], model_version=version, headers=AUTH),
-            lambda: client.get_model_metadata(model, version),
-            lambda: client.is_model_ready(model, version),
+        for error in (
+            grpc_error(client.infer, model, [observation_input(OBSERVATIONS)], model_version=version, headers=AUTH),
+            grpc_error(client.get_model_metadata, model, version),
+            grpc_error(client.is_model_ready, model, version),
         ):
-            error = grpc_error(call)
             assert error.status() == "StatusCode.NOT_FOUND", (model, version, error)
             assert repr(model) in str(error.message()) or model in str(error.message())
 
 
 def test_inference_needs_the_act_key(client: triton.InferenceServerClient) -> None:
     for headers in (None, {"authorization": "Bearer wrong"}, {"authorization": ACT_KEY}):
-        error = grpc_error(lambda: client.infer("default", [observation_input(OBSERVATIONS)], headers=headers))
+        error = grpc_error(client.infer, "default", [observation_input(OBSERVATIONS)], headers=headers)
         assert error.status() == "StatusCode.UNAUTHENTICATED", error
         assert "Authorization: Bearer <key>" in str(error.message())
     # Metadata and readiness need no key, as over HTTP.
@@ -236,7 +234,7 @@ def test_inference_needs_the_act_key(client: triton.InferenceServerClient) -> No
 
 def test_grpc_calls_are_in_the_request_metrics(client: triton.InferenceServerClient, service: Service) -> None:
     client.infer("default", [observation_input(OBSERVATIONS)], headers=AUTH)
-    grpc_error(lambda: client.infer("default", [observation_input(OBSERVATIONS)]))
+    grpc_error(client.infer, "default", [observation_input(OBSERVATIONS)])
     text = httpx.get(f"{service.http}/metrics").text
     route = 'route="/inference.GRPCInferenceService/ModelInfer"'
     assert f'http_requests_total{{method="GRPC",{route},status="200"}}' in text
@@ -252,10 +250,10 @@ def test_without_a_policy_inference_is_unavailable(make_api: ApiFactory) -> None
         assert client.is_server_live()
         assert not client.is_server_ready()
         assert not client.is_model_ready("default")
-        error = grpc_error(lambda: client.infer("default", [observation_input(OBSERVATIONS)]))
+        error = grpc_error(client.infer, "default", [observation_input(OBSERVATIONS)])
         assert error.status() == "StatusCode.UNAVAILABLE", error
         assert "no policy is loaded yet" in str(error.message())
-        assert grpc_error(lambda: client.get_model_metadata("default")).status() == "StatusCode.UNAVAILABLE"
+        assert grpc_error(client.get_model_metadata, "default").status() == "StatusCode.UNAVAILABLE"
 
 
 def test_generated_modules_match_the_proto(tmp_path: Path) -> None:
