@@ -50,7 +50,9 @@ async def serving_grpc(
             ("grpc.max_receive_message_length", max_message_bytes),
         ]
     )
-    add_GRPCInferenceServiceServicer_to_server(InferenceService(runtime, server_ready, version), server)
+    service = InferenceService(runtime, server_ready, version)
+    # The generated registration function is untyped.
+    add_GRPCInferenceServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         server.add_insecure_port(address)
