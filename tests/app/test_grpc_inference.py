@@ -8,6 +8,7 @@ tritonclient never sends: it sends raw bytes) go through Triton's generated stub
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -19,10 +20,12 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+from pydantic import ValidationError
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from app.grpc_oip.server import GrpcPortError
 from models.policy import NumpyActor
-from tests.app.conftest import ApiFactory
+from tests.app.conftest import ApiFactory, SettingsFactory
 from tests.app.factories import free_port, make_policy_bytes
 from tests.app.servers import REPO, running, server_env, wait_until_ready
 
@@ -269,3 +272,23 @@ def test_generated_modules_match_the_proto(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", code, str(copy)], cwd=REPO, check=True)
     for name in ("grpc_predict_v2_pb2.py", "grpc_predict_v2_pb2.pyi", "grpc_predict_v2_pb2_grpc.py"):
         assert (copy / name).read_text() == (generated / name).read_text(), name
+
+
+def test_a_taken_grpc_port_stops_start_up_naming_it(make_api: ApiFactory) -> None:
+    with socket.socket() as taken:  # a plain listener (no SO_REUSEPORT): gRPC cannot share its port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(GrpcPortError, match=f"GRPC_PORT: cannot listen on 127.0.0.1:{port}"):
+            make_api(grpc_port=port)
+
+
+def test_grpc_port_settings(make_settings: SettingsFactory) -> None:
+    assert make_settings().grpc_port is None  # off unless asked for
+    assert make_settings(grpc_port="").grpc_port is None  # compose's `GRPC_PORT=${GRPC_PORT:-}`
+    assert make_settings(grpc_port=8001).grpc_port == 8001
+    for bad in (0, 70000):
+        with pytest.raises(ValidationError, match="grpc_port"):
+            make_settings(grpc_port=bad)
+    with pytest.raises(ValidationError, match="GRPC_PORT 8000 is PORT too"):
+        make_settings(port=8000, grpc_port=8000)
