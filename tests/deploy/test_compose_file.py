@@ -41,8 +41,9 @@ def test_services_and_their_wiring() -> None:
 
 
 def _host_and_target(port: str | dict[str, object]) -> tuple[str, int]:
-    """A published port's host address and container port: `docker-compose config` writes the long form."""
+    """A published port's host address and container port, from the short form (`127.0.0.1:8001:8001`, to which
+    `docker-compose config` adds `/tcp`) or the long one (a mapping)."""
     if isinstance(port, dict):
         return str(port.get("host_ip") or "0.0.0.0"), int(str(port["target"]))
-    parts = port.split(":")
+    parts = port.split("/")[0].split(":")
     return (parts[0] if len(parts) == 3 else "0.0.0.0"), int(parts[-1])
