@@ -143,7 +143,7 @@ class InferenceService:
         """`observation` [n, obs_dim] FP32 in (contents or raw), `action` [n, act_dim] FP32 out (the same way)."""
         runtime = self.runtime
         check_inference_authorization(_authorization(context), runtime)
-        loaded = await self._model(request.model_name, request.model_version)
+        loaded = await self._model(request.model_name, request.model_version, "model_name")
         observations, raw = self._observations(request, loaded)
         for output in request.outputs:
             check_output_name(output.name)
@@ -158,9 +158,9 @@ class InferenceService:
             tensor.contents.fp32_contents.extend(actions.reshape(-1).tolist())
         return response
 
-    async def _model(self, name: str, version: str) -> LoadedPolicy:
+    async def _model(self, name: str, version: str, field: str = "name") -> LoadedPolicy:
         if not name:
-            raise ProtocolError(400, "name: a model name is required (a model, 'default' or a policy id)")
+            raise ProtocolError(400, f"{field}: a model name is required (a model, 'default' or a policy id)")
         # proto3 strings cannot be absent: an empty version is the protocol's "the server chooses".
         return await resolve_model(self.runtime.cache, name, version or None)
 
