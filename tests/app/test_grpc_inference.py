@@ -272,7 +272,7 @@ def test_grpc_calls_are_in_the_request_metrics(client: triton.InferenceServerCli
     eventually(lambda: all(line in httpx.get(f"{service.http}/metrics").text for line in expected))
     text = httpx.get(f"{service.http}/metrics").text
     for line in expected:
-        assert line in text
+        assert line in text, [seen for seen in text.splitlines() if "GRPC" in seen]
 
 
 def test_without_a_policy_inference_is_unavailable(make_api: ApiFactory) -> None:
