@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from app.grpc_oip.server import GrpcPortError
+from app.serving.runtime import NO_POLICY_RETRY_AFTER_SECONDS
 from models.policy import NumpyActor
 from tests.app.conftest import ApiFactory, SettingsFactory
 from tests.app.factories import free_port, make_policy_bytes
@@ -287,6 +288,11 @@ def test_without_a_policy_inference_is_unavailable(make_api: ApiFactory) -> None
         assert error.status() == "StatusCode.UNAVAILABLE", error
         assert "no policy is loaded yet" in str(error.message())
         assert grpc_error(client.get_model_metadata, "default").status() == "StatusCode.UNAVAILABLE"
+    # As HTTP's Retry-After: when to ask again, in the trailing metadata.
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError) as caught:
+        service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(contents_request([0.1, 0.2, 0.3], [1, 3]))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert ("retry-after", str(NO_POLICY_RETRY_AFTER_SECONDS)) in tuple(caught.value.trailing_metadata())
 
 
 def test_generated_modules_match_the_proto(tmp_path: Path) -> None:
