@@ -1,6 +1,8 @@
 """Regenerate app/grpc_oip/generated/*_pb2*.py(i) from the .proto beside them: `python -m app.grpc_oip.generate`.
 
-Needs grpcio-tools (the `test` extra). The generated modules are committed, so serving never needs it. Two edits
+Needs grpcio-tools (the `test` extra). The generated modules are committed, so serving never needs it; they require
+grpcio and protobuf at least as new as the grpcio-tools that made them (the floors in pyproject.toml: raise them when
+regenerating with a newer one). Two edits
 follow protoc:
 - the gRPC module's `import grpc_predict_v2_pb2` becomes a relative import, so the modules work as a package;
 - the messages go into a descriptor pool of their own instead of protobuf's default one. Every copy of this protocol
