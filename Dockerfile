@@ -52,7 +52,8 @@ ENV HOST=0.0.0.0 \
     PORT=8000 \
     EMBEDDED_WORKER=false
 USER 10001:10001
-EXPOSE 8000
+# 8001: the Open Inference Protocol over gRPC, when GRPC_PORT=8001 (docker compose sets it).
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
 CMD ["python", "-m", "app"]

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from app.grpc_oip.server import serving_grpc
 from app.infra.control_threads import ControlThreads
 from app.infra.database import Database, redacted
 from app.infra.metrics import Metrics
@@ -124,7 +125,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.policy_cache = cache
     app.state.policy_files = PolicyFiles()
-    app.state.act_runtime = ActRuntime(cache, metrics, settings.max_batch, settings.act_api_key, routing)
+    app.state.act_runtime = runtime = ActRuntime(cache, metrics, settings.max_batch, settings.act_api_key, routing)
     logger.info("API starting on database %s", redacted(settings.database_url))
 
     background: list[asyncio.Task[None]] = []
@@ -149,7 +150,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if metrics.snapshots is not None:
             background.append(asyncio.create_task(_publish_metrics(metrics), name="metrics-snapshots"))
         freeze_startup_objects()
-        async with running_refresher(cache, settings.policy_refresh_seconds):
+        grpc_server = serving_grpc(
+            host=settings.host,
+            port=settings.grpc_port,
+            runtime=runtime,
+            # As GET /v2/health/ready: the database is prepared and a default policy is loaded.
+            server_ready=lambda: database.prepared.is_set() and cache.default is not None,
+            version=app.version,
+            max_message_bytes=settings.max_body_bytes,
+        )
+        async with running_refresher(cache, settings.policy_refresh_seconds), grpc_server:
             yield
     finally:
         for task in background:

@@ -17,6 +17,12 @@ class Settings(ProcessSettings):
     host: str = Field("127.0.0.1", description="Address `python -m app` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `python -m app` listens on.")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes started by `python -m app`.")
+    grpc_port: Annotated[int | None, BLANK_IS_UNSET] = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="When set, the Open Inference Protocol over gRPC listens on HOST:GRPC_PORT too (every worker).",
+    )
     # Empty (docker compose's `API_KEY=${API_KEY:-}`) means no auth, not the key ''.
     api_key: Annotated[SecretStr | None, BLANK_IS_UNSET] = Field(
         None, description="When set, POST /train, cancel and promote need `Authorization: Bearer <key>`."
@@ -89,4 +95,10 @@ class Settings(ProcessSettings):
     def _check_policy_file(self) -> Settings:
         if self.policy_file is not None and not self.policy_file.is_file():
             raise ValueError(f"POLICY_FILE {str(self.policy_file)!r} is not a file")
+        return self
+
+    @model_validator(mode="after")
+    def _check_grpc_port(self) -> Settings:
+        if self.grpc_port is not None and self.grpc_port == self.port:
+            raise ValueError(f"GRPC_PORT {self.grpc_port} is PORT too: gRPC needs a port of its own")
         return self

@@ -20,6 +20,9 @@ use hits every scenario alike):
   gives the comparison p99.
 - `POST /act` under a shadow rollout at 100%, and a control loop's step over `WS /act/stream` against the same
   loop over HTTP keep-alive (bench/rollout_bench.py).
+- The Open Inference Protocol over HTTP (JSON) and over gRPC (ModelInfer, raw contents), one observation and a
+  batch of 256; and the stream's closed loop with JSON text frames against msgpack binary frames
+  (bench/protocol_bench.py).
 
 Numbers are printed, never asserted. The load generator shares the machine with the server, so these are
 lower bounds on what the server does with the machine to itself.
@@ -47,6 +50,7 @@ if str(REPO) not in sys.path:  # `python bench/serve_bench.py` from the reposito
 
 from bench.http_connection import HttpConnection  # noqa: E402
 from bench.load import WRK_SCRIPT, Run, median_run, python_load, run_wrk  # noqa: E402
+from bench.protocol_bench import ProtocolRuns, measure_protocols, report_protocols  # noqa: E402
 from bench.rollout_bench import closed_loops, measure_shadow, report_rollouts  # noqa: E402
 from bench.service import free_port, http, seed_database, service  # noqa: E402
 from models.policy import NumpyActor  # noqa: E402
@@ -203,6 +207,8 @@ class WorkerResults:
     # (plain /act, /act under a shadow rollout, its record) and (HTTP keep-alive loop, stream loop).
     shadow: tuple[Run, Run, dict[str, object]] | None = None
     loops: tuple[Run, Run] | None = None
+    # HTTP V2 and gRPC inference, and the stream's JSON and msgpack frames (bench/protocol_bench.py).
+    protocols: ProtocolRuns | None = None
 
 
 @dataclass
@@ -269,14 +275,22 @@ def main() -> int:
             actors = seed_database(data_dir, args.hidden_size)
             log_path = workdir / f"service-{workers}.log"
             print(f"# {workers} worker(s): measuring ...", file=sys.stderr, flush=True)
-            with service(data_dir, free_port(), workers, log_path) as base_url:
+            grpc_port = free_port()
+            with service(data_dir, free_port(), workers, log_path, grpc_port=grpc_port) as base_url:
                 idle = measure_idle(bench, base_url)
                 training, job = (None, {}) if workers > 1 or args.no_training else measure_training(bench, base_url)
                 promotions = measure_promotions(bench, base_url, actors)
                 load_act = lambda: bench.load(base_url, "/act", 1)  # noqa: E731
                 shadow = measure_shadow(load_act, base_url, max(actors), args.rounds)
                 loops = closed_loops(base_url, args.duration, args.rounds)
-            results[workers] = WorkerResults(idle, promotions, training, job, shadow, loops)
+                protocols = measure_protocols(
+                    base_url,
+                    f"127.0.0.1:{grpc_port}",
+                    seconds=args.duration,
+                    rounds=args.rounds,
+                    connections=args.connections,
+                )
+            results[workers] = WorkerResults(idle, promotions, training, job, shadow, loops, protocols)
     finally:
         if args.keep:
             print(f"# kept {workdir}", file=sys.stderr)
@@ -357,6 +371,7 @@ def report(
                 )
             )
         report_rollouts(workers, entry.shadow, entry.loops, row, checks)
+        report_protocols(workers, entry.protocols, row)
         promotions = entry.promotions
         during = promotions.during
         row(workers, "POST /act, Python generator (checks every answer)", promotions.idle)

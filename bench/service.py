@@ -68,8 +68,9 @@ def http(method: str, url: str, body: dict[str, object] | None = None, timeout: 
 
 
 @contextlib.contextmanager
-def service(data_dir: Path, port: int, workers: int, log_path: Path) -> Iterator[str]:
-    """`python -m app` as a user starts it (plus the benchmark endpoint); its base URL once /readyz is 200."""
+def service(data_dir: Path, port: int, workers: int, log_path: Path, *, grpc_port: int | None = None) -> Iterator[str]:
+    """`python -m app` as a user starts it (plus the benchmark endpoint, and gRPC inference on `grpc_port` when
+    given); its base URL once /readyz is 200."""
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "API_KEY", "ACT_API_KEY", "POLICY_FILE"}}
     env.update(
         DATA_DIR=str(data_dir),
@@ -81,6 +82,8 @@ def service(data_dir: Path, port: int, workers: int, log_path: Path) -> Iterator
         LOG_LEVEL="WARNING",
         POLICY_REFRESH_SECONDS="0.5",
     )
+    if grpc_port is not None:
+        env["GRPC_PORT"] = str(grpc_port)
     base_url = f"http://127.0.0.1:{port}"
     with log_path.open("ab") as log:
         process = subprocess.Popen(

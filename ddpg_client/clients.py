@@ -20,7 +20,7 @@ from ddpg_client import protocol
 from ddpg_client.protocol import DEFAULT_TIMEOUT_SECONDS, Operation, Request, Sleep, default_headers
 
 if TYPE_CHECKING:  # websockets is imported when a stream is opened, so plain HTTP use never needs it
-    from ddpg_client.stream import ActStream, AsyncActStream
+    from ddpg_client.stream import ActStream, AsyncActStream, StreamEncoding
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -117,11 +117,14 @@ class PolicyClient(ServiceCalls):
     def close(self) -> None:
         self._http.close()
 
-    def stream(self, model: str | None = None) -> ActStream:
-        """A control-loop session over `WS /act/stream` (this client's key and headers): `with client.stream():`."""
+    def stream(self, model: str | None = None, *, encoding: StreamEncoding = "json") -> ActStream:
+        """A control-loop session over `WS /act/stream` (this client's key and headers): `with client.stream():`.
+        `encoding="msgpack"`: binary frames instead of JSON text."""
         from ddpg_client.stream import ActStream
 
-        return ActStream(self.base_url, model=model, headers=self._http.headers, timeout=self._timeout)
+        return ActStream(
+            self.base_url, model=model, headers=self._http.headers, timeout=self._timeout, encoding=encoding
+        )
 
     def _run(self, operation: Operation[T]) -> T:
         """Carry out the operation's effects in order and return its result."""
@@ -170,11 +173,14 @@ class AsyncPolicyClient(ServiceCalls):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def stream(self, model: str | None = None) -> AsyncActStream:
-        """A control-loop session over `WS /act/stream`: `async with client.stream() as stream:`."""
+    def stream(self, model: str | None = None, *, encoding: StreamEncoding = "json") -> AsyncActStream:
+        """A control-loop session over `WS /act/stream`: `async with client.stream() as stream:`.
+        `encoding="msgpack"`: binary frames instead of JSON text."""
         from ddpg_client.stream import AsyncActStream
 
-        return AsyncActStream(self.base_url, model=model, headers=self._http.headers, timeout=self._timeout)
+        return AsyncActStream(
+            self.base_url, model=model, headers=self._http.headers, timeout=self._timeout, encoding=encoding
+        )
 
     async def _run(self, operation: Operation[T]) -> T:
         """Carry out the operation's effects in order, without blocking the event loop, and return its result."""

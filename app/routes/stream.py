@@ -16,7 +16,7 @@ from app.infra.security import check_bearer
 from app.schemas.act import ActRequest, ActResponse, StreamInfo
 from app.schemas.errors import ErrorResponse, error_responses
 from app.serving.runtime import ActRuntime
-from app.serving.stream import new_session_id, stream_answer
+from app.serving.stream import StreamEncoding, encode, new_session_id, stream_answer
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,11 @@ ended), and each answer is the /act answer, `{"action": [...], "policy_id": N}`,
 with the error body (`{"error": {...}}`, the field named) and the stream goes on. The policy never changes within an
 episode; after `done` the next message starts a new one. With ACT_API_KEY set, the handshake needs
 `Authorization: Bearer <key>`: without it, as for an unknown or invalid `model`, the connection is accepted, sends
-its error body (`unauthorized`, `not_found`, `validation_error`) and closes with code 1008."""
+its error body (`unauthorized`, `not_found`, `validation_error`) and closes with code 1008.
+
+`?encoding=msgpack` chooses binary frames instead: each message and each answer is the same map encoded with
+msgpack, in a binary frame, errors included (a refusal for an invalid query, whose encoding is unknown, stays a JSON
+text frame)."""
 
 # Message schemas, for the OpenAPI page.
 _MESSAGES = {
@@ -49,23 +53,40 @@ POLICY_VIOLATION = 1008
     responses=error_responses(422),
     openapi_extra={"x-websocket-messages": _MESSAGES},
 )
-def stream_info(model: Annotated[str | None, Query(max_length=64)] = None) -> StreamInfo:
+def stream_info(
+    model: Annotated[str | None, Query(max_length=64)] = None,
+    encoding: Annotated[StreamEncoding, Query(description="Frames: JSON text (default) or msgpack binary.")] = (
+        StreamEncoding.JSON
+    ),
+) -> StreamInfo:
     """The control-loop stream is a WebSocket at this path; a plain GET only says how to use it."""
-    path = "/act/stream" if model is None else f"/act/stream?model={model}"
-    return StreamInfo(websocket=path, description=STREAM_DESCRIPTION)
+    query = {"model": model, "encoding": None if encoding is StreamEncoding.JSON else encoding.value}
+    given = "&".join(f"{name}={value}" for name, value in query.items() if value is not None)
+    return StreamInfo(websocket=f"/act/stream?{given}" if given else "/act/stream", description=STREAM_DESCRIPTION)
 
 
 @router.websocket("")
-async def act_stream(websocket: WebSocket, model: Annotated[str | None, Query(max_length=64)] = None) -> None:
+async def act_stream(
+    websocket: WebSocket,
+    model: Annotated[str | None, Query(max_length=64)] = None,
+    encoding: Annotated[StreamEncoding, Query()] = StreamEncoding.JSON,
+) -> None:
     """One session per connection: each message an /act body, each answer the /act answer."""
     runtime: ActRuntime = websocket.app.state.act_runtime
+
+    async def send_answer(answer: bytes) -> None:
+        if encoding is StreamEncoding.JSON:
+            await websocket.send_text(answer.decode())
+        else:
+            await websocket.send_bytes(answer)
+
     if runtime.act_api_key is not None:
         try:
             check_bearer(websocket.headers.get("authorization"), runtime.act_api_key)
         except ApiError as exc:
             # Accepted first: a close before the handshake completes reaches the client as HTTP 403, not as 1008.
             await websocket.accept()
-            await websocket.send_text(error_body(exc.code, exc.message).decode())
+            await send_answer(encode(error_body(exc.code, exc.message), encoding))
             await websocket.close(code=POLICY_VIOLATION, reason="missing or wrong ACT_API_KEY bearer token")
             return
     await websocket.accept()
@@ -73,7 +94,7 @@ async def act_stream(websocket: WebSocket, model: Annotated[str | None, Query(ma
     if model is not None and model not in routing.cache.models:
         message = f"no model named {model!r} (GET /models lists them)"
         details = [{"field": "model", "message": message}]
-        await websocket.send_text(error_body("not_found", f"model: {message}", details).decode())
+        await send_answer(encode(error_body("not_found", f"model: {message}", details), encoding))
         await websocket.close(code=POLICY_VIOLATION, reason="unknown model")
         return
     session = new_session_id()
@@ -86,8 +107,7 @@ async def act_stream(websocket: WebSocket, model: Annotated[str | None, Query(ma
             data = frame.get("bytes")
             if data is None:
                 data = (frame.get("text") or "").encode()
-            answer = await stream_answer(routing, model, session, data, runtime.max_batch)
-            await websocket.send_text(answer.decode())
+            await send_answer(await stream_answer(routing, model, session, data, runtime.max_batch, encoding=encoding))
     except WebSocketDisconnect:
         return
     finally:

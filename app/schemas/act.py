@@ -83,5 +83,7 @@ class ActBatchResponse(BaseModel):
 class StreamInfo(BaseModel):
     """Where and how to open the control-loop stream (a plain GET cannot: it needs a WebSocket upgrade)."""
 
-    websocket: str = Field(description="The stream's path; connect with ws:// (or wss://), `?model=NAME` optional.")
+    websocket: str = Field(
+        description="The stream's path; connect with ws:// (or wss://), `?model=NAME` and `?encoding=msgpack` optional."
+    )
     description: str

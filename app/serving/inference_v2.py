@@ -52,15 +52,18 @@ class InferInput:
 async def model_metadata(request: Request, name: str, version: str | None) -> Response:
     """`{name, versions, platform, inputs, outputs}`, the tensors as `{name, datatype, shape}`."""
     loaded = await resolve_model(runtime_of(request).cache, name, version)
-    return json_response(
-        {
-            "name": name,
-            "versions": [str(loaded.policy_id)],
-            "platform": PLATFORM,
-            "inputs": [{"name": INPUT_NAME, "datatype": DATATYPE, "shape": [-1, loaded.actor.obs_dim]}],
-            "outputs": [{"name": OUTPUT_NAME, "datatype": DATATYPE, "shape": [-1, loaded.actor.act_dim]}],
-        }
-    )
+    return json_response(metadata_content(name, loaded))
+
+
+def metadata_content(name: str, loaded: LoadedPolicy) -> dict[str, Any]:
+    """A model's metadata as the protocol spells it (the same fields over HTTP and gRPC)."""
+    return {
+        "name": name,
+        "versions": [str(loaded.policy_id)],
+        "platform": PLATFORM,
+        "inputs": [{"name": INPUT_NAME, "datatype": DATATYPE, "shape": [-1, loaded.actor.obs_dim]}],
+        "outputs": [{"name": OUTPUT_NAME, "datatype": DATATYPE, "shape": [-1, loaded.actor.act_dim]}],
+    }
 
 
 async def model_ready(request: Request, name: str, version: str | None) -> Response:
@@ -96,35 +99,66 @@ def parse_infer(body: bytes, header_length: str | None, loaded: LoadedPolicy, ma
     if type(inputs) is not list or len(inputs) != 1 or type(inputs[0]) is not dict:
         raise ProtocolError(400, f"expected `inputs` with exactly one tensor, {INPUT_NAME!r}")
     tensor: dict[str, Any] = inputs[0]
-    if tensor.get("name") != INPUT_NAME:
-        raise ProtocolError(400, f"unexpected input {tensor.get('name')!r}; this model's input is {INPUT_NAME!r}")
-    if tensor.get("datatype") != DATATYPE:
-        raise ProtocolError(400, f"{_INPUT} must have datatype {DATATYPE}, got {tensor.get('datatype')!r}")
-    shape = tensor.get("shape")
-    if type(shape) is not list or len(shape) != 2 or any(type(d) is not int or d < 0 for d in shape):
-        raise ProtocolError(400, f"{_INPUT} must have shape [n, {loaded.actor.obs_dim}], got {shape!r}")
+    shape = check_input_tensor(tensor.get("name"), tensor.get("datatype"), tensor.get("shape"), loaded)
     count = shape[0] * shape[1]
     parameters = tensor.get("parameters") or {}
     if type(parameters) is not dict:
         raise ProtocolError(400, "input `parameters` must be an object")
     binary_size = parameters.get("binary_data_size")
     if binary_size is not None:
-        if type(binary_size) is not int or binary_size != 4 * count or len(binary_part) != binary_size:
+        if type(binary_size) is not int or binary_size != 4 * count:
             raise ProtocolError(400, f"binary {_INPUT} must be {4 * count} bytes of little-endian FP32")
-        flat: FloatArray = np.frombuffer(binary_part, dtype="<f4").astype(np.float32)
-        check_finite(flat.reshape(shape), INPUT_NAME)  # JSON numbers are checked as they are converted
+        flat = raw_observations(binary_part, shape, f"binary {_INPUT}")
     else:
         if "data" not in tensor:
             raise ProtocolError(400, f"{_INPUT} has no `data`")
         flat = json_tensor(tensor["data"], f"{INPUT_NAME}.data", body).reshape(-1)
-    if flat.size != count:
-        raise ProtocolError(400, f"{_INPUT} has {flat.size} numbers but its shape {shape} needs {count}")
-    observations = flat.reshape(shape)
-    check_observation_batch(observations, loaded.actor.obs_dim, loaded.policy_id, max_batch, _INPUT)
+    observations = checked_observations(flat, shape, loaded, max_batch)
     request_id = payload.get("id")
     if request_id is not None and type(request_id) is not str:
         raise ProtocolError(400, "`id` must be a string")
     return InferInput(observations, _wants_binary(payload), request_id)
+
+
+# ---- the checks every transport of the protocol shares (HTTP here, gRPC in app.grpc_oip) ---------------------
+
+
+def check_input_tensor(name: object, datatype: object, shape: object, loaded: LoadedPolicy) -> list[int]:
+    """The one input tensor's name, datatype and declared shape ([n, obs_dim], checked against the policy later)."""
+    if name != INPUT_NAME:
+        raise ProtocolError(400, f"unexpected input {name!r}; this model's input is {INPUT_NAME!r}")
+    if datatype != DATATYPE:
+        raise ProtocolError(400, f"{_INPUT} must have datatype {DATATYPE}, got {datatype!r}")
+    if type(shape) is not list or len(shape) != 2 or any(type(d) is not int or d < 0 for d in shape):
+        raise ProtocolError(400, f"{_INPUT} must have shape [n, {loaded.actor.obs_dim}], got {shape!r}")
+    return shape
+
+
+def raw_observations(raw: bytes, shape: list[int], what: str) -> FloatArray:
+    """Raw little-endian FP32 bytes of a tensor of `shape` -> its flat values, every one finite; `what` names
+    where the bytes came from in the error."""
+    count = shape[0] * shape[1]
+    if len(raw) != 4 * count:
+        raise ProtocolError(400, f"{what} must be {4 * count} bytes of little-endian FP32")
+    flat: FloatArray = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    check_finite(flat.reshape(shape), INPUT_NAME)  # JSON numbers are checked as they are converted
+    return flat
+
+
+def checked_observations(flat: FloatArray, shape: list[int], loaded: LoadedPolicy, max_batch: int) -> FloatArray:
+    """The flat values as the [n, obs_dim] batch the policy takes: as many as the shape says, within MAX_BATCH."""
+    count = shape[0] * shape[1]
+    if flat.size != count:
+        raise ProtocolError(400, f"{_INPUT} has {flat.size} numbers but its shape {shape} needs {count}")
+    observations = flat.reshape(shape)
+    check_observation_batch(observations, loaded.actor.obs_dim, loaded.policy_id, max_batch, _INPUT)
+    return observations
+
+
+def check_output_name(name: object) -> None:
+    """A requested output must be the model's one output."""
+    if name != OUTPUT_NAME:
+        raise ProtocolError(400, f"unknown output {name!r}; this model's output is {OUTPUT_NAME!r}")
 
 
 def _wants_binary(payload: dict[str, Any]) -> bool:
@@ -137,8 +171,7 @@ def _wants_binary(payload: dict[str, Any]) -> bool:
     if type(outputs) is not list or any(type(o) is not dict for o in outputs):
         raise ProtocolError(400, '`outputs` must be a list of {"name": ...} objects')
     for output in outputs:
-        if output.get("name") != OUTPUT_NAME:
-            raise ProtocolError(400, f"unknown output {output.get('name')!r}; this model's output is {OUTPUT_NAME!r}")
+        check_output_name(output.get("name"))
         output_parameters = output.get("parameters") or {}
         if type(output_parameters) is dict and "binary_data" in output_parameters:
             binary = output_parameters["binary_data"] is True

@@ -160,6 +160,17 @@ def parse_act_body(body: bytes, max_batch: int, *, session: str | None = None, m
             "body: not valid JSON (NaN and Infinity are not JSON numbers)",
             details=[{"field": "body", "message": f"not valid JSON: {exc}", "type": "json_invalid"}],
         ) from None
+    return parse_act_payload(payload, body, max_batch, session=session, model=model)
+
+
+def parse_act_payload(
+    payload: Any, body: bytes, max_batch: int, *, session: str | None = None, model: str | None = None
+) -> ActInput:
+    """The checks of parse_act_body on a decoded body (a binary stream message decodes to the same values).
+
+    `body` is what the payload was decoded from, searched for `true`/`false` before a slow conversion (to_float32);
+    a decoder whose bytes do not spell booleans that way passes b"true", which always looks.
+    """
     if type(payload) is not dict:
         raise field_error("body", "must be a JSON object with `observation` or `observations`")
     # issuperset walks the body's keys (usually one); `keys() - allowed` would build a set and walk every allowed key.

@@ -134,10 +134,15 @@ async def model_ready(request: Request, name: str, version: str | None = None) -
 
 def check_inference_key(request: Request, runtime: ActRuntime) -> None:
     """Inference needs the same key as POST /act (ACT_API_KEY), or it would be a way around it."""
+    check_inference_authorization(request.headers.get("authorization"), runtime)
+
+
+def check_inference_authorization(authorization: str | None, runtime: ActRuntime) -> None:
+    """The `Authorization` value (an HTTP header, gRPC metadata) against ACT_API_KEY, when one is set; 401 if wrong."""
     if runtime.act_api_key is None:
         return
     try:
-        check_bearer(request.headers.get("authorization"), runtime.act_api_key)
+        check_bearer(authorization, runtime.act_api_key)
     except ApiError as exc:
         raise ProtocolError(401, exc.message, dict(exc.headers or {})) from None
 

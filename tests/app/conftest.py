@@ -23,6 +23,7 @@ SETTINGS_ENV = (
     "HOST",
     "PORT",
     "WORKERS",
+    "GRPC_PORT",
     "API_KEY",
     "ACT_API_KEY",
     "POLICY_FILE",

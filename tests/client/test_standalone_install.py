@@ -57,7 +57,7 @@ def test_the_client_installs_alone_into_an_empty_venv(tmp_path: Path) -> None:
     out = _run(python, "-c", "import ddpg_client, episodes; print(ddpg_client.__file__)", cwd=elsewhere)
     assert str(venv) in out
 
-    # The stream extra adds websockets, and only that, for WS /act/stream.
+    # The stream extra adds websockets and msgpack (binary frames), and only those, for WS /act/stream.
     _run(
         python,
         "-m",
@@ -68,5 +68,5 @@ def test_the_client_installs_alone_into_an_empty_venv(tmp_path: Path) -> None:
         f"{source / 'ddpg_client'}[stream]",
         cwd=tmp_path,
     )
-    assert _installed(python, tmp_path) - installed == {"websockets"}
+    assert _installed(python, tmp_path) - installed == {"websockets", "msgpack"}
     _run(python, "-c", "import ddpg_client.stream", cwd=elsewhere)

@@ -70,12 +70,58 @@ def test_act_with_model_session_and_rewards_over_http(server: Server) -> None:
 def test_stream_urls() -> None:
     assert stream_url("http://h:1/", None) == "ws://h:1/act/stream"
     assert stream_url("https://h", "my model") == "wss://h/act/stream?model=my%20model"
+    assert stream_url("http://h", None, "msgpack") == "ws://h/act/stream?encoding=msgpack"
+    assert stream_url("http://h", "car", "msgpack") == "ws://h/act/stream?model=car&encoding=msgpack"
+
+
+def test_a_msgpack_stream_answers_as_a_json_stream(server: Server) -> None:
+    """Binary frames: the same actions, policies and typed errors as JSON frames, step by step."""
+    observations = [OBS, [1.0, 0.0, -3.0], [0.0, 0.0], [-0.5, 0.9, 2.0]]
+    with (
+        PolicyClient(server.url, api_key=API_KEY) as client,
+        client.stream() as json_stream,
+        client.stream(encoding="msgpack") as binary_stream,
+    ):
+        assert binary_stream.encoding == "msgpack"
+        for step, observation in enumerate(observations):
+            reward = None if step == 0 else -1.0
+            if len(observation) != 3:
+                with pytest.raises(ValidationError) as from_json:
+                    json_stream.act(observation, reward=reward)
+                with pytest.raises(ValidationError) as from_binary:
+                    binary_stream.act(observation, reward=reward)
+                assert from_binary.value.details == from_json.value.details
+                assert from_binary.value.details[0]["field"] == "observation"
+                continue
+            assert binary_stream.act(observation, reward=reward) == json_stream.act(observation, reward=reward)
+        done = binary_stream.act(np.array(OBS), reward=-1.0, done=True)
+        assert done == json_stream.act(OBS, reward=-1.0, done=True)
+    with (
+        PolicyClient(server.url) as client,
+        client.stream(model="boat", encoding="msgpack") as stream,
+        pytest.raises(NotFoundError),
+    ):
+        stream.act(OBS)
+    with pytest.raises(ValueError, match="encoding"):
+        PolicyClient(server.url).stream(encoding="xml")  # type: ignore[arg-type]
+
+
+def test_the_async_msgpack_stream(server: Server) -> None:
+    async def loop() -> list[int]:
+        async with AsyncPolicyClient(server.url) as client, client.stream(encoding="msgpack") as stream:
+            ids = [(await stream.act(OBS, reward=None if step == 0 else -1.0)).policy_id for step in range(3)]
+            with pytest.raises(ValidationError):
+                await stream.act([0.0, 0.0], reward=-1.0)
+            ids.append((await stream.act(OBS, reward=-1.0, done=True)).policy_id)
+            return ids
+
+    assert len(set(asyncio.run(loop()))) == 1
 
 
 def test_the_client_package_imports_without_websockets_until_a_stream_opens(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    code = "import sys; sys.modules['websockets'] = None; import ddpg_client; print('ok')"
+    code = "import sys; sys.modules['websockets'] = sys.modules['msgpack'] = None; import ddpg_client; print('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.stdout.strip() == "ok", result.stderr

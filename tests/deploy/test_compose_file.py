@@ -32,6 +32,18 @@ def test_services_and_their_wiring() -> None:
     # The API is published on 8000 and is healthy only when ready (database + policy).
     assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
     assert services["api"]["environment"]["EMBEDDED_WORKER"] == "false"
+    # gRPC inference is on, and published on the host's loopback only.
+    assert services["api"]["environment"]["GRPC_PORT"] == "8001"
+    assert ("127.0.0.1", 8001) in [_host_and_target(port) for port in services["api"]["ports"]]
     # Workers scale with --scale, so none may pin a container name or a host port.
     assert "container_name" not in services["trainer"]
     assert "ports" not in services["trainer"]
+
+
+def _host_and_target(port: str | dict[str, object]) -> tuple[str, int]:
+    """A published port's host address and container port, from the short form (`127.0.0.1:8001:8001`, to which
+    `docker-compose config` adds `/tcp`) or the long one (a mapping)."""
+    if isinstance(port, dict):
+        return str(port.get("host_ip") or "0.0.0.0"), int(str(port["target"]))
+    parts = port.split("/")[0].split(":")
+    return (parts[0] if len(parts) == 3 else "0.0.0.0"), int(parts[-1])

@@ -17,11 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from app.grpc_oip.generated import grpc_predict_v2_pb2 as pb
+from app.grpc_oip.generated.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from tests.deploy.compose import ROOT, load_compose
 
 pytestmark = pytest.mark.slow
@@ -102,10 +105,13 @@ def test_compose_services_run_as_local_processes(fresh_postgres_url: str, tmp_pa
     migrate = _service_process(services["migrate"], fresh_postgres_url, tmp_path, logs[0])
     assert migrate.wait(timeout=120) == 0, logs[0].read_text()
 
-    port = _free_port()
+    port, grpc_port = _free_port(), _free_port()
+    assert services["api"]["environment"]["GRPC_PORT"] == "8001"
     processes = [
-        # Only the published port differs: 8000 may be taken on a shared machine.
-        _service_process(services["api"], fresh_postgres_url, tmp_path, logs[1], PORT=str(port)),
+        # Only the published ports differ: 8000 and 8001 may be taken on a shared machine.
+        _service_process(
+            services["api"], fresh_postgres_url, tmp_path, logs[1], PORT=str(port), GRPC_PORT=str(grpc_port)
+        ),
         _service_process(services["trainer"], fresh_postgres_url, tmp_path, logs[2]),
         _service_process(services["trainer"], fresh_postgres_url, tmp_path, logs[3]),
     ]
@@ -127,6 +133,15 @@ def test_compose_services_run_as_local_processes(fresh_postgres_url: str, tmp_pa
             acted = client.post("/act", json={"observation": [1.0, 0.0, 0.0]})
             assert acted.status_code == 200, acted.text
             assert len(acted.json()["action"]) == 1
+
+            # The compose API serves the Open Inference Protocol over gRPC too, with the same action.
+            with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                request = pb.ModelInferRequest(model_name="default")
+                request.inputs.add(name="observation", datatype="FP32", shape=[1, 3]).contents.fp32_contents.extend(
+                    [1.0, 0.0, 0.0]
+                )
+                answer = GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+            assert list(answer.outputs[0].contents.fp32_contents) == pytest.approx(acted.json()["action"], rel=1e-6)
 
             rewards = client.get(f"{job_path}/rewards").json()
             assert [row["episode"] for row in rewards["episodes"]] == [0, 1, 2]
