@@ -34,6 +34,12 @@ class Settings(ProcessSettings):
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, le=1 << 30, description="Largest request body accepted; bigger ones get 413."
     )
+    max_upload_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        le=1 << 31,
+        description="Largest policy upload (POST /models/{name}/policies) accepted; bigger ones get 413.",
+    )
     policy_refresh_seconds: float = Field(
         0.5, gt=0, le=60, description="How often each API process polls the database for a promoted policy."
     )

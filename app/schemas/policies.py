@@ -26,6 +26,10 @@ class PolicyOut(BaseModel):
     model_id: int | None = Field(None, description="The model this policy is a version of (`id` in GET /models).")
     is_default: bool = Field(description="Whether /act uses this policy when no policy_id is given.")
     meta: dict[str, Any] = Field(description="The weights file's metadata (hidden_size, action bounds, config...).")
+    origin: str = Field(
+        "trained",
+        description="Where the policy comes from: `trained` here, or imported (`sb3:TD3 2.3.2`, `cleanrl`, `onnx`).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -37,7 +41,11 @@ class PolicyOut(BaseModel):
         if not isinstance(info.context, Mapping) or DEFAULT_POLICY_ID not in info.context:
             raise TypeError(f"validating a policies row needs context={{{DEFAULT_POLICY_ID!r}: <id or None>}}")
         is_default = data.id == info.context[DEFAULT_POLICY_ID]
-        return {name: is_default if name == "is_default" else getattr(data, name) for name in cls.model_fields}
+        fields = {name: getattr(data, name) for name in cls.model_fields if name not in ("is_default", "origin")}
+        meta = fields.get("meta")
+        origin = meta.get("origin") if isinstance(meta, Mapping) else None
+        # `ddpg-actor/1` files (every policy trained before the general format) have no origin: they were trained.
+        return {**fields, "is_default": is_default, "origin": origin if isinstance(origin, str) else "trained"}
 
 
 class PolicyList(BaseModel):

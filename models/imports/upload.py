@@ -21,10 +21,11 @@ import numpy as np
 from models.imports.cleanrl import is_cleanrl_state_dict, read_cleanrl_actor, read_tensors
 from models.imports.errors import ImportRefusedError
 from models.imports.mlp import ImportedMlp, ObsNormalization
-from models.imports.native import encode_imported, origin_of
+from models.imports.native import encode_imported
 from models.imports.onnx_graph import read_onnx_actor
 from models.imports.sb3_zip import read_sb3_zip
-from models.weights import FORMAT_TAG, WeightsFormatError, decode_actor, read_header
+from models.policy_format import LEGACY_FORMAT_TAG, POLICY_FORMAT_TAG
+from models.weights import WeightsFormatError, decode_actor, read_header
 
 # Relative tolerance when comparing a file's bounds to the model's: files print bounds in decimal (SB3's `data`).
 BOUNDS_TOLERANCE = 1e-5
@@ -137,7 +138,7 @@ def read_upload(
         own = _own_format(data)
         if own is not None:
             if obs_normalization is not None:
-                raise ImportRefusedError("obs_normalization", f"a {FORMAT_TAG} file carries no normalization")
+                raise ImportRefusedError("obs_normalization", "our own policy files carry their normalization inside")
             check_spaces_of_own(own, spaces)
             return ImportedPolicy(weights=data, origin=own, mlp=None)
         mlp = _cleanrl(data, obs_normalization, max_uncompressed)
@@ -203,7 +204,7 @@ def _cleanrl(data: bytes, obs_normalization: ObsNormalization | None, max_uncomp
         raise ImportRefusedError(
             "file",
             f"holds tensors {names}: neither a CleanRL DDPG/TD3 actor (fc1, fc2, fc_mu, action_scale, action_bias) "
-            f"nor a {FORMAT_TAG} policy",
+            f"nor one of our own policy files ({POLICY_FORMAT_TAG}, {LEGACY_FORMAT_TAG})",
         )
     return read_cleanrl_actor(tensors, obs_normalization=obs_normalization)
 
@@ -215,13 +216,13 @@ def _own_format(data: bytes) -> str | None:
     except WeightsFormatError:
         return None
     meta = header.get("__metadata__")
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_TAG:
+    if not isinstance(meta, dict) or meta.get("format") not in (LEGACY_FORMAT_TAG, POLICY_FORMAT_TAG):
         return None
     try:
         actor = decode_actor(data)
     except WeightsFormatError as exc:
         raise ImportRefusedError("file", str(exc)) from None
-    return origin_of({"config": actor.config})
+    return actor.origin
 
 
 def _is_pickle(data: bytes) -> bool:
