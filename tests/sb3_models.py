@@ -1,6 +1,6 @@
 """Small policies trained elsewhere, for the import tests: Stable-Baselines3 TD3, SAC and PPO (with and without
 VecNormalize) and a CleanRL-shaped actor, each trained in-process on Pendulum for a few hundred steps on small nets,
-then saved as their libraries save them. Trained once per test session (`trained` fixture, imported by the tests
+then saved as their libraries save them. Trained once per test session (`foreign` fixture, imported by the tests
 that use it), because training, even this short, takes seconds.
 
 `Trained.predict` is the library's own deterministic action (`model.predict(obs, deterministic=True)`, after
@@ -160,8 +160,8 @@ def _cleanrl(directory: Path) -> dict[str, Trained]:
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trained]:
-    """Every trained policy by name: td3, sac, ppo, ppo_normalized, cleanrl, cleanrl_torch."""
+def foreign(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trained]:
+    """Every policy trained elsewhere by name: td3, sac, ppo, ppo_normalized, cleanrl, cleanrl_torch."""
     pytest.importorskip("stable_baselines3")
-    directory = tmp_path_factory.mktemp("trained")
+    directory = tmp_path_factory.mktemp("foreign")
     return {**_sb3(directory), **_cleanrl(directory)}

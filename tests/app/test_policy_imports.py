@@ -63,8 +63,8 @@ def pendulum(api: Api) -> Api:
 
 
 @pytest.mark.parametrize("name", IMPORTED)
-def test_an_import_is_served_as_its_library_predicts(pendulum: Api, trained: dict[str, Trained], name: str) -> None:
-    api, item = pendulum, trained[name]
+def test_an_import_is_served_as_its_library_predicts(pendulum: Api, foreign: dict[str, Trained], name: str) -> None:
+    api, item = pendulum, foreign[name]
     response = upload(api, item)
     assert response.status_code == 201, response.text
     body = response.json()
@@ -102,9 +102,9 @@ def test_an_import_is_served_as_its_library_predicts(pendulum: Api, trained: dic
 
 @pytest.mark.parametrize("name", ["td3", "ppo_normalized"])
 def test_an_episode_through_act_returns_what_the_library_s_own_rollout_returns(
-    pendulum: Api, trained: dict[str, Trained], name: str
+    pendulum: Api, foreign: dict[str, Trained], name: str
 ) -> None:
-    api, item = pendulum, trained[name]
+    api, item = pendulum, foreign[name]
     policy_id = imported(api, item)
 
     def episode(action_for: Any) -> float:
@@ -127,10 +127,10 @@ def test_an_episode_through_act_returns_what_the_library_s_own_rollout_returns(
     assert ours == pytest.approx(theirs, rel=1e-5, abs=1e-4)
 
 
-def test_a_canary_of_an_imported_policy_against_a_trained_champion(pendulum: Api, trained: dict[str, Trained]) -> None:
+def test_a_canary_of_an_imported_policy_against_a_trained_champion(pendulum: Api, foreign: dict[str, Trained]) -> None:
     api = pendulum
     champion = api.add_policy(make_policy_bytes(1, eval_mean_return=-150.0), promote="always")
-    challenger = imported(api, trained["td3"], promote="never")
+    challenger = imported(api, foreign["td3"], promote="never")
     assert api.client.get(f"/policies/{champion}").json()["origin"] == "trained"
     response = api.client.put(
         "/models/pendulum/rollout",
@@ -188,10 +188,10 @@ def with_entry(zip_path: Path, name: str, content: bytes) -> bytes:
 
 
 def test_a_zip_whose_policy_pth_would_create_a_file_is_refused_and_nothing_is_created(
-    pendulum: Api, trained: dict[str, Trained], tmp_path: Path
+    pendulum: Api, foreign: dict[str, Trained], tmp_path: Path
 ) -> None:
     target = tmp_path / "created-by-the-upload"
-    content = with_entry(trained["td3"].path, "policy.pth", hostile_state_dict(target))
+    content = with_entry(foreign["td3"].path, "policy.pth", hostile_state_dict(target))
     error = refused(pendulum, upload_bytes(pendulum, content), "file.policy.pth")
     assert "refused, not run" in str(error["message"])
     assert not target.exists()
@@ -225,15 +225,15 @@ def test_discrete_action_and_cnn_sb3_policies_are_refused(pendulum: Api, tmp_pat
     assert "images" in str(error["message"])
 
 
-def test_mismatched_spaces_are_refused_naming_the_mismatch(pendulum: Api, trained: dict[str, Trained]) -> None:
+def test_mismatched_spaces_are_refused_naming_the_mismatch(pendulum: Api, foreign: dict[str, Trained]) -> None:
     api = pendulum
     ensure_model(api, "car", "MountainCarContinuous-v0")
-    response = upload(api, trained["td3"], model="car")
+    response = upload(api, foreign["td3"], model="car")
     assert response.status_code == 422, response.text
     assert response.json()["error"]["message"].startswith("spaces.obs_dim:")
     assert policy_count(api, "car") == 0
     # The right sizes but other action bounds: a CleanRL actor scaled for [-1, 1].
-    content = trained["cleanrl"].path.read_bytes()
+    content = foreign["cleanrl"].path.read_bytes()
     from safetensors.numpy import load, save
 
     tensors = load(content)
@@ -243,9 +243,9 @@ def test_mismatched_spaces_are_refused_naming_the_mismatch(pendulum: Api, traine
 
 
 def test_vec_normalize_pickle_is_refused_with_the_lines_that_export_it(
-    pendulum: Api, trained: dict[str, Trained]
+    pendulum: Api, foreign: dict[str, Trained]
 ) -> None:
-    pkl = trained["ppo_normalized"].extra["pkl"]  # type: ignore[index]
+    pkl = foreign["ppo_normalized"].extra["pkl"]  # type: ignore[index]
     error = refused(pendulum, upload_bytes(pendulum, pkl.read_bytes(), "vec_normalize.pkl"), "file")
     message = str(error["message"])
     assert "pickle" in message and "obs_rms.mean" in message and "obs_normalization" in message
@@ -255,7 +255,7 @@ def test_vec_normalize_pickle_is_refused_with_the_lines_that_export_it(
 
 
 def test_zip_bombs_truncated_archives_and_oversized_uploads_are_refused(
-    make_api: ApiFactory, trained: dict[str, Trained]
+    make_api: ApiFactory, foreign: dict[str, Trained]
 ) -> None:
     api = make_api(max_upload_bytes=256 * 1024)
     ensure_model(api)
@@ -265,7 +265,7 @@ def test_zip_bombs_truncated_archives_and_oversized_uploads_are_refused(
         archive.writestr("policy.pth", b"\0" * (16 * 1024 * 1024))
     error = refused(api, upload_bytes(api, buffer.getvalue()), "file")
     assert "zip bomb" in str(error["message"])
-    content = trained["td3"].path.read_bytes()
+    content = foreign["td3"].path.read_bytes()
     refused(api, upload_bytes(api, content[: len(content) - 200]), "file")
     too_big = upload_bytes(api, b"PK\x03\x04" + b"\0" * (300 * 1024))
     assert too_big.status_code == 413, too_big.text
@@ -273,7 +273,7 @@ def test_zip_bombs_truncated_archives_and_oversized_uploads_are_refused(
     assert api.client.post("/act", content=b"{" + b" " * (5 * 1024 * 1024)).status_code == 413
 
 
-def test_an_onnx_convolution_and_nan_weights_are_refused_by_name(pendulum: Api, trained: dict[str, Trained]) -> None:
+def test_an_onnx_convolution_and_nan_weights_are_refused_by_name(pendulum: Api, foreign: dict[str, Trained]) -> None:
     api = pendulum
     graph = helper.make_graph(
         [helper.make_node("Conv", ["obs", "w"], ["action"])],
@@ -288,16 +288,16 @@ def test_an_onnx_convolution_and_nan_weights_are_refused_by_name(pendulum: Api, 
 
     from safetensors.numpy import load, save
 
-    tensors = load(trained["cleanrl"].path.read_bytes())
+    tensors = load(foreign["cleanrl"].path.read_bytes())
     tensors["fc2.weight"][0, 0] = np.nan
     error = refused(api, upload_bytes(api, save(tensors), "actor.safetensors"), "file")
     assert "NaN" in str(error["message"])
 
 
-def test_bad_obs_normalization_is_refused_naming_its_field(pendulum: Api, trained: dict[str, Trained]) -> None:
+def test_bad_obs_normalization_is_refused_naming_its_field(pendulum: Api, foreign: dict[str, Trained]) -> None:
     for value, field in (
         ("not json", "obs_normalization"),
         (json.dumps({"mean": [0.0, 0.0], "var": [1.0, 1.0]}), "obs_normalization.mean"),
         (json.dumps({"mean": [0.0] * 3, "var": [1.0] * 3, "clip": -1}), "obs_normalization.clip"),
     ):
-        refused(pendulum, upload(pendulum, trained["ppo"], obs_normalization=value), field)
+        refused(pendulum, upload(pendulum, foreign["ppo"], obs_normalization=value), field)

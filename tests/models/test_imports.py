@@ -1,4 +1,4 @@
-"""The torch-free importers against the libraries themselves: every trained policy read from its file gives
+"""The torch-free importers against the libraries themselves: every policy trained elsewhere, read from its file gives
 `model.predict(obs, deterministic=True)`'s actions, the restricted unpickler reads what torch's weights-only loader
 reads and refuses what would run code, zips are read under their caps, and ONNX graphs are MLPs or named refusals."""
 
@@ -48,8 +48,8 @@ def read(item: Trained):
 
 
 @pytest.mark.parametrize("name", ["td3", "sac", "ppo", "ppo_normalized", "cleanrl", "cleanrl_torch"])
-def test_each_import_acts_as_its_library_predicts(trained: dict[str, Trained], name: str) -> None:
-    item = trained[name]
+def test_each_import_acts_as_its_library_predicts(foreign: dict[str, Trained], name: str) -> None:
+    item = foreign[name]
     imported = read(item)
     assert imported.origin.startswith(item.origin_prefix)
     obs = observations()
@@ -61,10 +61,10 @@ def test_each_import_acts_as_its_library_predicts(trained: dict[str, Trained], n
     assert (stored.obs_normalization is not None) == (item.obs_normalization is not None)
 
 
-def test_the_restricted_unpickler_reads_what_torch_reads_weights_only(trained: dict[str, Trained]) -> None:
+def test_the_restricted_unpickler_reads_what_torch_reads_weights_only(foreign: dict[str, Trained]) -> None:
     import torch
 
-    with zipfile.ZipFile(trained["td3"].path) as archive:
+    with zipfile.ZipFile(foreign["td3"].path) as archive:
         policy_pth = archive.read("policy.pth")
     ours = read_state_dict(policy_pth, field="file", max_uncompressed=LIMIT)
     theirs = torch.load(io.BytesIO(policy_pth), weights_only=True, map_location="cpu")
