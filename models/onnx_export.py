@@ -114,7 +114,9 @@ def actor_onnx_model(weights: ActorWeights, *, source_sha256: str) -> onnx.Model
         if layer.activation is not None:
             op, attributes = _ONNX_ACTIVATIONS[Activation(layer.activation)]
             activated = f"{node_name}_{op.lower()}"
-            nodes.append(helper.make_node(op, [hidden], [activated], name=activated, **attributes))
+            node = helper.make_node(op, [hidden], [activated], name=activated)
+            node.attribute.extend(helper.make_attribute(key, value) for key, value in attributes.items())
+            nodes.append(node)
             hidden = activated
     if weights.output == OutputTransform.TANH_SCALE:
         # Computed exactly as NumpyActor does (float32 arithmetic on float32 bounds), so both round alike.
