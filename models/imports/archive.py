@@ -27,7 +27,7 @@ class SafeZip:
         try:
             self._zip = zipfile.ZipFile(io.BytesIO(data))
             infos = self._zip.infolist()
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
             raise ImportRefusedError(field, f"not a readable zip archive ({exc})") from None
         if len(infos) > MAX_ENTRIES:
             raise ImportRefusedError(field, f"the archive has {len(infos)} entries; at most {MAX_ENTRIES} are read")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import zipfile
 from collections.abc import Mapping
@@ -26,6 +27,8 @@ from models.imports.onnx_graph import read_onnx_actor
 from models.imports.sb3_zip import read_sb3_zip
 from models.policy_format import LEGACY_FORMAT_TAG, POLICY_FORMAT_TAG
 from models.weights import WeightsFormatError, decode_actor, read_header
+
+logger = logging.getLogger(__name__)
 
 # Relative tolerance when comparing a file's bounds to the model's: files print bounds in decimal (SB3's `data`).
 BOUNDS_TOLERANCE = 1e-5
@@ -124,6 +127,33 @@ def read_upload(
     source_name: str | None = None,
 ) -> ImportedPolicy:
     """The policy in an uploaded file, checked against the model's spaces; ImportRefusedError naming the field."""
+    try:
+        return _read_upload(data, spaces, obs_normalization, max_uncompressed, source_name)
+    except ImportRefusedError:
+        raise
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+        NotImplementedError,
+    ) as exc:
+        # Hostile bytes can fail a library's parser in ways none of the readers anticipated (a protobuf that parses
+        # into nonsense, a header with the wrong types): still a refusal of the file, never a server error.
+        logger.info("an upload failed to parse: %s: %s", type(exc).__name__, exc)
+        raise ImportRefusedError("file", f"cannot be read as a policy ({type(exc).__name__}: {exc})") from None
+
+
+def _read_upload(
+    data: bytes,
+    spaces: ModelSpaces,
+    obs_normalization: ObsNormalization | None,
+    max_uncompressed: int,
+    source_name: str | None,
+) -> ImportedPolicy:
     if not data:
         raise ImportRefusedError("file", "is empty")
     if _is_pickle(data):
@@ -239,5 +269,5 @@ def _zip_has(data: bytes, name: str) -> bool:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             return name in archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
         return False
