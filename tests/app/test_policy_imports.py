@@ -301,3 +301,22 @@ def test_bad_obs_normalization_is_refused_naming_its_field(pendulum: Api, foreig
         (json.dumps({"mean": [0.0] * 3, "var": [1.0] * 3, "clip": -1}), "obs_normalization.clip"),
     ):
         refused(pendulum, upload(pendulum, foreign["ppo"], obs_normalization=value), field)
+
+
+def test_an_sb3_td3_of_default_size_is_over_the_act_limit_and_still_uploads(pendulum: Api, tmp_path: Path) -> None:
+    from stable_baselines3 import TD3
+
+    # SB3's default TD3 net_arch is [400, 300]; a few updates fill the optimizer state a trained zip carries.
+    model = TD3("MlpPolicy", ENV_ID, seed=0, device="cpu", learning_starts=100, train_freq=4, gradient_steps=1)
+    model.learn(104)
+    model.save(tmp_path / "td3.zip")
+    content = (tmp_path / "td3.zip").read_bytes()
+    assert len(content) > pendulum.client.app.state.settings.max_body_bytes  # type: ignore[attr-defined]
+    response = upload_bytes(pendulum, content, "td3.zip")
+    assert response.status_code == 201, response.text
+    assert response.json()["meta"]["hidden_sizes"] == [400, 300]
+    pendulum.refresh()
+    obs = observations(64)
+    served = pendulum.client.post("/act", json={"observations": obs.tolist(), "policy_id": response.json()["id"]})
+    expected = model.predict(obs, deterministic=True)[0]
+    assert np.abs(np.asarray(served.json()["actions"], np.float32) - expected).max() <= TOLERANCE
