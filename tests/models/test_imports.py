@@ -162,3 +162,18 @@ def test_a_matmul_graph_with_tanh_scale_is_an_mlp_and_a_convolution_is_refused_b
     with pytest.raises(ImportRefusedError) as refused:
         read_onnx_actor(_graph(conv, [w1], ["w1"]), action_low=[-2.0], action_high=[2.0])
     assert refused.value.unsupported == ("Conv",) and "Conv" in refused.value.message
+
+
+def test_an_entry_that_inflates_past_its_declared_size_is_refused() -> None:
+    """A zip that lies about an entry's size (declares 1 kB, holds 1 MB) yields no more than it declared."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("policy.pth", b"\0" * (1024 * 1024))
+    data = bytearray(buffer.getvalue())
+    real, lie = (1024 * 1024).to_bytes(4, "little"), (1024).to_bytes(4, "little")
+    # The uncompressed size sits in the local header and in the central directory: rewrite both.
+    assert data.count(real) == 2
+    patched = bytes(data).replace(real, lie)
+    archive = SafeZip(patched, field="file", max_uncompressed=LIMIT)
+    with pytest.raises(ImportRefusedError, match=r"corrupt|inflates"):
+        archive.read("policy.pth")
