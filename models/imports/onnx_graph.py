@@ -35,15 +35,6 @@ _ALPHA = {"Elu": 1.0, "LeakyRelu": LEAKY_RELU_SLOPE}
 _CLOSE = 1e-6
 
 
-def is_onnx(data: bytes) -> bool:
-    """Whether the bytes parse as an ONNX model with a graph (cheap enough for a few MB)."""
-    try:
-        model = onnx.load_from_string(data)
-    except (DecodeError, ValueError, RuntimeWarning, TypeError):
-        return False
-    return bool(model.graph.node) and bool(model.ir_version)
-
-
 def read_onnx_actor(
     data: bytes,
     *,

@@ -59,11 +59,6 @@ _BOX_TYPE = "gymnasium.spaces.box.Box"
 _UNSUPPORTED_KWARGS = ("features_extractor_class", "squash_output", "use_expln", "full_std")
 
 
-def is_sb3_zip(data: bytes) -> bool:
-    """Whether the bytes look like an SB3 save (a zip with `data` and `policy.pth` entries), cheaply."""
-    return data[:4] == b"PK\x03\x04" and b"policy.pth" in data and b"data" in data
-
-
 def read_sb3_zip(
     data: bytes, *, max_uncompressed: int, obs_normalization: ObsNormalization | None = None
 ) -> ImportedMlp:

@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from models.imports.mlp import ImportedMlp, ObsNormalization
 from models.imports.native import encode_imported
 from models.imports.onnx_graph import read_onnx_actor
 from models.imports.sb3_zip import read_sb3_zip
-from models.policy_format import LEGACY_FORMAT_TAG, POLICY_FORMAT_TAG
+from models.policy_format import LEGACY_FORMAT_TAG, POLICY_FORMAT_TAG, ActorWeights
 from models.weights import WeightsFormatError, decode_actor, read_header
 
 logger = logging.getLogger(__name__)
@@ -165,12 +165,18 @@ def _read_upload(
         else:
             mlp = _cleanrl(data, obs_normalization, max_uncompressed)
     elif _looks_like_safetensors(data):
-        own = _own_format(data)
+        own = _own_policy(data)
         if own is not None:
             if obs_normalization is not None:
                 raise ImportRefusedError("obs_normalization", "our own policy files carry their normalization inside")
-            check_spaces_of_own(own, spaces)
-            return ImportedPolicy(weights=data, origin=own, mlp=None)
+            check_sizes_and_bounds(
+                spaces,
+                obs_dim=own.obs_dim,
+                act_dim=own.act_dim,
+                action_low=own.action_low.tolist(),
+                action_high=own.action_high.tolist(),
+            )
+            return ImportedPolicy(weights=data, origin=own.origin, mlp=None)
         mlp = _cleanrl(data, obs_normalization, max_uncompressed)
     else:
         mlp = read_onnx_actor(
@@ -183,21 +189,42 @@ def _read_upload(
 
 def check_spaces(mlp: ImportedMlp, spaces: ModelSpaces) -> None:
     """422 naming the first mismatch between the file's spaces and the model's."""
-    if mlp.obs_dim != spaces.obs_dim:
+    check_sizes_and_bounds(
+        spaces,
+        obs_dim=mlp.obs_dim,
+        act_dim=mlp.act_dim,
+        action_low=mlp.action_low.tolist(),
+        action_high=mlp.action_high.tolist(),
+        observation_low=mlp.observation_low,
+        observation_high=mlp.observation_high,
+    )
+
+
+def check_sizes_and_bounds(
+    spaces: ModelSpaces,
+    *,
+    obs_dim: int,
+    act_dim: int,
+    action_low: Sequence[float],
+    action_high: Sequence[float],
+    observation_low: Sequence[float | None] | None = None,
+    observation_high: Sequence[float | None] | None = None,
+) -> None:
+    if obs_dim != spaces.obs_dim:
         raise ImportRefusedError(
             "spaces.obs_dim",
-            f"the policy takes {mlp.obs_dim} observations but the model ({spaces.env_id}) has {spaces.obs_dim}",
+            f"the policy takes {obs_dim} observations but the model ({spaces.env_id}) has {spaces.obs_dim}",
         )
-    if mlp.act_dim != spaces.act_dim:
+    if act_dim != spaces.act_dim:
         raise ImportRefusedError(
             "spaces.act_dim",
-            f"the policy gives {mlp.act_dim} actions but the model ({spaces.env_id}) takes {spaces.act_dim}",
+            f"the policy gives {act_dim} actions but the model ({spaces.env_id}) takes {spaces.act_dim}",
         )
     for name, mine, theirs in (
-        ("action_low", mlp.action_low.tolist(), spaces.action_low),
-        ("action_high", mlp.action_high.tolist(), spaces.action_high),
-        ("observation_low", mlp.observation_low, spaces.observation_low),
-        ("observation_high", mlp.observation_high, spaces.observation_high),
+        ("action_low", action_low, spaces.action_low),
+        ("action_high", action_high, spaces.action_high),
+        ("observation_low", observation_low, spaces.observation_low),
+        ("observation_high", observation_high, spaces.observation_high),
     ):
         if mine is None or theirs is None:
             continue
@@ -205,11 +232,6 @@ def check_spaces(mlp: ImportedMlp, spaces: ModelSpaces) -> None:
             raise ImportRefusedError(
                 f"spaces.{name}", f"the policy's {name} is {list(mine)} but the model's is {list(theirs)}"
             )
-
-
-def check_spaces_of_own(format_tag: str, spaces: ModelSpaces) -> None:
-    """Our own files are checked by the registry itself (environment and sizes); nothing more to do here."""
-    del format_tag, spaces
 
 
 def _is_number(value: Any) -> bool:
@@ -239,8 +261,8 @@ def _cleanrl(data: bytes, obs_normalization: ObsNormalization | None, max_uncomp
     return read_cleanrl_actor(tensors, obs_normalization=obs_normalization)
 
 
-def _own_format(data: bytes) -> str | None:
-    """`trained` (or the file's recorded origin) for our own format, after the strict loader; None otherwise."""
+def _own_policy(data: bytes) -> ActorWeights | None:
+    """Our own file after the strict loader (its origin: `trained`, or an importer's); None when it is not ours."""
     try:
         header = read_header(data)
     except WeightsFormatError:
@@ -252,7 +274,7 @@ def _own_format(data: bytes) -> str | None:
         actor = decode_actor(data)
     except WeightsFormatError as exc:
         raise ImportRefusedError("file", str(exc)) from None
-    return actor.origin
+    return actor
 
 
 def _is_pickle(data: bytes) -> bool:

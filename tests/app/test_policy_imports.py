@@ -320,3 +320,14 @@ def test_an_sb3_td3_of_default_size_is_over_the_act_limit_and_still_uploads(pend
     served = pendulum.client.post("/act", json={"observations": obs.tolist(), "policy_id": response.json()["id"]})
     expected = model.predict(obs, deterministic=True)[0]
     assert np.abs(np.asarray(served.json()["actions"], np.float32) - expected).max() <= TOLERANCE
+
+
+def test_our_own_files_upload_as_they_are_and_must_fit_the_model(pendulum: Api) -> None:
+    weights = make_policy_bytes(4)
+    response = upload_bytes(pendulum, weights, "actor.safetensors")
+    assert response.status_code == 201, response.text
+    policy = response.json()
+    assert policy["origin"] == "trained" and pendulum.client.get(f"/policies/{policy['id']}/weights").content == weights
+    response = upload_bytes(pendulum, make_policy_bytes(5, action_bound=1.0), "actor.safetensors")
+    assert response.status_code == 422 and response.json()["error"]["message"].startswith("spaces.action_low:")
+    assert policy_count(pendulum) == 1
