@@ -17,8 +17,9 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 
 from models.imports.errors import ImportRefusedError
-from models.imports.mlp import DenseLayer, ImportedMlp, ObsNormalization, build_mlp
+from models.imports.mlp import ImportedMlp, build_mlp, dense
 from models.imports.safe_pickle import read_state_dict
+from models.policy_format import Activation, ObsNormalization, OutputTransform
 
 FIELD = "file"
 CLEANRL_KEYS = frozenset(
@@ -57,13 +58,13 @@ def read_cleanrl_actor(
     if np.any(scale <= 0):
         raise ImportRefusedError(FIELD, "action_scale must be positive")
     layers = [
-        DenseLayer(np.asarray(tensors["fc1.weight"]), np.asarray(tensors["fc1.bias"]), "relu"),
-        DenseLayer(np.asarray(tensors["fc2.weight"]), np.asarray(tensors["fc2.bias"]), "relu"),
-        DenseLayer(np.asarray(tensors["fc_mu.weight"]), np.asarray(tensors["fc_mu.bias"]), "identity"),
+        dense(tensors["fc1.weight"], tensors["fc1.bias"], Activation.RELU, FIELD),
+        dense(tensors["fc2.weight"], tensors["fc2.bias"], Activation.RELU, FIELD),
+        dense(tensors["fc_mu.weight"], tensors["fc_mu.bias"], None, FIELD),
     ]
     return build_mlp(
         layers,
-        output_transform="tanh_scale",
+        output_transform=OutputTransform.TANH_SCALE,
         action_low=bias - scale,
         action_high=bias + scale,
         origin="cleanrl",

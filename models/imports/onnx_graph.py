@@ -24,14 +24,22 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from models.imports.errors import ImportRefusedError
-from models.imports.mlp import LEAKY_RELU_SLOPE, Activation, DenseLayer, ImportedMlp, ObsNormalization, build_mlp
+from models.imports.mlp import ImportedMlp, build_mlp, dense
+from models.policy_format import ELU_ALPHA, LEAKY_RELU_SLOPE, Activation, ObsNormalization, OutputTransform
 
 FIELD = "file"
 SUPPORTED_OPS = frozenset(
     {"Gemm", "MatMul", "Add", "Relu", "Tanh", "Elu", "LeakyRelu", "Mul", "Clip", "Max", "Min", "Identity", "Flatten"}
 )
-_ACTIVATION_OPS: dict[str, Activation] = {"Relu": "relu", "Tanh": "tanh", "Elu": "elu", "LeakyRelu": "leaky_relu"}
-_ALPHA = {"Elu": 1.0, "LeakyRelu": LEAKY_RELU_SLOPE}
+_ACTIVATION_OPS = {
+    "Relu": Activation.RELU,
+    "Tanh": Activation.TANH,
+    "Elu": Activation.ELU,
+    "LeakyRelu": Activation.LEAKY_RELU,
+}
+_ALPHA = {"Elu": ELU_ALPHA, "LeakyRelu": LEAKY_RELU_SLOPE}
+# A dense layer while the graph is walked: weight [out, in], bias, and the activation after it (None: none seen).
+_Layer = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], Activation | None]
 _CLOSE = 1e-6
 
 
@@ -96,7 +104,7 @@ class _Chain:
         self.constants = constants
         self.current = input_name
         self.output_name = output_name
-        self.layers: list[DenseLayer] = []
+        self.layers: list[_Layer] = []
         self.pending: tuple[npt.NDArray[Any], npt.NDArray[Any]] | None = None  # a dense layer awaiting its activation
         self.tanh_scale: tuple[npt.NDArray[Any], npt.NDArray[Any] | None] | None = None
         self.clip_low: npt.NDArray[Any] | None = None
@@ -121,24 +129,30 @@ class _Chain:
             self.current = node.output[0]
         if self.current != self.output_name:
             raise ImportRefusedError(FIELD, "the chain of nodes does not end at the graph's output")
-        self._finish_pending("identity")
+        self._finish_pending(None)
         if not self.layers:
             raise ImportRefusedError(FIELD, "the graph has no dense layer")
         low = np.asarray(action_low, dtype=np.float32)
         high = np.asarray(action_high, dtype=np.float32)
-        output = "clip"
-        layers = self.layers
+        output = OutputTransform.CLIP
+        *hidden, (last_weight, last_bias, last_activation) = self.layers
         if self.tanh_scale is not None:
             scale, offset = self.tanh_scale
             offset_values = np.zeros_like(scale) if offset is None else offset
             low, high = offset_values - scale, offset_values + scale
-            last = layers[-1]
-            layers = [*layers[:-1], DenseLayer(last.weight, last.bias, "identity")]
-            output = "tanh_scale"
+            output = OutputTransform.TANH_SCALE
+        elif last_activation is not None:
+            raise ImportRefusedError(
+                FIELD, f"the graph ends in {last_activation} without scaling it to the bounds (Mul, Add) or a Clip"
+            )
+        layers = [dense(w, b, a, FIELD) for w, b, a in hidden] if all(a for _, _, a in hidden) else None
+        if layers is None:
+            raise ImportRefusedError(FIELD, "two dense layers follow each other without an activation")
+        layers.append(dense(last_weight, last_bias, None, FIELD))
         for name, bound, expected in (("low", self.clip_low, low), ("high", self.clip_high, high)):
             if (
                 bound is not None
-                and output == "tanh_scale"
+                and output == OutputTransform.TANH_SCALE
                 and not np.allclose(np.broadcast_to(bound, expected.shape), expected, atol=_CLOSE, rtol=_CLOSE)
             ):
                 raise ImportRefusedError(
@@ -146,15 +160,15 @@ class _Chain:
                     f"the graph clips to {name} {bound.tolist()} after scaling to "
                     f"{expected.tolist()}; one set of bounds is served",
                 )
-        if output == "clip":
-            act_dim = int(layers[-1].weight.shape[0])
+        if output == OutputTransform.CLIP:
+            act_dim = layers[-1].out_features
             if self.clip_low is not None:
                 low = np.maximum(low, np.broadcast_to(self.clip_low, (act_dim,)))
             if self.clip_high is not None:
                 high = np.minimum(high, np.broadcast_to(self.clip_high, (act_dim,)))
         return build_mlp(
             layers,
-            output_transform="tanh_scale" if output == "tanh_scale" else "clip",
+            output_transform=output,
             action_low=low,
             action_high=high,
             origin="onnx",
@@ -180,7 +194,7 @@ class _Chain:
             return
         if op in ("Gemm", "MatMul"):
             self._after_output_transform(node)
-            self._finish_pending("identity")
+            self._finish_pending(None)
             weight = values[1]
             if weight is None or values[0] is not None:
                 raise ImportRefusedError(FIELD, f"{op} node {node.name!r} must multiply the input by a constant")
@@ -217,11 +231,11 @@ class _Chain:
             self.pending = (weight, (bias + np.broadcast_to(addend, bias.shape)).astype(np.float32))
             return
         if op == "Mul":
-            if self.pending is not None or not self.layers or self.layers[-1].activation != "tanh":
+            if self.pending is not None or not self.layers or self.layers[-1][2] != Activation.TANH:
                 raise ImportRefusedError(FIELD, f"Mul node {node.name!r} must scale a final Tanh")
             if self.tanh_scale is not None or self.clip_low is not None:
                 raise ImportRefusedError(FIELD, f"Mul node {node.name!r} comes after the output transform")
-            act_dim = int(self.layers[-1].weight.shape[0])
+            act_dim = int(self.layers[-1][0].shape[0])
             scale = np.broadcast_to(self._constant(node, values, "scale"), (act_dim,)).astype(np.float32)
             self.tanh_scale = (scale, None)
             return
@@ -232,7 +246,7 @@ class _Chain:
             offset = np.broadcast_to(self._constant(node, values, "offset"), scale.shape).astype(np.float32)
             self.tanh_scale = (scale, offset)
             return
-        self._finish_pending("identity")
+        self._finish_pending(None)
         if op == "Clip":
             low, high = (values[1] if len(values) > 1 else None), (values[2] if len(values) > 2 else None)
             if "min" in attributes or "max" in attributes:  # opset < 11 keeps them as attributes
@@ -245,8 +259,8 @@ class _Chain:
         elif op == "Min":
             self.clip_high = self._constant(node, values, "upper bound")
 
-    def _finish_pending(self, activation: Activation) -> None:
+    def _finish_pending(self, activation: Activation | None) -> None:
         if self.pending is not None:
             weight, bias = self.pending
-            self.layers.append(DenseLayer(weight, bias, activation))
+            self.layers.append((weight, bias, activation))
             self.pending = None

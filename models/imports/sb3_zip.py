@@ -22,32 +22,30 @@ import math
 import re
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
 from models.imports.archive import SafeZip
 from models.imports.errors import ImportRefusedError
-from models.imports.mlp import (
-    Activation,
-    DenseLayer,
-    ImportedMlp,
-    ObsNormalization,
-    OutputTransform,
-    build_mlp,
-)
+from models.imports.mlp import ImportedMlp, build_mlp, dense
 from models.imports.safe_pickle import read_state_dict
+from models.policy_format import Activation, DenseLayer, ObsNormalization, OutputTransform
 
 FIELD = "file"
 # The zip's JSON `data` is small (a few kB plus the base64 pickles we skip); a huge one is not an SB3 model.
 MAX_DATA_BYTES = 16 * 1024 * 1024
 # torch.nn activation class names SB3 writes as `<class 'torch.nn.modules.activation.ReLU'>`.
-_ACTIVATIONS: dict[str, Activation] = {"ReLU": "relu", "Tanh": "tanh", "ELU": "elu", "LeakyReLU": "leaky_relu"}
-_DEFAULT_ACTIVATION: dict[str, Activation] = {
-    "TD3": "relu",
-    "DDPG": "relu",
-    "SAC": "relu",
-    "PPO": "tanh",
-    "A2C": "tanh",
+_ACTIVATIONS = {
+    "ReLU": Activation.RELU,
+    "Tanh": Activation.TANH,
+    "ELU": Activation.ELU,
+    "LeakyReLU": Activation.LEAKY_RELU,
+}
+_DEFAULT_ACTIVATION = {
+    "TD3": Activation.RELU,
+    "DDPG": Activation.RELU,
+    "SAC": Activation.RELU,
+    "PPO": Activation.TANH,
+    "A2C": Activation.TANH,
 }
 _POLICY_MODULES = {
     "stable_baselines3.td3.policies": "TD3",
@@ -234,14 +232,15 @@ def _actor_layers(
         if not linears:
             raise ImportRefusedError(f"{FIELD}.policy.pth", "has no actor.mu layers (not a TD3/DDPG MlpPolicy)")
         hidden, last = linears[:-1], linears[-1]
-        output: OutputTransform = "tanh_scale"
+        output = OutputTransform.TANH_SCALE
     elif algorithm == "SAC":
         hidden, last = _sequential(tensors, "actor.latent_pi"), _linear(tensors, "actor.mu")
-        output = "tanh_scale"
+        output = OutputTransform.TANH_SCALE
     else:
         hidden = _sequential(tensors, "mlp_extractor.shared_net") + _sequential(tensors, "mlp_extractor.policy_net")
         last = _linear(tensors, "action_net")
-        output = "clip"
-    layers = [DenseLayer(np.asarray(w), np.asarray(b), activation) for w, b in hidden]
-    layers.append(DenseLayer(np.asarray(last[0]), np.asarray(last[1]), "identity"))
+        output = OutputTransform.CLIP
+    field = f"{FIELD}.policy.pth"
+    layers = [dense(weight, bias, activation, field) for weight, bias in hidden]
+    layers.append(dense(last[0], last[1], None, field))
     return layers, output

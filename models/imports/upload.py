@@ -21,11 +21,11 @@ import numpy as np
 
 from models.imports.cleanrl import is_cleanrl_state_dict, read_cleanrl_actor, read_tensors
 from models.imports.errors import ImportRefusedError
-from models.imports.mlp import ImportedMlp, ObsNormalization
+from models.imports.mlp import ImportedMlp
 from models.imports.native import encode_imported
 from models.imports.onnx_graph import read_onnx_actor
 from models.imports.sb3_zip import read_sb3_zip
-from models.policy_format import LEGACY_FORMAT_TAG, POLICY_FORMAT_TAG, ActorWeights
+from models.policy_format import LEGACY_FORMAT_TAG, POLICY_FORMAT_TAG, ActorWeights, ObsNormalization
 from models.weights import WeightsFormatError, decode_actor, read_header
 
 logger = logging.getLogger(__name__)
@@ -103,19 +103,19 @@ def parse_obs_normalization(text: str | None) -> ObsNormalization | None:
         vector = value.get(name)
         if not isinstance(vector, list) or not vector or not all(_is_number(v) for v in vector):
             raise ImportRefusedError(f"{field}.{name}", "must be a non-empty list of numbers")
-        vectors[name] = np.asarray(vector, dtype=np.float64)
+        vectors[name] = np.asarray(vector, dtype=np.float32)
     scalars = {}
     for name, default in (("clip", 10.0), ("epsilon", 1e-8)):
         scalar = value.get(name, default)
         if not _is_number(scalar) or not math.isfinite(scalar) or scalar <= 0:
             raise ImportRefusedError(f"{field}.{name}", f"must be a positive number, got {scalar!r}")
         scalars[name] = float(scalar)
-    return ObsNormalization(
-        mean=vectors["mean"].astype(np.float32),
-        var=vectors["var"].astype(np.float32),
-        clip=scalars["clip"],
-        epsilon=scalars["epsilon"],
-    )
+    try:
+        return ObsNormalization(
+            mean=vectors["mean"], var=vectors["var"], clip=scalars["clip"], epsilon=scalars["epsilon"]
+        )
+    except WeightsFormatError as exc:
+        raise ImportRefusedError(field, str(exc)) from None
 
 
 def read_upload(
