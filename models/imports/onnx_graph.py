@@ -8,6 +8,9 @@ input to the one output:
     Tanh -> Mul(scale) -> Add(offset)                                           tanh_scale to offset -/+ scale
     Clip(min, max) | Max(low) -> Min(high)                                      clip to the bounds
     Identity, Flatten of a [batch, n] tensor                                    nothing
+    Sub(mean) -> Div(std) [-> Clip(-c, c)] before the first layer               observation normalization
+
+The last is how this service's own ONNX download normalizes (models.onnx_export), so a downloaded policy imports back.
 
 Anything else is refused with every unsupported operator named. Tensors stored outside the file (external data)
 are refused too: resolving them would read paths on this machine.
@@ -25,11 +28,34 @@ from onnx import numpy_helper
 
 from models.imports.errors import ImportRefusedError
 from models.imports.mlp import ImportedMlp, build_mlp, dense
-from models.policy_format import ELU_ALPHA, LEAKY_RELU_SLOPE, Activation, ObsNormalization, OutputTransform
+from models.policy_format import (
+    ELU_ALPHA,
+    LEAKY_RELU_SLOPE,
+    Activation,
+    ObsNormalization,
+    OutputTransform,
+    WeightsFormatError,
+)
 
 FIELD = "file"
 SUPPORTED_OPS = frozenset(
-    {"Gemm", "MatMul", "Add", "Relu", "Tanh", "Elu", "LeakyRelu", "Mul", "Clip", "Max", "Min", "Identity", "Flatten"}
+    {
+        "Gemm",
+        "MatMul",
+        "Add",
+        "Relu",
+        "Tanh",
+        "Elu",
+        "LeakyRelu",
+        "Mul",
+        "Clip",
+        "Max",
+        "Min",
+        "Identity",
+        "Flatten",
+        "Sub",
+        "Div",
+    }
 )
 _ACTIVATION_OPS = {
     "Relu": Activation.RELU,
@@ -109,6 +135,10 @@ class _Chain:
         self.tanh_scale: tuple[npt.NDArray[Any], npt.NDArray[Any] | None] | None = None
         self.clip_low: npt.NDArray[Any] | None = None
         self.clip_high: npt.NDArray[Any] | None = None
+        # Observation normalization in front of the first layer: Sub(mean) -> Div(std) [-> Clip(-c, c)].
+        self.norm_mean: npt.NDArray[np.float32] | None = None
+        self.norm_std: npt.NDArray[np.float32] | None = None
+        self.norm_clip: float | None = None
 
     def walk(
         self,
@@ -125,13 +155,16 @@ class _Chain:
                 raise ImportRefusedError(
                     FIELD, f"node {node.name or node.op_type!r} is not part of one chain from input to output"
                 )
-            self._step(node, [self.constants.get(name) for name in node.input])
+            values = [self.constants.get(name) for name in node.input]
+            if not self._normalizing(node, values):
+                self._step(node, values)
             self.current = node.output[0]
         if self.current != self.output_name:
             raise ImportRefusedError(FIELD, "the chain of nodes does not end at the graph's output")
         self._finish_pending(None)
         if not self.layers:
             raise ImportRefusedError(FIELD, "the graph has no dense layer")
+        obs_normalization = self._normalization(obs_normalization)
         low = np.asarray(action_low, dtype=np.float32)
         high = np.asarray(action_high, dtype=np.float32)
         output = OutputTransform.CLIP
@@ -175,6 +208,44 @@ class _Chain:
             obs_normalization=obs_normalization,
         )
 
+    def _normalization(self, given: ObsNormalization | None) -> ObsNormalization | None:
+        if self.norm_mean is None:
+            return given
+        if given is not None:
+            raise ImportRefusedError("obs_normalization", "the ONNX graph normalizes its observations already")
+        if self.norm_std is None:
+            raise ImportRefusedError(FIELD, "the graph subtracts from the observation but does not divide it")
+        obs_dim = int(self.layers[0][0].shape[1])
+        mean = np.broadcast_to(self.norm_mean, (obs_dim,)).astype(np.float32)
+        std = np.broadcast_to(self.norm_std, (obs_dim,)).astype(np.float32)
+        if not np.all(std > 0):
+            raise ImportRefusedError(FIELD, "the graph divides the observation by a non-positive number")
+        try:
+            # sqrt(var + epsilon) with epsilon 0 gives the graph's std back.
+            return ObsNormalization(mean, np.square(std), clip=self.norm_clip, epsilon=0.0)
+        except WeightsFormatError as exc:
+            raise ImportRefusedError(FIELD, str(exc)) from None
+
+    def _normalizing(self, node: Any, values: list[npt.NDArray[Any] | None]) -> bool:
+        """Consume a node of the observation normalization in front of the first layer; False when it is not one."""
+        if self.layers or self.pending is not None or node.op_type not in ("Sub", "Div", "Clip"):
+            return False
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        op = node.op_type
+        if op == "Sub" and self.norm_mean is None and values[1] is not None:
+            self.norm_mean = self._constant(node, values, "mean")
+            return True
+        if op == "Div" and self.norm_mean is not None and self.norm_std is None and values[1] is not None:
+            self.norm_std = self._constant(node, values, "standard deviation")
+            return True
+        if op == "Clip" and self.norm_std is not None and self.norm_clip is None:
+            low, high = _clip_bounds(node, values, attributes)
+            if low.size != 1 or high.size != 1 or float(low) != -float(high) or not float(high) > 0:
+                raise ImportRefusedError(FIELD, f"Clip node {node.name!r} of the observation must be symmetric")
+            self.norm_clip = float(high)
+            return True
+        return False
+
     def _constant(self, node: Any, values: list[npt.NDArray[Any] | None], what: str) -> npt.NDArray[Any]:
         found = [value for value in values if value is not None]
         if len(found) != 1:
@@ -188,6 +259,8 @@ class _Chain:
     def _step(self, node: Any, values: list[npt.NDArray[Any] | None]) -> None:
         op = node.op_type
         attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if op in ("Sub", "Div"):
+            raise ImportRefusedError(FIELD, f"{op} node {node.name!r} is only supported to normalize the observation")
         if op in ("Identity", "Flatten"):
             if op == "Flatten" and attributes.get("axis", 1) != 1:
                 raise ImportRefusedError(FIELD, f"Flatten node {node.name!r} must flatten from axis 1")
@@ -248,12 +321,7 @@ class _Chain:
             return
         self._finish_pending(None)
         if op == "Clip":
-            low, high = (values[1] if len(values) > 1 else None), (values[2] if len(values) > 2 else None)
-            if "min" in attributes or "max" in attributes:  # opset < 11 keeps them as attributes
-                low, high = np.asarray(attributes.get("min", -np.inf)), np.asarray(attributes.get("max", np.inf))
-            if low is None or high is None:
-                raise ImportRefusedError(FIELD, f"Clip node {node.name!r} needs constant min and max")
-            self.clip_low, self.clip_high = np.asarray(low, np.float32), np.asarray(high, np.float32)
+            self.clip_low, self.clip_high = _clip_bounds(node, values, attributes)
         elif op == "Max":
             self.clip_low = self._constant(node, values, "lower bound")
         elif op == "Min":
@@ -264,3 +332,14 @@ class _Chain:
             weight, bias = self.pending
             self.layers.append((weight, bias, activation))
             self.pending = None
+
+
+def _clip_bounds(
+    node: Any, values: list[npt.NDArray[Any] | None], attributes: dict[str, Any]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    low, high = (values[1] if len(values) > 1 else None), (values[2] if len(values) > 2 else None)
+    if "min" in attributes or "max" in attributes:  # opset < 11 keeps them as attributes
+        low, high = np.asarray(attributes.get("min", -np.inf)), np.asarray(attributes.get("max", np.inf))
+    if low is None or high is None:
+        raise ImportRefusedError(FIELD, f"Clip node {node.name!r} needs constant min and max")
+    return np.asarray(low, np.float32), np.asarray(high, np.float32)

@@ -331,3 +331,24 @@ def test_our_own_files_upload_as_they_are_and_must_fit_the_model(pendulum: Api) 
     response = upload_bytes(pendulum, make_policy_bytes(5, action_bound=1.0), "actor.safetensors")
     assert response.status_code == 422 and response.json()["error"]["message"].startswith("spaces.action_low:")
     assert policy_count(pendulum) == 1
+
+
+@pytest.mark.parametrize("name", ["td3", "ppo_normalized"])
+def test_a_downloaded_onnx_imports_back_as_the_same_policy(
+    pendulum: Api, foreign: dict[str, Trained], name: str
+) -> None:
+    api, item = pendulum, foreign[name]
+    policy_id = imported(api, item)
+    onnx_bytes = api.client.get(f"/policies/{policy_id}/actor.onnx").content
+    response = upload_bytes(api, onnx_bytes, "actor.onnx")
+    assert response.status_code == 201, response.text
+    assert response.json()["origin"] == "onnx"
+    assert (response.json()["meta"]["obs_normalization"] is None) == (item.obs_normalization is None)
+    api.refresh()
+    obs = observations()
+    served = api.client.post("/act", json={"observations": obs.tolist(), "policy_id": response.json()["id"]}).json()
+    assert np.abs(np.asarray(served["actions"], np.float32) - reference(item, obs)).max() <= TOLERANCE
+    # The graph normalizes already: statistics given beside it are a contradiction, not a second normalization.
+    if item.obs_normalization is not None:
+        refused = upload_bytes(api, onnx_bytes, "actor.onnx", obs_normalization=item.obs_normalization)
+        assert refused.status_code == 422 and refused.json()["error"]["message"].startswith("obs_normalization:")
