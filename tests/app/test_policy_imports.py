@@ -24,6 +24,9 @@ from tests.sb3_models import ENV_ID, Trained, observations
 TOLERANCE = 1e-5
 IMPORTED = ["td3", "sac", "ppo", "ppo_normalized", "cleanrl", "cleanrl_torch"]
 
+# Trains policies with Stable-Baselines3 and CleanRL (once per session, about 10 s).
+pytestmark = pytest.mark.slow
+
 
 def upload(api: Api, item: Trained, model: str = "pendulum", **data: str) -> Any:
     files, fields = item.upload()

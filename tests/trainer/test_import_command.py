@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from models.policy import NumpyActor
 from store.db import create_db_engine, make_session_factory
@@ -15,6 +16,9 @@ from store.policies import list_policies
 from tests.models.test_imports import hostile_state_dict
 from tests.sb3_models import Trained, observations
 from tests.trainer.cli_run import run_cli
+
+# Trains policies with Stable-Baselines3 and CleanRL (once per session, about 10 s) and runs the command line.
+pytestmark = pytest.mark.slow
 
 
 def stored(database_url: str) -> list[bytes]:
