@@ -98,7 +98,9 @@ def _add_field_flag(parser: argparse.ArgumentParser, name: str, info: FieldInfo)
     help_text = f"{info.description} (default preset: {default})"
     # SUPPRESS: an absent flag leaves the preset's value, so `--preset seed` is never silently overridden.
     common: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
-    if typing.get_origin(hint) is Literal:
+    if hint is bool:
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+    elif typing.get_origin(hint) is Literal:
         parser.add_argument(flag, choices=list(typing.get_args(hint)), **common)
     elif typing.get_origin(hint) in (typing.Union, types.UnionType):
         parser.add_argument(flag, type=_optional_positive_int, metavar="N|none", **common)
