@@ -25,7 +25,7 @@ class Settings(ProcessSettings):
         None, description="When set, POST /act needs `Authorization: Bearer <key>`."
     )
     policy_file: Annotated[Path | None, BLANK_IS_UNSET] = Field(
-        None, description="A ddpg-actor/1 safetensors file registered and promoted at start-up."
+        None, description="A policy file (safetensors) registered and promoted at start-up."
     )
     max_batch: int = Field(4096, ge=1, le=1_000_000, description="Most observations one POST /act may carry.")
     max_queued_jobs: int = Field(

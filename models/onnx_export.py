@@ -56,7 +56,7 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class OnnxMetadataError(ValueError):
-    """An ONNX model's metadata_props are not the `ddpg-actor/1` set this module writes; the message says why."""
+    """An ONNX model's metadata_props are not a set this module writes; the message says why."""
 
 
 def actor_onnx_model(weights: ActorWeights, *, source_sha256: str) -> onnx.ModelProto:
@@ -181,7 +181,7 @@ def actor_onnx_bytes(weights: ActorWeights, *, source_sha256: str) -> bytes:
 
 
 def safetensors_to_onnx(data: bytes) -> bytes:
-    """ONNX bytes from `ddpg-actor/1` safetensors bytes, through the strict loader.
+    """ONNX bytes from policy file bytes (any supported format), through the strict loader.
 
     Raises `models.weights.WeightsFormatError` for bytes the loader rejects; their sha256 becomes `source_sha256`.
     """

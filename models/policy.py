@@ -54,7 +54,6 @@ class NumpyActor:
     """The policy's action within the environment's bounds, without torch (numpy; one observation: compiled)."""
 
     __slots__ = (
-        "_activations",
         "_biases",
         "_half_range",
         "_high",
@@ -66,6 +65,7 @@ class NumpyActor:
         "_packed",
         "_scratch",
         "_scratch_size",
+        "_steps",
         "_tanh_output",
         "_transposed",
         "weights",
@@ -76,7 +76,9 @@ class NumpyActor:
         # x @ W.T is the torch Linear; storing W.T contiguous avoids a strided matmul per request.
         self._transposed = [np.ascontiguousarray(layer.weight.T) for layer in weights.layers]
         self._biases = [layer.bias for layer in weights.layers]
-        self._activations = [_ACTIVATIONS[activation] for activation in weights.activations]
+        activations: list[Callable[[FloatArray], None] | None] = [_ACTIVATIONS[a] for a in weights.activations]
+        # One tuple per layer, walked once per call: the fewest Python operations per layer (batches of one count).
+        self._steps = tuple(zip(self._transposed, self._biases, [*activations, None], strict=True))
         self._tanh_output = weights.output == OutputTransform.TANH_SCALE
         norm = weights.obs_normalization
         self._norm_mean = None if norm is None else norm.mean
@@ -136,12 +138,11 @@ class NumpyActor:
         For a `tanh_scale` policy the tanh output in [-1, 1]; for a `clip` policy the last layer's raw output.
         """
         h = self.normalized(observations)
-        last = len(self._transposed) - 1
-        for index, (weight, bias) in enumerate(zip(self._transposed, self._biases, strict=True)):
+        for weight, bias, activation in self._steps:
             h = h @ weight  # a new array: the caller's observations are never written
             h += bias
-            if index < last:
-                self._activations[index](h)
+            if activation is not None:
+                activation(h)
         if self._tanh_output:
             np.tanh(h, out=h)
         return h

@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.set_defaults(handler=_run_train, subparser=train_parser)
 
     eval_parser = sub.add_parser("evaluate", help="evaluate an exported actor with the torch-free numpy actor")
-    eval_parser.add_argument("path", type=Path, help="a ddpg-actor/1 .safetensors file")
+    eval_parser.add_argument("path", type=Path, help="a policy .safetensors file (ddpg-actor/1 or policy-mlp/1)")
     eval_parser.add_argument("--episodes", type=_positive_int, default=10, help="episodes to run (default 10)")
     eval_parser.add_argument(
         "--max-episode-steps", type=_optional_positive_int, default=None, help="steps per episode (default: env's)"
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     onnx_parser = sub.add_parser(
         "export-onnx", help="write the ONNX model of an actor file (scaling and clipping inside)"
     )
-    onnx_parser.add_argument("path", type=Path, help="a ddpg-actor/1 .safetensors file")
+    onnx_parser.add_argument("path", type=Path, help="a policy .safetensors file (ddpg-actor/1 or policy-mlp/1)")
     onnx_parser.add_argument("out", type=Path, help="the .onnx file to write")
     onnx_parser.set_defaults(handler=_run_export_onnx, subparser=onnx_parser)
 
@@ -128,7 +128,9 @@ def _add_field_flag(parser: argparse.ArgumentParser, name: str, info: FieldInfo)
     help_text = f"{info.description} (default preset: {default})"
     # SUPPRESS: an absent flag leaves the preset's value, so `--preset seed` is never silently overridden.
     common: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
-    if typing.get_origin(hint) is Literal:
+    if hint is bool:
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+    elif typing.get_origin(hint) is Literal:
         parser.add_argument(flag, choices=list(typing.get_args(hint)), **common)
     elif typing.get_origin(hint) in (typing.Union, types.UnionType):
         parser.add_argument(flag, type=_optional_positive_int, metavar="N|none", **common)
