@@ -54,6 +54,7 @@ def read(item: Trained):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["td3", "sac", "ppo", "ppo_normalized", "cleanrl", "cleanrl_torch"])
 def test_each_import_acts_as_its_library_predicts(foreign: dict[str, Trained], name: str) -> None:
     item = foreign[name]
@@ -183,3 +184,27 @@ def test_an_entry_that_inflates_past_its_declared_size_is_refused() -> None:
     archive = SafeZip(patched, field="file", max_uncompressed=LIMIT)
     with pytest.raises(ImportRefusedError, match=r"corrupt|inflates"):
         archive.read("policy.pth")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["DDPG", "A2C"])
+def test_ddpg_and_a2c_zips_with_other_activations_act_as_predicted(tmp_path: Path, algorithm: str) -> None:
+    import stable_baselines3
+    import torch
+
+    cls = getattr(stable_baselines3, algorithm)
+    # Other activations than the defaults, read from policy_kwargs' activation_fn.
+    activation = torch.nn.ELU if algorithm == "DDPG" else torch.nn.LeakyReLU
+    kwargs = {"learning_starts": 50} if algorithm == "DDPG" else {"n_steps": 16}
+    policy_kwargs = {"net_arch": [16, 16], "activation_fn": activation}
+    model = cls("MlpPolicy", "Pendulum-v1", seed=0, device="cpu", policy_kwargs=policy_kwargs, **kwargs)
+    model.learn(100)
+    model.save(tmp_path / "model.zip")
+    imported = read_upload(
+        (tmp_path / "model.zip").read_bytes(), spaces=PENDULUM, obs_normalization=None, max_uncompressed=LIMIT
+    )
+    assert imported.origin.startswith(f"sb3:{algorithm} ")
+    assert decode_actor(imported.weights).activations == (("elu",) * 2 if algorithm == "DDPG" else ("leaky_relu",) * 2)
+    obs = observations(500)
+    expected = model.predict(obs, deterministic=True)[0]
+    assert np.abs(NumpyActor.from_bytes(imported.weights).act(obs) - expected).max() <= 1e-5
