@@ -4,6 +4,7 @@ reads and refuses what would run code, zips are read under their caps, and ONNX 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import pickle
 import zipfile
@@ -208,3 +209,23 @@ def test_ddpg_and_a2c_zips_with_other_activations_act_as_predicted(tmp_path: Pat
     obs = observations(500)
     expected = model.predict(obs, deterministic=True)[0]
     assert np.abs(NumpyActor.from_bytes(imported.weights).act(obs) - expected).max() <= 1e-5
+
+
+@pytest.mark.slow
+def test_mutated_files_are_refused_never_crash_a_reader(foreign: dict[str, Trained]) -> None:
+    """Flipped bytes, truncations and random bytes, from real SB3 zips, a CleanRL file, our own file and its ONNX:
+    each read ends in a policy or an ImportRefusedError, never another exception."""
+    rng = np.random.default_rng(0)
+    own = random_actor_bytes(1)
+    seeds = [foreign["td3"].path.read_bytes(), foreign["cleanrl_torch"].path.read_bytes(), own]
+    seeds.append(safetensors_to_onnx(own))
+    for _ in range(500):
+        data = bytearray(seeds[rng.integers(len(seeds))])
+        for _ in range(rng.integers(1, 20)):
+            data[rng.integers(len(data))] = rng.integers(256)
+        if rng.random() < 0.2:
+            data = data[: rng.integers(len(data))]
+        if rng.random() < 0.05:
+            data = bytearray(rng.bytes(int(rng.integers(0, 200))))
+        with contextlib.suppress(ImportRefusedError):
+            read_upload(bytes(data), spaces=PENDULUM, obs_normalization=None, max_uncompressed=LIMIT)
