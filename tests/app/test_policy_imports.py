@@ -272,6 +272,15 @@ def test_zip_bombs_truncated_archives_and_oversized_uploads_are_refused(
     refused(api, upload_bytes(api, content[: len(content) - 200]), "file")
     too_big = upload_bytes(api, b"PK\x03\x04" + b"\0" * (300 * 1024))
     assert too_big.status_code == 413, too_big.text
+
+    def chunked_body() -> Any:  # no Content-Length: counted as it streams in
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.zip"\r\n\r\n'
+        for _ in range(8):
+            yield b"\0" * (64 * 1024)
+
+    headers = {"content-type": "multipart/form-data; boundary=b"}
+    streamed = api.client.post("/models/pendulum/policies", content=chunked_body(), headers=headers)
+    assert streamed.status_code == 413, streamed.text
     # /act keeps its own, smaller limit; the upload route has MAX_UPLOAD_BYTES.
     assert api.client.post("/act", content=b"{" + b" " * (5 * 1024 * 1024)).status_code == 413
 
