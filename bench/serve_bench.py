@@ -311,10 +311,11 @@ def report(
     if use_wrk and args.wrk_threads != 1:
         generator = f"wrk ({args.wrk_threads} threads)"
     print(f"Machine: {machine()}")
+    shape = " (PPO-like: tanh, clip, normalized)" if args.ppo_like else ""
     print(
         f"Load: {generator} on the same machine, {args.connections} keep-alive connections, "
         f"{args.duration:g} s per measurement, median of {args.rounds} interleaved rounds; actor hidden size "
-        f"{args.hidden_size}{' (PPO-like: tanh, clip, normalized)' if args.ppo_like else ''}. Load average before {load[0]:.2f}, after {load[1]:.2f}; "
+        f"{args.hidden_size}{shape}. Load average before {load[0]:.2f}, after {load[1]:.2f}; "
         f"bench took {elapsed:.0f} s."
     )
     print()
