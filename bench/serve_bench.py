@@ -20,9 +20,6 @@ use hits every scenario alike):
   gives the comparison p99.
 - `POST /act` under a shadow rollout at 100%, and a control loop's step over `WS /act/stream` against the same
   loop over HTTP keep-alive (bench/rollout_bench.py).
-- `POST /act` by policy id of imported policies: an SB3 TD3 [400, 300] actor and a PPO actor with VecNormalize
-  statistics, uploaded through POST /models/{name}/policies (bench/import_bench.py; 1 worker process only;
-  `--imports-only` runs just these rows, `--no-imports` skips them).
 
 Numbers are printed, never asserted. The load generator shares the machine with the server, so these are
 lower bounds on what the server does with the machine to itself.
@@ -49,7 +46,6 @@ if str(REPO) not in sys.path:  # `python bench/serve_bench.py` from the reposito
     sys.path.insert(0, str(REPO))
 
 from bench.http_connection import HttpConnection  # noqa: E402
-from bench.import_bench import ImportedRows, measure_imports  # noqa: E402
 from bench.load import WRK_SCRIPT, Run, median_run, python_load, run_wrk  # noqa: E402
 from bench.rollout_bench import closed_loops, measure_shadow, report_rollouts  # noqa: E402
 from bench.service import free_port, http, seed_database, service  # noqa: E402
@@ -207,7 +203,6 @@ class WorkerResults:
     # (plain /act, /act under a shadow rollout, its record) and (HTTP keep-alive loop, stream loop).
     shadow: tuple[Run, Run, dict[str, object]] | None = None
     loops: tuple[Run, Run] | None = None
-    imports: list[ImportedRows] = field(default_factory=list)
 
 
 @dataclass
@@ -255,13 +250,9 @@ def main() -> int:
     parser.add_argument("--promotions", type=int, default=20, help="promotions during the promotion scenario")
     parser.add_argument("--promotion-interval", type=float, default=0.4, help="seconds between promotions")
     parser.add_argument("--no-training", action="store_true", help="skip the /act-during-training scenario")
-    parser.add_argument("--no-imports", action="store_true", help="skip the imported-policy rows (needs SB3)")
-    parser.add_argument("--imports-only", action="store_true", help="only the imported-policy rows (1 worker)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (server logs)")
     args = parser.parse_args()
 
-    if args.imports_only:
-        args.workers = "1"
     use_wrk = args.load_generator == "wrk" or (args.load_generator == "auto" and shutil.which("wrk") is not None)
     if args.load_generator == "wrk" and shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk)")
@@ -284,17 +275,13 @@ def main() -> int:
             log_path = workdir / f"service-{workers}.log"
             print(f"# {workers} worker(s): measuring ...", file=sys.stderr, flush=True)
             with service(data_dir, free_port(), workers, log_path) as base_url:
-                imports = [] if workers > 1 or args.no_imports else _imports(bench, base_url)
-                if args.imports_only:
-                    report_imports(imports)
-                    return 0
                 idle = measure_idle(bench, base_url)
                 training, job = (None, {}) if workers > 1 or args.no_training else measure_training(bench, base_url)
                 promotions = measure_promotions(bench, base_url, actors)
                 load_act = lambda: bench.load(base_url, "/act", 1)  # noqa: E731
                 shadow = measure_shadow(load_act, base_url, max(actors), args.rounds)
                 loops = closed_loops(base_url, args.duration, args.rounds)
-            results[workers] = WorkerResults(idle, promotions, training, job, shadow, loops, imports)
+            results[workers] = WorkerResults(idle, promotions, training, job, shadow, loops)
     finally:
         if args.keep:
             print(f"# kept {workdir}", file=sys.stderr)
@@ -303,33 +290,6 @@ def main() -> int:
     load_after = os.getloadavg()
     report(args, results, use_wrk=use_wrk, load=(load_before[0], load_after[0]), elapsed=time.monotonic() - started)
     return 0
-
-
-def _imports(bench: Bench, base_url: str) -> list[ImportedRows]:
-    print("# uploading and measuring imported policies ...", file=sys.stderr, flush=True)
-    return measure_imports(
-        base_url,
-        bench.workdir,
-        body=act_body,
-        use_wrk=bench.use_wrk,
-        script=bench.script,
-        connections=bench.args.connections,
-        wrk_threads=bench.args.wrk_threads,
-        seconds=bench.args.duration,
-        rounds=bench.args.rounds,
-    )
-
-
-def report_imports(imports: list[ImportedRows], workers: int = 1) -> None:
-    """The imported policies' rows (with the table head when they are printed alone)."""
-    if not imports:
-        return
-    print("| Workers | Scenario | Obs/request | Requests/s | Obs/s | p50 ms | p99 ms | Failed | vs |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---|")
-    for entry in imports:
-        upload = f"{entry.origin}; {entry.zip_bytes / 1e6:.1f} MB zip uploaded in {entry.upload_seconds * 1000:.0f} ms"
-        for run in entry.runs.values():
-            row(workers, f"POST /act, {entry.label}", run, upload)
 
 
 def row(workers: int, name: str, run: Run, versus: str = "") -> None:
@@ -351,11 +311,11 @@ def report(
     if use_wrk and args.wrk_threads != 1:
         generator = f"wrk ({args.wrk_threads} threads)"
     print(f"Machine: {machine()}")
+    shape = " (PPO-like: tanh, clip, normalized)" if args.ppo_like else ""
     print(
         f"Load: {generator} on the same machine, {args.connections} keep-alive connections, "
         f"{args.duration:g} s per measurement, median of {args.rounds} interleaved rounds; actor hidden size "
-        f"{args.hidden_size}{' (PPO-like: tanh, clip, normalized)' if args.ppo_like else ''}. "
-        f"Load average before {load[0]:.2f}, after {load[1]:.2f}; "
+        f"{args.hidden_size}{shape}. Load average before {load[0]:.2f}, after {load[1]:.2f}; "
         f"bench took {elapsed:.0f} s."
     )
     print()
@@ -403,12 +363,6 @@ def report(
                 )
             )
         report_rollouts(workers, entry.shadow, entry.loops, row, checks)
-        for imported in entry.imports:
-            detail = (
-                f"{imported.origin}; {imported.zip_bytes / 1e6:.1f} MB zip in {imported.upload_seconds * 1000:.0f} ms"
-            )
-            for run in imported.runs.values():
-                row(workers, f"POST /act, {imported.label}", run, detail)
         promotions = entry.promotions
         during = promotions.during
         row(workers, "POST /act, Python generator (checks every answer)", promotions.idle)

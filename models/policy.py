@@ -137,7 +137,8 @@ class NumpyActor:
 
         For a `tanh_scale` policy the tanh output in [-1, 1]; for a `clip` policy the last layer's raw output.
         """
-        h = self.normalized(observations)
+        # Without normalization, no method call: a batch of one pays for every Python operation here.
+        h = np.asarray(observations, dtype=np.float32) if self._norm_mean is None else self.normalized(observations)
         for weight, bias, activation in self._steps:
             h = h @ weight  # a new array: the caller's observations are never written
             h += bias

@@ -102,3 +102,14 @@ def test_without_the_option_the_trainer_still_writes_ddpg_actor_1(fixed_clock: N
     weights = decode_actor(train(make_config(**{**TINY, "episodes": 1})).actor_bytes)
     assert weights.format == "ddpg-actor/1" and weights.obs_normalization is None
     assert weights.config["normalize_observations"] is False
+
+
+def test_normalization_lets_a_badly_scaled_env_learn() -> None:
+    """Pendulum with observations stretched x1000, x0.001 and x50 (and offset): ~2,400 env steps of the default preset.
+
+    Measured: without normalization this run ends at about -1,370 (seeds 2 and 3: no better than an untrained
+    actor); with it, about -150 to -200, what plain Pendulum reaches.
+    """
+    scaled_env.register()
+    result = train(make_config(seed=2, episodes=12, env_id=scaled_env.ENV_ID, normalize_observations=True))
+    assert result.eval_mean_return is not None and result.eval_mean_return > -500
