@@ -364,3 +364,15 @@ def test_a_downloaded_onnx_imports_back_as_the_same_policy(
     if item.obs_normalization is not None:
         refused = upload_bytes(api, onnx_bytes, "actor.onnx", obs_normalization=item.obs_normalization)
         assert refused.status_code == 422 and refused.json()["error"]["message"].startswith("obs_normalization:")
+
+
+def test_a_file_that_is_not_what_it_claims_is_refused(pendulum: Api, foreign: dict[str, Trained]) -> None:
+    for content, name in (
+        (b"not a policy at all", "td3.zip"),
+        (b'{"mean": [0, 0, 0]}', "actor.onnx"),
+        (foreign["td3"].path.read_bytes()[:4096], "td3.zip"),  # the first 4 kB of a real zip
+    ):
+        refused(pendulum, upload_bytes(pendulum, content, name), "file")
+    # What a file is comes from its bytes: an SB3 zip named .onnx is still an SB3 zip.
+    response = upload_bytes(pendulum, foreign["td3"].path.read_bytes(), "actor.onnx")
+    assert response.status_code == 201 and response.json()["origin"].startswith("sb3:TD3 ")
