@@ -80,8 +80,6 @@ class ImportedPolicy:
 
     weights: bytes
     origin: str
-    # The parsed actor (None for our own files, stored as they are): the tests' reference forward pass.
-    mlp: ImportedMlp | None
 
 
 def parse_obs_normalization(text: str | None) -> ObsNormalization | None:
@@ -176,7 +174,7 @@ def _read_upload(
                 action_low=own.action_low.tolist(),
                 action_high=own.action_high.tolist(),
             )
-            return ImportedPolicy(weights=data, origin=own.origin, mlp=None)
+            return ImportedPolicy(weights=data, origin=own.origin)
         mlp = _cleanrl(data, obs_normalization, max_uncompressed)
     else:
         mlp = read_onnx_actor(
@@ -184,7 +182,7 @@ def _read_upload(
         )
     check_spaces(mlp, spaces)
     weights = encode_imported(mlp, env_id=spaces.env_id, source_name=source_name)
-    return ImportedPolicy(weights=weights, origin=mlp.origin, mlp=mlp)
+    return ImportedPolicy(weights=weights, origin=mlp.origin)
 
 
 def check_spaces(mlp: ImportedMlp, spaces: ModelSpaces) -> None:
