@@ -201,7 +201,7 @@ def test_a_zip_whose_policy_pth_would_create_a_file_is_refused_and_nothing_is_cr
 
 
 def test_discrete_action_and_cnn_sb3_policies_are_refused(pendulum: Api, tmp_path: Path) -> None:
-    from stable_baselines3 import PPO
+    PPO = pytest.importorskip("stable_baselines3").PPO
 
     discrete = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, n_epochs=1, device="cpu")
     discrete.save(tmp_path / "cartpole.zip")
@@ -316,7 +316,7 @@ def test_bad_obs_normalization_is_refused_naming_its_field(pendulum: Api, foreig
 
 
 def test_an_sb3_td3_of_default_size_is_over_the_act_limit_and_still_uploads(pendulum: Api, tmp_path: Path) -> None:
-    from stable_baselines3 import TD3
+    TD3 = pytest.importorskip("stable_baselines3").TD3
 
     # SB3's default TD3 net_arch is [400, 300]; a few updates fill the optimizer state a trained zip carries.
     model = TD3("MlpPolicy", ENV_ID, seed=0, device="cpu", learning_starts=100, train_freq=4, gradient_steps=1)

@@ -190,7 +190,7 @@ def test_an_entry_that_inflates_past_its_declared_size_is_refused() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["DDPG", "A2C"])
 def test_ddpg_and_a2c_zips_with_other_activations_act_as_predicted(tmp_path: Path, algorithm: str) -> None:
-    import stable_baselines3
+    stable_baselines3 = pytest.importorskip("stable_baselines3")
     import torch
 
     cls = getattr(stable_baselines3, algorithm)
