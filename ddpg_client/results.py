@@ -201,9 +201,9 @@ class Policy:
     source_job_id: int | None = None
     is_default: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
-    # Where it comes from: `trained` by the service, or imported (`sb3:TD3 2.9.2`, `cleanrl`, `onnx`).
-    origin: str = "trained"
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # Where the policy comes from: "trained" (this service's trainer), or an importer's tag such as "sb3:TD3 2.x".
+    origin: str = "trained"
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Policy:
@@ -218,6 +218,6 @@ class Policy:
             source_job_id=_int_or_none(data.get("source_job_id")),
             is_default=bool(data.get("is_default", False)),
             meta=dict(data.get("meta") or {}),
-            origin=str(data.get("origin") or "trained"),
             raw=dict(data),
+            origin=str(data.get("origin") or "trained"),
         )
