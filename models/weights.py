@@ -136,8 +136,14 @@ def decode_actor(data: bytes) -> ActorWeights:
     raw_meta = header.get("__metadata__")
     if not isinstance(raw_meta, dict):
         raise WeightsFormatError(f"safetensors file has no metadata; expected a format among {list(SUPPORTED_FORMATS)}")
-    if raw_meta.get("format") == POLICY_FORMAT_TAG:
+    tag = raw_meta.get("format")
+    if tag == POLICY_FORMAT_TAG:
         return decode_policy_mlp(data)
+    if tag is not None and tag != LEGACY_FORMAT_TAG:
+        # Before any key check: a later format's file must be told apart from a broken one.
+        raise WeightsFormatError(
+            f"unsupported format {tag!r}; expected one of {', '.join(map(repr, SUPPORTED_FORMATS))}"
+        )
     return _decode_ddpg_actor(header, raw_meta, data)
 
 

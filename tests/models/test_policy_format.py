@@ -170,3 +170,10 @@ def test_a_nan_in_a_policy_file_is_refused_naming_the_tensor() -> None:
     with pytest.raises(WeightsFormatError, match=r"obs_normalization\.mean holds non-finite"):
         decode_actor(data)
     assert json.loads(weights.metadata_strings()["hidden_sizes"]) == [8]
+
+
+def test_a_later_format_is_named_as_unsupported_not_as_broken() -> None:
+    weights = decode_actor(Path(FIXTURE).read_bytes())
+    meta = {"format": "policy-mlp/2", "env_id": "Pendulum-v1"}
+    with pytest.raises(WeightsFormatError, match=r"unsupported format 'policy-mlp/2'; expected one of"):
+        decode_actor(st_save(dict(weights.tensors), metadata=meta))
