@@ -128,7 +128,11 @@ def run() -> int:
         try:
             load_actor_file(settings.policy_file)
         except WeightsFormatError as exc:
-            logger.error("POLICY_FILE %s is not a valid ddpg-actor/1 safetensors file: %s", settings.policy_file, exc)
+            logger.error(
+                "POLICY_FILE %s is not a valid policy file (ddpg-actor/1 or policy-mlp/1): %s",
+                settings.policy_file,
+                exc,
+            )
             return 2
     logger.info("database %s", redacted(settings.database_url))
     try:

@@ -26,12 +26,14 @@ from app.routes import (
     kserve,
     models,
     policies,
+    policy_imports,
     rollout,
     stream,
     sweeps,
     train,
 )
 from app.routes.openapi_security import install_openapi_security
+from app.routes.policy_imports import POLICY_UPLOAD_PATH
 from app.serving.fast_path import ActFastPath
 from app.settings import Settings
 
@@ -77,7 +79,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # add_middleware wraps: the last added runs first. Metrics outermost, so 413s are counted and timed too;
     # the /act fast path innermost, so both apply to it.
     application.add_middleware(ActFastPath, bench_endpoints=settings.bench_endpoints)
-    application.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    application.add_middleware(
+        BodySizeLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        upload_limits=((POLICY_UPLOAD_PATH, settings.max_upload_bytes),),
+    )
     application.add_middleware(MetricsMiddleware, metrics=metrics)
     application.include_router(act.router)
     application.include_router(stream.router)
@@ -86,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(sweeps.router)
     application.include_router(policies.router)
     application.include_router(models.router)
+    application.include_router(policy_imports.router)
     application.include_router(rollout.router)
     application.include_router(health.router)
     application.include_router(kserve.router)

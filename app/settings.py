@@ -31,7 +31,7 @@ class Settings(ProcessSettings):
         None, description="When set, POST /act needs `Authorization: Bearer <key>`."
     )
     policy_file: Annotated[Path | None, BLANK_IS_UNSET] = Field(
-        None, description="A ddpg-actor/1 safetensors file registered and promoted at start-up."
+        None, description="A policy file (safetensors) registered and promoted at start-up."
     )
     max_batch: int = Field(4096, ge=1, le=1_000_000, description="Most observations one POST /act may carry.")
     max_queued_jobs: int = Field(
@@ -39,6 +39,12 @@ class Settings(ProcessSettings):
     )
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, le=1 << 30, description="Largest request body accepted; bigger ones get 413."
+    )
+    max_upload_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        le=1 << 31,
+        description="Largest policy upload (POST /models/{name}/policies) accepted; bigger ones get 413.",
     )
     policy_refresh_seconds: float = Field(
         0.5, gt=0, le=60, description="How often each API process polls the database for a promoted policy."

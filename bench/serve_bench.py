@@ -246,6 +246,11 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections")
     parser.add_argument("--workers", default="1,2", help="uvicorn worker counts to measure, comma separated")
     parser.add_argument("--hidden-size", type=int, default=64, help="actor width (the default preset's is 64)")
+    parser.add_argument(
+        "--ppo-like",
+        action="store_true",
+        help="serve policies of the general format (tanh, clip, observation normalization) instead of the seed Actor",
+    )
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (one keeps a core for the server)")
     parser.add_argument("--load-generator", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--promotions", type=int, default=20, help="promotions during the promotion scenario")
@@ -272,7 +277,7 @@ def main() -> int:
         for workers in [int(w) for w in args.workers.split(",")]:
             data_dir = workdir / f"data-{workers}"
             data_dir.mkdir()
-            actors = seed_database(data_dir, args.hidden_size)
+            actors = seed_database(data_dir, args.hidden_size, ppo_like=args.ppo_like)
             log_path = workdir / f"service-{workers}.log"
             print(f"# {workers} worker(s): measuring ...", file=sys.stderr, flush=True)
             grpc_port = free_port()
@@ -320,10 +325,11 @@ def report(
     if use_wrk and args.wrk_threads != 1:
         generator = f"wrk ({args.wrk_threads} threads)"
     print(f"Machine: {machine()}")
+    shape = " (PPO-like: tanh, clip, normalized)" if args.ppo_like else ""
     print(
         f"Load: {generator} on the same machine, {args.connections} keep-alive connections, "
         f"{args.duration:g} s per measurement, median of {args.rounds} interleaved rounds; actor hidden size "
-        f"{args.hidden_size}. Load average before {load[0]:.2f}, after {load[1]:.2f}; "
+        f"{args.hidden_size}{shape}. Load average before {load[0]:.2f}, after {load[1]:.2f}; "
         f"bench took {elapsed:.0f} s."
     )
     print()

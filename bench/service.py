@@ -20,7 +20,8 @@ if str(REPO) not in sys.path:  # run as a script from the repository root
     sys.path.insert(0, str(REPO))
 
 from models.policy import NumpyActor  # noqa: E402
-from models.random_actor import random_actor_bytes  # noqa: E402
+from models.random_actor import random_actor_bytes, random_policy_weights  # noqa: E402
+from models.weights import encode_policy  # noqa: E402
 from store.db import create_db_engine, default_database_url, make_session_factory, migrate  # noqa: E402
 from store.policies import register_policy  # noqa: E402
 
@@ -32,8 +33,19 @@ def random_policy_bytes(seed: int, hidden_size: int) -> bytes:
     )
 
 
-def seed_database(data_dir: Path, hidden_size: int) -> dict[int, NumpyActor]:
-    """Two policies in a fresh database, the first one the default; their local actors by id."""
+def ppo_like_policy_bytes(seed: int, hidden_size: int) -> bytes:
+    """A policy of the general format on Pendulum's shape: tanh hidden layers, clip output, observation normalization
+    (what an imported SB3 PPO MlpPolicy under VecNormalize looks like)."""
+    weights = random_policy_weights(
+        seed, sizes=(3, hidden_size, hidden_size, 1), activations=["tanh", "tanh"], output="clip", normalized=True
+    )
+    return encode_policy(weights)
+
+
+def seed_database(data_dir: Path, hidden_size: int, *, ppo_like: bool = False) -> dict[int, NumpyActor]:
+    """Two policies in a fresh database, the first one the default; their local actors by id.
+
+    `ppo_like`: policies of the general format (`ppo_like_policy_bytes`) instead of the seed Actor's."""
     url = default_database_url(data_dir)
     migrate(url)
     engine = create_db_engine(url)
@@ -41,7 +53,8 @@ def seed_database(data_dir: Path, hidden_size: int) -> dict[int, NumpyActor]:
     try:
         with make_session_factory(engine)() as session:
             for seed, rule in ((1, "always"), (2, "never")):
-                weights = random_policy_bytes(seed, hidden_size)
+                make = ppo_like_policy_bytes if ppo_like else random_policy_bytes
+                weights = make(seed, hidden_size)
                 policy = register_policy(session, weights=weights, promote=rule)
                 session.flush()
                 actors[policy.id] = NumpyActor.from_bytes(weights)

@@ -202,6 +202,8 @@ class Policy:
     is_default: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # Where the policy comes from: "trained" (this service's trainer), or an importer's tag such as "sb3:TD3 2.x".
+    origin: str = "trained"
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Policy:
@@ -217,4 +219,5 @@ class Policy:
             is_default=bool(data.get("is_default", False)),
             meta=dict(data.get("meta") or {}),
             raw=dict(data),
+            origin=str(data.get("origin") or "trained"),
         )

@@ -242,7 +242,7 @@ def render_episode_gif(
 
 
 def episode_gif_for_weights(weights: bytes, *, seed: int = 0) -> bytes:
-    """The GIF of a `ddpg-actor/1` file's episode (the API endpoint; it keeps the result per policy and seed).
+    """The GIF of a policy file's episode (the API endpoint; it keeps the result per policy and seed).
 
     Raises `models.weights.WeightsFormatError` for invalid bytes, `RenderUnavailableError` when this process
     cannot render. Blocking (about a second): call it from a thread, not the event loop.

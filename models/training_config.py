@@ -71,6 +71,11 @@ class TrainingConfig(BaseModel):
         500, ge=0, le=MAX_STEPS, description="first env steps taken with uniformly random actions instead of the actor"
     )
     update_every: int = Field(1, ge=1, le=10_000, description="env steps between gradient updates")
+    normalize_observations: bool = Field(
+        False,
+        description="normalize observations by their running mean and variance, as SB3's VecNormalize does "
+        "(clip 10, epsilon 1e-8); the statistics are frozen into the exported policy",
+    )
 
     @field_validator("env_id")
     @classmethod

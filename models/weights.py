@@ -1,28 +1,79 @@
-"""The actor weights file: safetensors with string metadata (format `ddpg-actor/1`), and its strict loader.
+"""The policy weights files and their strict loader: `ddpg-actor/1` (the seed Actor) and `policy-mlp/1` (any MLP).
 
 Torch-free on purpose: the API reads these bytes with numpy only. Nothing here ever unpickles.
 
-Layout (see DESIGN.md): tensors `linear{1,2,3}.{weight,bias}` with the torch `nn.Linear` shapes,
-metadata values are strings (lists and dicts JSON-encoded).
+`decode_actor` reads every format into one general form, `ActorWeights` (models.policy_format, where the
+general format and its builder are described; its public names are re-exported here). `encode_actor` writes
+`ddpg-actor/1`, the trainer's format for an unnormalized seed Actor, so its files stay readable by every
+earlier server; `encode_policy` writes `policy-mlp/1`.
+
+`ddpg-actor/1` layout (see DESIGN.md): tensors `linear{1,2,3}.{weight,bias}` with the torch `nn.Linear` shapes,
+relu, relu, tanh, metadata values are strings (lists and dicts JSON-encoded).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from safetensors import SafetensorError
-from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-FORMAT_TAG = "ddpg-actor/1"
+from models.policy_format import (
+    LEGACY_FORMAT_TAG,
+    MAX_DIM,
+    MAX_HEADER_BYTES,
+    ORIGIN_TRAINED,
+    POLICY_FORMAT_TAG,
+    Activation,
+    ActorWeights,
+    DenseLayer,
+    ObsNormalization,
+    OutputTransform,
+    WeightsFormatError,
+    build_policy_weights,
+    check_declared_tensors,
+    decode_policy_mlp,
+    encode_policy,
+    float_vector,
+    json_value,
+    legacy_actor_weights,
+    load_tensors,
+    optional_float,
+    optional_int,
+    positive_int,
+    read_header,
+)
+
+__all__ = [
+    "FORMAT_TAG",
+    "LEGACY_FORMAT_TAG",
+    "MAX_DIM",
+    "MAX_HEADER_BYTES",
+    "ORIGIN_TRAINED",
+    "POLICY_FORMAT_TAG",
+    "REQUIRED_METADATA",
+    "SUPPORTED_FORMATS",
+    "TENSOR_NAMES",
+    "Activation",
+    "ActorWeights",
+    "DenseLayer",
+    "ObsNormalization",
+    "OutputTransform",
+    "WeightsFormatError",
+    "build_policy_weights",
+    "decode_actor",
+    "encode_actor",
+    "encode_policy",
+    "load_actor_file",
+    "read_header",
+]
+
+FORMAT_TAG = LEGACY_FORMAT_TAG  # the name earlier code imports
+SUPPORTED_FORMATS = (LEGACY_FORMAT_TAG, POLICY_FORMAT_TAG)
 LAYER_NAMES = ("linear1", "linear2", "linear3")
 TENSOR_NAMES = tuple(f"{layer}.{part}" for layer in LAYER_NAMES for part in ("weight", "bias"))
 REQUIRED_METADATA = (
@@ -38,50 +89,8 @@ REQUIRED_METADATA = (
     "eval_mean_return",
     "created_at",
 )
-# A header larger than this is not an actor file; refusing early keeps a hostile upload from
-# making us parse megabytes of JSON.
-MAX_HEADER_BYTES = 1 << 20
-# Caps the network size a file may claim, so a hostile upload cannot make us allocate gigabytes.
-MAX_DIM = 65536
 
 FloatArray = npt.NDArray[np.float32]
-
-
-class WeightsFormatError(ValueError):
-    """The bytes are not a valid `ddpg-actor/1` safetensors file; the message says why."""
-
-
-@dataclass(frozen=True)
-class ActorWeights:
-    """A validated actor: float32 tensors with the torch shapes, and the parsed metadata."""
-
-    tensors: dict[str, FloatArray]
-    env_id: str
-    obs_dim: int
-    act_dim: int
-    hidden_size: int
-    action_low: FloatArray
-    action_high: FloatArray
-    config: dict[str, Any]
-    seed: int | None
-    eval_mean_return: float | None
-    created_at: str
-
-    def metadata(self) -> dict[str, Any]:
-        """The metadata as plain JSON-able values (for the registry and the API)."""
-        return {
-            "format": FORMAT_TAG,
-            "env_id": self.env_id,
-            "obs_dim": self.obs_dim,
-            "act_dim": self.act_dim,
-            "hidden_size": self.hidden_size,
-            "action_low": self.action_low.tolist(),
-            "action_high": self.action_high.tolist(),
-            "config": self.config,
-            "seed": self.seed,
-            "eval_mean_return": self.eval_mean_return,
-            "created_at": self.created_at,
-        }
 
 
 def encode_actor(
@@ -121,91 +130,68 @@ def encode_actor(
     return data
 
 
-def read_header(data: bytes) -> dict[str, Any]:
-    """Parse the safetensors JSON header without touching the tensor bytes."""
-    if len(data) < 8:
-        raise WeightsFormatError(f"not a safetensors file: {len(data)} bytes is shorter than the 8-byte header size")
-    (header_len,) = struct.unpack("<Q", data[:8])
-    if header_len == 0 or header_len > MAX_HEADER_BYTES:
-        raise WeightsFormatError(f"not a safetensors file: implausible header size {header_len}")
-    if 8 + header_len > len(data):
-        raise WeightsFormatError(
-            f"truncated safetensors file: header claims {header_len} bytes but only {len(data) - 8} follow"
-        )
-    try:
-        header = json.loads(data[8 : 8 + header_len])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WeightsFormatError(f"not a safetensors file: header is not JSON ({exc})") from None
-    if not isinstance(header, dict):
-        raise WeightsFormatError("not a safetensors file: header is not a JSON object")
-    return header
-
-
 def decode_actor(data: bytes) -> ActorWeights:
-    """Strictly validate and load `ddpg-actor/1` bytes; raise WeightsFormatError naming the problem."""
+    """Strictly validate and load a policy file of any supported format; WeightsFormatError names the problem."""
     header = read_header(data)
     raw_meta = header.get("__metadata__")
     if not isinstance(raw_meta, dict):
-        raise WeightsFormatError("safetensors file has no metadata; expected format 'ddpg-actor/1'")
+        raise WeightsFormatError(f"safetensors file has no metadata; expected a format among {list(SUPPORTED_FORMATS)}")
+    tag = raw_meta.get("format")
+    if tag == POLICY_FORMAT_TAG:
+        return decode_policy_mlp(data)
+    if tag is not None and tag != LEGACY_FORMAT_TAG:
+        # Before any key check: a later format's file must be told apart from a broken one.
+        raise WeightsFormatError(
+            f"unsupported format {tag!r}; expected one of {', '.join(map(repr, SUPPORTED_FORMATS))}"
+        )
+    return _decode_ddpg_actor(header, raw_meta, data)
+
+
+def _decode_ddpg_actor(header: Mapping[str, Any], raw_meta: Mapping[str, Any], data: bytes) -> ActorWeights:
+    """`ddpg-actor/1`: the checks it always had, in their order, then the general form."""
     missing = [key for key in REQUIRED_METADATA if key not in raw_meta]
     if missing:
         raise WeightsFormatError(f"metadata lacks required keys: {', '.join(missing)}")
     if raw_meta["format"] != FORMAT_TAG:
-        raise WeightsFormatError(f"unsupported format {raw_meta['format']!r}; expected {FORMAT_TAG!r}")
+        raise WeightsFormatError(
+            f"unsupported format {raw_meta['format']!r}; expected one of {', '.join(map(repr, SUPPORTED_FORMATS))}"
+        )
 
-    obs_dim = _positive_int(raw_meta, "obs_dim")
-    act_dim = _positive_int(raw_meta, "act_dim")
-    hidden_size = _positive_int(raw_meta, "hidden_size")
-    action_low = _float_vector(raw_meta, "action_low", act_dim)
-    action_high = _float_vector(raw_meta, "action_high", act_dim)
+    obs_dim = positive_int(raw_meta, "obs_dim")
+    act_dim = positive_int(raw_meta, "act_dim")
+    hidden_size = positive_int(raw_meta, "hidden_size")
+    action_low = float_vector(raw_meta, "action_low", act_dim)
+    action_high = float_vector(raw_meta, "action_high", act_dim)
     if not np.all(action_low < action_high):
         raise WeightsFormatError("metadata action_low must be strictly below action_high")
-    config = _json_value(raw_meta, "config")
+    config = json_value(raw_meta, "config")
     if not isinstance(config, dict):
         raise WeightsFormatError("metadata 'config' must be a JSON object")
 
-    expected_shapes = {
-        "linear1.weight": (hidden_size, obs_dim),
-        "linear1.bias": (hidden_size,),
-        "linear2.weight": (hidden_size, hidden_size),
-        "linear2.bias": (hidden_size,),
-        "linear3.weight": (act_dim, hidden_size),
-        "linear3.bias": (act_dim,),
-    }
-    names = sorted(key for key in header if key != "__metadata__")
-    if names != sorted(TENSOR_NAMES):
-        raise WeightsFormatError(f"expected tensors {sorted(TENSOR_NAMES)}, found {names}")
-    for name, shape in expected_shapes.items():
-        declared = header[name].get("shape") if isinstance(header[name], dict) else None
-        if declared != list(shape):
-            raise WeightsFormatError(f"tensor {name} has shape {declared}, expected {list(shape)}")
-        dtype = header[name].get("dtype")
-        if dtype not in ("F16", "F32", "F64"):
-            raise WeightsFormatError(f"tensor {name} has dtype {dtype}; expected a float (F16, F32 or F64)")
-
-    try:
-        loaded = st_load(data)
-    except (SafetensorError, ValueError, TypeError) as exc:
-        raise WeightsFormatError(f"corrupt safetensors file: {exc}") from None
-
-    tensors: dict[str, FloatArray] = {}
-    for name in TENSOR_NAMES:
-        array = np.ascontiguousarray(loaded[name], dtype=np.float32)
-        if not np.all(np.isfinite(array)):
-            raise WeightsFormatError(f"tensor {name} holds non-finite values (NaN or infinity)")
-        tensors[name] = array
-
-    return ActorWeights(
-        tensors=tensors,
-        env_id=str(raw_meta["env_id"]),
-        obs_dim=obs_dim,
-        act_dim=act_dim,
-        hidden_size=hidden_size,
+    check_declared_tensors(
+        header,
+        {
+            "linear1.weight": (hidden_size, obs_dim),
+            "linear1.bias": (hidden_size,),
+            "linear2.weight": (hidden_size, hidden_size),
+            "linear2.bias": (hidden_size,),
+            "linear3.weight": (act_dim, hidden_size),
+            "linear3.bias": (act_dim,),
+        },
+    )
+    tensors = load_tensors(data)
+    return legacy_actor_weights(
+        [
+            DenseLayer(tensors["linear1.weight"], tensors["linear1.bias"], Activation.RELU),
+            DenseLayer(tensors["linear2.weight"], tensors["linear2.bias"], Activation.RELU),
+            DenseLayer(tensors["linear3.weight"], tensors["linear3.bias"], None),
+        ],
         action_low=action_low,
         action_high=action_high,
+        env_id=str(raw_meta["env_id"]),
         config=config,
-        seed=_optional_int(raw_meta, "seed"),
-        eval_mean_return=_optional_float(raw_meta, "eval_mean_return"),
+        seed=optional_int(raw_meta, "seed"),
+        eval_mean_return=optional_float(raw_meta, "eval_mean_return"),
         created_at=str(raw_meta["created_at"]),
     )
 
@@ -216,54 +202,3 @@ def load_actor_file(path: str | Path) -> ActorWeights:
     if not file.is_file():
         raise WeightsFormatError(f"no such weights file: {file}")
     return decode_actor(file.read_bytes())
-
-
-def _positive_int(meta: Mapping[str, Any], key: str) -> int:
-    try:
-        value = int(meta[key])
-    except (TypeError, ValueError):
-        raise WeightsFormatError(f"metadata {key!r} must be an integer, got {meta[key]!r}") from None
-    if not 0 < value <= MAX_DIM:
-        raise WeightsFormatError(f"metadata {key!r} must be between 1 and {MAX_DIM}, got {value}")
-    return value
-
-
-def _json_value(meta: Mapping[str, Any], key: str) -> Any:
-    try:
-        return json.loads(meta[key])
-    except (TypeError, json.JSONDecodeError):
-        raise WeightsFormatError(f"metadata {key!r} must be JSON, got {meta[key]!r}") from None
-
-
-def _float_vector(meta: Mapping[str, Any], key: str, length: int) -> FloatArray:
-    value = _json_value(meta, key)
-    if (
-        not isinstance(value, list)
-        or len(value) != length
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-    ):
-        raise WeightsFormatError(f"metadata {key!r} must be a list of {length} finite numbers, got {meta[key]!r}")
-    return np.asarray(value, dtype=np.float32)
-
-
-def _optional_int(meta: Mapping[str, Any], key: str) -> int | None:
-    raw = meta[key]
-    if raw in ("", "null", None):
-        return None
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        raise WeightsFormatError(f"metadata {key!r} must be an integer or empty, got {raw!r}") from None
-
-
-def _optional_float(meta: Mapping[str, Any], key: str) -> float | None:
-    raw = meta[key]
-    if raw in ("", "null", None):
-        return None
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise WeightsFormatError(f"metadata {key!r} must be a number or empty, got {raw!r}") from None
-    if not math.isfinite(value):
-        raise WeightsFormatError(f"metadata {key!r} must be finite, got {raw!r}")
-    return value

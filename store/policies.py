@@ -38,7 +38,7 @@ def register_policy(
 
     `model_id` names the model; without it the policy joins `default_model` when that is for the actor's
     environment, else the model of its environment (created if there is none). Raises
-    models.weights.WeightsFormatError (a ValueError) for bytes that are not a valid `ddpg-actor/1` file,
+    models.weights.WeightsFormatError (a ValueError) for bytes that are not a valid policy file,
     PolicyModelMismatchError for an actor of another environment or other sizes than its model, and ValueError for
     an unknown promotion rule. `if_better` makes the policy its model's champion only when the model has none yet or
     its eval_mean_return is strictly higher than the champion's (a score beats no score).

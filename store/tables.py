@@ -147,7 +147,7 @@ class EvaluationRow(Base):
 
 
 class Policy(Base):
-    """A stored actor: the `ddpg-actor/1` safetensors bytes themselves, and their metadata."""
+    """A stored actor: the policy file's safetensors bytes themselves, and their metadata."""
 
     __tablename__ = "policies"
 

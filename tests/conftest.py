@@ -21,6 +21,9 @@ from store.registry import get_model
 from store.tables import Model
 from tests import scheduling
 
+# Policies trained by other libraries (SB3, CleanRL) once per session, for the import tests of models/ and app/.
+from tests.sb3_models import foreign  # noqa: F401
+
 POSTGRES_ENV = "TEST_DATABASE_URL"
 
 

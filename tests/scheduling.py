@@ -22,8 +22,13 @@ from typing import Any
 
 import pytest
 
-# A module -> the module whose worker it runs on: they share a session-scoped fixture (`trained`, one CLI training).
-SAME_WORKER = {"tests/trainer/test_cli_exports.py": "tests/trainer/test_cli.py"}
+# A module -> the module whose worker it runs on: they share a session-scoped fixture (`trained`, one CLI training;
+# `foreign`, the policies Stable-Baselines3 and CleanRL train for the import tests).
+SAME_WORKER = {
+    "tests/trainer/test_cli_exports.py": "tests/trainer/test_cli.py",
+    "tests/models/test_imports.py": "tests/app/test_policy_imports.py",
+    "tests/trainer/test_import_command.py": "tests/app/test_policy_imports.py",
+}
 DURATIONS_KEY = "ddpg/durations"
 COMMITTED_DURATIONS = Path(__file__).with_name("durations.json")
 # Seconds assumed for a test with no recorded time: `slow` ones start real processes or train.

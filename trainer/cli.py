@@ -1,4 +1,5 @@
-"""`python -m trainer {train,evaluate,export-onnx,worker}`: the command line over training, actor files and the worker.
+"""`python -m trainer {train,evaluate,export-onnx,import,worker}`: the command line over training, actor files,
+imports of policies trained elsewhere, and the worker.
 
 Every TrainingConfig field is a `--dashed-name` flag of `train`, generated from the one config model (its
 type, choices and description), so the CLI, the HTTP API and the config can never drift apart.
@@ -23,7 +24,14 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from models.run_files import ACTOR_FILE, EVALUATIONS_FILE, GIF_FILE, REWARDS_FILE
-from models.training_config import PRESET_NAMES, PRESETS, TrainingConfig, describe_errors, make_config
+from models.training_config import (
+    PRESET_NAMES,
+    PRESETS,
+    PROMOTE_RULES,
+    TrainingConfig,
+    describe_errors,
+    make_config,
+)
 
 if TYPE_CHECKING:
     from trainer.tracking import TrackerGroup
@@ -50,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer", description="DDPG trainer for continuous control.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,export-onnx,worker,sweeps}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{train,evaluate,export-onnx,import,worker,sweeps}"
+    )
 
     train_parser = sub.add_parser("train", help="train an actor and write it with its reward history to --out")
     train_parser.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
@@ -71,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.set_defaults(handler=_run_train, subparser=train_parser)
 
     eval_parser = sub.add_parser("evaluate", help="evaluate an exported actor with the torch-free numpy actor")
-    eval_parser.add_argument("path", type=Path, help="a ddpg-actor/1 .safetensors file")
+    eval_parser.add_argument("path", type=Path, help="a policy .safetensors file (ddpg-actor/1 or policy-mlp/1)")
     eval_parser.add_argument("--episodes", type=_positive_int, default=10, help="episodes to run (default 10)")
     eval_parser.add_argument(
         "--max-episode-steps", type=_optional_positive_int, default=None, help="steps per episode (default: env's)"
@@ -81,10 +91,30 @@ def build_parser() -> argparse.ArgumentParser:
     onnx_parser = sub.add_parser(
         "export-onnx", help="write the ONNX model of an actor file (scaling and clipping inside)"
     )
-    onnx_parser.add_argument("path", type=Path, help="a ddpg-actor/1 .safetensors file")
+    onnx_parser.add_argument("path", type=Path, help="a policy .safetensors file (ddpg-actor/1 or policy-mlp/1)")
     onnx_parser.add_argument("out", type=Path, help="the .onnx file to write")
     onnx_parser.set_defaults(handler=_run_export_onnx, subparser=onnx_parser)
 
+    import_parser = sub.add_parser(
+        "import",
+        help="import a policy trained elsewhere (SB3 zip, CleanRL actor, ONNX MLP) into a model of the database",
+    )
+    import_parser.add_argument("path", type=Path, help="the file: an SB3 .zip, a CleanRL state dict, an .onnx")
+    import_parser.add_argument("--model", required=True, help="the model it becomes a version of (must exist)")
+    import_parser.add_argument(
+        "--obs-normalization",
+        type=Path,
+        default=None,
+        metavar="JSON_FILE",
+        help='VecNormalize\'s statistics: a JSON file {"mean": [...], "var": [...], "clip": 10.0, "epsilon": 1e-8}',
+    )
+    import_parser.add_argument(
+        "--promote", default="if_better", choices=PROMOTE_RULES, help="when it becomes the champion"
+    )
+    import_parser.add_argument(
+        "--database-url", default=None, help="SQLAlchemy URL (default: $DATABASE_URL, else sqlite under $DATA_DIR)"
+    )
+    import_parser.set_defaults(handler=_run_import, subparser=import_parser)
     sub.add_parser("worker", help="run training jobs from the database (see `python -m trainer worker --help`)")
     sub.add_parser("sweeps", help="run hyperparameter sweeps on Ray Tune (see `python -m trainer sweeps --help`)")
     return parser
@@ -98,7 +128,9 @@ def _add_field_flag(parser: argparse.ArgumentParser, name: str, info: FieldInfo)
     help_text = f"{info.description} (default preset: {default})"
     # SUPPRESS: an absent flag leaves the preset's value, so `--preset seed` is never silently overridden.
     common: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
-    if typing.get_origin(hint) is Literal:
+    if hint is bool:
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+    elif typing.get_origin(hint) is Literal:
         parser.add_argument(flag, choices=list(typing.get_args(hint)), **common)
     elif typing.get_origin(hint) in (typing.Union, types.UnionType):
         parser.add_argument(flag, type=_optional_positive_int, metavar="N|none", **common)
@@ -222,6 +254,33 @@ def _run_export_onnx(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     except OSError as exc:
         logger.error("cannot write %s: %s", args.out, exc)
         return 1
+    return 0
+
+
+def _run_import(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from store.settings import ProcessSettings, load_settings
+    from trainer.import_command import ImportCommandError, import_policy_file
+
+    database_url = args.database_url or load_settings(ProcessSettings).database_url
+    normalization = None
+    if args.obs_normalization is not None:
+        try:
+            normalization = args.obs_normalization.read_text()
+        except OSError as exc:
+            parser.error(f"--obs-normalization {args.obs_normalization}: {exc.strerror or exc}")
+    try:
+        row = import_policy_file(
+            args.path,
+            model=args.model,
+            database_url=database_url,
+            obs_normalization=normalization,
+            promote=args.promote,
+        )
+    except ImportCommandError as exc:
+        logger.error("%s", exc)
+        return 1
+    report = {"policy_id": row.policy_id, "model": row.model, "origin": row.origin, "champion": row.champion}
+    sys.stdout.write(json.dumps(report) + "\n")
     return 0
 
 

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 def export_onnx(weights_path: Path, out_path: Path) -> None:
-    """Write the ONNX model of the `ddpg-actor/1` file at `weights_path` to `out_path`.
+    """Write the ONNX model of the policy file at `weights_path` to `out_path`.
 
     Raises `models.weights.WeightsFormatError` (naming the file) when the weights are missing or rejected by the
     strict loader, and OSError when `out_path` cannot be written. `out_path` is replaced atomically: it never

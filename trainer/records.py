@@ -36,7 +36,7 @@ ProgressCallback = Callable[[EpisodeRecord, EvaluationRecord | None], bool]
 @dataclass
 class TrainingResult:
     config: TrainingConfig
-    actor_bytes: bytes  # ddpg-actor/1 safetensors
+    actor_bytes: bytes  # safetensors: ddpg-actor/1, or policy-mlp/1 with observation normalization
     eval_mean_return: float | None  # of the exported actor
     episodes: list[EpisodeRecord] = field(default_factory=list)
     evaluations: list[EvaluationRecord] = field(default_factory=list)

@@ -12,12 +12,14 @@ import numpy as np
 import torch
 
 from models.policy import NumpyActor
+from models.policy_format import ObsNormalization
 from models.training_config import TrainingConfig
 from trainer.agent import DDPGAgent
 from trainer.env import env_spec, make_env
 from trainer.evaluation import evaluate_policy
 from trainer.export import export_actor
 from trainer.noise import make_noise
+from trainer.obs_normalizer import RunningObsNormalizer
 from trainer.records import EpisodeRecord, EvaluationRecord, ProgressCallback, TrainingResult
 from trainer.replay_buffer import ReplayBuffer
 from trainer.seeding import seed_everything
@@ -36,11 +38,13 @@ def train(config: TrainingConfig, callback: ProgressCallback | None = None) -> T
     agent = DDPGAgent.from_config(config, spec.obs_dim, spec.act_dim)
     buffer = ReplayBuffer(config.replay_size, spec.obs_dim, spec.act_dim)
     noise = make_noise(config.noise, spec.act_dim, config.noise_sigma, config.ou_theta, rng)
+    # Running observation statistics (trainer/obs_normalizer.py), or None: the actor sees raw observations.
+    normalizer = RunningObsNormalizer(spec.obs_dim) if config.normalize_observations else None
 
     episodes: list[EpisodeRecord] = []
     evaluations: list[EvaluationRecord] = []
     best_return = -np.inf
-    best_state: dict[str, np.ndarray] | None = None
+    best_state: tuple[dict[str, np.ndarray], ObsNormalization | None] | None = None
     last_evaluated_episode = -1
     stopped_early = False
     env_steps = 0
@@ -50,7 +54,10 @@ def train(config: TrainingConfig, callback: ProgressCallback | None = None) -> T
         """Evaluate the current actor through the exact bytes it would be served from (numpy, no noise)."""
         nonlocal best_return, best_state, last_evaluated_episode
         state = agent.actor_state()
-        policy = NumpyActor.from_bytes(export_actor(state, spec=spec, config=config, eval_mean_return=None))
+        frozen = None if normalizer is None else normalizer.frozen()
+        policy = NumpyActor.from_bytes(
+            export_actor(state, spec=spec, config=config, eval_mean_return=None, obs_normalization=frozen)
+        )
         stats = evaluate_policy(
             policy.act, config.env_id, episodes=config.eval_episodes, max_episode_steps=config.max_episode_steps
         )
@@ -64,13 +71,15 @@ def train(config: TrainingConfig, callback: ProgressCallback | None = None) -> T
         evaluations.append(record)
         last_evaluated_episode = episode
         if stats.mean_return > best_return:
-            best_return, best_state = stats.mean_return, state
+            best_return, best_state = stats.mean_return, (state, frozen)
         return record
 
     try:
         for episode in range(config.episodes):
             # Seed the env once; later resets continue its RNG, so episodes differ but the run repeats.
             obs, _ = env.reset(seed=config.seed if episode == 0 else None)
+            if normalizer is not None:
+                normalizer.update(obs)
             noise.reset()
             episode_return = 0.0
             while True:
@@ -78,8 +87,11 @@ def train(config: TrainingConfig, callback: ProgressCallback | None = None) -> T
                 if env_steps < config.random_steps:
                     action = rng.uniform(-1.0, 1.0, spec.act_dim).astype(np.float32)
                 else:
-                    action = np.clip(agent.act(obs) + noise(), -1.0, 1.0, dtype=np.float32)
+                    seen = obs if normalizer is None else normalizer.normalize(obs)
+                    action = np.clip(agent.act(seen) + noise(), -1.0, 1.0, dtype=np.float32)
                 next_obs, reward, terminated, truncated, _ = env.step(spec.scale_action(action))
+                if normalizer is not None:
+                    normalizer.update(next_obs)
                 # Store the [-1, 1] action the critic sees, and `terminated` alone: truncation bootstraps.
                 buffer.add(obs, action, float(reward), next_obs, bool(terminated))
                 env_steps += 1
@@ -88,7 +100,14 @@ def train(config: TrainingConfig, callback: ProgressCallback | None = None) -> T
                 # Updates need a full batch in the buffer, whatever learning_starts says.
                 learning = env_steps >= config.learning_starts and len(buffer) >= config.batch_size
                 if learning and env_steps % config.update_every == 0:
-                    agent.update(buffer.sample(config.batch_size, rng))
+                    batch = buffer.sample(config.batch_size, rng)
+                    if normalizer is not None:
+                        # The buffer holds raw observations: normalized with the statistics of now (as SB3 does).
+                        batch = batch._replace(
+                            observations=normalizer.normalize(batch.observations),
+                            next_observations=normalizer.normalize(batch.next_observations),
+                        )
+                    agent.update(batch)
                 if terminated or truncated:
                     break
 
@@ -115,10 +134,17 @@ def train(config: TrainingConfig, callback: ProgressCallback | None = None) -> T
     if last_evaluated_episode != episodes[-1].episode:
         evaluate(episodes[-1].episode)
     if config.export == "best" and best_state is not None:
-        exported_state, exported_return = best_state, float(best_return)
+        (exported_state, exported_normalization), exported_return = best_state, float(best_return)
     else:
         exported_state, exported_return = agent.actor_state(), evaluations[-1].mean_return
-    actor_bytes = export_actor(exported_state, spec=spec, config=config, eval_mean_return=exported_return)
+        exported_normalization = None if normalizer is None else normalizer.frozen()
+    actor_bytes = export_actor(
+        exported_state,
+        spec=spec,
+        config=config,
+        eval_mean_return=exported_return,
+        obs_normalization=exported_normalization,
+    )
     return TrainingResult(
         config=config,
         actor_bytes=actor_bytes,

@@ -1,11 +1,18 @@
 """Reject request bodies over MAX_BODY_BYTES with 413, before they are read whole.
 
+A few routes take files (a policy upload: MAX_UPLOAD_BYTES) and have their own, larger limit: `upload_limits` pairs
+a path pattern with it, for POST requests only. Every other request keeps the small limit, so /act stays cheap to
+protect.
+
 A declared Content-Length over the limit is answered at once, without reading a byte of the body. A chunked
 body (no Content-Length) is counted as it streams in, and the first chunk that crosses the limit raises a
 413 ApiError from `receive`, so the endpoint never holds more than the limit in memory.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,15 +24,26 @@ def _too_large(limit: int) -> ApiError:
 
 
 class BodySizeLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, upload_limits: Iterable[tuple[str, int]] = ()) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # (a path regex matched whole, its limit), for POST only.
+        self.upload_limits = [(re.compile(pattern), limit) for pattern, limit in upload_limits]
+
+    def limit_for(self, scope: Scope) -> int:
+        """The body limit of this request: an upload route's own, else MAX_BODY_BYTES."""
+        if scope.get("method") == "POST":
+            path = scope.get("path", "")
+            for pattern, limit in self.upload_limits:
+                if pattern.fullmatch(path):
+                    return limit
+        return self.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_body_bytes
+        limit = self.limit_for(scope)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:

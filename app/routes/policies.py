@@ -37,8 +37,8 @@ IfNoneMatch = Annotated[str | None, Header()]
 _GIF = "An animated GIF of one Pendulum episode of the policy, with the return on the frames."
 _ONNX = (
     "The actor as an ONNX model: input `observation` float32 [batch, obs_dim], output `action` float32 [batch, "
-    "act_dim] in the environment's units, clipped to its bounds (what /act answers); the ddpg-actor/1 metadata and "
-    "the weights' sha256 in its metadata properties."
+    "act_dim] in the environment's units, clipped to its bounds (what /act answers), observation normalization "
+    "included; the weights file's metadata and the weights' sha256 in its metadata properties."
 )
 
 
@@ -65,10 +65,10 @@ def policy(policy_id: PolicyId, session: SessionDep, settings: SettingsDep) -> P
 @router.get(
     "/{policy_id}/weights",
     response_class=Response,
-    responses=file_responses("application/octet-stream", "The ddpg-actor/1 safetensors file."),
+    responses=file_responses("application/octet-stream", "The safetensors policy file (ddpg-actor/1 or policy-mlp/1)."),
 )
 def weights(policy_id: PolicyId, session: SessionDep) -> Response:
-    """The policy's actor weights: the `ddpg-actor/1` safetensors file, byte for byte as stored."""
+    """The policy's actor weights: the safetensors file (`ddpg-actor/1` or `policy-mlp/1`), byte for byte as stored."""
     found = _policy_or_404(session, policy_id)
     return Response(
         found.weights,

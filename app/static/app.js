@@ -129,7 +129,9 @@ function showDefaultPolicy(policy) {
   $("default-id").textContent = `#${policy.id}`;
   $("default-model").textContent = modelText(policy);
   $("default-score").textContent = fmtReturn(policy.eval_mean_return);
-  $("default-job").textContent = policy.source_job_id ? `job #${policy.source_job_id}` : "uploaded file";
+  // An imported policy names where it came from (sb3:TD3 2.9.2, cleanrl, onnx); a trained one its job.
+  const origin = policy.origin && policy.origin !== "trained" ? policy.origin : "uploaded file";
+  $("default-job").textContent = policy.source_job_id ? `job #${policy.source_job_id}` : origin;
   $("default-hidden").textContent = policy.meta.hidden_size ?? "–";
   $("default-created").textContent = fmtTime(policy.created_at);
   if (state.defaultPolicyId !== policy.id) {
@@ -172,7 +174,7 @@ async function refreshPolicies() {
         el("td", {}, `#${policy.id}`),
         modelCell(policy),
         el("td", {}, fmtReturn(policy.eval_mean_return)),
-        el("td", {}, policy.source_job_id ? `#${policy.source_job_id}` : "–"),
+        el("td", {}, policy.source_job_id ? `#${policy.source_job_id}` : importedFrom(policy)),
         el("td", {}, fmtTime(policy.created_at)),
         el("td", {}, el("div", { class: "actions" }, action)),
       ),
@@ -304,3 +306,8 @@ function start() {
 }
 
 document.addEventListener("DOMContentLoaded", start);
+
+// Where a policy without a job came from: its importer's origin (sb3:TD3 2.9.2, cleanrl, onnx), else nothing known.
+function importedFrom(policy) {
+  return policy.origin && policy.origin !== "trained" ? policy.origin : "–";
+}

@@ -73,7 +73,7 @@ function showModelPolicies(model, policies) {
           el("td", {}, `#${policy.id}`),
           el("td", {}, fmtReturn(policy.eval_mean_return)),
           el("td", {}, (aliasesOf[policy.id] || []).join(", ") || "–"),
-          el("td", {}, policy.source_job_id === null ? "–" : `#${policy.source_job_id}`),
+          el("td", {}, policy.source_job_id !== null ? `#${policy.source_job_id}` : policy.origin && policy.origin !== "trained" ? policy.origin : "–"),
           actions,
         );
       }),

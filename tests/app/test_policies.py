@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from models.weights import decode_actor
+import numpy as np
+
+from models.policy import NumpyActor
+from models.random_actor import random_policy_weights
+from models.weights import decode_actor, encode_policy
 from tests.app.conftest import Api, ApiFactory
 from tests.app.factories import assert_error_shape, make_policy_bytes
 
@@ -79,3 +83,28 @@ def test_policy_file_is_registered_and_served_once(make_api: ApiFactory, tmp_pat
     again = make_api(policy_file=path)
     assert again.client.get("/policies").json()["total"] == 2
     assert again.client.post("/act", json={"observation": [0, 0, 0]}).json()["policy_id"] == other != policy_id
+
+
+def test_a_general_policy_is_served_and_shows_its_origin(api: Api) -> None:
+    # A PPO-like policy (tanh, clip) with observation normalization, as an importer would register it.
+    general = random_policy_weights(
+        3, sizes=(3, 64, 64, 1), activations=["tanh", "tanh"], output="clip", normalized=True, origin="sb3:PPO 2.x"
+    )
+    data = encode_policy(general)
+    policy_id = api.add_policy(data, promote="always")
+    old_id = api.add_policy(make_policy_bytes(1))
+    policy = api.client.get(f"/policies/{policy_id}").json()
+    assert policy["origin"] == "sb3:PPO 2.x" and policy["meta"]["format"] == "policy-mlp/1"
+    assert policy["meta"]["hidden_sizes"] == [64, 64] and policy["meta"]["output"] == "clip"
+    assert policy["meta"]["obs_normalization"] == {"clip": 10.0, "epsilon": 1e-8}
+    assert api.client.get(f"/policies/{old_id}").json()["origin"] == "trained"  # ddpg-actor/1: no origin stored
+    assert [p["origin"] for p in api.client.get("/policies").json()["items"]] == ["trained", "sb3:PPO 2.x"]
+    # /act answers with the policy's own forward pass, one observation (the compiled kernel) and a batch (numpy).
+    actor = NumpyActor(decode_actor(data))
+    observations = np.random.default_rng(3).normal(scale=40.0, size=(20, 3)).astype(np.float32)
+    one = api.client.post("/act", json={"observation": observations[0].tolist()}).json()
+    assert one["policy_id"] == policy_id
+    np.testing.assert_allclose(one["action"], actor.act(observations[0]), atol=1e-5)
+    batch = api.client.post("/act", json={"observations": observations.tolist()}).json()
+    np.testing.assert_allclose(batch["actions"], actor.act(observations), atol=1e-5)
+    assert api.client.get(f"/policies/{policy_id}/weights").content == data

@@ -10,6 +10,8 @@ import onnxruntime as ort
 from sqlalchemy import update
 
 from models.onnx_export import read_onnx_metadata
+from models.random_actor import random_policy_weights
+from models.weights import encode_policy
 from store.tables import Policy
 from tests.app.conftest import Api
 from tests.app.factories import assert_error_shape, make_policy_bytes
@@ -67,3 +69,17 @@ def test_altered_or_truncated_weights_are_never_served(api: Api) -> None:
 def test_unknown_policy_is_404_and_a_bad_id_422(api: Api) -> None:
     assert api.client.get("/policies/99/actor.onnx").status_code == 404
     assert api.client.get("/policies/0/actor.onnx").status_code == 422
+
+
+def test_a_normalized_general_policy_exports_what_act_answers(api: Api) -> None:
+    data = encode_policy(
+        random_policy_weights(8, sizes=(3, 32, 32, 1), activations=["elu", "tanh"], normalized=True, origin="cleanrl")
+    )
+    policy_id = api.add_policy(data)
+    response = api.client.get(f"/policies/{policy_id}/actor.onnx")
+    assert response.status_code == 200
+    observations = np.random.default_rng(2).normal(scale=40.0, size=(500, 3)).astype(np.float32)
+    served = api.client.post("/act", json={"observations": observations.tolist(), "policy_id": policy_id}).json()
+    np.testing.assert_allclose(_run(response.content, observations), np.asarray(served["actions"]), atol=1e-5)
+    metadata = read_onnx_metadata(response.content)
+    assert metadata["origin"] == "cleanrl" and metadata["format"] == "policy-mlp/1"

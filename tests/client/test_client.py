@@ -250,7 +250,7 @@ def test_policies_and_promote(server: Server, client: PolicyClient, anonymous: P
     policies = client.policies()
     assert len(policies) == 1
     (policy,) = policies
-    assert policy.is_default and policy.env_id == "Pendulum-v1" and policy.obs_dim == 3
+    assert policy.is_default and policy.env_id == "Pendulum-v1" and policy.obs_dim == 3 and policy.origin == "trained"
     assert client.policy(policy.id) == policy
     assert client.promote(policy.id).id == policy.id
     with pytest.raises(AuthError):

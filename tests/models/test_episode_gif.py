@@ -27,7 +27,8 @@ from models.episode_gif import (
 )
 from models.policy import NumpyActor
 from models.random_actor import random_actor_bytes as make_random_actor
-from models.weights import WeightsFormatError
+from models.random_actor import random_policy_weights
+from models.weights import WeightsFormatError, encode_policy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Short episodes keep the suite fast; one test runs Pendulum's full 200 steps.
@@ -177,3 +178,14 @@ def test_rendering_never_imports_torch(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     # The CLI writes results to stdout; pygame's banner must not end up there.
     assert "pygame" not in result.stdout
+
+
+def test_a_general_policy_renders_its_episode() -> None:
+    # A PPO-like policy (tanh hidden layers, clip output) with observation normalization, from its file's bytes.
+    weights = random_policy_weights(
+        6, sizes=(3, 32, 32, 1), activations=["tanh", "tanh"], output="clip", normalized=True
+    )
+    data = encode_policy(weights)
+    gif = episode_gif_for_weights(data, seed=2)
+    assert gif.startswith(b"GIF89a")
+    assert float(read_gif_comment(gif)["return"]) == run_episode(NumpyActor.from_bytes(data), seed=2)

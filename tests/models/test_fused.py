@@ -65,7 +65,7 @@ def test_sizes_that_do_not_match_raise_instead_of_reading_past_the_end() -> None
         numpy_actor.act_one(np.zeros(2, np.float32))
     kernel = forward_one_kernel()
     packed = numpy_actor._packed
-    assert packed.shape == (packed_size(3, 8, 1),)
+    assert packed.shape == (packed_size([3, 8, 8, 1]),)
     x, scratch, out = np.zeros(3, np.float32), np.zeros(16, np.float64), np.zeros(1, np.float32)
     kernel(x, packed, scratch, out)  # the right sizes work
     with pytest.raises(ValueError, match="do not match"):
@@ -74,6 +74,11 @@ def test_sizes_that_do_not_match_raise_instead_of_reading_past_the_end() -> None
         kernel(x, packed, np.zeros(15, np.float64), out)  # scratch too small for two hidden layers
     with pytest.raises(ValueError, match="do not match"):
         kernel(x, packed, scratch, np.zeros(2, np.float32))
+    for index, value in ((0, 1e9), (0, 0.0), (4, 0.0), (5, 1e6)):  # layer count, obs_dim, a width: corrupted
+        corrupted = packed.copy()
+        corrupted[index] = value
+        with pytest.raises(ValueError, match="do not match"):
+            kernel(x, corrupted, scratch, out)
 
 
 def test_pack_actor_rejects_layers_that_do_not_chain() -> None:

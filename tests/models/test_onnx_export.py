@@ -23,8 +23,9 @@ from models.onnx_export import (
     safetensors_to_onnx,
 )
 from models.policy import NumpyActor
-from models.random_actor import random_actor_bytes
-from models.weights import WeightsFormatError, decode_actor, encode_actor
+from models.policy_format import ObsNormalization, build_policy_weights
+from models.random_actor import random_actor_bytes, random_policy_weights
+from models.weights import WeightsFormatError, decode_actor, encode_actor, encode_policy
 
 REPO = Path(__file__).resolve().parents[2]
 N_OBSERVATIONS = 1000
@@ -210,3 +211,57 @@ def test_export_module_does_not_import_torch() -> None:
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("sizes", "activations", "output", "normalized"),
+    [
+        ((17, 400, 300, 6), ["relu", "relu"], "tanh_scale", False),  # TD3-like
+        ((8, 64, 64, 2), ["tanh", "tanh"], "clip", True),  # PPO-like under VecNormalize
+        ((5, 32, 16, 3), ["elu", "leaky_relu"], "tanh_scale", True),
+        ((3, 2), [], "clip", False),  # linear
+    ],
+)
+def test_general_policies_export_with_normalization_inside_the_graph(
+    sizes: tuple[int, ...], activations: list[str], output: str, normalized: bool
+) -> None:
+    weights = random_policy_weights(
+        4, sizes=sizes, activations=activations, output=output, normalized=normalized, action_bound=0.7
+    )
+    data = encode_policy(weights)
+    model = safetensors_to_onnx(data)
+    rng = np.random.default_rng(4)
+    # On the normalization's scale (means up to 50, deviations up to 20), some beyond its clip of 10 deviations.
+    observations = rng.normal(scale=80.0 if normalized else 3.0, size=(N_OBSERVATIONS, sizes[0])).astype(np.float32)
+
+    actions = run_onnx(model, observations)
+
+    np.testing.assert_allclose(actions, NumpyActor.from_bytes(data).act(observations), rtol=0, atol=2e-5)
+    assert actions.shape == (N_OBSERVATIONS, sizes[-1])
+    assert np.all(np.abs(actions) <= 0.7)
+    ops = [node.op_type for node in onnx.load_from_string(model).graph.node]
+    assert (ops[:3] == ["Sub", "Div", "Clip"]) == normalized
+    metadata = read_onnx_metadata(model)
+    assert metadata == {**decode_actor(data).metadata(), "source_sha256": hashlib.sha256(data).hexdigest()}
+    assert metadata["format"] == "policy-mlp/1" and metadata["origin"] == "trained"
+
+
+def test_normalization_without_clip_exports_without_a_clip_node() -> None:
+    weights = random_policy_weights(5, sizes=(3, 8, 1), normalized=True)
+    assert weights.obs_normalization is not None
+    unclipped = build_policy_weights(
+        list(weights.layers),
+        output=weights.output,
+        action_low=weights.action_low,
+        action_high=weights.action_high,
+        obs_normalization=ObsNormalization(weights.obs_normalization.mean, weights.obs_normalization.var, clip=None),
+        env_id=weights.env_id,
+        origin="cleanrl",
+    )
+    data = encode_policy(unclipped)
+    model = safetensors_to_onnx(data)
+    assert [node.op_type for node in onnx.load_from_string(model).graph.node][:3] == ["Sub", "Div", "Gemm"]
+    observations = np.random.default_rng(5).normal(scale=80.0, size=(200, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        run_onnx(model, observations), NumpyActor.from_bytes(data).act(observations), rtol=0, atol=2e-5
+    )

@@ -93,7 +93,9 @@ def test_the_readme_tour_runs_every_bash_and_python_block_but_docker() -> None:
     assert [block.lang for block in runnable] == ["bash", "bash", "bash", "bash", "python", "bash", "bash", "python",
                                                   "bash", "bash"]  # fmt: skip
     assert [block.skip for block in blocks if block.skip] == ["needs a Docker engine (and its image downloads); "
-                                                              "not part of make run"]  # fmt: skip
+                                                              "not part of make run",
+                                                              "needs stable-baselines3 (pip install stable-baselines3, "
+                                                              "which brings torch); not part of make run"]  # fmt: skip
     slow = [block.first_line for block in runnable if block.slow]
     assert [line[: line.index(" (")] for line in slow] == ["# slow: about a minute", "# slow: about 2 minutes"]
     assert "trainer train" in runnable[2].code and "/sweeps" in runnable[-1].code

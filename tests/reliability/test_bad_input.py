@@ -267,7 +267,7 @@ def test_bad_policy_file_stops_start_up_with_a_clear_message(
         monkeypatch.setenv(name, value)
     monkeypatch.setattr("uvicorn.run", lambda *a, **k: pytest.fail("the server started"))
     assert main() == 2
-    assert f"POLICY_FILE {bad_weights} is not a valid ddpg-actor/1 safetensors file" in caplog.text
+    assert f"POLICY_FILE {bad_weights} is not a valid policy file (ddpg-actor/1 or policy-mlp/1)" in caplog.text
 
 
 def test_trainer_evaluate_refuses_bad_weights_with_a_message(
