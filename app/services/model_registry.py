@@ -60,7 +60,7 @@ def find_or_create_model(session: Session, name: str, requested_env: str | None,
                 "model",
                 f"model {name!r} has no environment installed here (it was created from its spaces: its environment "
                 "lives with its clients), so it cannot be trained here; register policies trained elsewhere "
-                "(POST /policies) or record its sessions (PUT /models/{name}/experience)",
+                "into it, or record its sessions (PUT /models/{name}/experience) to train on elsewhere",
             )
         if requested_env is not None and requested_env != model.env_id:
             message = f"model {name!r} is for {model.env_id}, not {requested_env}; name another model"
