@@ -21,7 +21,7 @@ use hits every scenario alike):
 - `POST /act` under a shadow rollout at 100%, and a control loop's step over `WS /act/stream` against the same
   loop over HTTP keep-alive (bench/rollout_bench.py).
 - The same closed loops with recording off, on, and on with exploration, and the transitions per second one
-  process records at full speed with the count it dropped (bench/experience_bench.py; `--no-recording` skips).
+  process records at full speed with the count it dropped (bench/recording_bench.py; `--no-recording` skips).
 
 Numbers are printed, never asserted. The load generator shares the machine with the server, so these are
 lower bounds on what the server does with the machine to itself.
@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/serve_bench.py` from the repository root
     sys.path.insert(0, str(REPO))
 
-from bench.experience_bench import RecordingRuns, measure_recording, report_recording  # noqa: E402
+from bench.recording_bench import RecordingRuns, measure_recording, report_recording  # noqa: E402
 from bench.http_connection import HttpConnection  # noqa: E402
 from bench.load import WRK_SCRIPT, Run, median_run, python_load, run_wrk  # noqa: E402
 from bench.rollout_bench import closed_loops, measure_shadow, report_rollouts  # noqa: E402
