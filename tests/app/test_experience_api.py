@@ -258,3 +258,27 @@ def test_retention_keeps_the_newest_chunks(api: Api) -> None:
     stats = api.client.get("/models/arm/experience").json()
     # Chunks of 8: the newest two reach the limit of 10; the older two are deleted.
     assert stats["chunks"] == 2 and stats["transitions"] == 16
+
+
+def test_drops_are_counted_never_silent(make_api: Any) -> None:
+    # No background flush during the test: the buffer stays full until the test flushes.
+    api = make_api(experience_buffer_transitions=3, experience_flush_seconds=60)
+    _arm_with_champion(api)
+    api.client.put("/models/arm/experience", json={"record": True})
+    for step in range(6):  # 5 transitions completed: 3 fit the buffer, 2 are dropped
+        api.client.post("/act", json={"model": "arm", "session": "full", "observation": [step, 0, 0, 0], "reward": 1})
+    # A session dropped while it holds a step: that step's transition is lost, and counted.
+    api.client.post("/act", json={"model": "arm", "session": "idle", "observation": [9, 0, 0, 0]})
+    sessions = api.client.app.state.act_runtime.routing.sessions  # type: ignore[attr-defined]
+
+    async def expire_all() -> int:
+        return int(sessions.expire(now=float("inf")))
+
+    assert api.client.portal.call(expire_all) == 2  # type: ignore[union-attr]
+    _flush(api)
+    stats = api.client.get("/models/arm/experience").json()
+    assert stats["transitions"] == 3
+    assert stats["dropped"] == 4  # 2 for the full buffer, 1 each for the two sessions' held steps
+    metrics = api.client.get("/metrics").text
+    assert 'experience_dropped_transitions_total{model="arm",reason="buffer_full"} 2.0' in metrics
+    assert 'experience_dropped_transitions_total{model="arm",reason="session_dropped"} 2.0' in metrics
