@@ -301,7 +301,8 @@ class ExperienceChunk(Base):
 
     `flush_id` is unique: a flush retried after its COMMIT's reply was lost finds its chunk and adds nothing.
     Times are unix seconds of the first and last transition; `policy_counts` maps policy id (as text, -1 for none)
-    to its transitions in the chunk.
+    to its transitions in the chunk; `returns` sums the episodes that ended in it by arm (`explore`, `policy`):
+    {arm: [episodes, return_sum, return_sq_sum]}, so explore and non-explore live returns read side by side.
     """
 
     __tablename__ = "experience_chunks"
@@ -315,8 +316,9 @@ class ExperienceChunk(Base):
     last_time: Mapped[float]
     transitions: Mapped[int]
     episodes: Mapped[int]
-    bytes: Mapped[int]
+    size_bytes: Mapped[int]  # the chunk's encoded size
     policy_counts: Mapped[dict[str, Any]]
+    returns: Mapped[dict[str, Any]]
     data: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)  # loaded only when asked for
     storage_key: Mapped[str | None] = mapped_column(String(500))
 

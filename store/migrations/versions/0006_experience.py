@@ -65,8 +65,9 @@ def upgrade() -> None:
         sa.Column("last_time", DOUBLE, nullable=False),
         sa.Column("transitions", sa.Integer(), nullable=False),
         sa.Column("episodes", sa.Integer(), nullable=False),
-        sa.Column("bytes", sa.Integer(), nullable=False),
+        sa.Column("size_bytes", sa.Integer(), nullable=False),
         sa.Column("policy_counts", JSONDict, nullable=False),
+        sa.Column("returns", JSONDict, nullable=False),
         sa.Column("data", sa.LargeBinary(), nullable=True),
         sa.Column("storage_key", sa.String(500), nullable=True),
     )
