@@ -130,7 +130,7 @@ class PolicyClient(ServiceCalls):
         model: str,
         sink: IO[bytes],
         *,
-        format: str = "minari",  # noqa: A002 - the query parameter's name
+        format: str = "minari",
         on_progress: Callable[[int, int | None], None] | None = None,
     ) -> int:
         """Stream `GET /models/{model}/experience/dataset?format=...` into `sink`; the bytes written.

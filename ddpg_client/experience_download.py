@@ -56,7 +56,7 @@ def _check_members(archive: tarfile.TarFile) -> None:
             raise ValueError(f"unsafe archive member {member.name!r}")
 
 
-def download(client: PolicyClient, model: str, format: str, out: Path, *, progress: bool = True) -> Path:  # noqa: A002
+def download(client: PolicyClient, model: str, format: str, out: Path, *, progress: bool = True) -> Path:
     """Download the model's recorded experience in `format` into `out`; the dataset's path (see the module doc)."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")

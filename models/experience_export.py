@@ -327,6 +327,10 @@ def write_minari_archive(
         }
         _add_file(archive, f"{data_dir}/metadata.json", json.dumps(metadata).encode(), now)
     logger.info(
-        "Minari export %s: %d episodes, %d steps, skipped %s", dataset_id, summary.episodes, summary.steps, summary.skipped
+        "Minari export %s: %d episodes, %d steps, skipped %s",
+        dataset_id,
+        summary.episodes,
+        summary.steps,
+        summary.skipped,
     )
     return summary

@@ -19,6 +19,7 @@ returned, and a directory put writes a temporary file and renames it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import uuid
@@ -118,9 +119,14 @@ def _protocols(fs: Any) -> set[str]:
 
 
 def open_chunk_storage(url: str | None) -> ChunkStorage | None:
-    """The storage EXPERIENCE_URL names, or None when chunks stay in the database."""
+    """The storage EXPERIENCE_URL names (one per URL and process), or None when chunks stay in the database."""
     if not url:
         return None
+    return _storage_for(url)
+
+
+@functools.lru_cache(maxsize=4)
+def _storage_for(url: str) -> ChunkStorage:
     storage = FsspecChunkStorage(url)
     logger.info("Experience chunks are stored under %s", storage.url)
     return storage

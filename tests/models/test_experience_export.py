@@ -4,6 +4,7 @@ episodes that ended, and pyarrow reads the Parquet file with every transition.""
 from __future__ import annotations
 
 import io
+import itertools
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,7 @@ def recorded() -> tuple[list[ExperienceColumns], dict[tuple[str, int], Experienc
     everything = ExperienceColumns.concat(kept)
     in_time = everything.take(rng.permutation(len(everything)))  # interleaved: steps arrive out of order too
     cuts = [0, 3, 4, 13, 20, len(in_time)]
-    chunks = [decode_chunk(encode_chunk(in_time.take(slice(a, b)))) for a, b in zip(cuts, cuts[1:], strict=False)]
+    chunks = [decode_chunk(encode_chunk(in_time.take(slice(a, b)))) for a, b in itertools.pairwise(cuts)]
     return chunks, whole
 
 
@@ -112,13 +113,17 @@ def test_minari_archive_holds_exactly_the_ended_episodes(recorded, tmp_path: Pat
     assert dataset.action_space.low.tolist() == [-2.0]
 
     loaded = {}
-    for episode, metadata in zip(dataset.iterate_episodes(), dataset.storage.get_episode_metadata(range(len(expected))), strict=True):
+    for episode, metadata in zip(
+        dataset.iterate_episodes(), dataset.storage.get_episode_metadata(range(len(expected))), strict=True
+    ):
         loaded[(metadata["session"], metadata["episode"])] = episode
         assert metadata["total_steps"] == len(episode.rewards)
     assert set(loaded) == {(spec.session, spec.episode) for spec in expected}
     for key, episode in loaded.items():
         columns = whole[key]
-        assert np.array_equal(episode.observations, np.concatenate([columns.observation, columns.next_observation[-1:]]))
+        assert np.array_equal(
+            episode.observations, np.concatenate([columns.observation, columns.next_observation[-1:]])
+        )
         assert np.array_equal(episode.actions, columns.action)
         assert np.array_equal(episode.rewards, columns.reward)
         assert np.array_equal(episode.terminations, columns.terminated)
@@ -133,7 +138,9 @@ def test_minari_archive_without_ended_episodes_is_an_empty_dataset(recorded, tmp
     chunks, _ = recorded
     open_only = [c.take(np.flatnonzero(c.session == "gamma")) for c in chunks]
     sink = io.BytesIO()
-    summary = write_minari_archive(open_only, sink, dataset_id="ddpg-service/m/recorded-v0", spaces=SPACES, work_dir=tmp_path)
+    summary = write_minari_archive(
+        open_only, sink, dataset_id="ddpg-service/m/recorded-v0", spaces=SPACES, work_dir=tmp_path
+    )
     assert summary.episodes == 0 and summary.skipped["not_ended"] == 1
     dataset = _load(sink.getvalue(), tmp_path / "datasets", monkeypatch, "ddpg-service/m/recorded-v0")
     assert dataset.total_episodes == 0
