@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, undefer
+from sqlalchemy.orm import Session
 
 from models.experience_chunks import ExperienceColumns, decode_chunk
 from store.chunk_storage import ChunkMissingError, ChunkStorage
@@ -65,7 +65,6 @@ def iter_chunks(session: Session, ids: list[int], storage: ChunkStorage | None) 
         wanted = ids[start : start + FETCH_ROWS]
         rows = session.execute(
             select(ExperienceChunk.id, ExperienceChunk.data, ExperienceChunk.storage_key)
-            .options(undefer(ExperienceChunk.data))
             .where(ExperienceChunk.id.in_(wanted))
             .order_by(ExperienceChunk.id)
         ).all()
