@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 # Keys are made by this service (model id / flush id); anything else is refused so that a key can never climb out
 # of the configured prefix or be read differently by two backends.
-_KEY = re.compile(r"[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-.]+)*")
+_KEY = re.compile(r"[A-Za-z0-9_\-.]+(/[A-Za-z0-9_\-.]+)*")
 # One bulk delete call removes at most this many objects (S3's DeleteObjects limit is 1000).
 _DELETE_BATCH = 1000
 
@@ -111,6 +111,17 @@ class FsspecChunkStorage:
                         self._fs.rm_file(path)
                     except FileNotFoundError:
                         continue
+
+
+def delete_after_commit(storage: ChunkStorage | None, keys: list[str]) -> None:
+    """Remove the bytes of chunk rows already deleted (retention, a clear). Called after the commit, so a failure
+    here leaves unreferenced objects behind (logged; space, never a wrong read), never a row without its bytes."""
+    if storage is None or not keys:
+        return
+    try:
+        storage.delete(keys)
+    except Exception as exc:  # storage down: the rows are gone already, so only space is lost
+        logger.warning("could not delete %d chunk(s) from %s: %s", len(keys), storage.url, exc)
 
 
 def _protocols(fs: Any) -> set[str]:

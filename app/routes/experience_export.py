@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
-from app.routes.deps import ModelNameParam, SessionDep, SettingsDep
+from app.routes.deps import DatabaseDep, ModelNameParam, SessionDep
 from app.schemas.errors import BINARY_SCHEMA, error_responses
 from app.services import model_registry
 from app.services.experience_export import ExportFormat, build_export
@@ -46,12 +46,12 @@ FormatQuery = Annotated[
     },
 )
 def experience_dataset(
-    name: ModelNameParam, session: SessionDep, settings: SettingsDep, format: FormatQuery = ExportFormat.minari
+    name: ModelNameParam, session: SessionDep, database: DatabaseDep, format: FormatQuery = ExportFormat.minari
 ) -> FileResponse:
     """The model's recorded experience as a dataset file (404 naming `name` for an unknown model or no recordings)."""
     # A sync endpoint on purpose: reading and encoding every chunk blocks, so it runs in the thread pool.
     model = model_registry.model_or_404(session, name)
-    built = build_export(session, model, format, settings.experience_url)
+    built = build_export(session, model, format, database.chunk_storage)
     return FileResponse(
         built.path,
         media_type=built.media_type,

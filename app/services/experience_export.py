@@ -28,7 +28,7 @@ from models.experience_export import (
     write_minari_archive,
     write_parquet,
 )
-from store.chunk_storage import open_chunk_storage
+from store.chunk_storage import ChunkStorage
 from store.experience_reading import ChunkStorageMissingError, chunk_ids, iter_chunks
 from store.tables import Model
 
@@ -66,7 +66,7 @@ def _no_experience(model: Model) -> ApiError:
 
 
 def build_export(
-    session: Session, model: Model, export_format: ExportFormat, experience_url: str | None
+    session: Session, model: Model, export_format: ExportFormat, storage: ChunkStorage | None
 ) -> BuiltExport:
     """The model's recorded experience as a file in `export_format` (blocking: call from a worker thread)."""
     ids = chunk_ids(session, model.id)
@@ -82,7 +82,6 @@ def build_export(
         )
     directory = Path(tempfile.mkdtemp(prefix="experience-export-"))
     try:
-        storage = open_chunk_storage(experience_url)
         chunks = iter_chunks(session, ids, storage)
         spaces = model.spaces
         if export_format is ExportFormat.parquet:
