@@ -75,7 +75,9 @@ class Metrics:
             ["reason"],
         )
         self.episodes_finished = LoopCounter(
-            "act_episodes_finished", "Session episodes ended with `done`, by model and policy.", ["model", "policy_id"]
+            "act_episodes_finished",
+            "Session episodes ended (`done` or `truncated`), by model and policy.",
+            ["model", "policy_id"],
         )
         self.shadow_divergence = LoopHistogram(
             "shadow_divergence",
