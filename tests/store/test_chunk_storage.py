@@ -87,3 +87,18 @@ def test_keys_that_could_leave_the_prefix_are_refused(key: str, tmp_path: Path) 
 def test_no_url_means_chunks_stay_in_the_database() -> None:
     assert open_chunk_storage(None) is None
     assert open_chunk_storage("") is None
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [("/var/lib/experience", "must be an fsspec URL"), ("nosuchfs://bucket/x", "fsspec knows no storage 'nosuchfs'")],
+)
+def test_a_bad_experience_url_stops_start_up_with_the_reason(url: str, problem: str) -> None:
+    from pydantic import ValidationError
+
+    from store.settings import StoreSettings
+
+    with pytest.raises(ValidationError, match=problem):
+        StoreSettings(experience_url=url)
+    assert StoreSettings(experience_url="").experience_url is None
+    assert StoreSettings(experience_url="s3://bucket/prefix").experience_url == "s3://bucket/prefix"
