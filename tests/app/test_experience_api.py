@@ -71,6 +71,30 @@ def test_a_model_from_its_spaces_serves_without_an_environment(api: Api) -> None
     train = api.client.post("/train", json={"model": "arm", "episodes": 1})
     assert _field(train) == "model"
     assert "no environment installed here" in train.json()["error"]["message"]
+    # The inference protocols, by model name.
+    v1 = api.client.post("/v1/models/arm:predict", json={"instances": [[0, 0, 0, 0]]})
+    assert v1.status_code == 200, v1.text
+    v2_body = {"inputs": [{"name": "observation", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]}
+    v2 = api.client.post("/v2/models/arm/infer", json=v2_body)
+    assert v2.status_code == 200, v2.text
+    onnx = api.client.get(f"/policies/{policy_id}/actor.onnx")
+    assert onnx.status_code == 200 and onnx.content
+
+
+def test_aliases_and_a_canary_for_a_model_without_environment(api: Api) -> None:
+    champion, _ = _arm_with_champion(api)
+    with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
+        model = get_model(session, "arm")
+        assert model is not None
+        weights = make_policy_bytes(8, obs_dim=4, act_dim=2)
+        challenger = register_policy(session, weights=weights, promote="never", model_id=model.id).id
+        session.commit()
+    assert api.client.put("/models/arm/aliases/stable", json={"policy_id": champion}).status_code == 200
+    rollout = api.client.put("/models/arm/rollout", json={"challenger": challenger, "mode": "canary", "percent": 100})
+    assert rollout.status_code == 200, rollout.text
+    api.refresh()
+    answer = api.client.post("/act", json={"model": "arm", "session": "c", "observation": [0, 0, 0, 0]})
+    assert answer.json()["policy_id"] == challenger
 
 
 @pytest.mark.parametrize(
