@@ -1,4 +1,7 @@
-"""The serving benchmark's rows for recording live sessions (app.serving.experience).
+"""The serving benchmark's rows for recording live sessions (app.serving.experience), and, run as a script, the CPU
+one session step of the routed /act path costs in one process with recording off and on.
+
+    python bench/recording_bench.py            # in-process: CPU microseconds per session step, off / on / explore
 
 - Closed loop with recording off, on, and on with exploration (Gaussian noise on 50% of sessions): the same
   closed loops as bench/rollout_bench.py (one client, each step sent when the previous answer arrived, with
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -24,9 +28,13 @@ from pathlib import Path
 
 import orjson
 
-from bench.load import Run, median_run, python_load
-from bench.rollout_bench import _http_loop, _stream_loop
-from bench.service import http
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python bench/recording_bench.py` from the repository root
+    sys.path.insert(0, str(REPO))
+
+from bench.load import Run, median_run, python_load  # noqa: E402
+from bench.rollout_bench import _http_loop, _stream_loop  # noqa: E402
+from bench.service import http  # noqa: E402
 
 TARGET_RECORDING_RATIO = 0.90
 FULL_SPEED_SESSIONS = 64
@@ -183,3 +191,72 @@ def report_recording(workers: int, runs: RecordingRuns | None, row: Row, checks:
         )
     )
     checks.append((f"full-speed recording drops nothing ({workers} worker(s))", runs.dropped == 0, str(runs.dropped)))
+
+
+def in_process_cpu_per_step(steps: int = 20_000, rounds: int = 3) -> dict[str, list[float]]:
+    """CPU microseconds (this process's, so a busy machine moves it little) per session step of the routed /act
+    path (parse + route + answer + record), for a 200-step episode loop, per setting; the flush after each run is
+    counted with it. The app runs with its lifespan, on a temporary SQLite database."""
+    import tempfile
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.serving.observations import parse_act_body
+    from app.serving.routed_act import act_routed
+    from app.settings import Settings
+    from bench.service import random_policy_bytes
+    from store.policies import register_policy
+
+    directory = Path(tempfile.mkdtemp(prefix="recording-bench-"))
+    settings = Settings(
+        data_dir=directory, database_url=f"sqlite:///{directory}/bench.db", experience_flush_seconds=60
+    )
+    app = create_app(settings)
+    bodies = [
+        orjson.dumps(
+            {
+                "observation": [0.9, 0.1, -0.4],
+                "session": "bench",
+                **({"reward": -1.0} if step else {}),
+                **({"done": True} if step == 199 else {}),
+            }
+        )
+        for step in range(200)
+    ]
+    results: dict[str, list[float]] = {"off": [], "on": [], "explore": []}
+    with TestClient(app) as client:
+        with app.state.database.sessions() as session:
+            register_policy(session, weights=random_policy_bytes(1, 64), promote="always")
+            session.commit()
+        portal = client.portal
+        assert portal is not None
+        routing = app.state.act_runtime.routing
+
+        async def run() -> float:
+            started = time.process_time()
+            for step in range(steps):
+                await act_routed(routing, parse_act_body(bodies[step % 200], 1024))
+            await routing.experience.flush()
+            return (time.process_time() - started) / steps * 1e6
+
+        for _ in range(rounds):
+            for name, body in (
+                ("off", {"record": False}),
+                ("on", {"record": True}),
+                ("explore", {"record": True, "explore": EXPLORE}),
+            ):
+                client.put(f"/models/{MODEL}/experience", json=body)
+                portal.call(app.state.policy_cache.refresh)
+                results[name].append(portal.call(run))
+    return results
+
+
+if __name__ == "__main__":
+    measured = in_process_cpu_per_step()
+    off = sorted(measured["off"])[len(measured["off"]) // 2]
+    print("| Setting | CPU us per session step (median) | vs off |")
+    print("|---|---:|---|")
+    for setting, values in measured.items():
+        median = sorted(values)[len(values) // 2]
+        print(f"| {setting} | {median:.2f} | +{median - off:.2f} us |")
