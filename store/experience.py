@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from store.registry import bump_version
 from store.tables import ExperienceChunk, Model, utcnow
@@ -189,9 +189,8 @@ def totals(session: Session, model_id: int) -> ExperienceTotals:
 
 
 def chunk_rows(session: Session, model_id: int, *, after_id: int = 0, limit: int = 100) -> Sequence[ExperienceChunk]:
-    """The model's chunks after `after_id`, oldest first, with their bytes (or storage keys)."""
-    from sqlalchemy.orm import undefer
-
+    """The model's chunks after `after_id`, oldest first, with their bytes (or storage keys): what a learner tailing
+    new experience reads."""
     return session.scalars(
         select(ExperienceChunk)
         .options(undefer(ExperienceChunk.data))
