@@ -209,9 +209,7 @@ def in_process_cpu_per_step(steps: int = 20_000, rounds: int = 3) -> dict[str, l
     from store.policies import register_policy
 
     directory = Path(tempfile.mkdtemp(prefix="recording-bench-"))
-    settings = Settings(
-        data_dir=directory, database_url=f"sqlite:///{directory}/bench.db", experience_flush_seconds=60
-    )
+    settings = Settings(data_dir=directory, database_url=f"sqlite:///{directory}/bench.db", experience_flush_seconds=60)
     app = create_app(settings)
     bodies = [
         orjson.dumps(
