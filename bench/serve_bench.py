@@ -47,9 +47,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/serve_bench.py` from the repository root
     sys.path.insert(0, str(REPO))
 
-from bench.recording_bench import RecordingRuns, measure_recording, report_recording  # noqa: E402
 from bench.http_connection import HttpConnection  # noqa: E402
 from bench.load import WRK_SCRIPT, Run, median_run, python_load, run_wrk  # noqa: E402
+from bench.recording_bench import RecordingRuns, measure_recording, report_recording  # noqa: E402
 from bench.rollout_bench import closed_loops, measure_shadow, report_rollouts  # noqa: E402
 from bench.service import free_port, http, seed_database, service  # noqa: E402
 from models.policy import NumpyActor  # noqa: E402

@@ -46,7 +46,6 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from models.experience_chunks import ExperienceColumns, schema, to_table
 
@@ -114,6 +113,8 @@ def write_parquet(chunks: Iterable[ExperienceColumns], sink: IO[bytes], *, obs_d
 
     The schema is the chunk schema, so an export without transitions is still a valid, typed, empty file.
     """
+    import pyarrow.parquet as pq  # only a process that exports Parquet pays for the import
+
     rows = 0
     with pq.ParquetWriter(sink, schema(obs_dim, act_dim), compression="zstd") as writer:
         for columns in chunks:
