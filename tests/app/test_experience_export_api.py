@@ -154,3 +154,25 @@ def test_the_route_is_documented_with_both_file_types() -> None:
     assert set(operation["responses"]["200"]["content"]) == {"application/gzip", "application/vnd.apache.parquet"}
     assert "minari.load_dataset" in operation["responses"]["200"]["description"]
     assert {"404", "422", "503"} <= set(operation["responses"])
+
+
+def test_a_chunk_removed_while_an_export_reads_is_skipped(make_api: ApiFactory, tmp_path: Path) -> None:
+    """Retention may delete rows and objects between the id snapshot and the read: those chunks are skipped, the
+    rest are read in order."""
+    from store.experience_reading import chunk_ids, iter_chunks
+
+    url = f"file://{tmp_path}/experience"
+    api = make_api(experience_url=url)
+    chunks, _ = _pendulum_recording()
+    storage = FsspecChunkStorage(url)
+    _store_chunks(api, _create_model(api), chunks, storage=storage)
+    with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
+        model_id = session.query(Model).filter_by(name=MODEL).one().id
+        ids = chunk_ids(session, model_id)
+        keys = dict(session.query(ExperienceChunk.id, ExperienceChunk.storage_key).all())
+        storage.delete([keys[ids[0]]])  # its object is gone, its row not yet
+        session.query(ExperienceChunk).filter_by(id=ids[1]).delete()  # its row is gone
+        session.commit()
+        read = list(iter_chunks(session, ids, storage))
+    assert len(read) == 1
+    assert np.array_equal(read[0].time, chunks[2].time)
