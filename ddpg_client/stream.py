@@ -4,6 +4,7 @@
         result = stream.act(observation)                   # the episode's first step
         result = stream.act(observation, reward=r)         # every later step: the previous step's reward
         stream.act(observation, reward=r, done=True)       # the episode ended; the next act() starts a new one
+        stream.act(observation, reward=r, truncated=True)  # or was cut short (time limit): bootstrap past it
 
 The policy never changes within an episode (not in a canary split, not across a promotion), and an answer
 that is an error raises the same `ServiceError` subclass as over HTTP. Sync (`ActStream`, websockets' threading
@@ -75,13 +76,19 @@ def check_encoding(encoding: str) -> StreamEncoding:
 
 
 def step_message(
-    observation: Observation, reward: float | None, done: bool, encoding: StreamEncoding = "json"
+    observation: Observation,
+    reward: float | None,
+    done: bool,
+    truncated: bool = False,
+    encoding: StreamEncoding = "json",
 ) -> str | bytes:
     body: dict[str, Any] = {"observation": _observation_json(observation)}
     if reward is not None:
         body["reward"] = float(reward)
     if done:
         body["done"] = True
+    if truncated:
+        body["truncated"] = True
     if encoding == "msgpack":
         import msgpack
 
@@ -128,12 +135,14 @@ class ActStream:
             compression=None,
         )
 
-    def act(self, observation: Observation, *, reward: float | None = None, done: bool = False) -> ActResult:
-        """One step: send the observation (and the previous step's reward, `done` at the episode's end), wait for
-        the action."""
+    def act(
+        self, observation: Observation, *, reward: float | None = None, done: bool = False, truncated: bool = False
+    ) -> ActResult:
+        """One step: send the observation (and the previous step's reward; at the episode's end `done` for a
+        terminal state or `truncated` for one cut short), wait for the action."""
         # Refused at connect (an unknown model): the send fails, and the reason waits to be read below.
         with contextlib.suppress(ConnectionClosed):
-            self._connection.send(step_message(observation, reward, done, self.encoding))
+            self._connection.send(step_message(observation, reward, done, truncated, self.encoding))
         return read_answer(self._connection.recv(timeout=self.timeout), self.encoding)
 
     def close(self) -> None:
@@ -172,12 +181,14 @@ class AsyncActStream:
         )
         return self
 
-    async def act(self, observation: Observation, *, reward: float | None = None, done: bool = False) -> ActResult:
+    async def act(
+        self, observation: Observation, *, reward: float | None = None, done: bool = False, truncated: bool = False
+    ) -> ActResult:
         if self._connection is None:
             await self.connect()
         assert self._connection is not None
         with contextlib.suppress(ConnectionClosed):  # as in ActStream.act
-            await self._connection.send(step_message(observation, reward, done, self.encoding))
+            await self._connection.send(step_message(observation, reward, done, truncated, self.encoding))
         return read_answer(await self._connection.recv(), self.encoding)
 
     async def aclose(self) -> None:

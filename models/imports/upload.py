@@ -49,7 +49,7 @@ PICKLE_REFUSED = (
 class ModelSpaces:
     """What a model serves: the sizes and bounds an imported policy must match (a model row's `spaces`)."""
 
-    env_id: str
+    env_id: str | None  # None: a model whose environment lives with its clients
     obs_dim: int
     act_dim: int
     action_low: tuple[float, ...]
@@ -58,7 +58,7 @@ class ModelSpaces:
     observation_high: tuple[float | None, ...] | None = None
 
     @classmethod
-    def from_stored(cls, env_id: str, spaces: Mapping[str, Any]) -> ModelSpaces:
+    def from_stored(cls, env_id: str | None, spaces: Mapping[str, Any]) -> ModelSpaces:
         def bounds(name: str) -> tuple[float | None, ...] | None:
             values = spaces.get(name)
             return None if values is None else tuple(None if v is None else float(v) for v in values)
@@ -181,7 +181,7 @@ def _read_upload(
             data, action_low=spaces.action_low, action_high=spaces.action_high, obs_normalization=obs_normalization
         )
     check_spaces(mlp, spaces)
-    weights = encode_imported(mlp, env_id=spaces.env_id, source_name=source_name)
+    weights = encode_imported(mlp, env_id=spaces.env_id or "", source_name=source_name)
     return ImportedPolicy(weights=weights, origin=mlp.origin)
 
 
@@ -208,15 +208,16 @@ def check_sizes_and_bounds(
     observation_low: Sequence[float | None] | None = None,
     observation_high: Sequence[float | None] | None = None,
 ) -> None:
+    model = spaces.env_id or "declared spaces"
     if obs_dim != spaces.obs_dim:
         raise ImportRefusedError(
             "spaces.obs_dim",
-            f"the policy takes {obs_dim} observations but the model ({spaces.env_id}) has {spaces.obs_dim}",
+            f"the policy takes {obs_dim} observations but the model ({model}) has {spaces.obs_dim}",
         )
     if act_dim != spaces.act_dim:
         raise ImportRefusedError(
             "spaces.act_dim",
-            f"the policy gives {act_dim} actions but the model ({spaces.env_id}) takes {spaces.act_dim}",
+            f"the policy gives {act_dim} actions but the model ({model}) takes {spaces.act_dim}",
         )
     for name, mine, theirs in (
         ("action_low", action_low, spaces.action_low),
