@@ -186,10 +186,16 @@ class Model(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
-    env_id: Mapped[str] = mapped_column(String(200))
+    # None for a model whose environment lives with its clients (created from its spaces alone): it serves and
+    # records, but cannot be trained here.
+    env_id: Mapped[str | None] = mapped_column(String(200))
     # models.env_spaces.EnvSpaces.to_dict(): obs_dim, act_dim and the bounds (None where infinite).
     spaces: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # models.experience_settings.ExperienceSettings.to_dict() (record, max_transitions, explore); None: never set.
+    experience: Mapped[dict[str, Any] | None]
+    # Transitions the API processes could not record (memory bound, a session gone mid-step), summed per flush.
+    experience_dropped: Mapped[int] = mapped_column(default=0)
 
 
 class ModelAlias(Base):
@@ -287,6 +293,34 @@ class LiveReturnFlush(Base):
 
     flush_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ExperienceChunk(Base):
+    """A block of recorded transitions of one model (models.experience_chunks: Arrow IPC, zstd), written by an API
+    process in one transaction per flush. The bytes are in `data`, or in external storage under `storage_key`.
+
+    `flush_id` is unique: a flush retried after its COMMIT's reply was lost finds its chunk and adds nothing.
+    Times are unix seconds of the first and last transition; `policy_counts` maps policy id (as text, -1 for none)
+    to its transitions in the chunk; `returns` sums the episodes that ended in it by arm (`explore`, `policy`):
+    {arm: [episodes, return_sum, return_sq_sum]}, so explore and non-explore live returns read side by side.
+    """
+
+    __tablename__ = "experience_chunks"
+    __table_args__ = (Index("ix_experience_chunks_model_id_id", "model_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    flush_id: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    first_time: Mapped[float]
+    last_time: Mapped[float]
+    transitions: Mapped[int]
+    episodes: Mapped[int]
+    size_bytes: Mapped[int]  # the chunk's encoded size
+    policy_counts: Mapped[dict[str, Any]]
+    returns: Mapped[dict[str, Any]]
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)  # loaded only when asked for
+    storage_key: Mapped[str | None] = mapped_column(String(500))
 
 
 class Sweep(Base):
