@@ -30,6 +30,10 @@ class WorkerSettings(ProcessSettings):
     """`python -m trainer worker`: where the queue is, which model is the default, where jobs are tracked."""
 
 
+class LearnerProcessSettings(ProcessSettings):
+    """`python -m trainer learner`: where the learners' queue and the recorded experience are."""
+
+
 class SweepRunnerSettings(ProcessSettings):
     """`python -m trainer sweeps`: where the queue is, the Ray cluster trials run on, and how long a local Ray may
     stay idle."""

@@ -80,8 +80,7 @@ def test_learns_a_client_side_environment_from_recorded_transitions() -> None:
         learner.read()
         learner.train(max_updates=10_000)
         if actors.steps % 2000 == 0 and actors.actor is not None:
-            actor = actors.actor
-            best = heldout_mean_return(lambda obs: actor.act(obs[None])[0])
+            best = heldout_mean_return(actors.actor.act_one)
             if best >= -200:
                 break
     assert best >= -200, f"held-out mean return {best:.1f} after {actors.steps} env steps"

@@ -1,1 +1,1 @@
-"""The online learner: DDPG trained from transitions recorded elsewhere (the service's sessions), publishing its actor."""
+"""The online learner: DDPG trained from transitions recorded elsewhere (the sessions), publishing its actor."""

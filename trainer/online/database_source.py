@@ -1,0 +1,107 @@
+"""The TransitionSource over a model's recorded experience (store.tables.ExperienceChunk): the cursor is a chunk id.
+
+Chunks are read whole, oldest first, their bytes decoded with models.experience_chunks (the only reader of the
+format). Only the few columns learning needs are kept.
+
+Known limit: on PostgreSQL two API processes may commit chunks out of id order (ids are drawn at insert); a chunk
+whose id is below the cursor when it commits is never read. Flushes are about a second apart per process, so this
+loses at most a chunk now and then, never blocks learning.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models.experience_chunks import decode_chunk
+from store.tables import ExperienceChunk
+from trainer.claim_loop import Database
+from trainer.online.source import Batch, Transitions
+
+logger = logging.getLogger(__name__)
+
+# Chunk rows looked at per read: the summaries are small, the bytes are loaded only for the chunks taken.
+_SCAN_LIMIT = 1000
+
+
+class ExperienceSource:
+    """A model's experience chunks in the database, as the learner's TransitionSource."""
+
+    def __init__(self, database: Database, model_id: int, obs_dim: int, act_dim: int) -> None:
+        self._db = database
+        self.model_id = model_id
+        self.obs_dim = obs_dim
+        self.act_dim = act_dim
+
+    def read_after(self, cursor: int, *, max_transitions: int) -> Batch:
+        def read(session: Session) -> Batch:
+            summaries = session.execute(
+                select(ExperienceChunk.id, ExperienceChunk.transitions)
+                .where(ExperienceChunk.model_id == self.model_id, ExperienceChunk.id > cursor)
+                .order_by(ExperienceChunk.id)
+                .limit(_SCAN_LIMIT)
+            ).all()
+            taken: list[int] = []
+            count = 0
+            for chunk_id, transitions in summaries:
+                if taken and count + transitions > max_transitions:
+                    break
+                taken.append(chunk_id)
+                count += transitions
+            new_cursor = taken[-1] if taken else cursor
+            pending = session.scalar(
+                select(func.coalesce(func.sum(ExperienceChunk.transitions), 0)).where(
+                    ExperienceChunk.model_id == self.model_id, ExperienceChunk.id > new_cursor
+                )
+            )
+            return Batch(self._decode(session, taken), new_cursor, int(pending or 0))
+
+        return self._db.retrying(f"model {self.model_id}: reading experience", read)
+
+    def read_until(self, cursor: int, *, max_transitions: int) -> Transitions:
+        def read(session: Session) -> Transitions:
+            taken: list[int] = []
+            count = 0
+            for chunk_id, transitions in session.execute(
+                select(ExperienceChunk.id, ExperienceChunk.transitions)
+                .where(ExperienceChunk.model_id == self.model_id, ExperienceChunk.id <= cursor)
+                .order_by(ExperienceChunk.id.desc())
+            ):
+                if count >= max_transitions:
+                    break
+                taken.append(chunk_id)
+                count += transitions
+            return self._decode(session, list(reversed(taken))).newest(max_transitions)
+
+        return self._db.retrying(f"model {self.model_id}: refilling the replay buffer", read)
+
+    def _decode(self, session: Session, chunk_ids: list[int]) -> Transitions:
+        if not chunk_ids:
+            return Transitions.empty(self.obs_dim, self.act_dim)
+        rows = session.execute(
+            select(ExperienceChunk.id, ExperienceChunk.data, ExperienceChunk.storage_key)
+            .where(ExperienceChunk.id.in_(chunk_ids))
+            .order_by(ExperienceChunk.id)
+        ).all()
+        parts: list[Transitions] = []
+        for chunk_id, data, storage_key in rows:
+            if data is None:
+                # Chunks kept in external storage are not read by the learner yet.
+                logger.warning("experience chunk %d is in external storage (%s): skipped", chunk_id, storage_key)
+                continue
+            columns = decode_chunk(data)
+            if columns.obs_dim != self.obs_dim or columns.act_dim != self.act_dim:
+                logger.warning("experience chunk %d has other dimensions than the model: skipped", chunk_id)
+                continue
+            parts.append(
+                Transitions(
+                    columns.observation,
+                    columns.action,
+                    columns.reward,
+                    columns.next_observation,
+                    columns.terminated,
+                )
+            )
+        return Transitions.concat(parts) if parts else Transitions.empty(self.obs_dim, self.act_dim)
