@@ -145,7 +145,7 @@ class LearnerProcess:
         heartbeat.start()
         try:
             try:
-                online = self._build(row, model)
+                self._train(self._build(row, model), learner_id, heartbeat)
             except LearnerSetupError as exc:
                 error = str(exc)
                 logger.error("learner %d: %s", learner_id, error)
@@ -153,8 +153,6 @@ class LearnerProcess:
                     f"learner {learner_id}: failing it",
                     lambda s: learners.fail_learner(s, learner_id, worker_id=worker_id, error=error),
                 )
-                return
-            self._train(online, learner_id, heartbeat)
         except learners.LearnerLeaseLostError as exc:
             logger.info("learner %d: no longer held (%s); stopping", learner_id, exc)
         except DatabaseGoneError as exc:
