@@ -16,6 +16,7 @@ from app.infra.metrics import Metrics
 from app.jobs.event_hub import JobEventHub
 from app.jobs.events import job_events_reader
 from app.services.policy_files import PolicyFiles
+from app.serving.experience import ExperienceRecorder
 from app.serving.live_returns import LiveReturns
 from app.serving.policy_cache import PolicyCache, running_refresher
 from app.serving.routing import Routing
@@ -110,13 +111,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         executor=control.executor,
     )
     live = LiveReturns(database.flush_live_returns)
+    experience = ExperienceRecorder(
+        database.flush_experience, metrics, max_buffered=settings.experience_buffer_transitions
+    )
     sessions = SessionTable(
         idle_seconds=settings.session_idle_seconds,
         max_sessions=settings.max_sessions,
         dropped=metrics.sessions_dropped,
+        on_drop=lambda key, session: experience.dropped(session.model_id, key[0], "session_dropped"),
     )
     shadow = ShadowComparisons(metrics, live, capacity=settings.shadow_queue_size)
-    routing = Routing(settings.default_model, cache, metrics, sessions, live, shadow)
+    routing = Routing(settings.default_model, cache, metrics, sessions, live, shadow, experience)
     app.state.database = database
     app.state.control_threads = control
     app.state.job_events = job_events = JobEventHub(
@@ -143,6 +148,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         background.append(
             asyncio.create_task(live.run(settings.live_stats_flush_seconds, cache.refresh), name="live-returns")
         )
+        background.append(
+            asyncio.create_task(experience.run(settings.experience_flush_seconds), name="experience-flush")
+        )
         # Compile /act's one-observation kernel before serving, even with no policy yet: compiling holds the GIL
         # for most of a second, which later, under traffic, would stall every request of the process once.
         await asyncio.to_thread(forward_one_kernel)
@@ -161,6 +169,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         shadow.drain()
         with contextlib.suppress(Exception):
             await live.flush()
+        with contextlib.suppress(Exception):
+            await experience.flush()
         await job_events.close()
         control.shutdown()
         database.close()

@@ -47,6 +47,20 @@ class Settings(ProcessSettings):
     live_stats_flush_seconds: float = Field(
         1.0, gt=0, le=60, description="How often each process writes its summed live returns to the database."
     )
+    experience_flush_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often each process writes its recorded transitions, as compressed chunks, to the store; "
+        "a process that is killed loses at most the transitions completed since its last flush.",
+    )
+    experience_buffer_transitions: int = Field(
+        200_000,
+        ge=1,
+        le=100_000_000,
+        description="Recorded transitions one process holds before they are written; beyond it new ones are "
+        "dropped (counted in experience_dropped_transitions_total).",
+    )
     shadow_queue_size: int = Field(
         10_000, ge=1, le=1_000_000, description="Shadow samples waiting per process; beyond it samples are dropped."
     )

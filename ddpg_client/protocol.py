@@ -140,13 +140,16 @@ def act(
     session: str | None = None,
     reward: float | None = None,
     done: bool | None = None,
+    truncated: bool | None = None,
 ) -> Operation[ActResult]:
     """The action for one observation: from `model`'s champion (the default model's when absent) unless `policy_id`
-    is given. In a `session` (a client's episode id) the policy never changes until `done`; `reward` is the previous
-    step's. Across API processes, pass the `policy_id` the session's first answer named (`WS /act/stream`, see
-    `stream()`, needs none of this)."""
+    is given. In a `session` (a client's episode id) the policy never changes until the episode ends; `reward` is
+    the previous step's. The episode ends with `done` (terminated, gymnasium's sense: a terminal state) or
+    `truncated` (cut short: a time limit, or the client stopped), the request carrying the final observation.
+    Across API processes, pass the `policy_id` the session's first answer named (`WS /act/stream`, see `stream()`,
+    needs none of this)."""
     body = _act_body("observation", _observation_json(observation), policy_id)
-    extras = {"model": model, "session": session, "reward": reward, "done": done}
+    extras = {"model": model, "session": session, "reward": reward, "done": done, "truncated": truncated}
     body.update({name: value for name, value in extras.items() if value is not None})
     return ActResult.from_json((yield from _json("POST", "/act", json=body)))
 

@@ -4,6 +4,7 @@
         result = stream.act(observation)                   # the episode's first step
         result = stream.act(observation, reward=r)         # every later step: the previous step's reward
         stream.act(observation, reward=r, done=True)       # the episode ended; the next act() starts a new one
+        stream.act(observation, reward=r, truncated=True)  # or was cut short (time limit): bootstrap past it
 
 The policy never changes within an episode (not in a canary split, not across a promotion), and an answer
 that is an error raises the same `ServiceError` subclass as over HTTP. Sync (`ActStream`, websockets' threading
@@ -54,12 +55,14 @@ def stream_url(base_url: str, model: str | None) -> str:
     return url if model is None else f"{url}?model={quote(model)}"
 
 
-def step_message(observation: Observation, reward: float | None, done: bool) -> str:
+def step_message(observation: Observation, reward: float | None, done: bool, truncated: bool = False) -> str:
     body: dict[str, Any] = {"observation": _observation_json(observation)}
     if reward is not None:
         body["reward"] = float(reward)
     if done:
         body["done"] = True
+    if truncated:
+        body["truncated"] = True
     return json.dumps(body)
 
 
@@ -93,12 +96,14 @@ class ActStream:
             compression=None,
         )
 
-    def act(self, observation: Observation, *, reward: float | None = None, done: bool = False) -> ActResult:
-        """One step: send the observation (and the previous step's reward, `done` at the episode's end), wait for
-        the action."""
+    def act(
+        self, observation: Observation, *, reward: float | None = None, done: bool = False, truncated: bool = False
+    ) -> ActResult:
+        """One step: send the observation (and the previous step's reward; at the episode's end `done` for a
+        terminal state or `truncated` for one cut short), wait for the action."""
         # Refused at connect (an unknown model): the send fails, and the reason waits to be read below.
         with contextlib.suppress(ConnectionClosed):
-            self._connection.send(step_message(observation, reward, done))
+            self._connection.send(step_message(observation, reward, done, truncated))
         return read_answer(self._connection.recv(timeout=self.timeout))
 
     def close(self) -> None:
@@ -135,12 +140,14 @@ class AsyncActStream:
         )
         return self
 
-    async def act(self, observation: Observation, *, reward: float | None = None, done: bool = False) -> ActResult:
+    async def act(
+        self, observation: Observation, *, reward: float | None = None, done: bool = False, truncated: bool = False
+    ) -> ActResult:
         if self._connection is None:
             await self.connect()
         assert self._connection is not None
         with contextlib.suppress(ConnectionClosed):  # as in ActStream.act
-            await self._connection.send(step_message(observation, reward, done))
+            await self._connection.send(step_message(observation, reward, done, truncated))
         return read_answer(await self._connection.recv())
 
     async def aclose(self) -> None:

@@ -85,9 +85,9 @@ def _model_for(session: Session, actor: ActorWeights, model_id: int | None, defa
     if model is None:
         raise PolicyModelMismatchError(f"model {model_id} does not exist")
     sizes = (model.spaces.get("obs_dim"), model.spaces.get("act_dim"))
-    # A model whose environment lives with its clients (env_id None) has no id to compare: its sizes decide.
-    env_fits = model.env_id is None or actor.env_id == model.env_id
-    if not env_fits or sizes != (actor.obs_dim, actor.act_dim):
+    # A model without an environment here (it lives with the clients) takes any actor of its sizes.
+    env_differs = model.env_id is not None and actor.env_id != model.env_id
+    if env_differs or sizes != (actor.obs_dim, actor.act_dim):
         raise PolicyModelMismatchError(
             f"the actor is for {actor.env_id} (obs_dim {actor.obs_dim}, act_dim {actor.act_dim}) but model "
             f"{model.name!r} is for {model.env_id} (obs_dim {sizes[0]}, act_dim {sizes[1]})"

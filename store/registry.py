@@ -75,8 +75,9 @@ def registry_version(session: Session) -> int:
 # ---- models -------------------------------------------------------------------------------------------------
 
 
-def create_model(session: Session, *, name: str, env_id: str, spaces: Mapping[str, Any]) -> Model:
-    """A new, empty model for the environment whose `spaces` are given (models.env_spaces.EnvSpaces.to_dict())."""
+def create_model(session: Session, *, name: str, env_id: str | None, spaces: Mapping[str, Any]) -> Model:
+    """A new, empty model for the environment whose `spaces` are given (models.env_spaces.EnvSpaces.to_dict());
+    env_id None: an environment that lives with the clients, known by its spaces alone."""
     try:
         check_name(name)
     except ValueError as exc:
@@ -224,10 +225,12 @@ class RolloutView:
 class ModelView:
     id: int
     name: str
-    env_id: str
+    env_id: str | None
     spaces: dict[str, Any]
     aliases: dict[str, int]
     rollout: RolloutView | None
+    # The recording settings (store.experience.set_settings); None: never set.
+    experience: dict[str, Any] | None = None
 
     @property
     def champion_id(self) -> int | None:
@@ -255,7 +258,15 @@ def read_snapshot(session: Session) -> RegistrySnapshot:
         for row in session.scalars(select(Rollout).where(Rollout.status == "active"))
     }
     models = tuple(
-        ModelView(m.id, m.name, m.env_id, dict(m.spaces), aliases.get(m.id, {}), rollouts.get(m.id))
+        ModelView(
+            m.id,
+            m.name,
+            m.env_id,
+            dict(m.spaces),
+            aliases.get(m.id, {}),
+            rollouts.get(m.id),
+            None if m.experience is None else dict(m.experience),
+        )
         for m in list_models(session)
     )
     return RegistrySnapshot(version, models)

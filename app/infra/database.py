@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.registry_vocabulary import DEFAULT_MODEL_NAME
 from store.db import create_db_engine, make_session_factory, migrate
+from store.experience import FlushBatch, write_chunks
 from store.live_returns import ReturnSums, ShadowSums, flush
 from store.policies import get_policy, get_serving_state, register_policy
 from store.registry import RegistrySnapshot, read_snapshot
@@ -90,6 +91,11 @@ class Database:
         guard check caused."""
         with self.sessions() as session:
             return flush(session, returns, shadow, flush_id=flush_id)
+
+    def flush_experience(self, batch: FlushBatch) -> int:
+        """One process's flush of recorded experience, in one transaction (written once per flush id)."""
+        with self.sessions() as session:
+            return write_chunks(session, batch)
 
     def prepare(self, policy_file: Path | None) -> None:
         """Migrate the schema and register POLICY_FILE (blocking; run in a thread)."""

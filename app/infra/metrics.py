@@ -75,7 +75,9 @@ class Metrics:
             ["reason"],
         )
         self.episodes_finished = LoopCounter(
-            "act_episodes_finished", "Session episodes ended with `done`, by model and policy.", ["model", "policy_id"]
+            "act_episodes_finished",
+            "Session episodes ended (`done` or `truncated`), by model and policy.",
+            ["model", "policy_id"],
         )
         self.shadow_divergence = LoopHistogram(
             "shadow_divergence",
@@ -92,7 +94,22 @@ class Metrics:
         self.shadow_dropped = LoopCounter(
             "shadow_dropped", "Shadow samples dropped because the shadow queue was full.", ["model"]
         )
+        self.experience_recorded = LoopCounter(
+            "experience_recorded_transitions", "Session steps recorded as transitions, by model.", ["model"]
+        )
+        self.experience_dropped = LoopCounter(
+            "experience_dropped_transitions",
+            "Transitions not recorded: the buffer was full (buffer_full), the session was dropped or closed before "
+            "its next observation (session_dropped), or a flush was refused by the store (write_failed).",
+            ["model", "reason"],
+        )
+        self.experience_flushes = LoopCounter(
+            "experience_flushes", "Experience flushes by outcome (written, failed).", ["outcome"]
+        )
         loop_metrics = (
+            self.experience_recorded,
+            self.experience_dropped,
+            self.experience_flushes,
             self.requests,
             self.latency,
             self.act_batch_size,

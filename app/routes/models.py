@@ -15,10 +15,11 @@ from app.routes.deps import (
     SettingsDep,
 )
 from app.schemas.errors import error_responses
+from app.schemas.experience import ExperienceIn, ExperienceOut
 from app.schemas.models import AliasIn, ModelCreate, ModelList, ModelOut
 from app.schemas.policies import PolicyList
 from app.schemas.registry_views import model_out, policy_page
-from app.services import model_registry
+from app.services import experience, model_registry
 from store import registry
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -32,7 +33,8 @@ router = APIRouter(prefix="/models", tags=["models"])
     responses=error_responses(400, 401, 409, 413, 415, 422, 503),
 )
 async def create(body: ModelCreate, session: SessionDep, settings: SettingsDep, cache: PolicyCacheDep) -> ModelOut:
-    """Create an empty model for a gymnasium environment with Box observations and actions (422 otherwise)."""
+    """Create an empty model for a gymnasium environment with Box observations and actions (422 otherwise), or,
+    without `env_id`, for an environment that lives with the clients, from its observation and action spaces."""
     return await model_registry.create_model(session, cache, settings, body)
 
 
@@ -93,4 +95,38 @@ async def put_alias(
 async def delete_alias(name: ModelNameParam, alias: AliasParam, session: SessionDep, cache: PolicyCacheDep) -> Response:
     """Remove a free alias (404 when the model has no such alias; the champion and challenger are not removable)."""
     await model_registry.delete_alias(session, cache, name, alias)
+    return Response(status_code=204)
+
+
+@router.get("/{name}/experience", response_model=ExperienceOut, responses=error_responses(404, 422, 503))
+def get_experience(name: ModelNameParam, session: SessionDep) -> ExperienceOut:
+    """The model's recording settings and its recorded experience: transitions, episodes, per policy, bytes, dropped,
+    oldest and newest, and explore vs non-explore live returns."""
+    return experience.get(session, name)
+
+
+@router.put(
+    "/{name}/experience",
+    response_model=ExperienceOut,
+    dependencies=JSON_WRITE,
+    responses=error_responses(400, 401, 404, 413, 415, 422, 503),
+)
+async def put_experience(
+    name: ModelNameParam, body: ExperienceIn, session: SessionDep, cache: PolicyCacheDep
+) -> ExperienceOut:
+    """Start or stop recording the model's session steps (every API process within one registry poll), with the
+    retention limit and the exploration of a share of sessions."""
+    return await experience.put(session, cache, name, body)
+
+
+@router.delete(
+    "/{name}/experience",
+    status_code=204,
+    response_class=Response,
+    dependencies=[ApiKeyDep],
+    responses=error_responses(401, 404, 422, 503),
+)
+def delete_experience(name: ModelNameParam, session: SessionDep) -> Response:
+    """Delete the model's recorded experience (the recording settings stay as they are)."""
+    experience.delete(session, name)
     return Response(status_code=204)

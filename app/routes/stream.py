@@ -26,9 +26,10 @@ STREAM_DESCRIPTION = """A WebSocket for control loops: `ws://host/act/stream?mod
 
 One connection is one session (`session` is the connection; do not send one, nor `model`). Each text message is an
 /act body, `{"observation": [...], "reward": r, "done": false}` (`reward`: of the previous step; `done`: the episode
-ended), and each answer is the /act answer, `{"action": [...], "policy_id": N}`, in order. A bad message is answered
+ended in a terminal state, or `truncated`: it was cut short, by a time limit or the client), and each answer is
+the /act answer, `{"action": [...], "policy_id": N}`, in order. A bad message is answered
 with the error body (`{"error": {...}}`, the field named) and the stream goes on. The policy never changes within an
-episode; after `done` the next message starts a new one. With ACT_API_KEY set, the handshake needs
+episode; after `done` or `truncated` the next message starts a new one. With ACT_API_KEY set, the handshake needs
 `Authorization: Bearer <key>`: without it, as for an unknown or invalid `model`, the connection is accepted, sends
 its error body (`unauthorized`, `not_found`, `validation_error`) and closes with code 1008."""
 

@@ -61,8 +61,14 @@ class ActRequest(BaseModel):
     )
     done: bool | None = Field(
         None,
-        description="The session's episode ended with this step (needs `session`): its return counts in the live "
-        "figures, and the next request starts a new episode.",
+        description="The session's episode ended in a terminal state (gymnasium's `terminated`; needs `session`): "
+        "`observation` is the final one, its return counts in the live figures, and the next request starts a new "
+        "episode. A recorded transition that ends so is not bootstrapped past.",
+    )
+    truncated: bool | None = Field(
+        None,
+        description="The session's episode was cut short (gymnasium's `truncated`: a time limit, or the client "
+        "stopped; needs `session`, not with `done`): it ends as with `done`, but a learner bootstraps past it.",
     )
 
 

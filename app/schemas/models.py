@@ -6,7 +6,7 @@ import math
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from models.registry_vocabulary import (
     GUARD_MAX_REGRESSION,
@@ -41,18 +41,75 @@ ModelName = Annotated[
 ]
 
 
+# The most dimensions a Box of a model given by its spaces may have.
+MAX_SPACE_DIM = 4096
+
+
+class BoxIn(BaseModel):
+    """A flat Box space as its bounds: `low[i] <= high[i]`, equally long. JSON has no Infinity: null is unbounded
+    (observations only; every action bound must be a finite number)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    low: list[float | None] = Field(min_length=1, max_length=MAX_SPACE_DIM, examples=[[-1.0, -1.0, None]])
+    high: list[float | None] = Field(min_length=1, max_length=MAX_SPACE_DIM, examples=[[1.0, 1.0, None]])
+
+    @field_validator("low", "high")
+    @classmethod
+    def _finite(cls, value: list[float | None]) -> list[float | None]:
+        for index, bound in enumerate(value):
+            if bound is not None and not (math.isfinite(bound) and abs(bound) <= FLOAT32_MAX):
+                raise ValueError(f"[{index}] must be a finite float32 number, or null for unbounded")
+        return value
+
+    @field_validator("high")
+    @classmethod
+    def _ordered(cls, high: list[float | None], info: ValidationInfo) -> list[float | None]:
+        low = info.data.get("low")
+        if low is None:
+            return high
+        if len(low) != len(high):
+            raise ValueError(f"has {len(high)} bounds but low has {len(low)}; a Box needs one of each per dimension")
+        for index, (lo, hi) in enumerate(zip(low, high, strict=True)):
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"[{index}] is {hi:g}, below low[{index}] = {lo:g}")
+        return high
+
+
 class ModelCreate(BaseModel):
-    """A new model: a name and the gymnasium environment its policies are trained on and serve."""
+    """A new model: a name and either the gymnasium environment its policies are trained on and serve, or, for an
+    environment that lives with the clients, its observation and action spaces."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     name: ModelName = Field(description=MODEL_NAME_DESCRIPTION, examples=["car"])
-    env_id: str = Field(
+    env_id: str | None = Field(
+        None,
         min_length=1,
         max_length=200,
-        description="An installed gymnasium environment with Box observations and Box actions.",
+        description="An installed gymnasium environment with Box observations and Box actions. Leave it out (and "
+        "give `observation_space` and `action_space`) for an environment that lives with the clients: such a model "
+        "serves, records and takes registered policies, but POST /train cannot train it here.",
         examples=["MountainCarContinuous-v0"],
     )
+    observation_space: BoxIn | None = Field(
+        None, description="Without `env_id`: the observations' Box (null bounds: unbounded)."
+    )
+    action_space: BoxIn | None = Field(
+        None, description="Without `env_id`: the actions' Box; every bound finite (the actor scales into it)."
+    )
+
+    @field_validator("action_space")
+    @classmethod
+    def _bounded_actions(cls, value: BoxIn | None) -> BoxIn | None:
+        if value is not None:
+            for side in ("low", "high"):
+                bounds = getattr(value, side)
+                if None in bounds:
+                    index = bounds.index(None)
+                    raise ValueError(f"{side}[{index}] is null: action bounds must be finite numbers")
+        return value
+
     reward_range: list[float] | None = Field(
         None,
         min_length=2,
@@ -185,7 +242,9 @@ class ModelOut(BaseModel):
 
     id: int = Field(description="What jobs and policies name as their `model_id`.")
     name: str
-    env_id: str
+    env_id: str | None = Field(
+        description="Its gymnasium environment; null when the environment lives with the clients."
+    )
     spaces: SpacesOut
     created_at: datetime
     is_default: bool = Field(description="Whether POST /act without `model` is answered by this model.")

@@ -55,6 +55,13 @@ def find_or_create_model(session: Session, name: str, requested_env: str | None,
     `env_id`, added to the session uncommitted (committed with the job, or rolled back with it)."""
     model = registry.get_model(session, name)
     if model is not None:
+        if model.env_id is None:
+            raise field_error(
+                "model",
+                f"model {name!r} has no environment installed here (it was created from its spaces: its environment "
+                "lives with its clients), so it cannot be trained here; register policies trained elsewhere "
+                "into it, or record its sessions (PUT /models/{name}/experience) to train on elsewhere",
+            )
         if requested_env is not None and requested_env != model.env_id:
             message = f"model {name!r} is for {model.env_id}, not {requested_env}; name another model"
             raise field_error("env_id", message)
@@ -68,11 +75,41 @@ def find_or_create_model(session: Session, name: str, requested_env: str | None,
         raise field_error("model" if exc.field == "name" else exc.field, exc.message) from None
 
 
+def check_spaces_given(body: ModelCreate) -> None:
+    """422 naming the field unless the body gives an env_id or both spaces, and not both ways."""
+    spaces = {"observation_space": body.observation_space, "action_space": body.action_space}
+    given = [name for name, value in spaces.items() if value is not None]
+    if body.env_id is not None and given:
+        raise field_error(given[0], "give `env_id` or the spaces (`observation_space`, `action_space`), not both")
+    if body.env_id is None and not given:
+        raise field_error("env_id", "required, unless `observation_space` and `action_space` are given")
+    if body.env_id is None and len(given) == 1:
+        missing = "action_space" if given[0] == "observation_space" else "observation_space"
+        raise field_error(missing, f"required with `{given[0]}`: a model without `env_id` needs both spaces")
+
+
+def client_spaces(body: ModelCreate) -> dict[str, Any]:
+    """The spaces of a model whose environment lives with its clients, from the body's Box bounds."""
+    observation, action = body.observation_space, body.action_space
+    assert observation is not None and action is not None  # ModelCreate checks that both come together
+    return {
+        "obs_dim": len(observation.low),
+        "act_dim": len(action.low),
+        "observation_low": list(observation.low),
+        "observation_high": list(observation.high),
+        "action_low": list(action.low),
+        "action_high": list(action.high),
+        "reward_range": None,
+    }
+
+
 async def create_model(session: Session, cache: PolicyCache, settings: Settings, body: ModelCreate) -> ModelOut:
     """An empty model for the body's environment (409 for a name in use); this process knows it at once."""
 
+    check_spaces_given(body)
+
     def create_and_commit() -> ModelOut:
-        spaces = env_spaces(body.env_id)
+        spaces = env_spaces(body.env_id) if body.env_id is not None else client_spaces(body)
         if "reward_range" in body.model_fields_set:  # given (null: none declared), else the environment's default
             spaces["reward_range"] = body.reward_range
         try:

@@ -27,7 +27,9 @@ from models.registry_vocabulary import NAME_MAX_LENGTH, SESSION_MAX_LENGTH
 
 FloatArray = npt.NDArray[np.float32]
 
-_ALLOWED_KEYS = frozenset({"observation", "observations", "policy_id", "model", "session", "reward", "done"})
+_ALLOWED_KEYS = frozenset(
+    {"observation", "observations", "policy_id", "model", "session", "reward", "done", "truncated"}
+)
 # Ids are 32-bit integers in PostgreSQL; a bigger one is a bad request, not a database error.
 MAX_ID = 2**31 - 1
 # Integers up to 2**24 are exact in float32, so converting them cannot round differently from the general path.
@@ -124,9 +126,15 @@ class ActExtras:
     policy_id: int | None
     model: str | None
     session: str | None
-    # The reward of the session's previous step, and whether that step ended its episode.
+    # The reward of the session's previous step, and whether that step ended its episode: `done` in a terminal
+    # state (terminated: no bootstrapping past it), `truncated` cut short (a time limit, or the client stopped).
     reward: float | None
     done: bool
+    truncated: bool = False
+
+    @property
+    def ends_episode(self) -> bool:
+        return self.done or self.truncated
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +176,7 @@ def parse_act_body(body: bytes, max_batch: int, *, session: str | None = None, m
         raise field_error(
             name,
             "unknown field; expected `observation` or `observations`, and optionally `policy_id`, `model`, "
-            "`session`, `reward` and `done`",
+            "`session`, `reward`, `done` and `truncated`",
         )
     # One key is the observations alone (the common request): nothing else to look up.
     extras = None if len(payload) == 1 and session is None else _parse_extras(payload, session, model)
@@ -237,9 +245,22 @@ def _parse_extras(payload: dict[str, Any], fixed_session: str | None, fixed_mode
             raise field_error("done", "must be true or false")
         if session is None:
             raise field_error("done", "needs a `session`: only an episode can end")
+    truncated = payload.get("truncated")
+    if truncated is not None:
+        if type(truncated) is not bool:
+            raise field_error("truncated", "must be true or false")
+        if session is None:
+            raise field_error("truncated", "needs a `session`: only an episode can end")
+        if truncated and done:
+            raise field_error(
+                "truncated",
+                "give `done` (terminated: a terminal state) or `truncated` (cut short: time limit or stopped), "
+                "not both",
+            )
     if policy_id is None and model is None and session is None:
         return None
-    return ActExtras(policy_id, model, session, None if reward is None else float(reward), bool(done))
+    reward_value = None if reward is None else float(reward)
+    return ActExtras(policy_id, model, session, reward_value, bool(done), bool(truncated))
 
 
 # ---- the slow path: name the first bad element --------------------------------------------------------------

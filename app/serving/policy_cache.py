@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from app.infra.database import StoredPolicy
+from app.serving.experience import recording_plan
 from app.serving.served_models import ActiveRollout, ServedModel
 from models.policy import NumpyActor
 from models.reward_ranges import stored_range
@@ -181,6 +182,7 @@ class PolicyCache:
             champion,
             rollout,
             stored_range(spaces),
+            recording_plan(view.experience, spaces),
         )
 
     async def _load_or_log(self, policy_id: int | None, model: str) -> LoadedPolicy | None:

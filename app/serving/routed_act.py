@@ -9,15 +9,18 @@ anything is changed, so a refused request leaves its session as it was.
 from __future__ import annotations
 
 import random
+import time
 
 import orjson
 
 from app.infra.errors import ApiError, field_error, not_found
 from app.infra.metrics import Metrics
-from app.serving.observations import ActExtras, ActInput
+from app.serving.experience import PendingStep, RecordingPlan, explore_noise
+from app.serving.observations import ActExtras, ActInput, FloatArray
 from app.serving.policy_cache import LoadedPolicy, PolicyCache, PolicyUnavailableError
 from app.serving.routing import Routing
 from app.serving.served_models import ActiveRollout, Arm, ServedModel, choose
+from app.serving.sessions import LiveSession
 from models.registry_vocabulary import SPLIT_BUCKETS
 from models.reward_ranges import outside
 
@@ -144,22 +147,101 @@ async def _act_in_session(routing: Routing, model: ServedModel, extras: ActExtra
     if extras.reward is not None and model.reward_range is not None and outside(model.reward_range, extras.reward):
         low, high = model.reward_range
         raise field_error("reward", f"must be within model {model.name!r}'s reward range [{low:g}, {high:g}]")
-    content, actions = answer(parsed, loaded, metrics)
+    recording = model.recording
+    if recording is None:
+        content, actions = answer(parsed, loaded, metrics)
+    else:
+        content, actions, noise = _answer_recorded(
+            parsed, loaded, metrics, recording=recording, session_id=session_id, extras=extras
+        )
     # Accepted: from here on the session changes.
     if live is None:
-        live = routing.sessions.start(key, loaded, rollout_id)
+        live = routing.sessions.start(key, loaded, rollout_id, model.model_id)
         metrics.sessions_started.labels(model.name).inc()
     live.steps += 1
     if extras.reward is not None:
         live.episode_return += extras.reward
-    if extras.done:
+    if recording is not None:
+        _record_step(routing, model, live, extras=extras, parsed=parsed, actions=actions, noise=noise)
+    elif live.pending is not None:  # recording stopped mid-episode: the held step has nowhere to go
+        live.pending = None
+    if extras.ends_episode:
         routing.sessions.end(key)
         routing.live.episode(live.rollout_id, loaded.policy_id, live.episode_return)
         metrics.episodes_finished.labels(model.name, str(loaded.policy_id)).inc()
+        if recording is not None:
+            routing.experience.episode_ended(model.model_id, live.explored, live.episode_return)
     metrics.routed.labels(model.name, arm).inc()
     if model.rollout is not None and not model.rollout.canary:
         sample_shadow(routing, model.name, model.rollout, parsed, actions)
     return content
+
+
+def _answer_recorded(
+    parsed: ActInput,
+    loaded: LoadedPolicy,
+    metrics: Metrics,
+    *,
+    recording: RecordingPlan,
+    session_id: str,
+    extras: ActExtras,
+) -> tuple[bytes, object, FloatArray | None]:
+    """The answer of a session step of a recording model: the policy's action, plus noise (clipped to the action
+    bounds) when the session explores; never for the request that ends an episode (its action is not recorded)."""
+    explore = recording.explore
+    if explore is None or extras.ends_episode or not explore.explores(session_id):
+        content, actions = answer(parsed, loaded, metrics)
+        return content, actions, None
+    metrics.act_batch_size.observe(1)
+    action, noise = explore_noise(explore, loaded.actor.act_one(parsed.observations))
+    return orjson.dumps({"action": action, "policy_id": loaded.policy_id}), action, noise
+
+
+def _record_step(
+    routing: Routing,
+    model: ServedModel,
+    live: LiveSession,
+    *,
+    extras: ActExtras,
+    parsed: ActInput,
+    actions: object,
+    noise: FloatArray | None,
+) -> None:
+    """Complete the step the session held with this request's observation, reward and ending; hold this one."""
+    session_id = extras.session
+    assert session_id is not None
+    pending = live.pending
+    observation = parsed.observations
+    if pending is not None:
+        routing.experience.record(
+            model.model_id,
+            model.name,
+            session=session_id,
+            episode=live.episode,
+            pending=pending,
+            reward=extras.reward,
+            next_observation=observation,
+            terminated=extras.done,
+            truncated=extras.truncated,
+        )
+    if extras.ends_episode:
+        live.pending = None
+        return
+    assert isinstance(actions, list)
+    explore = None if model.recording is None else model.recording.explore
+    scale = 0.0 if noise is None or explore is None else explore.sigma
+    step = 0 if pending is None else pending.step + 1
+    live.pending = PendingStep(
+        observation,
+        actions,
+        noise=noise,
+        noise_scale=scale,
+        policy_id=live.policy.policy_id,
+        step=step,
+        now=time.time(),
+    )
+    if noise is not None:
+        live.explored = True
 
 
 def _champion_id(model: ServedModel) -> int | None:

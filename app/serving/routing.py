@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.infra.metrics import Metrics
+from app.serving.experience import ExperienceRecorder
 from app.serving.live_returns import LiveReturns
 from app.serving.policy_cache import PolicyCache
 from app.serving.sessions import SessionTable
@@ -25,3 +26,5 @@ class Routing:
     sessions: SessionTable
     live: LiveReturns
     shadow: ShadowComparisons
+    # Recording of session steps for the models that record (app.serving.experience).
+    experience: ExperienceRecorder

@@ -22,6 +22,7 @@ from models.registry_vocabulary import SPLIT_BUCKETS
 from models.reward_ranges import RewardRange
 
 if TYPE_CHECKING:  # the cache builds these from its loaded policies: it imports this module, not the reverse
+    from app.serving.experience import RecordingPlan
     from app.serving.policy_cache import LoadedPolicy
 
 Arm = Literal["champion", "challenger"]
@@ -55,13 +56,15 @@ class ServedModel:
 
     model_id: int
     name: str
-    env_id: str
+    env_id: str | None  # None: the environment lives with the clients
     obs_dim: int
     act_dim: int
     champion: LoadedPolicy | None
     rollout: ActiveRollout | None
     # One step's declared reward range (models.reward_ranges), checked on every reward a session sends; None: none.
     reward_range: RewardRange | None = None
+    # Recording its session steps, and exploring (app.serving.experience); None: not recording.
+    recording: RecordingPlan | None = None
 
 
 def session_bucket(salt: bytes, session: str) -> int:

@@ -67,6 +67,19 @@ def test_act_with_model_session_and_rewards_over_http(server: Server) -> None:
         assert caught.value.details[0]["field"] == "reward"
 
 
+def test_truncated_ends_an_episode_over_the_stream_and_http(server: Server) -> None:
+    with PolicyClient(server.url) as client, client.stream() as stream:
+        first = stream.act(OBS)
+        assert stream.act(OBS, reward=-1.0, truncated=True).policy_id == first.policy_id
+        with pytest.raises(ValidationError) as caught:
+            stream.act(OBS, reward=-1.0, done=True, truncated=True)
+        assert caught.value.details[0]["field"] == "truncated"
+        ended = client.act(OBS, model="pendulum", session="cut-1", reward=-1.0, truncated=True)
+        assert ended.policy_id == first.policy_id
+    metrics = PolicyClient(server.url)._http.get("/metrics").text
+    assert 'act_episodes_finished_total{model="pendulum"' in metrics
+
+
 def test_stream_urls() -> None:
     assert stream_url("http://h:1/", None) == "ws://h:1/act/stream"
     assert stream_url("https://h", "my model") == "wss://h/act/stream?model=my%20model"

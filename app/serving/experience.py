@@ -1,0 +1,358 @@
+"""Recording live sessions as transitions: what a model records and explores with, the columnar buffers of one API
+process, and the flusher that writes them as compressed chunks (models.experience_chunks), off the answer's path.
+
+A transition needs the next observation, so a session step is held by its session (`PendingStep`) until the
+session's next request arrives: that request's observation is the step's next_observation, its `reward` the step's
+reward, and its `done` / `truncated` how the step ended. The request that ends an episode (`done` or `truncated`)
+carries the final observation; it is answered as before (existing clients read an action), but that action belongs
+to no transition and is not recorded. A step whose session is dropped before its next request (idle, evicted,
+stream closed) is lost and counted (`session_dropped`).
+
+Exactly once. A session lives in one process's memory (app.serving.sessions): the stream's connection and an HTTP
+keep-alive connection stay on one process, and so do all of its steps; each step is completed by the one process
+that holds it, appended once, and written in one flush whose id makes a retried write a no-op. If a session's
+requests hop to another process, that process cannot complete the step held elsewhere: the held step is lost
+(counted when its session expires there), and the new process records the rest of the episode under a new episode
+id. Nothing is ever recorded twice.
+
+Bounded: at most EXPERIENCE_BUFFER_TRANSITIONS transitions wait in memory (blocks of preallocated numpy columns);
+beyond it new ones are dropped and counted (`buffer_full`). A flush every EXPERIENCE_FLUSH_SECONDS swaps the blocks
+out, encodes one chunk per model in a thread, and writes them in one transaction; a write that fails is kept whole
+and retried first (under the same id), and while it waits its transitions still count against the bound.
+What a killed process loses: the transitions completed since its last successful flush (at most one flush
+interval of them, plus any batch whose write was failing), and the steps its sessions were holding.
+
+Requests without a session never reach this module (app.serving.routed_act only calls it from a session step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from app.infra.metrics import Metrics
+from app.serving.served_models import session_bucket
+from models.experience_chunks import NO_POLICY, ExperienceColumns, encode_chunk
+from models.registry_vocabulary import SPLIT_BUCKETS
+from store.experience import ChunkToWrite, FlushBatch
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+# Rows per preallocated block: big enough that allocation is rare, small enough that an idle model costs little.
+BLOCK_ROWS = 1024
+# One chunk holds at most this many transitions (a bigger flush writes several), so no chunk grows without bound.
+MAX_CHUNK_TRANSITIONS = 100_000
+# Writes one flush (store.experience.write_chunks in a session of its own); returns the chunks added.
+WriteFlush = Callable[[FlushBatch], int]
+
+
+@dataclass(frozen=True, slots=True)
+class ExplorePlan:
+    """Gaussian noise for `percent` of sessions, chosen by the keyed session hash (the canary's), so every
+    process agrees which sessions explore; `scale` is sigma times each dimension's half-range."""
+
+    sigma: float
+    percent: float
+    threshold: int
+    salt: bytes
+    scale: FloatArray
+    low: FloatArray
+    high: FloatArray
+
+    def explores(self, session: str) -> bool:
+        return self.threshold > 0 and session_bucket(self.salt, session) < self.threshold
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingPlan:
+    """A model that records: its limit and its exploration (None: the policy's actions as they are)."""
+
+    max_transitions: int
+    explore: ExplorePlan | None
+
+
+def recording_plan(settings: dict[str, object] | None, spaces: dict[str, object]) -> RecordingPlan | None:
+    """The plan for a model's stored settings (store.experience.set_settings); None when it does not record."""
+    if not settings or not settings.get("record"):
+        return None
+    explore = settings.get("explore")
+    plan = None
+    if isinstance(explore, dict) and explore.get("sigma") and explore.get("percent"):
+        low = np.asarray(spaces["action_low"], np.float32)
+        high = np.asarray(spaces["action_high"], np.float32)
+        sigma, percent = float(explore["sigma"]), float(explore["percent"])
+        plan = ExplorePlan(
+            sigma,
+            percent,
+            round(percent * SPLIT_BUCKETS / 100),
+            str(explore.get("salt", "")).encode(),
+            (sigma * (high - low) / 2).astype(np.float32),
+            low,
+            high,
+        )
+    return RecordingPlan(int(str(settings.get("max_transitions", 0))), plan)
+
+
+class PendingStep:
+    """A served session step waiting for its next observation (held by its session)."""
+
+    __slots__ = ("action", "explored", "noise", "noise_scale", "observation", "policy_id", "step", "time")
+
+    def __init__(
+        self,
+        observation: FloatArray,
+        action: list[float],
+        *,
+        noise: FloatArray | None,
+        noise_scale: float,
+        policy_id: int,
+        step: int,
+        now: float,
+    ) -> None:
+        self.observation = observation
+        self.action = action
+        self.noise = noise
+        self.noise_scale = noise_scale
+        self.policy_id = policy_id
+        self.step = step
+        self.time = now
+        self.explored = noise is not None
+
+
+class _Block:
+    """Preallocated columns for BLOCK_ROWS transitions of one model."""
+
+    __slots__ = ("action", "cols", "rows")
+
+    def __init__(self, obs_dim: int, act_dim: int) -> None:
+        n = BLOCK_ROWS
+        self.rows = 0
+        self.cols = ExperienceColumns(
+            observation=np.empty((n, obs_dim), np.float32),
+            action=np.empty((n, act_dim), np.float32),
+            reward=np.empty(n, np.float32),
+            next_observation=np.empty((n, obs_dim), np.float32),
+            terminated=np.empty(n, np.bool_),
+            truncated=np.empty(n, np.bool_),
+            policy_id=np.empty(n, np.int64),
+            session=np.empty(n, object),
+            episode=np.empty(n, np.int64),
+            step=np.empty(n, np.int32),
+            noise=np.zeros((n, act_dim), np.float32),
+            noise_scale=np.empty(n, np.float32),
+            time=np.empty(n, np.float64),
+        )
+
+    def used(self) -> ExperienceColumns:
+        return self.cols.take(slice(0, self.rows))
+
+
+@dataclass(slots=True)
+class _ModelBuffer:
+    """One model's transitions since the last flush: full blocks, the block being filled, and episode returns."""
+
+    model_id: int
+    name: str
+    obs_dim: int
+    act_dim: int
+    blocks: list[_Block] = field(default_factory=list)
+    # arm -> [episodes, return_sum, return_sq_sum] of the episodes that ended since the last flush.
+    returns: dict[str, list[float]] = field(default_factory=dict)
+    dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    flush_id: str
+    batch: FlushBatch
+    transitions: int
+
+
+class ExperienceRecorder:
+    """The recording buffers of one process (event-loop only: nothing is locked) and their flusher."""
+
+    def __init__(self, write: WriteFlush, metrics: Metrics, *, max_buffered: int) -> None:
+        self._write = write
+        self._metrics = metrics
+        self.max_buffered = max_buffered
+        self._buffers: dict[int, _ModelBuffer] = {}
+        self.buffered = 0  # transitions in the buffers and in an unconfirmed batch
+        self._unconfirmed: _Batch | None = None
+        self._id_prefix = f"x{os.getpid()}-{secrets.token_hex(6)}"
+        self._sequence = itertools.count(1)
+        self.flushes = 0
+        self.failed_flushes = 0
+
+    def record(
+        self,
+        model_id: int,
+        name: str,
+        *,
+        session: str,
+        episode: int,
+        pending: PendingStep,
+        reward: float | None,
+        next_observation: FloatArray,
+        terminated: bool,
+        truncated: bool,
+    ) -> None:
+        """Append one completed transition (or count it dropped when the buffers are full)."""
+        buffer = self._buffers.get(model_id)
+        if buffer is None:
+            obs_dim, act_dim = pending.observation.shape[0], len(pending.action)
+            buffer = self._buffers[model_id] = _ModelBuffer(model_id, name, obs_dim, act_dim)
+        if self.buffered >= self.max_buffered or next_observation.shape[0] != buffer.obs_dim:
+            buffer.dropped += 1
+            self._metrics.experience_dropped.labels(name, "buffer_full").inc()
+            return
+        blocks = buffer.blocks
+        if not blocks or blocks[-1].rows == BLOCK_ROWS:
+            blocks.append(_Block(buffer.obs_dim, buffer.act_dim))
+        block = blocks[-1]
+        row, cols = block.rows, block.cols
+        cols.observation[row] = pending.observation
+        cols.action[row] = pending.action
+        # No reward sent with the next request: NaN, so a learner sees it was not reported (never a made-up 0).
+        cols.reward[row] = math.nan if reward is None else reward
+        cols.next_observation[row] = next_observation
+        cols.terminated[row] = terminated
+        cols.truncated[row] = truncated
+        cols.policy_id[row] = pending.policy_id
+        cols.session[row] = session
+        cols.episode[row] = episode
+        cols.step[row] = pending.step
+        if pending.noise is not None:
+            cols.noise[row] = pending.noise
+        cols.noise_scale[row] = pending.noise_scale
+        cols.time[row] = pending.time
+        block.rows = row + 1
+        self.buffered += 1
+        self._metrics.experience_recorded.labels(name).inc()
+
+    def episode_ended(self, model_id: int, explored: bool, episode_return: float) -> None:
+        """Count a finished episode's return under its arm (`explore` or `policy`) for the next chunk."""
+        buffer = self._buffers.get(model_id)
+        if buffer is None:
+            return
+        sums = buffer.returns.setdefault("explore" if explored else "policy", [0, 0.0, 0.0])
+        sums[0] += 1
+        sums[1] += episode_return
+        sums[2] += episode_return * episode_return
+
+    def dropped(self, model_id: int, name: str, reason: str) -> None:
+        """A transition lost before it reached the buffers (its session dropped before the next observation)."""
+        buffer = self._buffers.get(model_id)
+        if buffer is not None:
+            buffer.dropped += 1
+        self._metrics.experience_dropped.labels(name, reason).inc()
+
+    @property
+    def pending(self) -> bool:
+        return self._unconfirmed is not None or any(b.blocks or b.dropped for b in self._buffers.values())
+
+    def _take(self) -> tuple[list[tuple[_ModelBuffer, list[_Block]]], dict[int, int]]:
+        """Swap the filled blocks out (on the loop); returns them and the dropped counts."""
+        taken: list[tuple[_ModelBuffer, list[_Block]]] = []
+        dropped: dict[int, int] = {}
+        for buffer in self._buffers.values():
+            if buffer.blocks:
+                taken.append((buffer, buffer.blocks))
+                buffer.blocks = []
+            if buffer.dropped:
+                dropped[buffer.model_id] = buffer.dropped
+                buffer.dropped = 0
+        return taken, dropped
+
+    async def flush(self) -> int:
+        """Write the unconfirmed batch, if any, then what is buffered (each encoded and written in a thread); on
+        failure keep the batch for the next flush. Returns the transitions written."""
+        written = 0
+        for _attempt in range(2):
+            if self._unconfirmed is None:
+                taken, dropped = self._take()
+                if not taken and not dropped:
+                    break
+                returns = {buffer.model_id: buffer.returns for buffer, _ in taken}
+                for buffer, _ in taken:
+                    buffer.returns = {}
+                flush_id = f"{self._id_prefix}-{next(self._sequence)}"
+                self._unconfirmed = await asyncio.to_thread(_encode, flush_id, taken, dropped, returns)
+            batch = self._unconfirmed
+            try:
+                await asyncio.to_thread(self._write, batch.batch)
+            except Exception as exc:
+                self.failed_flushes += 1
+                self._metrics.experience_flushes.labels("failed").inc()
+                logger.warning("cannot write experience flush %s (kept for the next attempt): %s", batch.flush_id, exc)
+                break
+            self.flushes += 1
+            self._metrics.experience_flushes.labels("written").inc()
+            self.buffered -= batch.transitions
+            written += batch.transitions
+            self._unconfirmed = None
+        return written
+
+    async def run(self, interval: float) -> None:
+        """Flush every `interval` seconds (a lifespan task)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.flush()
+            except Exception:  # the flusher must outlive any one bad batch
+                logger.exception("experience flush failed")
+
+
+def _encode(
+    flush_id: str,
+    taken: list[tuple[_ModelBuffer, list[_Block]]],
+    dropped: dict[int, int],
+    returns: dict[int, dict[str, list[float]]],
+) -> _Batch:
+    """One chunk per model (split beyond MAX_CHUNK_TRANSITIONS), encoded; runs in a thread."""
+    chunks: list[ChunkToWrite] = []
+    total = 0
+    for buffer, blocks in taken:
+        columns = ExperienceColumns.concat([block.used() for block in blocks])
+        total += len(columns)
+        arms = {arm: [float(v) for v in sums] for arm, sums in returns.get(buffer.model_id, {}).items()}
+        for start in range(0, len(columns), MAX_CHUNK_TRANSITIONS):
+            part = columns.take(slice(start, start + MAX_CHUNK_TRANSITIONS))
+            ids, counts = np.unique(part.policy_id, return_counts=True)
+            chunks.append(
+                ChunkToWrite(
+                    model_id=buffer.model_id,
+                    data=encode_chunk(part),
+                    first_time=float(part.time.min()),
+                    last_time=float(part.time.max()),
+                    transitions=len(part),
+                    episodes=part.episodes_ended(),
+                    policy_counts={str(int(i)): int(c) for i, c in zip(ids, counts, strict=True)},
+                    returns=arms if start == 0 else {},
+                )
+            )
+    return _Batch(flush_id, FlushBatch(flush_id, tuple(chunks), dropped), total)
+
+
+def explore_noise(plan: ExplorePlan, action: list[float]) -> tuple[list[float], FloatArray]:
+    """The policy's action plus Gaussian noise, clipped to the action bounds, and the noise drawn."""
+    noise = (np.random.standard_normal(len(action)) * plan.scale).astype(np.float32)
+    noisy = np.clip(np.asarray(action, np.float32) + noise, plan.low, plan.high)
+    return noisy.tolist(), noise
+
+
+def now() -> float:
+    return time.time()
+
+
+__all__ = ["NO_POLICY", "ExperienceRecorder", "ExplorePlan", "PendingStep", "RecordingPlan", "recording_plan"]
