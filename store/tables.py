@@ -240,6 +240,9 @@ class Rollout(Base):
     # No guard when min_episodes is None.
     min_episodes: Mapped[int | None]
     max_regression: Mapped[float | None]
+    # Promotion on live evidence: the challenger becomes champion once its live return beats the champion's by this
+    # much with min_episodes finished on each side (store.live_returns); None: never promoted automatically.
+    min_improvement: Mapped[float | None]
     salt: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default="active")
     started_at: Mapped[datetime] = mapped_column(default=utcnow)

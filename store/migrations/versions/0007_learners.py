@@ -1,5 +1,5 @@
-"""Online learners: the learners table (a leased queue, one live learner per model) and the policies each published.
-Additive only.
+"""Online learners: the learners table (a leased queue, one live learner per model) and the policies each published;
+rollouts.min_improvement (promotion on live evidence). Additive only.
 
 Revision ID: 0007
 Revises: 0006
@@ -27,6 +27,7 @@ LIVE = "status IN ('queued', 'running')"
 
 
 def upgrade() -> None:
+    op.add_column("rollouts", sa.Column("min_improvement", sa.Float(precision=53), nullable=True))
     op.create_table(
         "learners",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -87,3 +88,4 @@ def downgrade() -> None:
     op.drop_index("ix_learners_status_created_at", "learners")
     op.drop_index("ix_learners_model_id", "learners")
     op.drop_table("learners")
+    op.drop_column("rollouts", "min_improvement")
