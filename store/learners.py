@@ -228,6 +228,7 @@ def publish_policy(
                 percent=float(canary.get("percent", 50.0)),
                 min_episodes=canary.get("min_episodes"),
                 max_regression=canary.get("max_regression"),
+                min_improvement=canary.get("min_improvement"),
             )
             role = "challenger"
         else:
