@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, undefer
 from models.registry_vocabulary import LEARNER_PUBLISH_MODES
 from store import leases
 from store.policies import register_policy
-from store.registry import champion_of, set_champion
+from store.registry import bump_version, champion_of, set_champion
 from store.rollouts import start_rollout
 from store.tables import Learner, LearnerPublication, Model, utcnow
 
@@ -92,7 +92,9 @@ def start_learner(
     commits; the partial unique index refuses a second live learner raced in by another replica."""
     if publish not in LEARNER_PUBLISH_MODES:
         raise ValueError(f"publish must be one of {', '.join(LEARNER_PUBLISH_MODES)}, got {publish!r}")
-    leases.lock_queue(session)
+    # The registry's lock and version: every API process learns that the model learns (its warm-up) within one poll,
+    # and two replicas starting learners for one model serialise here.
+    bump_version(session)
     learner = Learner(
         model_id=model.id,
         status="queued",
@@ -133,6 +135,7 @@ def start_learner(
 def stop_learner(session: Session, model: Model) -> Learner:
     """End the model's live learner `cancelled` now; its process stops at its next write. LearnerNotFoundError if
     it has none. The caller commits."""
+    bump_version(session)
     learner = session.scalar(
         select(Learner).where(Learner.model_id == model.id, Learner.status.in_(("queued", "running"))).with_for_update()
     )
@@ -255,6 +258,7 @@ def publish_policy(
 def fail_learner(session: Session, learner_id: int, *, worker_id: str, error: str) -> None:
     """End the learner `failed` (it cannot run: an invalid config, a model without spaces). Commits."""
     with leases.owned(session, LEARNERS, learner_id, worker_id) as learner:
+        bump_version(session)
         leases.fail(learner, error)
 
 

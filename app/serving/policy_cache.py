@@ -23,6 +23,8 @@ from typing import TypeVar
 from app.infra.database import StoredPolicy
 from app.serving.experience import recording_plan
 from app.serving.served_models import ActiveRollout, ServedModel
+from app.serving.warm_up import warm_up_actor
+from models.experience_chunks import NO_POLICY
 from models.policy import NumpyActor
 from models.reward_ranges import stored_range
 from models.weights import WeightsFormatError
@@ -183,7 +185,12 @@ class PolicyCache:
             rollout,
             stored_range(spaces),
             recording_plan(view.experience, spaces),
+            self._warm_up(view) if view.learning and champion is None else None,
         )
+
+    def _warm_up(self, view: ModelView) -> LoadedPolicy | None:
+        actor = warm_up_actor(view.name, view.spaces)
+        return None if actor is None else LoadedPolicy(NO_POLICY, actor, view.id)
 
     async def _load_or_log(self, policy_id: int | None, model: str) -> LoadedPolicy | None:
         if policy_id is None:

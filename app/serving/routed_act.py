@@ -21,6 +21,7 @@ from app.serving.policy_cache import LoadedPolicy, PolicyCache, PolicyUnavailabl
 from app.serving.routing import Routing
 from app.serving.served_models import ActiveRollout, Arm, ServedModel, choose
 from app.serving.sessions import LiveSession
+from app.serving.warm_up import WARM_UP_NOISE_SCALE, is_warm_up, uniform_action
 from models.registry_vocabulary import SPLIT_BUCKETS
 from models.reward_ranges import outside
 
@@ -140,6 +141,8 @@ async def _act_in_session(routing: Routing, model: ServedModel, extras: ActExtra
             arm = "challenger"
     else:
         choice = choose(model, session_id)
+        if choice is None and model.warm_up is not None:
+            choice = (model.warm_up, "champion", 0)  # an online learner's warm-up, until its first publish
         if choice is None:
             raise no_policy(model.name)
         loaded, arm, rollout_id = choice
@@ -148,7 +151,13 @@ async def _act_in_session(routing: Routing, model: ServedModel, extras: ActExtra
         low, high = model.reward_range
         raise field_error("reward", f"must be within model {model.name!r}'s reward range [{low:g}, {high:g}]")
     recording = model.recording
-    if recording is None:
+    noise: FloatArray | None = None
+    actions: object
+    if is_warm_up(loaded.policy_id):
+        metrics.act_batch_size.observe(1)
+        actions, noise = uniform_action(loaded.actor)
+        content = orjson.dumps({"action": actions, "policy_id": loaded.policy_id})
+    elif recording is None:
         content, actions = answer(parsed, loaded, metrics)
     else:
         content, actions, noise = _answer_recorded(
@@ -167,7 +176,8 @@ async def _act_in_session(routing: Routing, model: ServedModel, extras: ActExtra
         live.pending = None
     if extras.ends_episode:
         routing.sessions.end(key)
-        routing.live.episode(live.rollout_id, loaded.policy_id, live.episode_return)
+        if not is_warm_up(loaded.policy_id):  # the warm-up is no policy: it has no live return
+            routing.live.episode(live.rollout_id, loaded.policy_id, live.episode_return)
         metrics.episodes_finished.labels(model.name, str(loaded.policy_id)).inc()
         if recording is not None:
             routing.experience.episode_ended(model.model_id, live.explored, live.episode_return)
@@ -230,6 +240,8 @@ def _record_step(
     assert isinstance(actions, list)
     explore = None if model.recording is None else model.recording.explore
     scale = 0.0 if noise is None or explore is None else explore.sigma
+    if is_warm_up(live.policy.policy_id):
+        scale = WARM_UP_NOISE_SCALE
     step = 0 if pending is None else pending.step + 1
     live.pending = PendingStep(
         observation,

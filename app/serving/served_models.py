@@ -65,6 +65,8 @@ class ServedModel:
     reward_range: RewardRange | None = None
     # Recording its session steps, and exploring (app.serving.experience); None: not recording.
     recording: RecordingPlan | None = None
+    # An online learner runs for it and it has no champion yet: sessions get the warm-up (app.serving.warm_up).
+    warm_up: LoadedPolicy | None = None
 
 
 def session_bucket(salt: bytes, session: str) -> int:
