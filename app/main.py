@@ -24,6 +24,7 @@ from app.routes import (
     health,
     jobs,
     kserve,
+    learners,
     models,
     policies,
     rollout,
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(policies.router)
     application.include_router(models.router)
     application.include_router(rollout.router)
+    application.include_router(learners.router)
     application.include_router(health.router)
     application.include_router(kserve.router)
     application.include_router(dashboard.router)
