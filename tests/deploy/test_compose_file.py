@@ -20,7 +20,7 @@ def test_compose_file_validates_with_docker_compose() -> None:
 
 def test_services_and_their_wiring() -> None:
     services = load_compose()["services"]
-    assert set(services) == {"db", "migrate", "api", "trainer", "ray-head", "ray-worker", "sweeper"}
+    assert set(services) == {"db", "migrate", "api", "trainer", "learner", "ray-head", "ray-worker", "sweeper"}
     # The database keeps its data in a named volume and reports health.
     assert any(volume.startswith("pgdata:") for volume in services["db"]["volumes"])
     assert "healthcheck" in services["db"]
@@ -32,6 +32,8 @@ def test_services_and_their_wiring() -> None:
     # The API is published on 8000 and is healthy only when ready (database + policy).
     assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
     assert services["api"]["environment"]["EMBEDDED_WORKER"] == "false"
+    assert services["api"]["environment"]["EMBEDDED_LEARNER"] == "false"
+    assert services["learner"]["command"] == ["python", "-m", "trainer", "learner"]
     # Workers scale with --scale, so none may pin a container name or a host port.
     assert "container_name" not in services["trainer"]
     assert "ports" not in services["trainer"]
