@@ -1,10 +1,10 @@
 """What `python -m app` runs (app.__main__ hands over here once the process environment is set).
 
 Migrates the database, registers POLICY_FILE, queues a bootstrap training job when there is no policy yet,
-starts one trainer worker subprocess (EMBEDDED_WORKER), the online learner process (EMBEDDED_LEARNER) and the sweep runner (EMBEDDED_SWEEP_RUNNER, when Ray Tune is
-installed), kept running by app.infra.supervisor, then serves with uvicorn (uvloop + httptools, WORKERS processes;
-request heads, request arrival time, WebSocket messages and, when set, concurrency bounded). Ctrl-C or SIGTERM stops
-the API, then the runner and the worker together, cleanly, and the process exits 0.
+starts one trainer worker subprocess (EMBEDDED_WORKER), the online learner process (EMBEDDED_LEARNER) and the sweep
+runner (EMBEDDED_SWEEP_RUNNER, when Ray Tune is installed), kept running by app.infra.supervisor, then serves with
+uvicorn (uvloop + httptools, WORKERS processes; request heads, request arrival time, WebSocket messages and, when set,
+concurrency bounded). Ctrl-C or SIGTERM stops the API, then the children together, cleanly, and the process exits 0.
 """
 
 from __future__ import annotations
