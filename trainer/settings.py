@@ -31,7 +31,16 @@ class WorkerSettings(ProcessSettings):
 
 
 class LearnerProcessSettings(ProcessSettings):
-    """`python -m trainer learner`: where the learners' queue and the recorded experience are."""
+    """`python -m trainer learner`: where the learners' queue and the recorded experience are, and how soon a learner
+    whose process died is taken over."""
+
+    learner_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="The lease of a claimed learner (the default of --lease-seconds): a learner whose process died "
+        "is taken over by another within about this long.",
+    )
 
 
 class SweepRunnerSettings(ProcessSettings):

@@ -244,6 +244,7 @@ def parse_args(argv: list[str] | None = None) -> LearnerOptions:
         holder="process",
         row="learner",
     )
+    parser.set_defaults(lease_seconds=settings.learner_lease_seconds)
     settings, args, shared = parse_flags(settings, parser, argv)
     shared.pop("ray_address")
     return LearnerOptions(worker_id=args.process_id or default_holder_id(), settings=settings, **shared)
