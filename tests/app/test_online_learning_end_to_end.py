@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,15 @@ def _learner(client: httpx.Client) -> dict[str, Any]:
     return state
 
 
+def _caught_up(http: httpx.Client, steps: int) -> dict[str, Any] | None:
+    """The learner's state once it consumed (nearly) every recorded step and ran the updates they are due."""
+    state = _learner(http)
+    consumed = state["transitions_consumed"]
+    due = consumed >= steps - 400 and state["lag_transitions"] == 0
+    learned = state["updates"] >= consumed - 400 or consumed < 500
+    return state if due and learned and state["status"] == "running" else None
+
+
 def _wait(what: str, check: Any, log_path: Path, deadline: float) -> Any:
     while time.monotonic() < deadline:
         result = check()
@@ -128,15 +138,7 @@ def test_a_client_side_environment_is_learned_online_and_survives_a_killed_learn
             steps += sum(episode.steps for episode in episodes)
             if steps <= 1000:  # the first thousand steps come before any publish: the warm-up
                 assert any(-1 in episode.policy_ids for episode in episodes)
-
-            def caught_up() -> dict[str, Any] | None:
-                state = _learner(http)
-                consumed = state["transitions_consumed"]
-                due = consumed >= steps - 400 and state["lag_transitions"] == 0
-                learned = state["updates"] >= consumed - 400 or consumed < 500
-                return state if due and learned and state["status"] == "running" else None
-
-            state = _wait("the learner catching up", caught_up, log_path, deadline)
+            state = _wait("the learner catching up", partial(_caught_up, http, steps), log_path, deadline)
             first_worker = first_worker or state["worker_id"]
             if killed is None and state["publishes"] >= 3:
                 # Mid-run: kill the learner's process outright (its pid is in its holder id: host-pid-random).
