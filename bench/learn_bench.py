@@ -10,12 +10,15 @@ client would define its own). Rows:
 - `learner, N client(s)`: `python -m app` (SQLite, its embedded learner process), a model known by its spaces, PUT
   /models/{name}/learner with the default preset, and N client threads driving the environment over WS /act/stream
   as fast as they can, the steps split between them.
+- `learner, N client(s), paced`: the same, but after every 5 episodes per client the clients wait until the learner
+  has caught up (GET /models/{name}/learner: no lag, every due update run), as the end-to-end test does: the
+  update-to-data ratio of a local loop, at the cost of the clients' time.
 
-Columns: environment steps; seconds the steps took (the clients' driving for the learner rows, train() for the
-in-process row); steps per second; gradient updates done by the end of the driving and the update-to-data ratio that
-is (in-process: 1 per step after the warm-up, by construction); seconds the learner then needed to catch up (lag 0,
-every due update run); and the held-out mean return over 20 episodes on seeds no training episode used, of the
-exported actor (in-process) or of the model's champion after the catch-up, evaluated through POST /act.
+Columns: environment steps; seconds the steps took (the clients' driving, waits included, for the learner rows;
+train() for the in-process row); steps per second; gradient updates done by the end of the driving and the
+update-to-data ratio that is (in-process: 1 per step after the warm-up, by construction); seconds the learner then
+needed to catch up (lag 0, every due update run); and the held-out mean return over 20 episodes on seeds no training
+episode used, of the exported actor (in-process) or of the model's champion after the catch-up, through POST /act.
 
 The embedded learner runs at idle CPU priority (as the embedded job worker does): while the clients and the API keep
 the cores busy it falls behind, and catches up once they stop. One machine's numbers; quote them from an idle one.
@@ -53,6 +56,7 @@ ENV_ID = "bench.learn_bench:ReorderedPendulum-v0"
 MODEL = "reordered"
 HELDOUT_EPISODES = 20
 HELDOUT_SEED_BASE = 1_000_000
+PACED_ROUND = 5  # episodes per client between waits for the learner, in the paced rows
 
 
 class ReorderedPendulum(gym.Env[np.ndarray, np.ndarray]):
@@ -172,7 +176,17 @@ def heldout(base_url: str) -> float:
     return float(returns.mean())
 
 
-def with_learner(steps: int, clients: int) -> dict[str, Any]:
+def _caught_up(base_url: str, total: int) -> None:
+    """Wait until the learner consumed (nearly) every recorded step and ran the updates they are due."""
+    while True:
+        state = _http("GET", f"{base_url}/models/{MODEL}/learner")[1]
+        consumed = state["transitions_consumed"]
+        if state["lag_transitions"] == 0 and consumed >= total - 400 and state["updates"] >= consumed - 300:
+            return
+        time.sleep(0.2)
+
+
+def with_learner(steps: int, clients: int, *, paced: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="learn-bench-") as tmp, service(Path(tmp)) as base_url:
         spaces = {
             "name": MODEL,
@@ -182,30 +196,32 @@ def with_learner(steps: int, clients: int) -> dict[str, Any]:
         assert _http("POST", f"{base_url}/models", spaces)[0] == 201
         assert _http("PUT", f"{base_url}/models/{MODEL}/learner", {"publish_every": 250, "seed": 0})[0] == 202
         episodes = max(1, steps // 200 // clients)
+        # Paced: rounds of PACED_ROUND episodes per client, each followed by a wait for the learner to catch up.
+        rounds = [min(PACED_ROUND, episodes - i) for i in range(0, episodes, PACED_ROUND)] if paced else [episodes]
         driven = [0] * clients
 
-        def drive(index: int) -> None:
+        def drive(index: int, count: int, first: int) -> None:
             with PolicyClient(base_url, timeout=30) as client:
-                done = client.drive(ReorderedPendulum(), model=MODEL, episodes=episodes, seed=index * 10_000)
-                driven[index] = sum(episode.steps for episode in done)
+                done = client.drive(ReorderedPendulum(), model=MODEL, episodes=count, seed=index * 10_000 + first)
+                driven[index] += sum(episode.steps for episode in done)
 
-        threads = [threading.Thread(target=drive, args=(i,)) for i in range(clients)]
         start = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        first = 0
+        for count in rounds:
+            threads = [threading.Thread(target=drive, args=(i, count, first)) for i in range(clients)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            first += count
+            if paced:
+                _caught_up(base_url, sum(driven))
         seconds = time.perf_counter() - start
         total = sum(driven)
         time.sleep(0.5)  # the last flush
         at_end = _http("GET", f"{base_url}/models/{MODEL}/learner")[1]
         catch_start = time.perf_counter()
-        while True:
-            state = _http("GET", f"{base_url}/models/{MODEL}/learner")[1]
-            consumed = state["transitions_consumed"]
-            if state["lag_transitions"] == 0 and consumed >= total - 400 and state["updates"] >= consumed - 300:
-                break
-            time.sleep(0.2)
+        _caught_up(base_url, total)
         catch_up = time.perf_counter() - catch_start
         time.sleep(0.5)  # the last publish reaching the API
         return {
@@ -221,20 +237,26 @@ def with_learner(steps: int, clients: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=4000, help="environment steps per row (default 4000)")
-    parser.add_argument("--rows", default="in-process,1,2", help="which rows: in-process and/or client counts")
+    parser.add_argument(
+        "--rows",
+        default="in-process,1,2,1p,2p",
+        help="which rows: in-process, and client counts free-running (1) or paced (1p)",
+    )
     args = parser.parse_args(argv)
     print(
-        f"{'mode':<22}{'steps':>7}{'seconds':>9}{'steps/s':>9}{'updates':>9}{'UTD':>6}{'catch-up s':>12}"
+        f"{'mode':<28}{'steps':>7}{'seconds':>9}{'steps/s':>9}{'updates':>9}{'UTD':>6}{'catch-up s':>12}"
         f"{'held-out':>10}"
     )
     for row in args.rows.split(","):
         if row == "in-process":
             name, result = "in-process", in_process(args.steps)
         else:
-            clients = int(row)
-            name, result = f"learner, {clients} client{'s' if clients > 1 else ''}", with_learner(args.steps, clients)
+            paced = row.endswith("p")
+            clients = int(row.removesuffix("p"))
+            name = f"learner, {clients} client{'s' if clients > 1 else ''}{', paced' if paced else ''}"
+            result = with_learner(args.steps, clients, paced=paced)
         print(
-            f"{name:<22}{result['steps']:>7}{result['seconds']:>9.1f}{result['steps'] / result['seconds']:>9.0f}"
+            f"{name:<28}{result['steps']:>7}{result['seconds']:>9.1f}{result['steps'] / result['seconds']:>9.0f}"
             f"{result['updates']:>9}{result['utd']:>6.2f}{result['catch_up']:>12.1f}{result['heldout']:>10.1f}",
             flush=True,
         )
