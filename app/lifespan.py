@@ -26,6 +26,7 @@ from app.serving.shadow import ShadowComparisons
 from app.settings import Settings
 from models.fused import forward_one_kernel
 from models.weights import load_actor_file
+from store.chunk_storage import open_chunk_storage
 from store.jobs import expire_stale_leases
 from store.sweeps import expire_stale_sweep_leases
 
@@ -100,6 +101,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         load_actor_file(settings.policy_file)
 
     database = Database.connect(settings.database_url, settings.default_model)
+    database.chunk_storage = open_chunk_storage(settings.experience_url)
     # The readiness ping and the policy refresh on threads of their own: no client load can delay them.
     control = ControlThreads()
     cache = PolicyCache(

@@ -21,6 +21,7 @@ from app.routes import (
     api_docs,
     bench,
     dashboard,
+    experience_export,
     health,
     jobs,
     kserve,
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(sweeps.router)
     application.include_router(policies.router)
     application.include_router(models.router)
+    application.include_router(experience_export.router)
     application.include_router(rollout.router)
     application.include_router(learners.router)
     application.include_router(health.router)

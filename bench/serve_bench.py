@@ -20,6 +20,8 @@ use hits every scenario alike):
   gives the comparison p99.
 - `POST /act` under a shadow rollout at 100%, and a control loop's step over `WS /act/stream` against the same
   loop over HTTP keep-alive (bench/rollout_bench.py).
+- The same closed loops with recording off, on, and on with exploration, and the transitions per second one
+  process records at full speed with the count it dropped (bench/recording_bench.py; `--no-recording` skips).
 
 Numbers are printed, never asserted. The load generator shares the machine with the server, so these are
 lower bounds on what the server does with the machine to itself.
@@ -47,6 +49,7 @@ if str(REPO) not in sys.path:  # `python bench/serve_bench.py` from the reposito
 
 from bench.http_connection import HttpConnection  # noqa: E402
 from bench.load import WRK_SCRIPT, Run, median_run, python_load, run_wrk  # noqa: E402
+from bench.recording_bench import RecordingRuns, measure_recording, report_recording  # noqa: E402
 from bench.rollout_bench import closed_loops, measure_shadow, report_rollouts  # noqa: E402
 from bench.service import free_port, http, seed_database, service  # noqa: E402
 from models.policy import NumpyActor  # noqa: E402
@@ -203,6 +206,8 @@ class WorkerResults:
     # (plain /act, /act under a shadow rollout, its record) and (HTTP keep-alive loop, stream loop).
     shadow: tuple[Run, Run, dict[str, object]] | None = None
     loops: tuple[Run, Run] | None = None
+    # Closed loops with recording off / on / on with exploration, and recording at full speed.
+    recording: RecordingRuns | None = None
 
 
 @dataclass
@@ -245,6 +250,7 @@ def main() -> int:
     parser.add_argument("--promotions", type=int, default=20, help="promotions during the promotion scenario")
     parser.add_argument("--promotion-interval", type=float, default=0.4, help="seconds between promotions")
     parser.add_argument("--no-training", action="store_true", help="skip the /act-during-training scenario")
+    parser.add_argument("--no-recording", action="store_true", help="skip the recording scenarios")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (server logs)")
     args = parser.parse_args()
 
@@ -276,7 +282,12 @@ def main() -> int:
                 load_act = lambda: bench.load(base_url, "/act", 1)  # noqa: E731
                 shadow = measure_shadow(load_act, base_url, max(actors), args.rounds)
                 loops = closed_loops(base_url, args.duration, args.rounds)
-            results[workers] = WorkerResults(idle, promotions, training, job, shadow, loops)
+                recording = (
+                    None
+                    if args.no_recording
+                    else measure_recording(base_url, args.duration, args.rounds, args.connections)
+                )
+            results[workers] = WorkerResults(idle, promotions, training, job, shadow, loops, recording)
     finally:
         if args.keep:
             print(f"# kept {workdir}", file=sys.stderr)
@@ -357,6 +368,7 @@ def report(
                 )
             )
         report_rollouts(workers, entry.shadow, entry.loops, row, checks)
+        report_recording(workers, entry.recording, row, checks)
         promotions = entry.promotions
         during = promotions.during
         row(workers, "POST /act, Python generator (checks every answer)", promotions.idle)

@@ -3,6 +3,7 @@
     python -m ddpg_client rollout --url http://127.0.0.1:8000 --episodes 5 [--seed 0] [--api-key KEY]
     python -m ddpg_client act --url http://127.0.0.1:8000 1.0 0.0 0.0
     python -m ddpg_client drive --env mypackage.envs:MyEnv --model arm --episodes 100
+    python -m ddpg_client experience MODEL --format minari --out DIR   (or --format parquet)
 
 Results go to stdout, one line each; errors are logged to stderr. Exit status: 0 done, 1 the service answered
 with an error (or a bad argument), 2 the service could not be reached.
@@ -16,12 +17,14 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import httpx
 
 from ddpg_client.clients import PolicyClient
 from ddpg_client.control_loop import run_remote_episodes
 from ddpg_client.errors import ServiceError
+from ddpg_client.experience_download import FORMATS, download, minari_dataset_id
 from ddpg_client.protocol import DEFAULT_TIMEOUT_SECONDS
 
 # Named explicitly: under `python -m ddpg_client` the entry module's __name__ is "__main__".
@@ -63,6 +66,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
     act = sub.add_parser("act", parents=[common], help="print the action for one observation")
     act.add_argument("observation", nargs="+", type=float)
+
+    experience = sub.add_parser(
+        "experience", parents=[common], help="download a model's recorded experience as a Minari dataset or Parquet"
+    )
+    experience.add_argument("model", help="the model's name")
+    experience.add_argument("--format", choices=FORMATS, default="minari")
+    experience.add_argument("--out", type=Path, required=True, help="directory to write into (created if missing)")
+    experience.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -119,6 +130,17 @@ def _cmd_act(args: argparse.Namespace, client: PolicyClient) -> int:
     return 0
 
 
+def _cmd_experience(args: argparse.Namespace, client: PolicyClient) -> int:
+    path = download(client, args.model, args.format, args.out, progress=not args.no_progress)
+    if args.format == "minari":
+        dataset_id = minari_dataset_id(args.model)
+        _write(f"{path}")
+        _write(f"MINARI_DATASETS_PATH={args.out} python -c 'import minari; minari.load_dataset(\"{dataset_id}\")'")
+    else:
+        _write(f"{path}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m ddpg_client`; returns the exit status."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -129,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _cmd_rollout(args, client)
             if args.command == "drive":
                 return _cmd_drive(args, client)
+            if args.command == "experience":
+                return _cmd_experience(args, client)
             return _cmd_act(args, client)
     except ServiceError as exc:
         logger.error("service error: %s", exc)

@@ -12,11 +12,13 @@ import functools
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Self, TypeVar, overload
+from typing import IO, TYPE_CHECKING, Any, Generic, ParamSpec, Self, TypeVar, overload
+from urllib.parse import quote
 
 import httpx
 
 from ddpg_client import protocol
+from ddpg_client.errors import error_from_response
 from ddpg_client.protocol import DEFAULT_TIMEOUT_SECONDS, Operation, Request, Sleep, default_headers
 
 if TYPE_CHECKING:  # websockets is imported when a stream is opened, so plain HTTP use never needs it
@@ -139,6 +141,34 @@ class PolicyClient(ServiceCalls):
         from ddpg_client.drive import drive
 
         return drive(self, env, model=model, episodes=episodes, seed=seed, max_steps=max_steps, progress=progress)
+
+    def download_experience(
+        self,
+        model: str,
+        sink: IO[bytes],
+        *,
+        format: str = "minari",
+        on_progress: Callable[[int, int | None], None] | None = None,
+    ) -> int:
+        """Stream `GET /models/{model}/experience/dataset?format=...` into `sink`; the bytes written.
+
+        `on_progress(received, total)` is called after each block (total: the Content-Length, None if not sent).
+        A model without recordings, an unknown model or format raise the matching ServiceError.
+        """
+        path = f"/models/{quote(model, safe='')}/experience/dataset"
+        with self._http.stream("GET", path, params={"format": format}, timeout=None) as response:
+            if response.is_error:
+                response.read()
+                raise error_from_response(response)
+            length = response.headers.get("content-length")
+            total = int(length) if length is not None and length.isdigit() else None
+            received = 0
+            for block in response.iter_bytes(1 << 16):
+                sink.write(block)
+                received += len(block)
+                if on_progress is not None:
+                    on_progress(received, total)
+        return received
 
     def _run(self, operation: Operation[T]) -> T:
         """Carry out the operation's effects in order and return its result."""

@@ -48,9 +48,15 @@ class FlushBatch:
 PutChunk = Callable[[str, bytes], str]
 
 
-def write_chunks(session: Session, batch: FlushBatch, put: PutChunk | None = None) -> int:
+def write_chunks(
+    session: Session,
+    batch: FlushBatch,
+    put: PutChunk | None = None,
+    removed_keys: list[str] | None = None,
+) -> int:
     """Write one flush (its chunks, dropped counts and retention) and commit; returns the chunks added (0 when
-    this flush id was written before). Chunks of a model deleted meanwhile are skipped."""
+    this flush id was written before). Chunks of a model deleted meanwhile are skipped. The storage keys of the
+    chunks retention deleted are appended to `removed_keys`, for the caller to delete after the commit."""
     ids = [f"{batch.flush_id}.{index}" for index in range(len(batch.chunks))] or [f"{batch.flush_id}.none"]
     if session.scalar(select(func.count()).select_from(ExperienceChunk).where(ExperienceChunk.flush_id.in_(ids))):
         session.rollback()
@@ -88,7 +94,9 @@ def write_chunks(session: Session, batch: FlushBatch, put: PutChunk | None = Non
             )
     session.flush()
     for model_id in {c.model_id for c in batch.chunks} & existing:
-        apply_retention(session, model_id)
+        keys = apply_retention(session, model_id)
+        if removed_keys is not None:
+            removed_keys.extend(keys)
     session.commit()
     return added
 
@@ -119,12 +127,13 @@ def apply_retention(session: Session, model_id: int) -> list[str]:
     return keys
 
 
-def set_settings(session: Session, model: Model, settings: dict[str, Any]) -> None:
-    """Store the model's recording settings and tell every API process (they record within one poll)."""
+def set_settings(session: Session, model: Model, settings: dict[str, Any]) -> list[str]:
+    """Store the model's recording settings and tell every API process (they record within one poll); returns the
+    storage keys of chunks a lower limit deleted."""
     bump_version(session)
     model.experience = settings
     session.flush()
-    apply_retention(session, model.id)
+    return apply_retention(session, model.id)
 
 
 def clear(session: Session, model: Model) -> list[str]:

@@ -61,6 +61,11 @@ class ProcessSettings(BaseSettings):
     mlflow_tracking_uri: Annotated[str | None, BLANK_IS_UNSET] = Field(
         None, description="MLflow tracking URI; when set, jobs are tracked and a promotion moves `champion` aliases."
     )
+    experience_url: Annotated[str | None, BLANK_IS_UNSET] = Field(
+        None,
+        description="Where recorded-experience chunk bytes go (an fsspec URL: file:///dir, s3://bucket/prefix; "
+        "store.chunk_storage); unset: in the database's experience_chunks rows. s3:// reads the AWS_* variables.",
+    )
     mlflow_registered_model: str = Field(
         "pendulum",
         min_length=1,
@@ -78,6 +83,13 @@ class ProcessSettings(BaseSettings):
     def _check_database_url(cls, value: str) -> str:
         if value:
             check_database_url(value)
+        return value
+
+    @field_validator("experience_url")
+    @classmethod
+    def _check_experience_url(cls, value: str | None) -> str | None:
+        if value:
+            check_experience_url(value)
         return value
 
     @model_validator(mode="after")
@@ -99,6 +111,20 @@ def check_database_url(value: str) -> str:
         raise ValueError(f"DATABASE_URL must be {shape}, got {value!r}") from None
     if backend not in SUPPORTED_DATABASES:
         raise ValueError(f"DATABASE_URL must be {shape} (sqlite or postgresql), got a {backend} URL")
+    return value
+
+
+def check_experience_url(value: str) -> str:
+    """The URL itself, or ValueError unless it names a storage fsspec knows (file://, s3://, gs://, ...)."""
+    import fsspec
+
+    protocol, _path = fsspec.core.split_protocol(value)
+    if protocol is None or "://" not in value:
+        raise ValueError(
+            f"EXPERIENCE_URL must be an fsspec URL like file:///var/lib/experience or s3://bucket/prefix, got {value!r}"
+        )
+    if protocol not in fsspec.available_protocols():
+        raise ValueError(f"EXPERIENCE_URL: fsspec knows no storage {protocol!r}")
     return value
 
 

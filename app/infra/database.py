@@ -19,8 +19,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.registry_vocabulary import DEFAULT_MODEL_NAME
+from store.chunk_storage import ChunkStorage, delete_after_commit
 from store.db import create_db_engine, make_session_factory, migrate
-from store.experience import FlushBatch, write_chunks
+from store.experience import FlushBatch, PutChunk, write_chunks
 from store.live_returns import ReturnSums, ShadowSums, flush
 from store.policies import get_policy, get_serving_state, register_policy
 from store.registry import RegistrySnapshot, read_snapshot
@@ -52,6 +53,8 @@ class Database:
     default_model: str = DEFAULT_MODEL_NAME
     # Set once migrations ran (and POLICY_FILE was registered); until then /readyz reports not ready.
     prepared: asyncio.Event = field(default_factory=asyncio.Event)
+    # Where recorded chunks' bytes go (EXPERIENCE_URL); None: into their rows.
+    chunk_storage: ChunkStorage | None = None
 
     @classmethod
     def connect(cls, url: str, default_model: str = DEFAULT_MODEL_NAME) -> Database:
@@ -93,9 +96,15 @@ class Database:
             return flush(session, returns, shadow, flush_id=flush_id)
 
     def flush_experience(self, batch: FlushBatch) -> int:
-        """One process's flush of recorded experience, in one transaction (written once per flush id)."""
+        """One process's flush of recorded experience, in one transaction (written once per flush id). With
+        EXPERIENCE_URL (`chunk_storage`) each chunk's bytes are put there first, under its chunk id, and the row
+        keeps the key; the bytes of chunks retention removed are deleted after the commit."""
+        storage = self.chunk_storage
+        removed: list[str] = []
         with self.sessions() as session:
-            return write_chunks(session, batch)
+            added = write_chunks(session, batch, None if storage is None else _putter(storage), removed)
+        delete_after_commit(storage, removed)
+        return added
 
     def prepare(self, policy_file: Path | None) -> None:
         """Migrate the schema and register POLICY_FILE (blocking; run in a thread)."""
@@ -144,3 +153,13 @@ def register_policy_file(sessions: sessionmaker[Session], path: Path, default_mo
         session.commit()
         logger.info("registered POLICY_FILE %s as policy %s (now the default)", path, policy.id)
         return policy.id
+
+
+def _putter(storage: ChunkStorage) -> PutChunk:
+    """Puts a chunk's bytes under its chunk id (unique, never reused: a retried flush puts the same bytes again)."""
+
+    def put(chunk_id: str, data: bytes) -> str:
+        storage.put(chunk_id, data)
+        return chunk_id
+
+    return put

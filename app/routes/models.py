@@ -8,6 +8,7 @@ from app.routes.deps import (
     JSON_WRITE,
     AliasParam,
     ApiKeyDep,
+    DatabaseDep,
     ModelNameParam,
     PageDep,
     PolicyCacheDep,
@@ -112,11 +113,11 @@ def get_experience(name: ModelNameParam, session: SessionDep) -> ExperienceOut:
     responses=error_responses(400, 401, 404, 413, 415, 422, 503),
 )
 async def put_experience(
-    name: ModelNameParam, body: ExperienceIn, session: SessionDep, cache: PolicyCacheDep
+    name: ModelNameParam, body: ExperienceIn, session: SessionDep, cache: PolicyCacheDep, database: DatabaseDep
 ) -> ExperienceOut:
     """Start or stop recording the model's session steps (every API process within one registry poll), with the
     retention limit and the exploration of a share of sessions."""
-    return await experience.put(session, cache, name, body)
+    return await experience.put(session, cache, name, body, database.chunk_storage)
 
 
 @router.delete(
@@ -126,7 +127,7 @@ async def put_experience(
     dependencies=[ApiKeyDep],
     responses=error_responses(401, 404, 422, 503),
 )
-def delete_experience(name: ModelNameParam, session: SessionDep) -> Response:
+def delete_experience(name: ModelNameParam, session: SessionDep, database: DatabaseDep) -> Response:
     """Delete the model's recorded experience (the recording settings stay as they are)."""
-    experience.delete(session, name)
+    experience.delete(session, name, database.chunk_storage)
     return Response(status_code=204)

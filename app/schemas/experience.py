@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 # At most this many transitions kept per model (the oldest chunks beyond it are deleted).
 MAX_TRANSITIONS_LIMIT = 1_000_000_000
 EXPLORE_SIGMA_MAX = 1.0
+
+
+def _integral(value: object) -> object:
+    """JSON Schema's integer includes 1000.0: take a float without a fractional part as the integer it is."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer in a strict body, written as JSON Schema reads one (1000 or 1000.0; not "1000", not 1000.5).
+JsonInteger = Annotated[int, BeforeValidator(_integral)]
 
 
 class ExploreIn(BaseModel):
@@ -42,7 +53,7 @@ class ExperienceIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     record: bool = Field(description="Record every session step of the model (requests without a session: never).")
-    max_transitions: int = Field(
+    max_transitions: JsonInteger = Field(
         1_000_000,
         ge=1,
         le=MAX_TRANSITIONS_LIMIT,

@@ -16,6 +16,7 @@ from app.services.promotion import committed_then_refreshed
 from app.serving.policy_cache import PolicyCache
 from models.experience_chunks import NO_POLICY
 from store import experience
+from store.chunk_storage import ChunkStorage, delete_after_commit
 from store.tables import Model
 
 DEFAULT_MAX_TRANSITIONS = 1_000_000
@@ -71,21 +72,27 @@ def get(session: Session, name: str) -> ExperienceOut:
     return experience_out(session, model_or_404(session, name))
 
 
-async def put(session: Session, cache: PolicyCache, name: str, body: ExperienceIn) -> ExperienceOut:
-    """Store the settings; this process follows them at once, the others within one registry poll."""
+async def put(
+    session: Session, cache: PolicyCache, name: str, body: ExperienceIn, storage: ChunkStorage | None = None
+) -> ExperienceOut:
+    """Store the settings; this process follows them at once, the others within one registry poll. Chunks a lower
+    limit removes lose their bytes in `storage` (EXPERIENCE_URL) after the commit."""
 
     def write() -> ExperienceOut:
         model = model_or_404(session, name)
-        experience.set_settings(session, model, stored_settings(body, model.experience))
+        removed = experience.set_settings(session, model, stored_settings(body, model.experience))
         result = experience_out(session, model)  # before the commit, as in model_registry.create_model
         session.commit()
+        delete_after_commit(storage, removed)
         return result
 
     return await committed_then_refreshed(cache, write)
 
 
-def delete(session: Session, name: str) -> None:
-    """Delete every stored chunk of the model and its dropped count (the settings stay)."""
+def delete(session: Session, name: str, storage: ChunkStorage | None = None) -> None:
+    """Delete every stored chunk of the model (their bytes in `storage` too) and its dropped count (the settings
+    stay)."""
     model = model_or_404(session, name)
-    experience.clear(session, model)
+    removed = experience.clear(session, model)
     session.commit()
+    delete_after_commit(storage, removed)

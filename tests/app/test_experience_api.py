@@ -71,6 +71,30 @@ def test_a_model_from_its_spaces_serves_without_an_environment(api: Api) -> None
     train = api.client.post("/train", json={"model": "arm", "episodes": 1})
     assert _field(train) == "model"
     assert "no environment installed here" in train.json()["error"]["message"]
+    # The inference protocols, by model name.
+    v1 = api.client.post("/v1/models/arm:predict", json={"instances": [[0, 0, 0, 0]]})
+    assert v1.status_code == 200, v1.text
+    v2_body = {"inputs": [{"name": "observation", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]}
+    v2 = api.client.post("/v2/models/arm/infer", json=v2_body)
+    assert v2.status_code == 200, v2.text
+    onnx = api.client.get(f"/policies/{policy_id}/actor.onnx")
+    assert onnx.status_code == 200 and onnx.content
+
+
+def test_aliases_and_a_canary_for_a_model_without_environment(api: Api) -> None:
+    champion, _ = _arm_with_champion(api)
+    with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
+        model = get_model(session, "arm")
+        assert model is not None
+        weights = make_policy_bytes(8, obs_dim=4, act_dim=2)
+        challenger = register_policy(session, weights=weights, promote="never", model_id=model.id).id
+        session.commit()
+    assert api.client.put("/models/arm/aliases/stable", json={"policy_id": champion}).status_code == 200
+    rollout = api.client.put("/models/arm/rollout", json={"challenger": challenger, "mode": "canary", "percent": 100})
+    assert rollout.status_code == 200, rollout.text
+    api.refresh()
+    answer = api.client.post("/act", json={"model": "arm", "session": "c", "observation": [0, 0, 0, 0]})
+    assert answer.json()["policy_id"] == challenger
 
 
 @pytest.mark.parametrize(
@@ -258,3 +282,27 @@ def test_retention_keeps_the_newest_chunks(api: Api) -> None:
     stats = api.client.get("/models/arm/experience").json()
     # Chunks of 8: the newest two reach the limit of 10; the older two are deleted.
     assert stats["chunks"] == 2 and stats["transitions"] == 16
+
+
+def test_drops_are_counted_never_silent(make_api: Any) -> None:
+    # No background flush during the test: the buffer stays full until the test flushes.
+    api = make_api(experience_buffer_transitions=3, experience_flush_seconds=60)
+    _arm_with_champion(api)
+    api.client.put("/models/arm/experience", json={"record": True})
+    for step in range(6):  # 5 transitions completed: 3 fit the buffer, 2 are dropped
+        api.client.post("/act", json={"model": "arm", "session": "full", "observation": [step, 0, 0, 0], "reward": 1})
+    # A session dropped while it holds a step: that step's transition is lost, and counted.
+    api.client.post("/act", json={"model": "arm", "session": "idle", "observation": [9, 0, 0, 0]})
+    sessions = api.client.app.state.act_runtime.routing.sessions  # type: ignore[attr-defined]
+
+    async def expire_all() -> int:
+        return int(sessions.expire(now=float("inf")))
+
+    assert api.client.portal.call(expire_all) == 2  # type: ignore[union-attr]
+    _flush(api)
+    stats = api.client.get("/models/arm/experience").json()
+    assert stats["transitions"] == 3
+    assert stats["dropped"] == 4  # 2 for the full buffer, 1 each for the two sessions' held steps
+    metrics = api.client.get("/metrics").text
+    assert 'experience_dropped_transitions_total{model="arm",reason="buffer_full"} 2.0' in metrics
+    assert 'experience_dropped_transitions_total{model="arm",reason="session_dropped"} 2.0' in metrics
