@@ -1,7 +1,7 @@
 """The TransitionSource over a model's recorded experience (store.tables.ExperienceChunk): the cursor is a chunk id.
 
-Chunks are read whole, oldest first, their bytes decoded with models.experience_chunks (the only reader of the
-format). Only the few columns learning needs are kept.
+Chunks are read whole, oldest first, from their row or from the chunk storage (EXPERIENCE_URL) wherever the
+recorder put them, and decoded with models.experience_chunks. Only the few columns learning needs are kept.
 
 Known limit: on PostgreSQL two API processes may commit chunks out of id order (ids are drawn at insert); a chunk
 whose id is below the cursor when it commits is never read. Flushes are about a second apart per process, so this
@@ -16,6 +16,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.experience_chunks import decode_chunk
+from store.chunk_storage import ChunkMissingError, ChunkStorage
+from store.experience_reading import ChunkStorageMissingError, chunk_bytes
 from store.tables import ExperienceChunk
 from trainer.claim_loop import Database
 from trainer.online.source import Batch, Transitions
@@ -29,8 +31,11 @@ _SCAN_LIMIT = 1000
 class ExperienceSource:
     """A model's experience chunks in the database, as the learner's TransitionSource."""
 
-    def __init__(self, database: Database, model_id: int, obs_dim: int, act_dim: int) -> None:
+    def __init__(
+        self, database: Database, model_id: int, obs_dim: int, act_dim: int, storage: ChunkStorage | None = None
+    ) -> None:
         self._db = database
+        self._storage = storage
         self.model_id = model_id
         self.obs_dim = obs_dim
         self.act_dim = act_dim
@@ -87,11 +92,11 @@ class ExperienceSource:
         ).all()
         parts: list[Transitions] = []
         for chunk_id, data, storage_key in rows:
-            if data is None:
-                # Chunks kept in external storage are not read by the learner yet.
-                logger.warning("experience chunk %d is in external storage (%s): skipped", chunk_id, storage_key)
+            try:
+                columns = decode_chunk(chunk_bytes(data, storage_key, self._storage))
+            except (ChunkMissingError, ChunkStorageMissingError) as exc:
+                logger.warning("experience chunk %d skipped: %s", chunk_id, exc)
                 continue
-            columns = decode_chunk(data)
             if columns.obs_dim != self.obs_dim or columns.act_dim != self.act_dim:
                 logger.warning("experience chunk %d has other dimensions than the model: skipped", chunk_id)
                 continue

@@ -24,6 +24,7 @@ from models.registry_vocabulary import CLIENT_ENV_PREFIX
 from models.training_config import TrainingConfig, load_job_config
 from models.weights import WeightsFormatError
 from store import learners
+from store.chunk_storage import open_chunk_storage
 from store.policies import PolicyModelMismatchError
 from store.tables import Learner, Model
 from trainer.claim_loop import Database, DatabaseGoneError, claim_loop, wait_for_database
@@ -167,7 +168,8 @@ class LearnerProcess:
             raise LearnerSetupError(str(exc)) from None
         spec = env_spec_of(model)
         learner_id, worker_id = row.id, self.options.worker_id
-        source = ExperienceSource(self._db, model.id, spec.obs_dim, spec.act_dim)
+        storage = open_chunk_storage(self.options.settings.experience_url)
+        source = ExperienceSource(self._db, model.id, spec.obs_dim, spec.act_dim, storage)
         checkpoint = self._db.call(lambda s: learners.learner_checkpoint(s, learner_id))
 
         def publish(actor: bytes, checkpoint: bytes, progress: LearnerProgress) -> None:
