@@ -147,8 +147,14 @@ class LearnerProcess:
         try:
             try:
                 self._train(self._build(row, model), learner_id, heartbeat)
-            except LearnerSetupError as exc:
-                error = str(exc)
+            except (learners.LearnerLeaseLostError, DatabaseGoneError):
+                raise
+            except Exception as exc:
+                # A setup problem, or a bug: the row says why in one line (the traceback is in the log), rather than
+                # a crash, a restart and a takeover that would fail the same way again and again.
+                if not isinstance(exc, LearnerSetupError):
+                    logger.exception("learner %d: failed", learner_id)
+                error = one_line(exc) if not isinstance(exc, LearnerSetupError) else str(exc)
                 logger.error("learner %d: %s", learner_id, error)
                 self._db.retrying(
                     f"learner {learner_id}: failing it",
