@@ -184,12 +184,18 @@ def test_a_learner_process_learns_from_recorded_experience_and_is_taken_over_aft
     recorder = Recorder(sessions, model_id)
     first = processes.start()
     deadline = time.monotonic() + DEADLINE
+
+    def caught_up(process: subprocess.Popen[bytes]) -> Learner:
+        """Acting at the speed the learner learns, as a client would wait: the learner consumed every recorded
+        episode and ran (nearly) all the updates they are due, before the next episode is recorded."""
+        while (row := _learner(sessions, learner_id)).pending > 0 or row.updates + 400 < recorder.steps:
+            assert time.monotonic() < deadline and process.poll() is None, processes.logs()
+            time.sleep(0.1)
+        return row
+
     # Record until the first process has published twice, then kill it without warning.
-    while _learner(sessions, learner_id).publishes < 2:
-        assert time.monotonic() < deadline and first.poll() is None, processes.logs()
-        if recorder.steps < 40_000:
-            recorder.record_episode()
-        time.sleep(0.05)
+    while caught_up(first).publishes < 2:
+        recorder.record_episode()
     killed = _learner(sessions, learner_id)
     first.send_signal(signal.SIGKILL)
     first.wait()
@@ -204,10 +210,7 @@ def test_a_learner_process_learns_from_recorded_experience_and_is_taken_over_aft
     while recorder.steps < 40_000:
         assert time.monotonic() < deadline and second.poll() is None, processes.logs()
         recorder.record_episode()
-        # Acting at the speed the learner learns: one recorded episode per 200 due updates, as a client would wait.
-        while (row := _learner(sessions, learner_id)).pending > 0 or row.updates + 400 < recorder.steps:
-            assert time.monotonic() < deadline and second.poll() is None, processes.logs()
-            time.sleep(0.1)
+        caught_up(second)
         if recorder.steps % 2000 == 0 and recorder.actor is not None:
             best = heldout_mean_return(recorder.actor.act_one)
             if best >= -200:
