@@ -55,7 +55,7 @@ def make_environment(env: Environment | str) -> Environment:
     try:
         made: Environment = gym.make(env)
         return made
-    except gym.error.Error as exc:
+    except (gym.error.Error, ImportError) as exc:  # `module:Env-v0` imports module first
         module_name, _, attribute = env.partition(":")
         if not attribute:
             raise ValueError(f"cannot make environment {env!r}: {exc}") from None
