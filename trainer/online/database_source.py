@@ -3,14 +3,16 @@
 Chunks are read whole, oldest first, from their row or from the chunk storage (EXPERIENCE_URL) wherever the
 recorder put them, and decoded with models.experience_chunks. Only the few columns learning needs are kept.
 
-Known limit: on PostgreSQL two API processes may commit chunks out of id order (ids are drawn at insert); a chunk
-whose id is below the cursor when it commits is never read. Flushes are about a second apart per process, so this
-loses at most a chunk now and then, never blocks learning.
+Ids are drawn at insert, so on PostgreSQL two API processes may commit chunks out of id order, and a chunk whose id
+is below the cursor when it commits would never be read. So there a chunk is read only once it is SETTLE_SECONDS old:
+a chunk with a smaller id was inserted earlier and has committed by then, unless its flush's transaction took longer
+than that (or the API hosts' clocks disagree by more). SQLite serialises writers: chunks commit in id order there.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -18,7 +20,7 @@ from sqlalchemy.orm import Session
 from models.experience_chunks import decode_chunk
 from store.chunk_storage import ChunkMissingError, ChunkStorage
 from store.experience_reading import ChunkStorageMissingError, chunk_bytes
-from store.tables import ExperienceChunk
+from store.tables import ExperienceChunk, utcnow
 from trainer.claim_loop import Database
 from trainer.online.source import Batch, Transitions
 
@@ -26,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 # Chunk rows looked at per read: the summaries are small, the bytes are loaded only for the chunks taken.
 _SCAN_LIMIT = 1000
+# How old a chunk must be before a learner on PostgreSQL reads it (see the module docstring).
+SETTLE_SECONDS = 2.0
 
 
 class ExperienceSource:
@@ -42,12 +46,12 @@ class ExperienceSource:
 
     def read_after(self, cursor: int, *, max_transitions: int) -> Batch:
         def read(session: Session) -> Batch:
-            summaries = session.execute(
-                select(ExperienceChunk.id, ExperienceChunk.transitions)
-                .where(ExperienceChunk.model_id == self.model_id, ExperienceChunk.id > cursor)
-                .order_by(ExperienceChunk.id)
-                .limit(_SCAN_LIMIT)
-            ).all()
+            query = select(ExperienceChunk.id, ExperienceChunk.transitions).where(
+                ExperienceChunk.model_id == self.model_id, ExperienceChunk.id > cursor
+            )
+            if session.get_bind().dialect.name == "postgresql":
+                query = query.where(ExperienceChunk.created_at <= utcnow() - timedelta(seconds=SETTLE_SECONDS))
+            summaries = session.execute(query.order_by(ExperienceChunk.id).limit(_SCAN_LIMIT)).all()
             taken: list[int] = []
             count = 0
             for chunk_id, transitions in summaries:
