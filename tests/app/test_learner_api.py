@@ -14,7 +14,7 @@ from store import learners
 from store.registry import get_model
 from store.tables import ExperienceChunk, Learner
 from tests.app.conftest import Api
-from tests.app.factories import assert_error_shape
+from tests.app.factories import assert_error_shape, make_policy_bytes
 
 ARM = {
     "name": "arm",
@@ -120,3 +120,51 @@ def test_start_warm_up_replace_and_stop(api: Api) -> None:
     with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
         model = get_model(session, "arm")
         assert model is not None and learners.live_learner(session, model.id) is None
+
+
+def test_a_canary_learners_challenger_is_promoted_on_live_evidence(api: Api) -> None:
+    assert api.client.post("/models", json=ARM).status_code == 201
+    canary = {"percent": 50, "min_episodes": 3, "max_regression": 50, "min_improvement": 5}
+    assert api.client.put("/models/arm/learner", json={"publish": "canary", "canary": canary}).status_code == 202
+    # A learner process's two publishes, as store.learners writes them: the first becomes champion (nothing to try it
+    # against), the second the canary's challenger.
+    ids = []
+    with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
+        model = get_model(session, "arm")
+        assert model is not None
+        learner = learners.claim_next_learner(session, worker_id="learner-test", lease_seconds=60)
+        assert learner is not None
+        counters = learners.Counters(transitions_consumed=0, updates=0, cursor=0, pending=0, publishes=1)
+        for seed in (1, 2):
+            weights = make_policy_bytes(seed, obs_dim=3, act_dim=2, action_bound=0.5)
+            ids.append(
+                learners.publish_policy(
+                    session, learner.id, worker_id="learner-test", weights=weights, checkpoint=b"", counters=counters
+                )
+            )
+    api.refresh()
+    champion, challenger = ids
+    # Live episodes: the challenger's sessions return -10, the champion's -100.
+    seen = {champion: 0, challenger: 0}
+    for index in range(200):
+        if min(seen.values()) >= 3:
+            break
+        session_id = f"live-{index}"
+        first = api.client.post("/act", json={"model": "arm", "observation": [0.1, 0.2, 0.3], "session": session_id})
+        policy_id = first.json()["policy_id"]
+        seen[policy_id] += 1
+        reward = -10.0 if policy_id == challenger else -100.0
+        end = {"model": "arm", "observation": [0.1, 0.2, 0.3], "session": session_id, "reward": reward, "done": True}
+        assert api.client.post("/act", json=end).status_code == 200
+    assert min(seen.values()) >= 3
+    runtime = api.client.app.state.act_runtime  # type: ignore[attr-defined]
+    api.client.portal.call(runtime.routing.live.flush)  # type: ignore[union-attr]
+    api.refresh()
+    state = api.client.get("/models/arm/rollout").json()
+    assert state["active"] is None
+    ended = state["history"][0]
+    assert ended["status"] == "promoted" and ended["challenger_id"] == challenger
+    assert "promoted on live evidence" in ended["end_reason"] and "90.0 above" in ended["end_reason"]
+    assert api.client.get("/models/arm").json()["aliases"]["champion"] == challenger
+    published = api.client.get("/models/arm/learner").json()["policies"]
+    assert {p["policy_id"]: p["live_episodes"] > 0 for p in published} == {champion: True, challenger: True}
