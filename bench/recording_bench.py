@@ -1,9 +1,14 @@
-"""The serving benchmark's rows for recording live sessions (app.serving.experience).
+"""The serving benchmark's rows for recording live sessions (app.serving.experience), and, run as a script, the CPU
+one session step of the routed /act path costs in one process with recording off and on.
+
+    python bench/recording_bench.py            # in-process: CPU microseconds per session step, off / on / explore
 
 - Closed loop with recording off, on, and on with exploration (Gaussian noise on 50% of sessions): the same
   closed loops as bench/rollout_bench.py (one client, each step sent when the previous answer arrived, with
   `session`, `reward` and `done`), over HTTP keep-alive and over `WS /act/stream`, interleaved `rounds` times.
-  Steps per second with recording on against off (target: at least 90%).
+  Steps per second with recording on against off (target: at least 90%), and the server's CPU time per step
+  (its processes' user + system time over the runs, the flushes included): on a shared machine the wall-clock rate
+  moves with the neighbours' load, the CPU a step costs does not.
 - Recording at full speed: `connections` keep-alive connections send session steps (64 sessions that never end,
   each request completing the previous step's transition) as fast as the process answers; the row reports the
   transitions per second the process recorded (its experience_recorded_transitions counter over the run) and how
@@ -13,16 +18,23 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 
-from bench.load import Run, median_run, python_load
-from bench.rollout_bench import _http_loop, _stream_loop
-from bench.service import http
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python bench/recording_bench.py` from the repository root
+    sys.path.insert(0, str(REPO))
+
+from bench.load import Run, median_run, python_load  # noqa: E402
+from bench.rollout_bench import _http_loop, _stream_loop  # noqa: E402
+from bench.service import http  # noqa: E402
 
 TARGET_RECORDING_RATIO = 0.90
 FULL_SPEED_SESSIONS = 64
@@ -32,11 +44,33 @@ SETTLE_SECONDS = 1.5
 EXPLORE = {"noise": "gaussian", "sigma": 0.1, "percent": 50}
 
 
+def server_cpu_seconds(port: int) -> float:
+    """CPU seconds (user + system) used so far by the service's processes: those whose environment has its PORT.
+    What a step costs the server, independent of what else the machine is doing (a shared machine's load moves
+    wall-clock rates by tens of percent)."""
+    marker = f"PORT={port}".encode()
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone, or not ours
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14 and 15 of stat)
+    return total
+
+
 @dataclass
 class RecordingRuns:
     """Closed loops (HTTP, stream) per setting, and the full-speed recording run with its counts."""
 
     loops: dict[str, tuple[Run, Run]]
+    # Server CPU microseconds per closed-loop step, per setting (HTTP and stream runs together).
+    cpu_per_step: dict[str, float]
     full_speed: Run
     # Over every full-speed round: transitions the process recorded and dropped, and the seconds of load.
     recorded: int
@@ -75,13 +109,21 @@ def measure_recording(base_url: str, seconds: float, rounds: int, connections: i
         "explore": (True, EXPLORE),
     }
     runs: dict[str, tuple[list[Run], list[Run]]] = {name: ([], []) for name in settings}
+    cpu = dict.fromkeys(settings, 0.0)
+    steps = dict.fromkeys(settings, 0)
+    port = int(base_url.rsplit(":", 1)[1])
     asyncio.run(_http_loop(base_url, 0.5))  # warm-up
     for _ in range(rounds):
         for name, (record, explore) in settings.items():
             set_recording(base_url, record, explore)
+            before = server_cpu_seconds(port)
             runs[name][0].append(asyncio.run(_http_loop(base_url, seconds)))
             runs[name][1].append(asyncio.run(_stream_loop(base_url, seconds)))
+            time.sleep(SETTLE_SECONDS)  # the flush of what the runs recorded counts with them
+            cpu[name] += server_cpu_seconds(port) - before
+            steps[name] += runs[name][0][-1].requests + runs[name][1][-1].requests
     loops = {name: (_median_by_rate(h), _median_by_rate(s)) for name, (h, s) in runs.items()}
+    cpu_per_step = {name: cpu[name] / max(steps[name], 1) * 1e6 for name in settings}
 
     set_recording(base_url, True, None)
     bodies = [
@@ -100,7 +142,7 @@ def measure_recording(base_url: str, seconds: float, rounds: int, connections: i
     full = median_run(full_runs)
     set_recording(base_url, False, None)
     http("DELETE", f"{base_url}/models/{MODEL}/experience")
-    return RecordingRuns(loops, full, recorded, dropped, sum(r.seconds for r in full_runs))
+    return RecordingRuns(loops, cpu_per_step, full, recorded, dropped, sum(r.seconds for r in full_runs))
 
 
 Row = Callable[..., None]  # serve_bench.row(workers, name, run, versus="")
@@ -111,11 +153,15 @@ def report_recording(workers: int, runs: RecordingRuns | None, row: Row, checks:
     if runs is None:
         return
     off_http, off_stream = runs.loops["off"]
+    off_cpu = runs.cpu_per_step["off"]
     for name, label in (("off", "recording off"), ("on", "recording on"), ("explore", "recording + explore 50%")):
         over_http, over_stream = runs.loops[name]
-        vs_http = f"{over_http.rps / off_http.rps:.0%} of off's steps/s"
+        cpu = f"server CPU {runs.cpu_per_step[name]:.0f} us/step"
+        if name != "off":
+            cpu += f" ({off_cpu / runs.cpu_per_step[name]:.0%} of off's steps per CPU second)"
+        vs_http = f"{over_http.rps / off_http.rps:.0%} of off's steps/s; {cpu}"
         vs_stream = f"{over_stream.rps / off_stream.rps:.0%} of off's steps/s"
-        row(workers, f"closed loop, POST /act keep-alive, {label}", over_http, "" if name == "off" else vs_http)
+        row(workers, f"closed loop, POST /act keep-alive, {label}", over_http, cpu if name == "off" else vs_http)
         row(workers, f"closed loop, WS /act/stream, {label}", over_stream, "" if name == "off" else vs_stream)
     rate = runs.recorded / runs.full_speed_seconds
     row(
@@ -135,4 +181,80 @@ def report_recording(workers: int, runs: RecordingRuns | None, row: Row, checks:
                 f"{ratio:.0%}",
             )
         )
+    cpu_ratio = off_cpu / runs.cpu_per_step["on"]
+    checks.append(
+        (
+            f"recording on >= {TARGET_RECORDING_RATIO:.0%} of off's closed-loop steps per server CPU second "
+            f"({workers} worker(s))",
+            cpu_ratio >= TARGET_RECORDING_RATIO,
+            f"{cpu_ratio:.0%}",
+        )
+    )
     checks.append((f"full-speed recording drops nothing ({workers} worker(s))", runs.dropped == 0, str(runs.dropped)))
+
+
+def in_process_cpu_per_step(steps: int = 20_000, rounds: int = 3) -> dict[str, list[float]]:
+    """CPU microseconds (this process's, so a busy machine moves it little) per session step of the routed /act
+    path (parse + route + answer + record), for a 200-step episode loop, per setting; the flush after each run is
+    counted with it. The app runs with its lifespan, on a temporary SQLite database."""
+    import tempfile
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.serving.observations import parse_act_body
+    from app.serving.routed_act import act_routed
+    from app.settings import Settings
+    from bench.service import random_policy_bytes
+    from store.policies import register_policy
+
+    directory = Path(tempfile.mkdtemp(prefix="recording-bench-"))
+    settings = Settings(data_dir=directory, database_url=f"sqlite:///{directory}/bench.db", experience_flush_seconds=60)
+    app = create_app(settings)
+    bodies = [
+        orjson.dumps(
+            {
+                "observation": [0.9, 0.1, -0.4],
+                "session": "bench",
+                **({"reward": -1.0} if step else {}),
+                **({"done": True} if step == 199 else {}),
+            }
+        )
+        for step in range(200)
+    ]
+    results: dict[str, list[float]] = {"off": [], "on": [], "explore": []}
+    with TestClient(app) as client:
+        with app.state.database.sessions() as session:
+            register_policy(session, weights=random_policy_bytes(1, 64), promote="always")
+            session.commit()
+        portal = client.portal
+        assert portal is not None
+        routing = app.state.act_runtime.routing
+
+        async def run() -> float:
+            started = time.process_time()
+            for step in range(steps):
+                await act_routed(routing, parse_act_body(bodies[step % 200], 1024))
+            await routing.experience.flush()
+            return (time.process_time() - started) / steps * 1e6
+
+        for _ in range(rounds):
+            for name, body in (
+                ("off", {"record": False}),
+                ("on", {"record": True}),
+                ("explore", {"record": True, "explore": EXPLORE}),
+            ):
+                client.put(f"/models/{MODEL}/experience", json=body)
+                portal.call(app.state.policy_cache.refresh)
+                results[name].append(portal.call(run))
+    return results
+
+
+if __name__ == "__main__":
+    measured = in_process_cpu_per_step()
+    off = sorted(measured["off"])[len(measured["off"]) // 2]
+    print("| Setting | CPU us per session step (median) | vs off |")
+    print("|---|---:|---|")
+    for setting, values in measured.items():
+        median = sorted(values)[len(values) // 2]
+        print(f"| {setting} | {median:.2f} | +{median - off:.2f} us |")

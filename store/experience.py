@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
+from store.live_returns import first_attempt_to_land
 from store.registry import bump_version
 from store.tables import ExperienceChunk, Model, utcnow
 
@@ -57,8 +58,14 @@ def write_chunks(
     """Write one flush (its chunks, dropped counts and retention) and commit; returns the chunks added (0 when
     this flush id was written before). Chunks of a model deleted meanwhile are skipped. The storage keys of the
     chunks retention deleted are appended to `removed_keys`, for the caller to delete after the commit."""
-    ids = [f"{batch.flush_id}.{index}" for index in range(len(batch.chunks))] or [f"{batch.flush_id}.none"]
-    if session.scalar(select(func.count()).select_from(ExperienceChunk).where(ExperienceChunk.flush_id.in_(ids))):
+    ids = [f"{batch.flush_id}.{index}" for index in range(len(batch.chunks))]
+    if not ids:
+        # Dropped counts alone: no chunk id can tell a retry, so the flush id is recorded where live returns'
+        # batch ids are (kept an hour).
+        if not first_attempt_to_land(session, batch.flush_id):
+            session.rollback()
+            return 0
+    elif session.scalar(select(func.count()).select_from(ExperienceChunk).where(ExperienceChunk.flush_id.in_(ids))):
         session.rollback()
         return 0
     existing = set(session.scalars(select(Model.id).where(Model.id.in_({c.model_id for c in batch.chunks}))))
@@ -189,9 +196,8 @@ def totals(session: Session, model_id: int) -> ExperienceTotals:
 
 
 def chunk_rows(session: Session, model_id: int, *, after_id: int = 0, limit: int = 100) -> Sequence[ExperienceChunk]:
-    """The model's chunks after `after_id`, oldest first, with their bytes (or storage keys)."""
-    from sqlalchemy.orm import undefer
-
+    """The model's chunks after `after_id`, oldest first, with their bytes (or storage keys): what a learner tailing
+    new experience reads."""
     return session.scalars(
         select(ExperienceChunk)
         .options(undefer(ExperienceChunk.data))

@@ -338,3 +338,9 @@ def _first_attempt_to_land(session: Session, flush_id: str) -> bool:
     statement = insert(LiveReturnFlush).values(flush_id=flush_id, created_at=now).on_conflict_do_nothing()
     # RETURNING, not the row count (which psycopg does not report as 0 for a skipped conflict).
     return session.execute(statement.returning(LiveReturnFlush.flush_id)).first() is not None
+
+
+def first_attempt_to_land(session: Session, flush_id: str) -> bool:
+    """Record any batch's flush id in this transaction (False: a batch of that id landed already). Also used by the
+    flushes of recorded experience that carry no chunk (store.experience), whose chunks' own ids cannot say so."""
+    return _first_attempt_to_land(session, flush_id)

@@ -270,7 +270,8 @@ def test_exploring_sessions_get_clipped_noise_and_record_it(api: Api) -> None:
     assert np.allclose(plain, actor.act(np.array([[0.1, 0, 0, 0]], np.float32))[0], atol=1e-5)
 
 
-def test_retention_keeps_the_newest_chunks(api: Api) -> None:
+def test_retention_keeps_the_newest_chunks(make_api: Any) -> None:
+    api = make_api(experience_flush_seconds=60)  # one chunk per explicit flush: no background flush in between
     _arm_with_champion(api)
     api.client.put("/models/arm/experience", json={"record": True, "max_transitions": 10})
     for flush in range(4):

@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +293,25 @@ def test_two_processes_record_every_step_exactly_once(tmp_path: Path, database_u
             assert not recorded.noise[row].any()
 
 
+def hopping_session(first_url: str, second_url: str, policy_id: int) -> list[Expected]:
+    """One episode of 6 steps: 3 requests to the first process, the rest (pinned to the policy) to the second."""
+    driven = DrivenSession("hop", "hop-1")
+    steps = _steps(np.random.default_rng(3), 5, "done")
+    for index, step in enumerate(steps):
+        body: dict[str, Any] = {"model": "arm", "session": driven.session, "observation": list(step.observation)}
+        if step.reward is not None:
+            body["reward"] = step.reward
+        if step.done:
+            body["done"] = True
+        if index >= 3:
+            body["policy_id"] = policy_id
+        answer = httpx.post(f"{first_url if index < 3 else second_url}/act", json=body, timeout=30)
+        assert answer.status_code == 200, answer.text
+        step.action = tuple(f32(v) for v in answer.json()["action"])
+    driven.episodes.append(steps)
+    return expected_transitions(driven)
+
+
 @pytest.mark.slow
 def test_a_killed_process_loses_at_most_its_unflushed_steps(tmp_path: Path, database_url: str) -> None:
     policy_id, _ = setup_model(database_url, None)
@@ -301,7 +320,10 @@ def test_a_killed_process_loses_at_most_its_unflushed_steps(tmp_path: Path, data
             before = DrivenSession("before", "kill-1")
             drive_http(url_b, before, np.random.default_rng(1), 4)
             flushed = expected_transitions(before)
-            wait_for_count(url_a, len(flushed))
+            # A session whose requests move to the other process mid-episode (no affinity): the step the first
+            # process held is lost; every other step is recorded once, the rest under a new episode id.
+            hop = hopping_session(url_b, url_a, policy_id)
+            wait_for_count(url_a, len(flushed) + len(hop) - 1)
             # More steps, then SIGKILL at once: these may or may not have been flushed.
             after = DrivenSession("after", "kill-2")
             drive_http(url_b, after, np.random.default_rng(2), 6)
@@ -321,6 +343,12 @@ def test_a_killed_process_loses_at_most_its_unflushed_steps(tmp_path: Path, data
         assert present == [1] * kept + [0] * (len(unflushed) - kept)
         for transition in unflushed[:kept]:
             check_row(recorded, rows[transition.observation][0], transition, policy_id)
-        assert len(recorded) == len(flushed) + kept
+        assert len(recorded) == len(flushed) + kept + len(hop) - 1
+        lost = hop[2]  # the step held by the first process when its session's next request went elsewhere
+        assert lost.observation not in rows
+        for transition in hop[:2]:
+            check_row(recorded, rows[transition.observation][0], transition, policy_id)
+        for index, transition in enumerate(hop[3:]):  # recorded by the second process, numbered from 0 there
+            check_row(recorded, rows[transition.observation][0], replace(transition, step=index), policy_id)
         # The survivor still serves and records.
         assert httpx.get(f"{url_a}/models/arm/experience").status_code == 200
