@@ -42,6 +42,9 @@ LEARNER_PUBLISH_MODES: tuple[LearnerPublishMode, ...] = get_args(LearnerPublishM
 # The learner's actor label in the weights' env_id for a model whose environment lives with its clients (no gymnasium
 # id): `client/<model name>`, which no gymnasium registry resolves, so nothing tries to run it here.
 CLIENT_ENV_PREFIX = "client/"
+# The policy id the warm-up answers with (uniform random actions until a learner's first publish): no stored policy's,
+# and the recorded experience's "no policy" (models.experience_chunks.NO_POLICY).
+WARM_UP_POLICY_ID = -1
 
 # Session ids are a client's episode ids: printable, bounded, so a session table entry stays small.
 SESSION_MAX_LENGTH = 128

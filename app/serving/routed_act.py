@@ -129,6 +129,11 @@ async def _act_in_session(routing: Routing, model: ServedModel, extras: ActExtra
             )
         if model.rollout is not None and loaded is model.rollout.challenger:
             arm = "challenger"
+    elif extras.policy_id is not None and is_warm_up(extras.policy_id):
+        # A warm-up session that began on another process (or before a publish): it keeps the warm-up.
+        if model.warm_up is None:
+            raise field_error("policy_id", f"model {model.name!r} has no learner: its warm-up (-1) is over")
+        loaded, rollout_id = model.warm_up, 0
     elif extras.policy_id is not None:
         # A session this process has not seen, pinned by the client to the policy its earlier answers named (the
         # episode began on another process, maybe before a promotion): serve exactly that one.

@@ -65,7 +65,8 @@ class ServedModel:
     reward_range: RewardRange | None = None
     # Recording its session steps, and exploring (app.serving.experience); None: not recording.
     recording: RecordingPlan | None = None
-    # An online learner runs for it and it has no champion yet: sessions get the warm-up (app.serving.warm_up).
+    # An online learner runs for it (app.serving.warm_up): new sessions get this while there is no champion, and
+    # sessions pinned to it keep it until their episode ends.
     warm_up: LoadedPolicy | None = None
 
 

@@ -1,10 +1,13 @@
 """The warm-up: what a model with an online learner but no champion yet answers its sessions with.
 
 Until the learner's first publish, session steps get uniformly random actions within the action bounds, the same
-exploration DDPG starts from in a local loop. The warm-up is served as a policy whose id is NO_POLICY (-1, never a
-stored policy) and whose own action is the bounds' midpoint (a zero network), so a recorded warm-up step says what it
-was: policy_id -1, noise = the action minus the midpoint, noise_scale WARM_UP_NOISE_SCALE (the whole half-range).
-Warm-up episodes count towards no policy's live returns.
+exploration DDPG starts from in a local loop. The warm-up is served as a policy whose id is WARM_UP_POLICY_ID (-1:
+never a stored policy's, the recording's NO_POLICY) and whose own action is the bounds' midpoint (a zero network), so
+a recorded warm-up step says what it was: policy_id -1, noise = the action minus the midpoint, noise_scale
+WARM_UP_NOISE_SCALE (the whole half-range).
+Warm-up episodes count towards no policy's live returns. A session keeps its warm-up until its episode ends, even
+if a policy is published meanwhile (a session never switches policy mid-episode); one that moves to another API
+process pins it with `policy_id` -1, as with any policy.
 """
 
 from __future__ import annotations
@@ -14,9 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.experience_chunks import NO_POLICY
 from models.policy import NumpyActor
-from models.registry_vocabulary import CLIENT_ENV_PREFIX
+from models.registry_vocabulary import CLIENT_ENV_PREFIX, WARM_UP_POLICY_ID
 from models.weights import encode_actor
 
 FloatArray = npt.NDArray[np.float32]
@@ -52,7 +54,7 @@ def warm_up_actor(name: str, spaces: dict[str, Any]) -> NumpyActor | None:
 
 
 def is_warm_up(policy_id: int) -> bool:
-    return policy_id == NO_POLICY
+    return policy_id == WARM_UP_POLICY_ID
 
 
 def uniform_action(actor: NumpyActor) -> tuple[list[float], FloatArray]:

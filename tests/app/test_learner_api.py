@@ -168,3 +168,34 @@ def test_a_canary_learners_challenger_is_promoted_on_live_evidence(api: Api) -> 
     assert api.client.get("/models/arm").json()["aliases"]["champion"] == challenger
     published = api.client.get("/models/arm/learner").json()["policies"]
     assert {p["policy_id"]: p["live_episodes"] > 0 for p in published} == {champion: True, challenger: True}
+
+
+def test_a_warm_up_session_keeps_its_warm_up_until_its_episode_ends(api: Api) -> None:
+    assert api.client.post("/models", json=ARM).status_code == 201
+    assert api.client.put("/models/arm/learner", json={}).status_code == 202
+    step = {"model": "arm", "observation": [0.1, 0.2, 0.3]}
+    assert api.client.post("/act", json={**step, "session": "early"}).json()["policy_id"] == -1
+    # -1 names the warm-up only within a session.
+    assert _field(api.client.post("/act", json={**step, "policy_id": -1})) == "policy_id"
+    # The learner publishes: new sessions get the champion, a session in its warm-up episode keeps it, and so does
+    # one pinned to it from another process.
+    with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
+        learner = learners.claim_next_learner(session, worker_id="learner-test", lease_seconds=60)
+        assert learner is not None
+        counters = learners.Counters(transitions_consumed=0, updates=0, cursor=0, pending=0, publishes=1)
+        weights = make_policy_bytes(4, obs_dim=3, act_dim=2, action_bound=0.5)
+        champion = learners.publish_policy(
+            session, learner.id, worker_id="learner-test", weights=weights, checkpoint=b"", counters=counters
+        )
+    api.refresh()
+    assert api.client.post("/act", json={**step, "session": "late"}).json()["policy_id"] == champion
+    assert api.client.post("/act", json={**step, "session": "early", "reward": -1.0}).json()["policy_id"] == -1
+    moved = {**step, "session": "moved", "reward": -1.0, "policy_id": -1}
+    assert api.client.post("/act", json=moved).json()["policy_id"] == -1
+    ended = api.client.post("/act", json={**step, "session": "early", "reward": -1.0, "done": True})
+    assert ended.json()["policy_id"] == -1
+    assert api.client.post("/act", json={**step, "session": "early"}).json()["policy_id"] == champion
+    # Without a learner there is no warm-up to pin.
+    assert api.client.delete("/models/arm/learner").status_code == 204
+    api.refresh()
+    assert _field(api.client.post("/act", json={**step, "session": "moved2", "policy_id": -1})) == "policy_id"
