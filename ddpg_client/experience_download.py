@@ -81,7 +81,10 @@ def download(client: PolicyClient, model: str, format: str, out: Path, *, progre
             return target
         with tarfile.open(partial_path, mode="r:gz") as archive:
             _check_members(archive)
-            archive.extractall(out, filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later: refuse links, devices, odd modes too
+                archive.extractall(out, filter="data")
+            else:
+                archive.extractall(out)  # every member was checked above
         return out / minari_dataset_id(model)
     finally:
         partial_path.unlink(missing_ok=True)

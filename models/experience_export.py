@@ -46,7 +46,6 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from models.experience_chunks import ExperienceColumns, schema, to_table
 
@@ -114,6 +113,8 @@ def write_parquet(chunks: Iterable[ExperienceColumns], sink: IO[bytes], *, obs_d
 
     The schema is the chunk schema, so an export without transitions is still a valid, typed, empty file.
     """
+    import pyarrow.parquet as pq  # only a process that exports Parquet pays for the import
+
     rows = 0
     with pq.ParquetWriter(sink, schema(obs_dim, act_dim), compression="zstd") as writer:
         for columns in chunks:
@@ -271,11 +272,13 @@ def write_minari_archive(
     spaces: BoxSpaces,
     work_dir: Path,
     description: str = "",
+    env_spec_json: str | None = None,
 ) -> MinariSummary:
     """The ended episodes of `chunks` as a Minari dataset (arrow storage), a tar.gz streamed into `sink`.
 
-    `work_dir` is an empty directory for the per-episode spill; it is left empty. See the module docstring for
-    which episodes are included, the layout, and the memory bound.
+    `work_dir` is an empty directory for the per-episode spill; it is left empty. `env_spec_json` (gymnasium's
+    EnvSpec.to_json() of the model's environment, when it has one here) lets `dataset.recover_environment()` make
+    the environment. See the module docstring for which episodes are included, the layout, and the memory bound.
     """
     spill = _EpisodeSpill(work_dir / "episodes", spaces.obs_dim, spaces.act_dim)
     for columns in chunks:
@@ -325,6 +328,8 @@ def write_minari_archive(
             "requirements": [],
             "skipped_episodes": summary.skipped,
         }
+        if env_spec_json is not None:
+            metadata["env_spec"] = env_spec_json
         _add_file(archive, f"{data_dir}/metadata.json", json.dumps(metadata).encode(), now)
     logger.info(
         "Minari export %s: %d episodes, %d steps, skipped %s",

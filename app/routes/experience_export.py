@@ -40,6 +40,25 @@ FormatQuery = Annotated[
     responses={
         200: {
             "description": f"{_MINARI} {_PARQUET}",
+            "headers": {
+                "X-Experience-Transitions": {
+                    "description": "Transitions in the file.",
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                },
+                "X-Experience-Episodes": {
+                    "description": "format=minari: the episodes in the dataset.",
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                },
+                "X-Experience-Skipped-Episodes": {
+                    "description": "format=minari: episodes left out, by reason, e.g. "
+                    "`not_ended=1,missing_steps=0,after_end=0`.",
+                    "schema": {"type": "string"},
+                },
+                "X-Minari-Dataset-Id": {
+                    "description": "format=minari: the id to load, e.g. `ddpg-service/pendulum/recorded-v0`.",
+                    "schema": {"type": "string"},
+                },
+            },
             "content": {ARCHIVE_MEDIA_TYPE: {"schema": BINARY_SCHEMA}, PARQUET_MEDIA_TYPE: {"schema": BINARY_SCHEMA}},
         },
         **error_responses(404, 422, 503),

@@ -60,6 +60,20 @@ class BuiltExport:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def _env_spec_json(env_id: str | None) -> str | None:
+    """The model's environment as gymnasium serializes its spec (for minari's recover_environment), when it has one
+    registered here; None for a model whose environment lives with its clients."""
+    if env_id is None:
+        return None
+    import gymnasium
+
+    try:
+        return str(gymnasium.spec(env_id).to_json())
+    except Exception as exc:  # not registered here any more, or kwargs JSON cannot hold: the data stays exportable
+        logger.warning("no env_spec for %s in the Minari export: %s", env_id, exc)
+        return None
+
+
 def _no_experience(model: Model) -> ApiError:
     message = f"model {model.name!r} has no recorded experience"
     return ApiError(404, "no_experience", f"name: {message}", details=[{"field": "name", "message": message}])
@@ -99,6 +113,7 @@ def build_export(
                 spaces=BoxSpaces.from_stored(spaces),
                 work_dir=directory / "work",
                 description=f"Live sessions served by model {model.name!r} of the DDPG policy service.",
+                env_spec_json=_env_spec_json(model.env_id),
             )
         headers = {
             "X-Minari-Dataset-Id": dataset_id,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import tarfile
-import uuid
 from pathlib import Path
 
 import minari
@@ -13,60 +12,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from models.experience_chunks import ExperienceColumns, encode_chunk
 from store.chunk_storage import FsspecChunkStorage
 from store.tables import ExperienceChunk, Model
-from tests.app.conftest import Api, ApiFactory
-from tests.models.test_experience_export import EPISODES, OBS_DIM, _episode_columns
-
-MODEL = "pendulum-live"
-
-
-def _create_model(api: Api, name: str = MODEL) -> int:
-    response = api.client.post("/models", json={"name": name, "env_id": "Pendulum-v1"})
-    assert response.status_code == 201, response.text
-    with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
-        model = session.query(Model).filter_by(name=name).one()
-        return int(model.id)
-
-
-def _store_chunks(api: Api, model_id: int, chunks: list[ExperienceColumns], storage: FsspecChunkStorage | None) -> None:
-    """Chunk rows as a flush writes them: the bytes in the row, or in storage under a key named by the row."""
-    with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
-        for columns in chunks:
-            data = encode_chunk(columns)
-            flush_id = uuid.uuid4().hex
-            key = f"{model_id}/{flush_id}"
-            if storage is not None:
-                storage.put(key, data)
-            session.add(
-                ExperienceChunk(
-                    model_id=model_id,
-                    flush_id=flush_id,
-                    first_time=float(columns.time.min()),
-                    last_time=float(columns.time.max()),
-                    transitions=len(columns),
-                    episodes=columns.episodes_ended(),
-                    size_bytes=len(data),
-                    policy_counts={},
-                    returns={},
-                    data=None if storage is not None else data,
-                    storage_key=key if storage is not None else None,
-                )
-            )
-        session.commit()
-
-
-def _pendulum_recording() -> tuple[list[ExperienceColumns], dict[tuple[str, int], ExperienceColumns]]:
-    """The episodes of the unit tests, with Pendulum's 3 observations and 1 action, in three chunks."""
-    assert OBS_DIM == 3
-    rng = np.random.default_rng(3)
-    whole = {(e.session, e.episode): _episode_columns(e, rng) for e in EPISODES}
-    everything = ExperienceColumns.concat(list(whole.values()))
-    order = np.argsort(everything.time, kind="stable")
-    in_time = everything.take(order)
-    thirds = np.array_split(np.arange(len(in_time)), 3)
-    return [in_time.take(rows) for rows in thirds], whole
+from tests.app.conftest import ApiFactory
+from tests.app.experience_store import MODEL, create_model, pendulum_recording, store_chunks
+from tests.experience_data import EPISODES
 
 
 def _check_minari(archive: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whole) -> None:
@@ -90,8 +40,8 @@ def _check_minari(archive: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_minari_and_parquet_exports_from_database_chunks(make_api: ApiFactory, tmp_path, monkeypatch) -> None:
     api = make_api()
-    chunks, whole = _pendulum_recording()
-    _store_chunks(api, _create_model(api), chunks, storage=None)
+    chunks, whole = pendulum_recording()
+    store_chunks(api, create_model(api), chunks, storage=None)
 
     response = api.client.get(f"/models/{MODEL}/experience/dataset", params={"format": "minari"})
     assert response.status_code == 200, response.text
@@ -110,10 +60,10 @@ def test_minari_and_parquet_exports_from_database_chunks(make_api: ApiFactory, t
 def test_chunks_under_experience_url_are_read_from_the_directory(make_api: ApiFactory, tmp_path, monkeypatch) -> None:
     url = f"file://{tmp_path}/experience"
     api = make_api(experience_url=url)
-    chunks, whole = _pendulum_recording()
-    model_id = _create_model(api)
-    _store_chunks(api, model_id, chunks[:2], storage=FsspecChunkStorage(url))
-    _store_chunks(api, model_id, chunks[2:], storage=None)  # written before EXPERIENCE_URL was set: still read
+    chunks, whole = pendulum_recording()
+    model_id = create_model(api)
+    store_chunks(api, model_id, chunks[:2], storage=FsspecChunkStorage(url))
+    store_chunks(api, model_id, chunks[2:], storage=None)  # written before EXPERIENCE_URL was set: still read
     response = api.client.get(f"/models/{MODEL}/experience/dataset")
     assert response.status_code == 200, response.text
     _check_minari(response.content, tmp_path, monkeypatch, whole)
@@ -121,8 +71,8 @@ def test_chunks_under_experience_url_are_read_from_the_directory(make_api: ApiFa
 
 def test_chunks_in_storage_without_experience_url_is_a_503_that_says_so(make_api: ApiFactory, tmp_path) -> None:
     api = make_api()
-    chunks, _ = _pendulum_recording()
-    _store_chunks(api, _create_model(api), chunks, storage=FsspecChunkStorage(f"file://{tmp_path}/elsewhere"))
+    chunks, _ = pendulum_recording()
+    store_chunks(api, create_model(api), chunks, storage=FsspecChunkStorage(f"file://{tmp_path}/elsewhere"))
     response = api.client.get(f"/models/{MODEL}/experience/dataset")
     assert response.status_code == 503
     assert "EXPERIENCE_URL" in response.json()["error"]["message"]
@@ -130,7 +80,7 @@ def test_chunks_in_storage_without_experience_url_is_a_503_that_says_so(make_api
 
 def test_bad_input_is_a_4xx_naming_the_field(make_api: ApiFactory) -> None:
     api = make_api()
-    _create_model(api, "never-recorded")
+    create_model(api, "never-recorded")
     response = api.client.get("/models/never-recorded/experience/dataset", params={"format": "hdf5"})
     assert response.status_code == 422
     assert response.json()["error"]["details"][0]["field"] == "format"
@@ -154,3 +104,62 @@ def test_the_route_is_documented_with_both_file_types() -> None:
     assert set(operation["responses"]["200"]["content"]) == {"application/gzip", "application/vnd.apache.parquet"}
     assert "minari.load_dataset" in operation["responses"]["200"]["description"]
     assert {"404", "422", "503"} <= set(operation["responses"])
+
+
+def test_a_chunk_removed_while_an_export_reads_is_skipped(make_api: ApiFactory, tmp_path: Path) -> None:
+    """Retention may delete rows and objects between the id snapshot and the read: those chunks are skipped, the
+    rest are read in order."""
+    from store.experience_reading import chunk_ids, iter_chunks
+
+    url = f"file://{tmp_path}/experience"
+    api = make_api(experience_url=url)
+    chunks, _ = pendulum_recording()
+    storage = FsspecChunkStorage(url)
+    store_chunks(api, create_model(api), chunks, storage=storage)
+    with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
+        model_id = session.query(Model).filter_by(name=MODEL).one().id
+        ids = chunk_ids(session, model_id)
+        keys = dict(session.query(ExperienceChunk.id, ExperienceChunk.storage_key).all())
+        storage.delete([keys[ids[0]]])  # its object is gone, its row not yet
+        session.query(ExperienceChunk).filter_by(id=ids[1]).delete()  # its row is gone
+        session.commit()
+        read = list(iter_chunks(session, ids, storage))
+    assert len(read) == 1
+    assert np.array_equal(read[0].time, chunks[2].time)
+
+
+def test_exporting_never_imports_torch_jax_or_minari(tmp_path: Path) -> None:
+    """The API process builds both exports with pyarrow alone: minari's writer would pull jax, torch is the
+    trainer's."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.app.servers import REPO
+
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from fastapi.testclient import TestClient
+        from app.main import create_app
+        from app.settings import Settings
+        from tests.app.experience_store import create_model, pendulum_recording, store_chunks
+        from tests.app.conftest import Api
+
+        app = create_app(Settings(data_dir={str(tmp_path)!r}, policy_file=None))
+        with TestClient(app) as client:
+            api = Api(client)
+            store_chunks(api, create_model(api), pendulum_recording()[0], storage=None)
+            for export_format in ("minari", "parquet"):
+                answer = client.get("/models/{MODEL}/experience/dataset", params={{"format": export_format}})
+                assert answer.status_code == 200, answer.text
+        heavy = ("torch", "jax", "jaxlib", "minari", "trainer")
+        print("LOADED", sorted(m for m in sys.modules if m.split(".")[0] in heavy))
+        """
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "LOADED []" in result.stdout, result.stdout

@@ -165,6 +165,7 @@ def test_the_minari_export_holds_exactly_the_episodes_that_ended(recorded: Recor
     assert dataset.total_episodes == len(ended)
     assert dataset.total_steps == sum(len(e.actions) for e in ended)
     assert dataset.observation_space.shape == (3,) and dataset.action_space.shape == (1,)
+    assert dataset.recover_environment().spec.id == "Pendulum-v1"  # the model's environment, from its env_spec
 
     by_start = {(e.session, e.observations[0].tobytes()): e for e in ended}
     metadata = dataset.storage.get_episode_metadata(range(dataset.total_episodes))

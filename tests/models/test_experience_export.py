@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import itertools
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import minari
@@ -16,59 +15,7 @@ import pytest
 
 from models.experience_chunks import ExperienceColumns, decode_chunk, encode_chunk
 from models.experience_export import BoxSpaces, minari_dataset_id, write_minari_archive, write_parquet
-
-OBS_DIM, ACT_DIM = 3, 1
-SPACES = BoxSpaces(
-    observation_low=(-1.0, -1.0, None),
-    observation_high=(1.0, 1.0, None),
-    action_low=(-2.0,),
-    action_high=(2.0,),
-)
-
-
-@dataclass
-class Episode:
-    session: str
-    episode: int
-    length: int
-    end: str  # "terminated", "truncated" or "open"
-    lose_step: int | None = None  # a step missing from the recording
-
-
-EPISODES = [
-    Episode("alpha", 11, 5, "terminated"),
-    Episode("beta", 2**62 + 3, 7, "truncated"),
-    Episode("alpha", 12, 4, "truncated"),
-    Episode("gamma", 5, 6, "open"),
-    Episode("delta", 9, 8, "terminated", lose_step=3),
-    Episode("epsilon-é", 1, 1, "terminated"),
-]
-
-
-def _episode_columns(spec: Episode, rng: np.random.Generator) -> ExperienceColumns:
-    n = spec.length
-    observations = rng.normal(size=(n + 1, OBS_DIM)).astype(np.float32)
-    terminated = np.zeros(n, np.bool_)
-    truncated = np.zeros(n, np.bool_)
-    if spec.end == "terminated":
-        terminated[-1] = True
-    elif spec.end == "truncated":
-        truncated[-1] = True
-    return ExperienceColumns(
-        observation=observations[:-1],
-        action=rng.uniform(-2, 2, size=(n, ACT_DIM)).astype(np.float32),
-        reward=rng.normal(size=n).astype(np.float32),
-        next_observation=observations[1:],
-        terminated=terminated,
-        truncated=truncated,
-        policy_id=np.full(n, 4, np.int64),
-        session=np.array([spec.session] * n, dtype=object),
-        episode=np.full(n, spec.episode, np.int64),
-        step=np.arange(n, dtype=np.int32),
-        noise=rng.normal(size=(n, ACT_DIM)).astype(np.float32),
-        noise_scale=np.full(n, 0.2, np.float32),
-        time=rng.uniform(0, 100, size=n).cumsum() + 1.7e9,
-    )
+from tests.experience_data import ACT_DIM, EPISODES, OBS_DIM, SPACES, Episode, episode_columns
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +23,7 @@ def recorded() -> tuple[list[ExperienceColumns], dict[tuple[str, int], Experienc
     """The episodes' transitions interleaved in time, lost steps dropped, cut into chunks of uneven sizes (encoded
     and decoded, as the store hands them out); and each episode's full transitions."""
     rng = np.random.default_rng(7)
-    whole = {(spec.session, spec.episode): _episode_columns(spec, rng) for spec in EPISODES}
+    whole = {(spec.session, spec.episode): episode_columns(spec, rng) for spec in EPISODES}
     kept = []
     for spec in EPISODES:
         columns = whole[(spec.session, spec.episode)]
@@ -148,7 +95,7 @@ def test_minari_archive_without_ended_episodes_is_an_empty_dataset(recorded, tmp
 
 def test_a_step_after_the_end_leaves_the_episode_out(tmp_path) -> None:
     rng = np.random.default_rng(1)
-    columns = _episode_columns(Episode("s", 1, 4, "terminated"), rng)
+    columns = episode_columns(Episode("s", 1, 4, "terminated"), rng)
     broken = ExperienceColumns(**{**{name: getattr(columns, name) for name in columns.__dataclass_fields__}})
     broken.terminated[1] = True
     broken.terminated[3] = False
