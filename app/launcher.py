@@ -1,10 +1,10 @@
 """What `python -m app` runs (app.__main__ hands over here once the process environment is set).
 
 Migrates the database, registers POLICY_FILE, queues a bootstrap training job when there is no policy yet,
-starts one trainer worker subprocess (EMBEDDED_WORKER) and the sweep runner (EMBEDDED_SWEEP_RUNNER, when Ray Tune is
-installed), kept running by app.infra.supervisor, then serves with uvicorn (uvloop + httptools, WORKERS processes;
-request heads, request arrival time, WebSocket messages and, when set, concurrency bounded). Ctrl-C or SIGTERM stops
-the API, then the runner and the worker together, cleanly, and the process exits 0.
+starts one trainer worker subprocess (EMBEDDED_WORKER), the online learner process (EMBEDDED_LEARNER) and the sweep
+runner (EMBEDDED_SWEEP_RUNNER, when Ray Tune is installed), kept running by app.infra.supervisor, then serves with
+uvicorn (uvloop + httptools, WORKERS processes; request heads, request arrival time, WebSocket messages and, when set,
+concurrency bounded). Ctrl-C or SIGTERM stops the API, then the children together, cleanly, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -91,6 +91,9 @@ def start_children(settings: Settings) -> tuple[EmbeddedChildren, str | None]:
             wanted.append(("trainer worker", ["worker"], "jobs will stay queued"))
         else:
             logger.error("EMBEDDED_WORKER is set but torch/gymnasium are not installed; no jobs will run here")
+    if settings.embedded_learner and trainer_available():
+        # Beside the job worker, never in its queue: a learner runs until stopped.
+        wanted.append(("learner process", ["learner"], "online learners will stay queued"))
     if settings.embedded_sweep_runner:
         if sweep_runner_available():
             # It starts a local Ray only when a sweep arrives (or uses RAY_ADDRESS's cluster); its Ray processes

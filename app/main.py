@@ -25,6 +25,7 @@ from app.routes import (
     health,
     jobs,
     kserve,
+    learners,
     models,
     policies,
     policy_imports,
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(policy_imports.router)
     application.include_router(experience_export.router)
     application.include_router(rollout.router)
+    application.include_router(learners.router)
     application.include_router(health.router)
     application.include_router(kserve.router)
     application.include_router(dashboard.router)

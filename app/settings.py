@@ -83,6 +83,9 @@ class Settings(ProcessSettings):
     train_max_replay_size: int = Field(1_000_000, ge=1, description="Upper bound on `replay_size`.")
     sweep_max_trials: int = Field(256, ge=1, description="Upper bound on a sweep's `trials` in POST /sweeps.")
     embedded_worker: bool = Field(True, description="`python -m app` also starts one trainer worker subprocess.")
+    embedded_learner: bool = Field(
+        True, description="`python -m app` also starts the learner process (`python -m trainer learner`)."
+    )
     embedded_sweep_runner: bool = Field(
         True, description="`python -m app` also starts the sweep runner (a local Ray once a sweep arrives)."
     )

@@ -18,8 +18,9 @@ Every non-2xx answer raises a `ServiceError` subclass carrying the service's err
 
 Layout: `protocol` builds each request and reads its answer without doing any I/O (one implementation of every
 call), `clients` carries those calls out over httpx sync or async, `results` and `errors` are the types,
-`control_loop` (episodes run locally on the service's actions) and `cli` the command line (`python -m ddpg_client
-rollout --episodes 5`).
+`control_loop` (episodes run locally on the service's actions), `drive` (an environment that lives here driven over
+the stream, with rewards and episode ends, for an online learner) and `cli` the command line (`python -m ddpg_client
+rollout --episodes 5`, `python -m ddpg_client drive --env ID --model NAME --episodes N`).
 """
 
 from ddpg_client.clients import AsyncPolicyClient, PolicyClient

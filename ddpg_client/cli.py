@@ -2,6 +2,7 @@
 
     python -m ddpg_client rollout --url http://127.0.0.1:8000 --episodes 5 [--seed 0] [--api-key KEY]
     python -m ddpg_client act --url http://127.0.0.1:8000 1.0 0.0 0.0
+    python -m ddpg_client drive --env mypackage.envs:MyEnv --model arm --episodes 100
     python -m ddpg_client experience MODEL --format minari --out DIR   (or --format parquet)
 
 Results go to stdout, one line each; errors are logged to stderr. Exit status: 0 done, 1 the service answered
@@ -49,6 +50,20 @@ def _build_parser() -> argparse.ArgumentParser:
     rollout.add_argument("--env-id", default="Pendulum-v1")
     rollout.add_argument("--max-steps", type=int, default=None, help="default: the environment's time limit")
 
+    drive = sub.add_parser(
+        "drive",
+        parents=[common],
+        help="run an environment here on a model's actions over WS /act/stream, with rewards and episode ends (what "
+        "an online learner learns from)",
+    )
+    drive.add_argument(
+        "--env", required=True, help="a gymnasium id (`module:Env-v0` imports module first) or `package.module:Factory`"
+    )
+    drive.add_argument("--model", required=True, help="the model whose sessions these are")
+    drive.add_argument("--episodes", type=int, default=10)
+    drive.add_argument("--seed", type=int, default=None, help="episode i is reset with seed + i (default: unseeded)")
+    drive.add_argument("--max-steps", type=int, default=None, help="cut episodes at this many steps (truncated)")
+
     act = sub.add_parser("act", parents=[common], help="print the action for one observation")
     act.add_argument("observation", nargs="+", type=float)
 
@@ -94,6 +109,21 @@ def _cmd_rollout(args: argparse.Namespace, client: PolicyClient) -> int:
     return 0
 
 
+def _cmd_drive(args: argparse.Namespace, client: PolicyClient) -> int:
+    try:
+        episodes = client.drive(
+            args.env, model=args.model, episodes=args.episodes, seed=args.seed, max_steps=args.max_steps
+        )
+    except ValueError as exc:  # the environment: an unknown id, a factory that cannot be imported
+        logger.error("%s", exc)
+        return 1
+    returns = [episode.episode_return for episode in episodes]
+    for episode in episodes:
+        _write(f"episode {episode.episode} return {episode.episode_return:.2f} steps {episode.steps}")
+    _write(f"mean return {sum(returns) / len(returns):.2f} over {len(returns)} episodes")
+    return 0
+
+
 def _cmd_act(args: argparse.Namespace, client: PolicyClient) -> int:
     result = client.act(args.observation, policy_id=args.policy_id)
     _write(json.dumps({"action": result.action, "policy_id": result.policy_id}))
@@ -119,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with PolicyClient(args.url, api_key=args.api_key, timeout=args.timeout) as client:
             if args.command == "rollout":
                 return _cmd_rollout(args, client)
+            if args.command == "drive":
+                return _cmd_drive(args, client)
             if args.command == "experience":
                 return _cmd_experience(args, client)
             return _cmd_act(args, client)

@@ -22,6 +22,7 @@ from ddpg_client.errors import error_from_response
 from ddpg_client.protocol import DEFAULT_TIMEOUT_SECONDS, Operation, Request, Sleep, default_headers
 
 if TYPE_CHECKING:  # websockets is imported when a stream is opened, so plain HTTP use never needs it
+    from ddpg_client.drive import DrivenEpisode, Environment
     from ddpg_client.stream import ActStream, AsyncActStream, StreamEncoding
 
 P = ParamSpec("P")
@@ -127,6 +128,22 @@ class PolicyClient(ServiceCalls):
         return ActStream(
             self.base_url, model=model, headers=self._http.headers, timeout=self._timeout, encoding=encoding
         )
+
+    def drive(
+        self,
+        env: Environment | str,
+        *,
+        model: str,
+        episodes: int,
+        seed: int | None = None,
+        max_steps: int | None = None,
+        progress: bool | None = None,
+    ) -> list[DrivenEpisode]:
+        """Run an environment that lives here on the model's actions over `WS /act/stream`, with rewards and episode
+        ends, so the service records them (and an online learner learns from them); ddpg_client.drive."""
+        from ddpg_client.drive import drive
+
+        return drive(self, env, model=model, episodes=episodes, seed=seed, max_steps=max_steps, progress=progress)
 
     def download_experience(
         self,

@@ -35,6 +35,17 @@ SPLIT_BUCKETS = 10_000
 GUARD_MIN_EPISODES = 20
 GUARD_MAX_REGRESSION = 50.0
 
+# Where an online learner's policies go: `champion` serves every new session at once; `canary` makes each the
+# challenger of a canary rollout, whose guard rolls it back or promotes it on live returns.
+LearnerPublishMode = Literal["champion", "canary"]
+LEARNER_PUBLISH_MODES: tuple[LearnerPublishMode, ...] = get_args(LearnerPublishMode)
+# The learner's actor label in the weights' env_id for a model whose environment lives with its clients (no gymnasium
+# id): `client/<model name>`, which no gymnasium registry resolves, so nothing tries to run it here.
+CLIENT_ENV_PREFIX = "client/"
+# The policy id the warm-up answers with (uniform random actions until a learner's first publish): no stored policy's,
+# and the recorded experience's "no policy" (models.experience_chunks.NO_POLICY).
+WARM_UP_POLICY_ID = -1
+
 # Session ids are a client's episode ids: printable, bounded, so a session table entry stays small.
 SESSION_MAX_LENGTH = 128
 

@@ -1,5 +1,5 @@
-"""Leased work, written once for every leased table (jobs, sweeps): a queue whose rows one holder at a time claims,
-keeps under a lease it renews, and ends.
+"""Leased work, written once for every leased table (jobs, sweeps, learners): a queue whose rows one holder at a
+time claims, keeps under a lease it renews, and ends.
 
 The contract, whatever the row: enqueueing counts the queued rows and inserts under one lock (`lock_queue`), so at
 most `max_queued` are ever queued; claiming takes the oldest queued row atomically (`FOR UPDATE SKIP LOCKED` on
@@ -8,8 +8,8 @@ holder first checks, row-locked, that it still holds the row (`owned`), so a hol
 overwrite the outcome; a row whose holder stopped renewing is ended by whoever notices first (`expire_stale`).
 
 A leased table has the columns status, created_at, started_at, finished_at, heartbeat_at, lease_expires_at,
-cancel_requested, error and `holder_id` (a synonym of its own holder column: store.tables). store.jobs and
-store.sweeps are this module's users; each describes its table once as a `LeaseKind`.
+cancel_requested, error and `holder_id` (a synonym of its own holder column: store.tables). store.jobs,
+store.sweeps and store.learners are this module's users; each describes its table once as a `LeaseKind`.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from models.training_config import JOB_STATUSES
-from store.tables import Job, Sweep, utcnow
+from store.tables import Job, Learner, Sweep, utcnow
 
 # Fixed key for the advisory lock that makes "count queued, then insert" atomic across API replicas.
 ENQUEUE_LOCK_KEY = 0x6464_7067_656E_71  # "ddpgenq"
 MAX_ERROR_CHARS = 4000
 
 # The leased tables. A new one joins here (and gets its `holder_id` synonym in store.tables).
-Leased = TypeVar("Leased", Job, Sweep)
+Leased = TypeVar("Leased", Job, Sweep, Learner)
 
 
 class QueueFullError(Exception):
@@ -169,20 +169,20 @@ def renew(session: Session, kind: LeaseKind[Leased], row_id: int, *, holder_id: 
         return row.cancel_requested
 
 
-def extend_lease(row: Job | Sweep, lease_seconds: float, *, now: datetime | None = None) -> None:
+def extend_lease(row: Job | Sweep | Learner, lease_seconds: float, *, now: datetime | None = None) -> None:
     now = now or utcnow()
     row.heartbeat_at = now
     row.lease_expires_at = now + timedelta(seconds=lease_seconds)
 
 
-def finish(row: Job | Sweep, status: str, *, now: datetime | None = None) -> None:
+def finish(row: Job | Sweep | Learner, status: str, *, now: datetime | None = None) -> None:
     """End the row `status` (its error, if any, is the caller's to set): no lease any more."""
     row.status = status
     row.finished_at = now or utcnow()
     row.lease_expires_at = None
 
 
-def fail(row: Job | Sweep, reason: str, now: datetime | None = None) -> None:
+def fail(row: Job | Sweep | Learner, reason: str, now: datetime | None = None) -> None:
     """End the row `failed` with a one-line reason (no stack traces: they belong in the log)."""
     row.error = trimmed(reason)
     finish(row, "failed", now=now)

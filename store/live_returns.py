@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models.reward_ranges import stored_range
-from store.registry import bump_version, champion_of
+from store.registry import bump_version, champion_of, set_champion
 from store.return_buckets import TRIM_FRACTION, add_buckets, bucket_of, trimmed_means
 from store.tables import LiveReturn, LiveReturnFlush, Model, Policy, Rollout, utcnow
 
@@ -223,28 +223,75 @@ def guard_verdict(rollout: Rollout, champion_id: int | None, session: Session) -
     )
 
 
-def apply_guards(session: Session, rollout_ids: Iterable[int]) -> list[tuple[int, str]]:
-    """Roll back every listed rollout whose guard trips; returns (rollout id, reason) of those rolled back.
+def promotion_verdict(rollout: Rollout, champion_id: int | None, session: Session) -> str | None:
+    """Why the challenger is promoted now, or None: the other half of the guard.
 
-    Safe from any number of processes at once: a verdict is read without locks, and only a tripped guard takes the
+    A canary with `min_improvement` promotes its challenger once both it and the champion have finished `min_episodes`
+    live episodes (the champion's counted as in `guard_verdict`) and the challenger's return (the statistic of
+    `guard_statistic`) beats the champion's by at least `min_improvement`.
+    """
+    if rollout.status != "active" or rollout.mode != "canary" or rollout.min_improvement is None:
+        return None
+    if champion_id is None or rollout.min_episodes is None:
+        return None
+    statistic = guard_statistic(session, rollout.model_id)
+    figures = _figures(session, rollout.id, [rollout.challenger_id, champion_id], statistic)
+    (challenger_episodes, challenger), (champion_episodes, champion) = (
+        figures[rollout.challenger_id],
+        figures[champion_id],
+    )
+    if champion_episodes == 0:
+        champion_episodes, champion = _figures(session, NO_ROLLOUT, [champion_id], statistic)[champion_id]
+    if min(challenger_episodes, champion_episodes) < rollout.min_episodes or challenger is None or champion is None:
+        return None
+    improvement = challenger - champion
+    if improvement < rollout.min_improvement:
+        return None
+    how = "on average" if statistic == MEAN else f"as a {TRIM_FRACTION:.0%} trimmed mean"
+    return (
+        f"promoted on live evidence: challenger {rollout.challenger_id} returned {challenger:.1f} {how} over "
+        f"{challenger_episodes} live episodes, {improvement:.1f} above champion {champion_id}'s {champion:.1f} over "
+        f"{champion_episodes} (min_improvement {rollout.min_improvement:g}, min_episodes {rollout.min_episodes})"
+    )
+
+
+def _verdict(rollout: Rollout, session: Session) -> tuple[str, str] | None:
+    """("rolled_back" | "promoted", why) when the live evidence decides the rollout now, else None."""
+    champion_id = champion_of(session, rollout.model_id)
+    reason = guard_verdict(rollout, champion_id, session)
+    if reason is not None:
+        return "rolled_back", reason
+    reason = promotion_verdict(rollout, champion_id, session)
+    return None if reason is None else ("promoted", reason)
+
+
+def apply_guards(session: Session, rollout_ids: Iterable[int]) -> list[tuple[int, str]]:
+    """Roll back every listed rollout whose guard trips, and promote the challenger of every one whose live evidence
+    says it is better (`promotion_verdict`); returns (rollout id, reason) of those ended.
+
+    Safe from any number of processes at once: a verdict is read without locks, and only a decided rollout takes the
     registry lock (before the rollout row, the order every registry writer uses) and checks again, so exactly one
     process ends the rollout.
     """
-    rolled_back = []
+    ended = []
     for rollout_id in sorted(set(rollout_ids) - {NO_ROLLOUT}):
         rollout = session.get(Rollout, rollout_id)
-        if rollout is None or guard_verdict(rollout, champion_of(session, rollout.model_id), session) is None:
+        if rollout is None or _verdict(rollout, session) is None:
             continue
         bump_version(session)
         rollout = session.get(Rollout, rollout_id, with_for_update=True, populate_existing=True)
-        reason = None if rollout is None else guard_verdict(rollout, champion_of(session, rollout.model_id), session)
-        if rollout is None or reason is None:
+        verdict = None if rollout is None else _verdict(rollout, session)
+        if rollout is None or verdict is None:
             continue
+        outcome, reason = verdict
         now = utcnow()
-        rollout.status, rollout.ended_at, rollout.updated_at, rollout.end_reason = "rolled_back", now, now, reason
-        rolled_back.append((rollout_id, reason))
+        if outcome == "promoted":
+            set_champion(session, rollout.model_id, rollout.challenger_id)  # ends the rollout `promoted`
+            session.refresh(rollout)
+        rollout.status, rollout.ended_at, rollout.updated_at, rollout.end_reason = outcome, now, now, reason
+        ended.append((rollout_id, reason))
     session.flush()
-    return rolled_back
+    return ended
 
 
 def flush(

@@ -26,7 +26,7 @@ from models.registry_vocabulary import (
     check_name,
     slug_for_env,
 )
-from store.tables import SERVING_STATE_ID, Model, ModelAlias, Policy, Rollout, ServingState, utcnow
+from store.tables import SERVING_STATE_ID, Learner, Model, ModelAlias, Policy, Rollout, ServingState, utcnow
 
 
 class RegistryInputError(ValueError):
@@ -231,6 +231,8 @@ class ModelView:
     rollout: RolloutView | None
     # The recording settings (store.experience.set_settings); None: never set.
     experience: dict[str, Any] | None = None
+    # An online learner (store.learners) is queued or running for it.
+    learning: bool = False
 
     @property
     def champion_id(self) -> int | None:
@@ -257,6 +259,7 @@ def read_snapshot(session: Session) -> RegistrySnapshot:
         )
         for row in session.scalars(select(Rollout).where(Rollout.status == "active"))
     }
+    learning = set(session.scalars(select(Learner.model_id).where(Learner.status.in_(("queued", "running")))))
     models = tuple(
         ModelView(
             m.id,
@@ -266,6 +269,7 @@ def read_snapshot(session: Session) -> RegistrySnapshot:
             aliases.get(m.id, {}),
             rollouts.get(m.id),
             None if m.experience is None else dict(m.experience),
+            m.id in learning,
         )
         for m in list_models(session)
     )

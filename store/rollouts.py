@@ -46,6 +46,7 @@ def start_rollout(
     percent: float,
     min_episodes: int | None,
     max_regression: float | None,
+    min_improvement: float | None = None,
 ) -> Rollout:
     """Start a trial of `challenger_id`, or retune the active one when it already tries that policy (its figures and
     session split are kept). A rollout of another challenger is ended (`ended`, replaced) in the same transaction.
@@ -71,6 +72,7 @@ def start_rollout(
     if active is not None and active.challenger_id == challenger_id:
         active.mode, active.percent = mode, percent
         active.min_episodes, active.max_regression = min_episodes, max_regression
+        active.min_improvement = min_improvement
         active.updated_at = now
         session.flush()
         return active
@@ -85,6 +87,7 @@ def start_rollout(
         percent=percent,
         min_episodes=min_episodes,
         max_regression=max_regression,
+        min_improvement=min_improvement if min_episodes is not None else None,
         salt=secrets.token_hex(8),
         status="active",
         started_at=now,

@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, synonym
 
-from models.registry_vocabulary import ROLLOUT_MODES, ROLLOUT_STATUSES
+from models.registry_vocabulary import LEARNER_PUBLISH_MODES, ROLLOUT_MODES, ROLLOUT_STATUSES
 from models.sweep_space import EARLY_STOP_RULES, SEARCH_KINDS
 from models.training_config import JOB_STATUSES, PROMOTE_RULES
 
@@ -240,6 +240,9 @@ class Rollout(Base):
     # No guard when min_episodes is None.
     min_episodes: Mapped[int | None]
     max_regression: Mapped[float | None]
+    # Promotion on live evidence: the challenger becomes champion once its live return beats the champion's by this
+    # much with min_episodes finished on each side (store.live_returns); None: never promoted automatically.
+    min_improvement: Mapped[float | None]
     salt: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default="active")
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -379,3 +382,73 @@ class SweepTrial(Base):
     # The objective: the exported actor's mean return on seeds neither training nor its evaluations used.
     heldout_return: Mapped[float | None]
     heldout_std: Mapped[float | None]
+
+
+class Learner(Base):
+    """An online learner of one model (trainer.online): DDPG trained from the model's recorded experience, publishing
+    a policy every `publish_every` updates. Also the learners' queue: claimed by a `python -m trainer learner`
+    process, leased and heartbeated (store.leases). A learner whose process dies is queued again (not failed) and
+    taken over from its checkpoint; it ends only when stopped (`cancelled`) or when it cannot run (`failed`).
+
+    At most one learner per model is queued or running (a partial unique index says so).
+    """
+
+    __tablename__ = "learners"
+    __table_args__ = (
+        CheckConstraint(_in("status", JOB_STATUSES), name="ck_learners_status"),
+        CheckConstraint(_in("publish", LEARNER_PUBLISH_MODES), name="ck_learners_publish"),
+        Index("ix_learners_status_created_at", "status", "created_at"),
+        Index(
+            "uq_learners_live_model",
+            "model_id",
+            unique=True,
+            sqlite_where=text("status IN ('queued', 'running')"),
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    config: Mapped[dict[str, Any]]  # {"preset": ..., overrides...}, as a job's
+    publish_every: Mapped[int]
+    publish: Mapped[str] = mapped_column(String(16))  # "champion" | "canary"
+    canary: Mapped[dict[str, Any] | None]  # percent, min_episodes, max_regression, min_improvement (canary mode)
+    exploration: Mapped[dict[str, Any] | None]  # what the model explores with while the learner runs
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    heartbeat_at: Mapped[datetime | None]
+    lease_expires_at: Mapped[datetime | None]
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)  # claims so far: 1 + takeovers
+    # Progress, written by the holder about once a second and with every publish.
+    transitions_consumed: Mapped[int] = mapped_column(default=0)
+    updates: Mapped[int] = mapped_column(default=0)
+    cursor: Mapped[int] = mapped_column(default=0)  # the newest experience chunk id consumed
+    pending: Mapped[int] = mapped_column(default=0)  # recorded transitions newer than the cursor
+    publishes: Mapped[int] = mapped_column(default=0)
+    progress_at: Mapped[datetime | None]
+    last_publish_at: Mapped[datetime | None]
+    last_policy_id: Mapped[int | None] = mapped_column(ForeignKey("policies.id", ondelete="SET NULL"))
+    # trainer.online.checkpoint bytes, written with every publish: what a takeover resumes from.
+    checkpoint: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+
+    holder_id: Mapped[str | None] = synonym("worker_id")
+
+
+class LearnerPublication(Base):
+    """A policy a learner published, with the learner's counters at that moment."""
+
+    __tablename__ = "learner_publications"
+
+    policy_id: Mapped[int] = mapped_column(ForeignKey("policies.id", ondelete="CASCADE"), primary_key=True)
+    learner_id: Mapped[int] = mapped_column(ForeignKey("learners.id", ondelete="CASCADE"), index=True)
+    published_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updates: Mapped[int]
+    transitions_consumed: Mapped[int]
+    # How it entered the registry: "champion", "challenger" (a canary started) or "champion_first" (a canary
+    # learner's first policy, with no champion to compare against).
+    role: Mapped[str] = mapped_column(String(16))

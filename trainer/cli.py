@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("trainer")
 
-OWN_FLAGS_COMMANDS = {"worker": "trainer.worker", "sweeps": "trainer.sweeps.cli"}
+OWN_FLAGS_COMMANDS = {"worker": "trainer.worker", "sweeps": "trainer.sweeps.cli", "learner": "trainer.online.process"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer", description="DDPG trainer for continuous control.")
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{train,evaluate,export-onnx,import,worker,sweeps}"
+        dest="command", required=True, metavar="{train,evaluate,export-onnx,import,worker,sweeps,learner}"
     )
 
     train_parser = sub.add_parser("train", help="train an actor and write it with its reward history to --out")
@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     import_parser.set_defaults(handler=_run_import, subparser=import_parser)
     sub.add_parser("worker", help="run training jobs from the database (see `python -m trainer worker --help`)")
     sub.add_parser("sweeps", help="run hyperparameter sweeps on Ray Tune (see `python -m trainer sweeps --help`)")
+    sub.add_parser("learner", help="run online learners from recorded experience (`python -m trainer learner --help`)")
     return parser
 
 

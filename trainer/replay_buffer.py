@@ -58,6 +58,30 @@ class ReplayBuffer:
         self._next = (i + 1) % self.capacity
         self._size = min(self._size + 1, self.capacity)
 
+    def add_batch(
+        self,
+        observations: npt.ArrayLike,
+        actions: npt.ArrayLike,
+        rewards: npt.ArrayLike,
+        next_observations: npt.ArrayLike,
+        terminated: npt.ArrayLike,
+    ) -> None:
+        """Store n transitions at once (rows as in `add`), oldest first; the ring wraps as n single adds would."""
+        rewards_1d = np.asarray(rewards, dtype=np.float32).reshape(-1)
+        n = rewards_1d.shape[0]
+        if n == 0:
+            return
+        # Only the newest `capacity` rows can survive; writing more would overwrite them within this call anyway.
+        keep = min(n, self.capacity)
+        rows = (self._next + np.arange(n - keep, n)) % self.capacity
+        self.observations[rows] = np.asarray(observations, dtype=np.float32)[n - keep :]
+        self.actions[rows] = np.asarray(actions, dtype=np.float32)[n - keep :]
+        self.rewards[rows, 0] = rewards_1d[n - keep :]
+        self.next_observations[rows] = np.asarray(next_observations, dtype=np.float32)[n - keep :]
+        self.terminated[rows, 0] = np.asarray(terminated, dtype=np.float32).reshape(-1)[n - keep :]
+        self._next = (self._next + n) % self.capacity
+        self._size = min(self._size + n, self.capacity)
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> ReplaySamples:
         """Uniformly sample `batch_size` stored transitions (with replacement, as SB3 and CleanRL do)."""
         if self._size == 0:

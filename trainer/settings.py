@@ -30,6 +30,19 @@ class WorkerSettings(ProcessSettings):
     """`python -m trainer worker`: where the queue is, which model is the default, where jobs are tracked."""
 
 
+class LearnerProcessSettings(ProcessSettings):
+    """`python -m trainer learner`: where the learners' queue and the recorded experience are, and how soon a learner
+    whose process died is taken over."""
+
+    learner_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="The lease of a claimed learner (the default of --lease-seconds): a learner whose process died "
+        "is taken over by another within about this long.",
+    )
+
+
 class SweepRunnerSettings(ProcessSettings):
     """`python -m trainer sweeps`: where the queue is, the Ray cluster trials run on, and how long a local Ray may
     stay idle."""

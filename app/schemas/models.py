@@ -150,13 +150,23 @@ class SpacesOut(BaseModel):
 
 class GuardIn(BaseModel):
     """Roll the rollout back when the challenger, after `min_episodes` finished live episodes, returns on average
-    more than `max_regression` less than the champion (canary only: a shadow challenger controls no episode)."""
+    more than `max_regression` less than the champion; with `min_improvement`, promote it when it returns at least
+    that much more than the champion over `min_episodes` finished episodes on each side (canary only: a shadow
+    challenger controls no episode)."""
 
     # Strict, like every other body: "50" or true is a 422, not a number.
     model_config = ConfigDict(extra="forbid", strict=True)
 
     min_episodes: int = Field(GUARD_MIN_EPISODES, ge=1, le=1_000_000)
     max_regression: float = Field(GUARD_MAX_REGRESSION, ge=0, le=1e12, allow_inf_nan=False)
+    min_improvement: float | None = Field(
+        None,
+        ge=0,
+        le=1e12,
+        allow_inf_nan=False,
+        description="Promote the challenger automatically when its live return beats the champion's by at least "
+        "this much, with min_episodes finished episodes on each side; null: never promote automatically.",
+    )
 
 
 class RolloutIn(BaseModel):

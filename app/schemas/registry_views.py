@@ -45,7 +45,11 @@ def rollout_out(session: Session, rollout: Rollout, champion_id: int | None) -> 
     )
     guard = None
     if rollout.min_episodes is not None and rollout.max_regression is not None:
-        guard = GuardIn(min_episodes=rollout.min_episodes, max_regression=rollout.max_regression)
+        guard = GuardIn(
+            min_episodes=rollout.min_episodes,
+            max_regression=rollout.max_regression,
+            min_improvement=rollout.min_improvement,
+        )
     return RolloutOut(
         id=rollout.id,
         status=rollout.status,  # type: ignore[arg-type]  # the table's check constraint keeps it to RolloutStatus

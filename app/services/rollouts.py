@@ -38,6 +38,7 @@ async def start(session: Session, cache: PolicyCache, name: str, body: RolloutIn
             percent=body.percent,
             min_episodes=None if guard is None else guard.min_episodes,
             max_regression=None if guard is None else guard.max_regression,
+            min_improvement=None if guard is None else guard.min_improvement,
         )
 
     return (await _change(session, cache, name, start_or_retune))[0]

@@ -118,7 +118,7 @@ class LiveReturns:
             self.flushes += 1
             self._unconfirmed = None
         for rollout_id, reason in rolled_back:
-            logger.warning("rollout %d rolled back: %s", rollout_id, reason)
+            logger.warning("rollout %d ended: %s", rollout_id, reason)
         return rolled_back
 
     def _next_batch(self) -> _Batch:

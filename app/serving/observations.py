@@ -23,7 +23,7 @@ import orjson
 
 from app.infra.errors import ApiError, field_error
 from app.schemas.act import FLOAT32_MAX as _FLOAT32_MAX
-from models.registry_vocabulary import NAME_MAX_LENGTH, SESSION_MAX_LENGTH
+from models.registry_vocabulary import NAME_MAX_LENGTH, SESSION_MAX_LENGTH, WARM_UP_POLICY_ID
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -230,8 +230,10 @@ def _parse_extras(payload: dict[str, Any], fixed_session: str | None, fixed_mode
             if payload.get(name) is not None:
                 raise field_error(name, "set by the stream itself (the connection and `?model=`); leave it out")
     policy_id = payload.get("policy_id")
-    if policy_id is not None and (type(policy_id) is not int or policy_id < 1):
-        raise field_error("policy_id", "must be a positive integer")
+    # -1 is the warm-up of a model with an online learner (app.serving.warm_up), pinned by a session's later steps.
+    warm_up = policy_id == WARM_UP_POLICY_ID and (fixed_session is not None or payload.get("session") is not None)
+    if policy_id is not None and (type(policy_id) is not int or (policy_id < 1 and not warm_up)):
+        raise field_error("policy_id", "must be a positive integer (or -1, the warm-up, within a session)")
     if policy_id is not None and policy_id > MAX_ID:
         raise field_error("policy_id", f"must be at most {MAX_ID}")
     model = payload.get("model") if fixed_session is None else fixed_model

@@ -23,7 +23,9 @@ from typing import TypeVar
 from app.infra.database import StoredPolicy
 from app.serving.experience import recording_plan
 from app.serving.served_models import ActiveRollout, ServedModel
+from app.serving.warm_up import warm_up_actor
 from models.policy import NumpyActor
+from models.registry_vocabulary import WARM_UP_POLICY_ID
 from models.reward_ranges import stored_range
 from models.weights import WeightsFormatError
 from store.registry import ModelView, RegistrySnapshot
@@ -183,7 +185,12 @@ class PolicyCache:
             rollout,
             stored_range(spaces),
             recording_plan(view.experience, spaces),
+            self._warm_up(view) if view.learning else None,
         )
+
+    def _warm_up(self, view: ModelView) -> LoadedPolicy | None:
+        actor = warm_up_actor(view.name, view.spaces)
+        return None if actor is None else LoadedPolicy(WARM_UP_POLICY_ID, actor, view.id)
 
     async def _load_or_log(self, policy_id: int | None, model: str) -> LoadedPolicy | None:
         if policy_id is None:

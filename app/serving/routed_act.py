@@ -21,6 +21,7 @@ from app.serving.policy_cache import LoadedPolicy, PolicyCache, PolicyUnavailabl
 from app.serving.routing import Routing
 from app.serving.served_models import ActiveRollout, Arm, ServedModel, choose
 from app.serving.sessions import LiveSession
+from app.serving.warm_up import WARM_UP_NOISE_SCALE, is_warm_up, uniform_action
 from models.registry_vocabulary import SPLIT_BUCKETS
 from models.reward_ranges import outside
 
@@ -128,6 +129,11 @@ async def _act_in_session(routing: Routing, model: ServedModel, extras: ActExtra
             )
         if model.rollout is not None and loaded is model.rollout.challenger:
             arm = "challenger"
+    elif extras.policy_id is not None and is_warm_up(extras.policy_id):
+        # A warm-up session that began on another process (or before a publish): it keeps the warm-up.
+        if model.warm_up is None:
+            raise field_error("policy_id", f"model {model.name!r} has no learner: its warm-up (-1) is over")
+        loaded, rollout_id = model.warm_up, 0
     elif extras.policy_id is not None:
         # A session this process has not seen, pinned by the client to the policy its earlier answers named (the
         # episode began on another process, maybe before a promotion): serve exactly that one.
@@ -140,6 +146,8 @@ async def _act_in_session(routing: Routing, model: ServedModel, extras: ActExtra
             arm = "challenger"
     else:
         choice = choose(model, session_id)
+        if choice is None and model.warm_up is not None:
+            choice = (model.warm_up, "champion", 0)  # an online learner's warm-up, until its first publish
         if choice is None:
             raise no_policy(model.name)
         loaded, arm, rollout_id = choice
@@ -148,7 +156,13 @@ async def _act_in_session(routing: Routing, model: ServedModel, extras: ActExtra
         low, high = model.reward_range
         raise field_error("reward", f"must be within model {model.name!r}'s reward range [{low:g}, {high:g}]")
     recording = model.recording
-    if recording is None:
+    noise: FloatArray | None = None
+    actions: object
+    if is_warm_up(loaded.policy_id):
+        metrics.act_batch_size.observe(1)
+        actions, noise = uniform_action(loaded.actor)
+        content = orjson.dumps({"action": actions, "policy_id": loaded.policy_id})
+    elif recording is None:
         content, actions = answer(parsed, loaded, metrics)
     else:
         content, actions, noise = _answer_recorded(
@@ -167,7 +181,8 @@ async def _act_in_session(routing: Routing, model: ServedModel, extras: ActExtra
         live.pending = None
     if extras.ends_episode:
         routing.sessions.end(key)
-        routing.live.episode(live.rollout_id, loaded.policy_id, live.episode_return)
+        if not is_warm_up(loaded.policy_id):  # the warm-up is no policy: it has no live return
+            routing.live.episode(live.rollout_id, loaded.policy_id, live.episode_return)
         metrics.episodes_finished.labels(model.name, str(loaded.policy_id)).inc()
         if recording is not None:
             routing.experience.episode_ended(model.model_id, live.explored, live.episode_return)
@@ -230,6 +245,8 @@ def _record_step(
     assert isinstance(actions, list)
     explore = None if model.recording is None else model.recording.explore
     scale = 0.0 if noise is None or explore is None else explore.sigma
+    if is_warm_up(live.policy.policy_id):
+        scale = WARM_UP_NOISE_SCALE
     step = 0 if pending is None else pending.step + 1
     live.pending = PendingStep(
         observation,

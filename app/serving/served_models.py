@@ -65,6 +65,9 @@ class ServedModel:
     reward_range: RewardRange | None = None
     # Recording its session steps, and exploring (app.serving.experience); None: not recording.
     recording: RecordingPlan | None = None
+    # An online learner runs for it (app.serving.warm_up): new sessions get this while there is no champion, and
+    # sessions pinned to it keep it until their episode ends.
+    warm_up: LoadedPolicy | None = None
 
 
 def session_bucket(salt: bytes, session: str) -> int:

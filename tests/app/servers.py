@@ -20,9 +20,10 @@ def server_env(data_dir: Path, **settings: str) -> dict[str, str]:
     """The test process's environment minus the service's settings, plus the given ones."""
     dropped = {"DATABASE_URL", "API_KEY", "ACT_API_KEY", "POLICY_FILE", "GRPC_PORT"}
     env = {k: v for k, v in os.environ.items() if k not in dropped}
-    # No sweep runner unless a test asks: it would be one more process in every server test, idle but polling.
+    # No sweep runner or learner process unless a test asks: each would be one more process in every server test,
+    # idle but polling.
     env.update({"DATA_DIR": str(data_dir), "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
-    env.update({"EMBEDDED_SWEEP_RUNNER": "false", **settings})
+    env.update({"EMBEDDED_SWEEP_RUNNER": "false", "EMBEDDED_LEARNER": "false", **settings})
     return env
 
 

@@ -138,3 +138,27 @@ def test_the_client_package_imports_without_websockets_until_a_stream_opens(tmp_
     code = "import sys; sys.modules['websockets'] = sys.modules['msgpack'] = None; import ddpg_client; print('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_drive_runs_a_gymnasium_id_over_the_stream_with_every_episode_end(server: Server) -> None:
+    with PolicyClient(server.url, api_key=API_KEY) as client:
+        episodes = client.drive("Pendulum-v1", model="pendulum", episodes=2, seed=3, max_steps=20, progress=True)
+    assert [(e.episode, e.steps, e.terminated) for e in episodes] == [(0, 20, False), (1, 20, False)]
+    assert all(len(e.policy_ids) == 1 and e.episode_return < 0 for e in episodes)
+    metrics = PolicyClient(server.url)._http.get("/metrics").text
+    assert 'act_episodes_finished_total{model="pendulum"' in metrics
+
+
+def test_the_drive_command(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    from ddpg_client.cli import main
+
+    args = ["drive", "--url", server.url, "--env", "Pendulum-v1", "--model", "pendulum", "--episodes", "2"]
+    assert main([*args, "--max-steps", "10", "--seed", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("episode 0 return ") and lines[0].endswith("steps 10")
+    assert lines[-1].startswith("mean return ") and lines[-1].endswith("over 2 episodes")
+    assert main(["drive", "--url", server.url, "--env", "nowhere.module:Env", "--model", "pendulum"]) == 1
+    # A factory (`package.module:Class`) of an environment no registry knows.
+    factory = "tests.reordered_pendulum:ReorderedPendulum"
+    assert main(["drive", "--url", server.url, "--env", factory, "--model", "pendulum", "--episodes", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("steps 200")

@@ -20,7 +20,7 @@ def test_compose_file_validates_with_docker_compose() -> None:
 
 def test_services_and_their_wiring() -> None:
     services = load_compose()["services"]
-    assert set(services) == {"db", "migrate", "api", "trainer", "ray-head", "ray-worker", "sweeper"}
+    assert set(services) == {"db", "migrate", "api", "trainer", "learner", "ray-head", "ray-worker", "sweeper"}
     # The database keeps its data in a named volume and reports health.
     assert any(volume.startswith("pgdata:") for volume in services["db"]["volumes"])
     assert "healthcheck" in services["db"]
@@ -35,6 +35,8 @@ def test_services_and_their_wiring() -> None:
     # gRPC inference is on, and published on the host's loopback only.
     assert services["api"]["environment"]["GRPC_PORT"] == "8001"
     assert ("127.0.0.1", 8001) in [_host_and_target(port) for port in services["api"]["ports"]]
+    assert services["api"]["environment"]["EMBEDDED_LEARNER"] == "false"
+    assert services["learner"]["command"] == ["python", "-m", "trainer", "learner"]
     # Workers scale with --scale, so none may pin a container name or a host port.
     assert "container_name" not in services["trainer"]
     assert "ports" not in services["trainer"]

@@ -85,6 +85,8 @@ RUNTIME_VALIDATED = {
     ("PUT", "/models/{name}/aliases/{alias}"),
     ("DELETE", "/models/{name}/aliases/{alias}"),
     ("PUT", "/models/{name}/rollout"),
+    # A learner's config is resolved and budgeted as /train's; the model must have finite action bounds.
+    ("PUT", "/models/{name}/learner"),
     # A sweep's space is checked against the config model and the budget (every choice, both bounds of a range).
     ("POST", "/sweeps"),
 }

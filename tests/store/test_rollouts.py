@@ -162,3 +162,30 @@ def test_the_champions_figure_falls_back_to_episodes_outside_the_rollout(session
     rollout_id = _start(session, model, challenger, percent=100.0, min_episodes=2, max_regression=10.0).id
     rolled = live_returns.flush(session, _returns(rollout_id, challenger, [-400.0, -400.0]), {})
     assert [rollout for rollout, _ in rolled] == [rollout_id]
+
+
+def test_a_better_challenger_is_promoted_on_live_evidence_with_enough_episodes_on_each_side(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions() as session:
+        model, champion, challenger = _pendulum_with_two(session)
+        rollout_id = _start(session, model, challenger, min_episodes=5, max_regression=50.0, min_improvement=20.0).id
+        # The challenger is far better, but the champion has only four episodes: not yet.
+        live_returns.flush(session, _returns(rollout_id, champion, [-300.0] * 4), {})
+        assert live_returns.flush(session, _returns(rollout_id, challenger, [-150.0] * 10), {}) == []
+        assert policies.get_serving_state(session)[0] == champion
+        ((ended_id, reason),) = live_returns.flush(session, _returns(rollout_id, champion, [-300.0]), {})
+    with sessions() as session:
+        rollout = session.get(rollouts.Rollout, ended_id)
+        assert rollout is not None and rollout.status == "promoted" and rollout.ended_at is not None
+        assert rollout.end_reason == reason and "promoted on live evidence" in reason and "150.0 above" in reason
+        assert policies.get_serving_state(session)[0] == challenger
+
+
+def test_an_improvement_below_min_improvement_promotes_nothing(session: Session) -> None:
+    model, champion, challenger = _pendulum_with_two(session)
+    rollout_id = _start(session, model, challenger, min_episodes=3, max_regression=50.0, min_improvement=20.0).id
+    live_returns.flush(session, _returns(rollout_id, champion, [-160.0] * 3), {})
+    assert live_returns.flush(session, _returns(rollout_id, challenger, [-150.0] * 30), {}) == []
+    assert rollouts.get_active_rollout(session, model.id) is not None
+    assert policies.get_serving_state(session)[0] == champion

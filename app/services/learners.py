@@ -1,0 +1,182 @@
+"""Online learners over the API: validated like POST /train before anything is stored, started with recording and
+exploration turned on for the model if they are off, and shown with their progress and published policies."""
+
+from __future__ import annotations
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.infra.errors import ApiError, field_error
+from app.schemas.experience import ExperienceIn, ExploreIn, ExploreOut
+from app.schemas.learners import CanaryOut, LearnerIn, LearnerOut, PublishedPolicyOut
+from app.services.budget import check_training_budget
+from app.services.experience import stored_settings
+from app.services.model_registry import model_or_404
+from app.services.promotion import committed_then_refreshed
+from app.serving.policy_cache import PolicyCache
+from app.settings import Settings
+from models.training_config import TrainingConfig
+from store import experience, learners
+from store.tables import ExperienceChunk, Learner, LiveReturn, Model
+
+
+def _resolve(body: LearnerIn) -> TrainingConfig:
+    try:
+        return body.resolved_config()
+    except ValidationError as exc:
+        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from None
+
+
+def _stored_explore(settings: dict[str, object]) -> ExploreIn | None:
+    stored = settings.get("explore")
+    if not isinstance(stored, dict):
+        return None
+    return ExploreIn.model_validate({key: stored[key] for key in ("noise", "sigma", "percent")})
+
+
+def _check_bounds(model: Model) -> None:
+    spaces = model.spaces
+    low, high = spaces.get("action_low") or [], spaces.get("action_high") or []
+    finite = all(isinstance(v, int | float) for v in [*low, *high]) and all(
+        a < b for a, b in zip(low, high, strict=False)
+    )
+    if not finite or not low:
+        raise field_error("name", f"model {model.name!r} needs finite action bounds with low < high to learn")
+
+
+async def put(session: Session, cache: PolicyCache, settings: Settings, name: str, body: LearnerIn) -> LearnerOut:
+    """Start (or replace) the model's learner; 422 naming the field before anything is stored."""
+    config = _resolve(body)
+    given = body.trainer_config().keys()
+    check_training_budget(config, settings, preset=body.preset, given=given)
+
+    def write() -> LearnerOut:
+        model = model_or_404(session, name)
+        _check_bounds(model)
+        current = model.experience or {}
+        if not current.get("record") or not current.get("explore"):
+            explore = body.explore or ExploreIn(sigma=config.noise_sigma, percent=100.0)
+            wanted = ExperienceIn(
+                record=True,
+                max_transitions=int(current.get("max_transitions", body.max_transitions)),
+                explore=_stored_explore(current) or explore,
+            )
+            experience.set_settings(session, model, stored_settings(wanted, model.experience))
+        canary = body.canary.model_dump() if body.publish == "canary" else None
+        learner = learners.start_learner(
+            session,
+            model,
+            config=body.trainer_config(),
+            publish_every=body.publish_every,
+            publish=body.publish,
+            canary=canary,
+            exploration=(model.experience or {}).get("explore"),
+        )
+        session.flush()
+        out = learner_out(session, model, learner)
+        session.commit()
+        return out
+
+    return await committed_then_refreshed(cache, write)
+
+
+def get(session: Session, name: str) -> LearnerOut:
+    model = model_or_404(session, name)
+    learner = learners.latest_learner(session, model.id)
+    if learner is None:
+        raise _no_learner(model)
+    return learner_out(session, model, learner)
+
+
+async def delete(session: Session, cache: PolicyCache, name: str) -> None:
+    def write() -> None:
+        model = model_or_404(session, name)
+        try:
+            learners.stop_learner(session, model)
+        except learners.LearnerNotFoundError:
+            raise _no_learner(model) from None
+        session.commit()
+
+    await committed_then_refreshed(cache, write)
+
+
+def _no_learner(model: Model) -> ApiError:
+    message = f"model {model.name!r} has no learner (PUT /models/{model.name}/learner starts one)"
+    return ApiError(404, "not_found", f"name: {message}", details=[{"field": "name", "message": message}])
+
+
+def learner_out(session: Session, model: Model, learner: Learner) -> LearnerOut:
+    published = learners.publications(session, learner.id)
+    live = _live_returns(session, [p.policy_id for p in published])
+    explore = (model.experience or {}).get("explore")
+    return LearnerOut(
+        model=model.name,
+        id=learner.id,
+        status=learner.status,
+        error=learner.error,
+        attempts=learner.attempts,
+        worker_id=learner.worker_id,
+        created_at=learner.created_at,
+        started_at=learner.started_at,
+        heartbeat_at=learner.heartbeat_at,
+        lease_expires_at=learner.lease_expires_at,
+        config=dict(learner.config),
+        publish_every=learner.publish_every,
+        publish=learner.publish,  # type: ignore[arg-type]  # the table's check constraint keeps it to the modes
+        canary=None if learner.canary is None else CanaryOut(**learner.canary),
+        explore=None if not explore else ExploreOut(**{k: explore[k] for k in ("noise", "sigma", "percent")}),
+        transitions_consumed=learner.transitions_consumed,
+        updates=learner.updates,
+        update_to_data=learner.updates / learner.transitions_consumed if learner.transitions_consumed else None,
+        lag_transitions=learner.pending,
+        lag_seconds=_lag_seconds(session, model.id, learner.cursor),
+        progress_at=learner.progress_at,
+        publishes=learner.publishes,
+        last_publish_at=learner.last_publish_at,
+        last_policy_id=learner.last_policy_id,
+        policies=[
+            PublishedPolicyOut(
+                policy_id=p.policy_id,
+                published_at=p.published_at,
+                updates=p.updates,
+                transitions_consumed=p.transitions_consumed,
+                role=p.role,
+                live_episodes=live.get(p.policy_id, (0, None))[0],
+                live_mean_return=live.get(p.policy_id, (0, None))[1],
+            )
+            for p in published
+        ],
+    )
+
+
+def _live_returns(session: Session, policy_ids: list[int]) -> dict[int, tuple[int, float | None]]:
+    """(episodes, mean return) of each policy over every rollout it served under."""
+    if not policy_ids:
+        return {}
+    rows = session.execute(
+        select(LiveReturn.policy_id, func.sum(LiveReturn.episodes), func.sum(LiveReturn.return_sum))
+        .where(LiveReturn.policy_id.in_(policy_ids))
+        .group_by(LiveReturn.policy_id)
+    )
+    return {
+        policy_id: (int(episodes or 0), float(total) / int(episodes) if episodes else None)
+        for policy_id, episodes, total in rows
+    }
+
+
+def _lag_seconds(session: Session, model_id: int, cursor: int) -> float | None:
+    """Seconds from the newest consumed transition to the newest recorded one; None before anything was recorded."""
+    newest = session.scalar(select(func.max(ExperienceChunk.last_time)).where(ExperienceChunk.model_id == model_id))
+    if newest is None:
+        return None
+    consumed = session.scalar(
+        select(func.max(ExperienceChunk.last_time)).where(
+            ExperienceChunk.model_id == model_id, ExperienceChunk.id <= cursor
+        )
+    )
+    if consumed is None:
+        first = session.scalar(select(func.min(ExperienceChunk.first_time)).where(ExperienceChunk.model_id == model_id))
+        return max(0.0, float(newest) - float(first or newest))
+    return max(0.0, float(newest) - float(consumed))

@@ -1,0 +1,201 @@
+"""PUT/GET/DELETE /models/{name}/learner through the app (its lifespan, the real store), and the warm-up: a learning
+model without a champion answers session steps with uniform random actions within its bounds, recorded as such."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from models.experience_chunks import ExperienceColumns, decode_chunk
+from store import learners
+from store.registry import get_model
+from store.tables import ExperienceChunk, Learner
+from tests.app.conftest import Api
+from tests.app.factories import assert_error_shape, make_policy_bytes
+
+ARM = {
+    "name": "arm",
+    "observation_space": {"low": [-1.0, -1.0, None], "high": [1.0, 1.0, None]},
+    "action_space": {"low": [-2.0, -0.5], "high": [2.0, 0.5]},
+}
+
+
+def _field(response: Any) -> str:
+    assert response.status_code == 422, response.text
+    error = assert_error_shape(response.json(), "validation_error")
+    return str(error["details"][0]["field"])
+
+
+def _learners(api: Api) -> list[Learner]:
+    with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
+        rows = list(session.scalars(select(Learner).order_by(Learner.id)))
+        session.expunge_all()
+        return rows
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"hidden_size": 0}, "hidden_size"),
+        ({"batch_size": 512, "replay_size": 100}, "replay_size"),
+        ({"actor_lr": "0.1"}, "actor_lr"),
+        ({"episodes": 10}, "episodes"),  # not a learning field
+        ({"publish_every": 0}, "publish_every"),
+        ({"publish": "shadow"}, "publish"),
+        ({"canary": {"percent": 120}}, "canary.percent"),
+        ({"explore": {"sigma": 0}}, "explore.sigma"),
+        ({"preset": "fast"}, "preset"),
+    ],
+)
+def test_a_bad_learner_body_is_refused_naming_the_field_before_anything_is_stored(
+    api: Api, body: dict[str, Any], field: str
+) -> None:
+    assert api.client.post("/models", json=ARM).status_code == 201
+    assert _field(api.client.put("/models/arm/learner", json=body)).endswith(field)
+    assert _learners(api) == []
+
+
+def test_the_server_budget_applies_as_for_train(api: Api) -> None:
+    assert api.client.post("/models", json=ARM).status_code == 201
+    assert _field(api.client.put("/models/arm/learner", json={"hidden_size": 60000})) == "hidden_size"
+
+
+def test_unknown_model_and_missing_learner_are_404(api: Api) -> None:
+    assert api.client.put("/models/nope/learner", json={}).status_code == 404
+    assert api.client.post("/models", json=ARM).status_code == 201
+    assert api.client.get("/models/arm/learner").status_code == 404
+    assert api.client.delete("/models/arm/learner").status_code == 404
+
+
+def test_start_warm_up_replace_and_stop(api: Api) -> None:
+    assert api.client.post("/models", json=ARM).status_code == 201
+    # No champion and no learner: no policy yet.
+    assert api.client.post("/act", json={"model": "arm", "observation": [0, 0, 0], "session": "s0"}).status_code == 503
+    started = api.client.put("/models/arm/learner", json={"publish_every": 100, "batch_size": 64})
+    assert started.status_code == 202, started.text
+    state = started.json()
+    assert (state["status"], state["publish"], state["updates"], state["policies"]) == ("queued", "champion", 0, [])
+    assert state["config"] == {"preset": "default", "batch_size": 64}
+    # Recording and exploration were off: the learner turned them on (Gaussian, the preset's sigma, every session).
+    experience = api.client.get("/models/arm/experience").json()
+    assert experience["record"] is True and experience["explore"]["percent"] == 100
+    # The warm-up: uniform actions within the bounds, recorded with no policy.
+    actions = []
+    for step in range(60):
+        body: dict[str, Any] = {"model": "arm", "observation": [0.1, 0.2, float(step)], "session": "s1"}
+        if step:
+            body["reward"] = -1.0
+        if step == 59:
+            body["truncated"] = True
+        answer = api.client.post("/act", json=body)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["policy_id"] == -1
+        actions.append(answer.json()["action"])
+    drawn = np.array(actions[:-1])
+    assert np.all(drawn >= [-2.0, -0.5]) and np.all(drawn <= [2.0, 0.5])
+    assert drawn[:, 0].std() > 0.5  # spread over the range, not the midpoint
+    recorder = api.client.app.state.act_runtime.routing.experience  # type: ignore[attr-defined]
+    api.client.portal.call(recorder.flush)  # type: ignore[union-attr]
+    with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
+        rows = session.scalars(select(ExperienceChunk.data).order_by(ExperienceChunk.id)).all()
+    recorded = ExperienceColumns.concat([decode_chunk(data) for data in rows if data is not None])
+    assert len(recorded) == 59 and set(recorded.policy_id.tolist()) == {-1}
+    assert np.allclose(recorded.noise, recorded.action - [0.0, 0.0])
+    assert bool(recorded.truncated[-1]) and not recorded.terminated.any()
+    # Replacing: the first ends `cancelled`, the new one is the live one.
+    replaced = api.client.put("/models/arm/learner", json={"publish": "canary", "canary": {"min_improvement": 5.0}})
+    assert replaced.status_code == 202 and replaced.json()["canary"]["min_improvement"] == 5.0
+    rows = _learners(api)
+    assert [row.status for row in rows] == ["cancelled", "queued"] and "replaced" in (rows[0].error or "")
+    got = api.client.get("/models/arm/learner").json()
+    assert got["id"] == rows[1].id and got["lag_transitions"] == 0
+    assert api.client.delete("/models/arm/learner").status_code == 204
+    assert api.client.get("/models/arm/learner").json()["status"] == "cancelled"
+    api.refresh()
+    # Stopped and still no champion: no warm-up any more.
+    assert api.client.post("/act", json={"model": "arm", "observation": [0, 0, 0], "session": "s2"}).status_code == 503
+    with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
+        model = get_model(session, "arm")
+        assert model is not None and learners.live_learner(session, model.id) is None
+
+
+def test_a_canary_learners_challenger_is_promoted_on_live_evidence(api: Api) -> None:
+    assert api.client.post("/models", json=ARM).status_code == 201
+    canary = {"percent": 50, "min_episodes": 3, "max_regression": 50, "min_improvement": 5}
+    assert api.client.put("/models/arm/learner", json={"publish": "canary", "canary": canary}).status_code == 202
+    # A learner process's two publishes, as store.learners writes them: the first becomes champion (nothing to try it
+    # against), the second the canary's challenger.
+    ids = []
+    with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
+        model = get_model(session, "arm")
+        assert model is not None
+        learner = learners.claim_next_learner(session, worker_id="learner-test", lease_seconds=60)
+        assert learner is not None
+        counters = learners.Counters(transitions_consumed=0, updates=0, cursor=0, pending=0, publishes=1)
+        for seed in (1, 2):
+            weights = make_policy_bytes(seed, obs_dim=3, act_dim=2, action_bound=0.5)
+            ids.append(
+                learners.publish_policy(
+                    session, learner.id, worker_id="learner-test", weights=weights, checkpoint=b"", counters=counters
+                )
+            )
+    api.refresh()
+    champion, challenger = ids
+    # Live episodes: the challenger's sessions return -10, the champion's -100.
+    seen = {champion: 0, challenger: 0}
+    for index in range(200):
+        if min(seen.values()) >= 3:
+            break
+        session_id = f"live-{index}"
+        first = api.client.post("/act", json={"model": "arm", "observation": [0.1, 0.2, 0.3], "session": session_id})
+        policy_id = first.json()["policy_id"]
+        seen[policy_id] += 1
+        reward = -10.0 if policy_id == challenger else -100.0
+        end = {"model": "arm", "observation": [0.1, 0.2, 0.3], "session": session_id, "reward": reward, "done": True}
+        assert api.client.post("/act", json=end).status_code == 200
+    assert min(seen.values()) >= 3
+    runtime = api.client.app.state.act_runtime  # type: ignore[attr-defined]
+    api.client.portal.call(runtime.routing.live.flush)  # type: ignore[union-attr]
+    api.refresh()
+    state = api.client.get("/models/arm/rollout").json()
+    assert state["active"] is None
+    ended = state["history"][0]
+    assert ended["status"] == "promoted" and ended["challenger_id"] == challenger
+    assert "promoted on live evidence" in ended["end_reason"] and "90.0 above" in ended["end_reason"]
+    assert api.client.get("/models/arm").json()["aliases"]["champion"] == challenger
+    published = api.client.get("/models/arm/learner").json()["policies"]
+    assert {p["policy_id"]: p["live_episodes"] > 0 for p in published} == {champion: True, challenger: True}
+
+
+def test_a_warm_up_session_keeps_its_warm_up_until_its_episode_ends(api: Api) -> None:
+    assert api.client.post("/models", json=ARM).status_code == 201
+    assert api.client.put("/models/arm/learner", json={}).status_code == 202
+    step = {"model": "arm", "observation": [0.1, 0.2, 0.3]}
+    assert api.client.post("/act", json={**step, "session": "early"}).json()["policy_id"] == -1
+    # -1 names the warm-up only within a session.
+    assert _field(api.client.post("/act", json={**step, "policy_id": -1})) == "policy_id"
+    # The learner publishes: new sessions get the champion, a session in its warm-up episode keeps it, and so does
+    # one pinned to it from another process.
+    with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
+        learner = learners.claim_next_learner(session, worker_id="learner-test", lease_seconds=60)
+        assert learner is not None
+        counters = learners.Counters(transitions_consumed=0, updates=0, cursor=0, pending=0, publishes=1)
+        weights = make_policy_bytes(4, obs_dim=3, act_dim=2, action_bound=0.5)
+        champion = learners.publish_policy(
+            session, learner.id, worker_id="learner-test", weights=weights, checkpoint=b"", counters=counters
+        )
+    api.refresh()
+    assert api.client.post("/act", json={**step, "session": "late"}).json()["policy_id"] == champion
+    assert api.client.post("/act", json={**step, "session": "early", "reward": -1.0}).json()["policy_id"] == -1
+    moved = {**step, "session": "moved", "reward": -1.0, "policy_id": -1}
+    assert api.client.post("/act", json=moved).json()["policy_id"] == -1
+    ended = api.client.post("/act", json={**step, "session": "early", "reward": -1.0, "done": True})
+    assert ended.json()["policy_id"] == -1
+    assert api.client.post("/act", json={**step, "session": "early"}).json()["policy_id"] == champion
+    # Without a learner there is no warm-up to pin.
+    assert api.client.delete("/models/arm/learner").status_code == 204
+    api.refresh()
+    assert _field(api.client.post("/act", json={**step, "session": "moved2", "policy_id": -1})) == "policy_id"

@@ -1,0 +1,1 @@
+"""The online learner: DDPG trained from transitions recorded elsewhere (the sessions), publishing its actor."""
