@@ -59,6 +59,8 @@ def make_env(env_id: str, *, max_steps: int | None = None, render_mode: str | No
     """`gymnasium.make` with an optional time limit and render mode; ValueError (not gymnasium's) when it fails."""
     import gymnasium as gym
 
+    if not env_id:  # a policy of a model created from its spaces: its environment lives with the clients
+        raise ValueError("the policy names no environment (its model's environment lives with its clients)")
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, got {max_steps}")
     kwargs: dict[str, Any] = {}

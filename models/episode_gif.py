@@ -27,6 +27,7 @@ import numpy as np
 
 from episodes import Step, run_episodes
 from models.policy import NumpyActor
+from models.registry_vocabulary import CLIENT_ENV_PREFIX
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PilImage
@@ -102,9 +103,17 @@ def _time_limit(env: Any) -> int | None:
     return int(limit) if limit is not None else None
 
 
+def server_side_env(env_id: str) -> str:
+    """`env_id`, when this side can make it: a policy of a model created from its spaces (no id, or `client/NAME`)
+    has its environment with the clients, so there is no episode to run or render here (a ValueError: 422)."""
+    if not env_id or env_id.startswith(CLIENT_ENV_PREFIX):
+        raise ValueError("its model's environment lives with its clients: there is no environment here to run it in")
+    return env_id
+
+
 def run_episode(actor: NumpyActor, env_id: str | None = None, seed: int = 0, max_steps: int | None = None) -> float:
     """The undiscounted return of one deterministic episode (no exploration noise), without rendering."""
-    env_id = env_id or actor.weights.env_id
+    env_id = server_side_env(env_id or actor.weights.env_id)
     _require_gymnasium(render=False)
     (result,) = run_episodes(
         actor.act, env_id, [seed], max_steps=max_steps, obs_dim=actor.obs_dim, act_dim=actor.act_dim
@@ -150,7 +159,7 @@ def render_episode(
         raise ValueError(f"frame_every must be at least 1, got {frame_every}")
     if not 16 <= size <= 2000:
         raise ValueError(f"size must be between 16 and 2000 pixels, got {size}")
-    env_id = env_id or actor.weights.env_id
+    env_id = server_side_env(env_id or actor.weights.env_id)
 
     from PIL import Image, ImageDraw, ImageFont
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from models.imports.errors import ImportRefusedError
 from models.imports.upload import ModelSpaces, parse_obs_normalization, read_upload
+from models.registry_vocabulary import CLIENT_ENV_PREFIX
 from models.weights import WeightsFormatError
 from store.db import create_db_engine, make_session_factory, migrate
 from store.policies import PolicyModelMismatchError, register_policy
@@ -60,7 +61,7 @@ def import_policy_file(
             found = get_model(session, model)
             if found is None:
                 raise ImportCommandError(f"--model: no model named {model!r} (create it with POST /models)")
-            spaces = ModelSpaces.from_stored(found.env_id, found.spaces)
+            spaces = ModelSpaces.from_stored(found.env_id or f"{CLIENT_ENV_PREFIX}{found.name}", found.spaces)
             try:
                 imported = read_upload(
                     data,

@@ -21,6 +21,7 @@ from app.serving.policy_cache import PolicyCache
 from app.settings import Settings
 from models.imports.errors import ImportRefusedError
 from models.imports.upload import ModelSpaces, parse_obs_normalization, read_upload
+from models.registry_vocabulary import CLIENT_ENV_PREFIX
 from models.weights import WeightsFormatError
 from store.policies import PolicyModelMismatchError, register_policy
 
@@ -53,7 +54,7 @@ async def import_policy(
 
     def read_and_register() -> PolicyOut:
         model = model_or_404(session, name)
-        spaces = ModelSpaces.from_stored(model.env_id, model.spaces)
+        spaces = ModelSpaces.from_stored(model.env_id or f"{CLIENT_ENV_PREFIX}{model.name}", model.spaces)
         try:
             normalization = parse_obs_normalization(obs_normalization)
             imported = read_upload(

@@ -29,11 +29,18 @@ NO_POLICY_RETRY_AFTER_SECONDS = 5
 
 
 def no_policy(model: str | None = None) -> ApiError:
-    what = "no policy is loaded yet" if model is None else f"model {model!r} has no champion policy yet"
+    if model is None:
+        advice = "no policy is loaded yet: train one (POST /train) or set POLICY_FILE"
+    else:
+        # A model created from its spaces cannot be trained here: importing and learning are its ways to a policy.
+        advice = (
+            f"model {model!r} has no champion policy yet: train one (POST /train), import one "
+            f"(POST /models/{model}/policies) or start its learner (PUT /models/{model}/learner)"
+        )
     return ApiError(
         503,
         "no_policy",
-        f"{what}: train one (POST /train) or set POLICY_FILE; retry shortly",
+        f"{advice}; retry shortly",
         headers={"Retry-After": str(NO_POLICY_RETRY_AFTER_SECONDS)},
     )
 

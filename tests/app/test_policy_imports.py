@@ -376,3 +376,16 @@ def test_a_file_that_is_not_what_it_claims_is_refused(pendulum: Api, foreign: di
     # What a file is comes from its bytes: an SB3 zip named .onnx is still an SB3 zip.
     response = upload_bytes(pendulum, foreign["td3"].path.read_bytes(), "actor.onnx")
     assert response.status_code == 201 and response.json()["origin"].startswith("sb3:TD3 ")
+
+
+def test_a_model_created_from_its_spaces_takes_an_import_that_fits_its_spaces(api: Api) -> None:
+    spaces = {"observation_space": {"low": [None] * 3, "high": [None] * 3}, "action_space": {"low": [-2], "high": [2]}}
+    assert api.client.post("/models", json={"name": "arm", **spaces}).status_code == 201
+    response = upload_bytes(api, make_policy_bytes(4, obs_dim=3), "actor.safetensors", model="arm", promote="always")
+    assert response.status_code == 201, response.text
+    policy_id = response.json()["id"]
+    api.refresh()
+    answer = api.client.post("/act", json={"observation": [0.1, 0.2, 0.3], "model": "arm"})
+    assert answer.status_code == 200 and answer.json()["policy_id"] == policy_id, answer.text
+    refused = upload_bytes(api, make_policy_bytes(5, obs_dim=4), "actor.safetensors", model="arm")
+    assert refused.status_code == 422 and "client/arm" in refused.json()["error"]["message"], refused.text

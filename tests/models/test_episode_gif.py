@@ -189,3 +189,12 @@ def test_a_general_policy_renders_its_episode() -> None:
     gif = episode_gif_for_weights(data, seed=2)
     assert gif.startswith(b"GIF89a")
     assert float(read_gif_comment(gif)["return"]) == run_episode(NumpyActor.from_bytes(data), seed=2)
+
+
+@pytest.mark.parametrize("env_id", ["client/arm", ""])
+def test_a_policy_whose_environment_lives_with_its_clients_has_no_episode_here(env_id: str) -> None:
+    weights = make_random_actor(0, config={"preset": "test"}, env_id=env_id)
+    with pytest.raises(ValueError, match="lives with its clients"):
+        episode_gif_for_weights(weights)
+    with pytest.raises(ValueError, match="lives with its clients"):
+        run_episode(NumpyActor.from_bytes(weights), max_steps=SHORT)
