@@ -129,8 +129,11 @@ function showDefaultPolicy(policy) {
   $("default-id").textContent = `#${policy.id}`;
   $("default-model").textContent = modelText(policy);
   $("default-score").textContent = fmtReturn(policy.eval_mean_return);
-  $("default-job").textContent = policy.source_job_id ? `job #${policy.source_job_id}` : "uploaded file";
-  $("default-hidden").textContent = policy.meta.hidden_size ?? "–";
+  const imported = policy.origin && policy.origin !== "trained" ? `imported (${policy.origin})` : "uploaded file";
+  $("default-job").textContent = policy.source_job_id ? `job #${policy.source_job_id}` : imported;
+  // ddpg-actor/1 files carry hidden_size; policy-mlp/1 files one width per hidden layer.
+  const widths = policy.meta.hidden_sizes;
+  $("default-hidden").textContent = policy.meta.hidden_size ?? (widths ? widths.join(" × ") || "none" : "–");
   $("default-created").textContent = fmtTime(policy.created_at);
   if (state.defaultPolicyId !== policy.id) {
     // A new default: load its rollout (rendered on the server on first request, about a second).
