@@ -34,6 +34,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+# Module globals, which numba compiles in as constants.
+from models.policy_format import LEAKY_RELU_SLOPE, MAX_LAYERS
+
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
@@ -43,10 +46,8 @@ ForwardOne = Callable[[FloatArray, FloatArray, FloatArray, FloatArray], None]
 # sizes (obs_dim, hidden..., act_dim) and one activation code per layer (the last one's is 0). Stored as floats:
 # exact in float32 far beyond any real width.
 FIXED_HEADER = 4
-MAX_LAYERS = 32
 ACTIVATION_CODES = {"relu": 1.0, "tanh": 2.0, "elu": 3.0, "leaky_relu": 4.0}
 OUTPUT_CODES = {"tanh_scale": 0.0, "clip": 1.0}
-LEAKY_RELU_SLOPE = 0.01  # models.policy_format.LEAKY_RELU_SLOPE (the kernel cannot read a module global's import)
 _SIGNATURE = "void(float32[::1], float32[::1], float64[::1], float32[::1])"
 
 Layer = tuple[FloatArray, FloatArray]

@@ -132,7 +132,9 @@ function showDefaultPolicy(policy) {
   // An imported policy names where it came from (sb3:TD3 2.9.2, cleanrl, onnx); a trained one its job.
   const origin = policy.origin && policy.origin !== "trained" ? policy.origin : "uploaded file";
   $("default-job").textContent = policy.source_job_id ? `job #${policy.source_job_id}` : origin;
-  $("default-hidden").textContent = policy.meta.hidden_size ?? "–";
+  // ddpg-actor/1 files carry hidden_size; policy-mlp/1 files one width per hidden layer.
+  const widths = policy.meta.hidden_sizes;
+  $("default-hidden").textContent = policy.meta.hidden_size ?? (widths ? widths.join(" × ") || "none" : "–");
   $("default-created").textContent = fmtTime(policy.created_at);
   if (state.defaultPolicyId !== policy.id) {
     // A new default: load its rollout (rendered on the server on first request, about a second).
