@@ -70,7 +70,7 @@ def http(method: str, url: str, body: dict[str, object] | None = None, timeout: 
 @contextlib.contextmanager
 def service(data_dir: Path, port: int, workers: int, log_path: Path) -> Iterator[str]:
     """`python -m app` as a user starts it (plus the benchmark endpoint); its base URL once /readyz is 200."""
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "API_KEY", "ACT_API_KEY", "POLICY_FILE"}}
+    env = _clean_environment()
     env.update(
         DATA_DIR=str(data_dir),
         PORT=str(port),
@@ -81,21 +81,39 @@ def service(data_dir: Path, port: int, workers: int, log_path: Path) -> Iterator
         LOG_LEVEL="WARNING",
         POLICY_REFRESH_SECONDS="0.5",
     )
+    with _server([sys.executable, "-m", "app"], env, port, log_path) as base_url:
+        yield base_url
+
+
+@contextlib.contextmanager
+def floor_service(data_dir: Path, port: int, workers: int, log_path: Path) -> Iterator[str]:
+    """bench/floor_app.py (a bare ASGI app answering a constant) on the service's own uvicorn options."""
+    env = _clean_environment()
+    env.update(DATA_DIR=str(data_dir), PORT=str(port), WORKERS=str(workers), LOG_LEVEL="WARNING")
+    with _server([sys.executable, "-m", "bench.floor_app"], env, port, log_path) as base_url:
+        yield base_url
+
+
+def _clean_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "API_KEY", "ACT_API_KEY", "POLICY_FILE"}}
+
+
+@contextlib.contextmanager
+def _server(command: list[str], env: dict[str, str], port: int, log_path: Path) -> Iterator[str]:
+    """A server process of its own process group; its base URL once GET /readyz answers 200; stopped after."""
     base_url = f"http://127.0.0.1:{port}"
     with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0
-        )
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0)
         try:
             deadline = time.monotonic() + 60
             while True:
                 if process.poll() is not None:
-                    raise RuntimeError(f"the service exited with {process.returncode}; see {log_path}")
+                    raise RuntimeError(f"the server exited with {process.returncode}; see {log_path}")
                 with contextlib.suppress(OSError):
                     if http("GET", f"{base_url}/readyz", timeout=2)[0] == 200:
                         break
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"the service is not ready after 60 s; see {log_path}")
+                    raise RuntimeError(f"the server is not ready after 60 s; see {log_path}")
                 time.sleep(0.2)
             yield base_url
         finally:
