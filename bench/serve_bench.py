@@ -53,7 +53,7 @@ if str(REPO) not in sys.path:  # `python bench/serve_bench.py` from the reposito
 from bench.http_connection import HttpConnection  # noqa: E402
 from bench.load import WRK_SCRIPT, Run, median_run, python_load, run_wrk  # noqa: E402
 from bench.rollout_bench import closed_loops, measure_shadow, report_rollouts  # noqa: E402
-from bench.service import floor_service, free_port, http, seed_database, service  # noqa: E402
+from bench.service import floor_service, free_port, http, seed_database, server_cpu_seconds, service  # noqa: E402
 from models.policy import NumpyActor  # noqa: E402
 
 # The serving targets this benchmark reports against.
@@ -87,7 +87,9 @@ class Bench:
     body_files: dict[int, Path]
 
     def load(self, base_url: str, path: str, count: int) -> Run:
-        """`connections` connections posting the body of `count` observations to `path` for `duration` s."""
+        """`connections` connections posting the body of `count` observations to `path` for `duration` s; the
+        server's CPU time per request in `extra["cpu_us"]`."""
+        cpu_before = server_cpu_seconds(base_url)
         if self.use_wrk:
             run = run_wrk(
                 base_url + path,
@@ -103,6 +105,8 @@ class Bench:
                 python_load(base_url, path, [body], connections=self.args.connections, seconds=self.args.duration)
             )
         run.observations_per_request = count
+        if run.requests:
+            run.extra["cpu_us"] = (server_cpu_seconds(base_url) - cpu_before) / run.requests * 1e6
         return run
 
 
@@ -313,9 +317,11 @@ def main() -> int:
 
 
 def row(workers: int, name: str, run: Run, versus: str = "") -> None:
+    cpu = run.extra.get("cpu_us")
     print(
         f"| {workers} | {name} | {run.observations_per_request} | {fmt_rate(run.rps)} | "
-        f"{fmt_rate(run.obs_per_second)} | {run.p50_ms:.2f} | {run.p99_ms:.2f} | {run.errors} | {versus} |"
+        f"{fmt_rate(run.obs_per_second)} | {run.p50_ms:.2f} | {run.p99_ms:.2f} | "
+        f"{f'{cpu:.1f}' if isinstance(cpu, float) else ''} | {run.errors} | {versus} |"
     )
 
 
@@ -338,8 +344,8 @@ def report(
         f"bench took {elapsed:.0f} s."
     )
     print()
-    print("| Workers | Scenario | Obs/request | Requests/s | Obs/s | p50 ms | p99 ms | Failed | vs |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---|")
+    print("| Workers | Scenario | Obs/request | Requests/s | Obs/s | p50 ms | p99 ms | CPU us/req | Failed | vs |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
     checks: list[tuple[str, bool, str]] = []
     for workers, entry in results.items():
         idle = entry.idle
@@ -350,11 +356,17 @@ def report(
 
         row(workers, "bare ASGI app, same uvicorn (the floor)", floor)
         row(workers, "POST /bench/noop", noop, f"{noop.rps / floor.rps:.0%} of floor req/s")
+        floor_cpu, act_cpu = floor.extra.get("cpu_us"), act1.extra.get("cpu_us")
+        cpu_share = (
+            f", CPU/req {act_cpu / floor_cpu:.2f}x floor's"
+            if isinstance(floor_cpu, float) and isinstance(act_cpu, float)
+            else ""
+        )
         row(
             workers,
             "POST /act",
             act1,
-            f"{floor_share:.0%} of floor req/s{spread}, p99 {floor_p99:.2f}x floor's; "
+            f"{floor_share:.0%} of floor req/s{spread}, p99 {floor_p99:.2f}x floor's{cpu_share}; "
             f"{act1.rps / noop.rps:.0%} of noop",
         )
         for name in ("act64", "act1024"):

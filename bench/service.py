@@ -51,6 +51,27 @@ def seed_database(data_dir: Path, hidden_size: int) -> dict[int, NumpyActor]:
     return actors
 
 
+# The process group of each running server, by base URL (for server_cpu_seconds).
+_PROCESS_GROUPS: dict[str, int] = {}
+
+
+def server_cpu_seconds(base_url: str) -> float:
+    """CPU seconds (user + system) used so far by the server at `base_url`: the processes of its group (uvicorn and
+    its workers), not the embedded trainer's (`-m trainer`). Divided by the requests of a measurement, this is its
+    cost per request, which neighbours sharing the cores do not change the way they change requests per second."""
+    group = _PROCESS_GROUPS[base_url]
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != group or b"-m\0trainer" in (stat.parent / "cmdline").read_bytes():
+                continue
+        except (OSError, IndexError, ValueError):  # the process ended meanwhile
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -115,8 +136,10 @@ def _server(command: list[str], env: dict[str, str], port: int, log_path: Path) 
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the server is not ready after 60 s; see {log_path}")
                 time.sleep(0.2)
+            _PROCESS_GROUPS[base_url] = process.pid
             yield base_url
         finally:
+            _PROCESS_GROUPS.pop(base_url, None)
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
                 try:

@@ -119,14 +119,20 @@ class FastRoute:
             length_known = declared >= 0
         try:
             runtime: ActRuntime = self._state["act_runtime"]
-            # `application/json` as the bytes every client sends is accepted without decoding; anything else is read
-            # by the shared rule.
-            check_act_headers(
-                runtime,
-                None if authorization is None else authorization.decode("latin-1"),
-                None if content_type is None or content_type == b"application/json" else content_type.decode("latin-1"),
-            )
-            content = await self.handler(runtime, await self._read_body(receive, length_known))
+            # Without an ACT_API_KEY, `application/json` as the bytes every client sends (or no Content-Type) needs
+            # no check; anything else goes through the shared rule.
+            if runtime.act_api_key is not None or (content_type is not None and content_type != b"application/json"):
+                check_act_headers(
+                    runtime,
+                    None if authorization is None else authorization.decode("latin-1"),
+                    None if content_type is None else content_type.decode("latin-1"),
+                )
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False) and length_known:
+                body: bytes = message.get("body", b"")  # nearly every request: its declared body in one message
+            else:
+                body = await self._read_body(message, receive, length_known)
+            content = await self.handler(runtime, body)
         except Exception as exc:
             await self._answer_error(scope, receive, send, exc, started)
             return
@@ -142,15 +148,13 @@ class FastRoute:
         self._ok_count.inc()
         self._ok_latency.observe(seconds)
 
-    async def _read_body(self, receive: Receive, length_known: bool) -> bytes:
-        """The whole body; a 413 ApiError as soon as a body of undeclared length passes the limit."""
-        message = await receive()
+    async def _read_body(self, message: Message, receive: Receive, length_known: bool) -> bytes:
+        """The whole body from its first message on; a 413 ApiError as soon as a body of undeclared length passes
+        the limit."""
         if message["type"] == "http.disconnect":
             raise ClientDisconnect()
         body: bytes = message.get("body", b"")
         more_body: bool = message.get("more_body", False)
-        if not more_body and (length_known or len(body) <= self.max_body_bytes):
-            return body  # nearly every request: the whole body in one message
         chunks = [body]
         received = len(body)
         while True:
