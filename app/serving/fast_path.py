@@ -6,7 +6,8 @@ about 5 microseconds of its 37. The rest was layering: FastAPI's and Starlette's
 exception telemetry, body limit), ours (metrics, body limit), each a coroutine and a `send` wrapper per request,
 then the dispatch itself. So `FastPathApp` (the service's FastAPI) looks at every request before any of that, and a
 POST to one of these exact paths is answered by its `FastRoute` alone, which does inline what those layers did for
-it, with the same functions the FastAPI endpoints call (`check_act_headers`, then `act_content` / `noop_content`):
+it, with the same functions the FastAPI endpoints call (`check_act_headers`, then `act_answer` / `noop_answer`, which
+`act_content` / `noop_content` wrap):
 
 - the body limit (app.infra.body_limit's rules): a declared Content-Length over MAX_BODY_BYTES is answered 413 with
   `Connection: close` before a byte is read; a body without one is counted as it arrives, 413 past the limit;
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -37,9 +38,9 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app.infra.body_limit import too_large_error, too_large_response
 from app.infra.metrics import UNMATCHED_ROUTE, Metrics
-from app.serving.runtime import ActRuntime, act_content, check_act_headers, noop_content
+from app.serving.runtime import ActRuntime, Answer, act_answer, check_act_headers, noop_answer
 
-ContentHandler = Callable[[ActRuntime, bytes], Awaitable[bytes]]
+AnswerHandler = Callable[[ActRuntime, bytes], Answer]
 
 # Response-start messages are prebuilt per body length up to this many bytes (a one-observation answer is ~50 bytes,
 # a 64-observation batch ~1.3 KB): a dict lookup instead of a new message, header list and encoded length.
@@ -68,16 +69,16 @@ class FastPathApp(FastAPI):
 
 def install_fast_path(app: FastPathApp, metrics: Metrics, *, max_body_bytes: int, bench_endpoints: bool) -> None:
     """Answer POST /act (and POST /bench/noop with `bench_endpoints`) on the fast path."""
-    routes = {"/act": FastRoute(app, "/act", act_content, metrics, max_body_bytes)}
+    routes = {"/act": FastRoute(app, "/act", act_answer, metrics, max_body_bytes)}
     if bench_endpoints:
-        routes["/bench/noop"] = FastRoute(app, "/bench/noop", noop_content, metrics, max_body_bytes)
+        routes["/bench/noop"] = FastRoute(app, "/bench/noop", noop_answer, metrics, max_body_bytes)
     app.fast_routes = routes
 
 
 class FastRoute:
     """One fast path: headers, body, content, response and metrics of one POST route, with nothing in between."""
 
-    def __init__(self, app: FastAPI, path: str, handler: ContentHandler, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(self, app: FastAPI, path: str, handler: AnswerHandler, metrics: Metrics, max_body_bytes: int) -> None:
         self.app = app
         self.path = path
         self.handler = handler
@@ -132,7 +133,9 @@ class FastRoute:
                 body: bytes = message.get("body", b"")  # nearly every request: its declared body in one message
             else:
                 body = await self._read_body(message, receive, length_known)
-            content = await self.handler(runtime, body)
+            answer = self.handler(runtime, body)
+            # The default route answers at once; only a routed request is awaited (no coroutine per request).
+            content = answer if isinstance(answer, bytes) else await answer
         except Exception as exc:
             await self._answer_error(scope, receive, send, exc, started)
             return
