@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.main import create_app
-from tests.app.conftest import ApiFactory, SettingsFactory
+from tests.app.conftest import Api, ApiFactory, SettingsFactory
 from tests.app.factories import assert_error_shape, make_policy_bytes
 
 
@@ -44,13 +44,7 @@ def test_post_act_is_answered_ahead_of_the_middleware_stack(
     counted_client: tuple[TestClient, list[str]],
 ) -> None:
     client, seen = counted_client
-    app = client.app
-    with app.state.database.sessions() as session:  # type: ignore[attr-defined]
-        from store.policies import register_policy
-
-        register_policy(session, weights=make_policy_bytes(1), promote="always")
-        session.commit()
-    client.portal.call(app.state.policy_cache.refresh)  # type: ignore[attr-defined, union-attr]
+    Api(client).add_policy(make_policy_bytes(1), promote="always")
     seen.clear()
     assert client.post("/act", json={"observation": [0, 0, 0]}).status_code == 200
     assert client.post("/act", json={"observation": "x"}).status_code == 422
