@@ -1,4 +1,4 @@
-"""Serving benchmark: POST /act against the limit of this HTTP stack, batches, training and promotions.
+"""Serving benchmark: POST /act against the floor of its server, batches, training and promotions.
 
     python bench/serve_bench.py                        # 1 then 2 worker processes, ~3 minutes
     python bench/serve_bench.py --duration 3 --rounds 1 --workers 1   # quicker look
@@ -12,9 +12,11 @@ use hits every scenario alike):
 
 - The floor: bench/floor_app.py, a bare ASGI app that reads the body and answers a constant, run as a server
   process of its own by uvicorn with the service's own options (`app.launcher.uvicorn_options`) and loaded by the
-  same generator in the same rounds. `/act` is reported as a share of its requests/s and a multiple of its p99.
-- `POST /bench/noop` with one observation: parses and validates the same body as /act, returns a constant.
-  The limit of this stack (BENCH_ENDPOINTS=1).
+  same generator in the same rounds, just before /act. `/act` is reported as a share of its requests/s (and the
+  range of that share round by round) and a multiple of its p99.
+- `POST /bench/noop` with one observation (BENCH_ENDPOINTS=1): parses and validates the same body as /act on the
+  same path through the app, returns a constant: what /act costs beyond it is choosing the policy, the forward
+  pass and serialising.
 - `POST /act` with 1, 64 and 1024 observations (observations per second).
 - `POST /act` with one observation while a training job runs in the embedded worker (1 worker process only).
 - `POST /act` during 20 promotions (POST /policies/{id}/promote, alternating the two policies) from the
@@ -25,6 +27,9 @@ use hits every scenario alike):
   loop over HTTP keep-alive (bench/rollout_bench.py).
 
 `--idle-only` measures the floor, noop and /act rows alone (a quick side-by-side look, ~1 minute at the defaults).
+
+Every row also gives the server's CPU time per request (user + system time of its processes, the embedded trainer
+left out, over the requests answered): on cores shared with other work it moves far less than requests per second.
 
 Numbers are printed, never asserted. The load generator shares the machine with the server, so these are
 lower bounds on what the server does with the machine to itself.
