@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import FrameType
-from typing import cast
+from typing import Any, cast
 
 import uvicorn
 from pydantic import ValidationError
@@ -64,6 +64,26 @@ def http_protocol(settings: Settings) -> type[asyncio.Protocol]:
         request_timeout=settings.body_timeout_seconds,
     )
     return cast("type[asyncio.Protocol]", factory)
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How `python -m app` runs uvicorn, apart from the application: also what bench/serve_bench.py runs its
+    bare-ASGI floor with, so that floor is this server's and not a differently configured one's."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "loop": "uvloop",
+        "http": http_protocol(settings),
+        "log_level": settings.log_level.lower(),
+        "access_log": settings.access_log,
+        "timeout_graceful_shutdown": 10,
+        # A WebSocket message is a request body too: the same bound, or a frame is read up to uvicorn's 16 MiB.
+        "ws_max_size": settings.max_body_bytes,
+        # Bounds a request head under h11 (`--http h11`); httptools' bound is BoundedHttpToolsProtocol's.
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+        "limit_concurrency": settings.limit_concurrency,
+    }
 
 
 def prepare(settings: Settings) -> None:
@@ -148,23 +168,7 @@ def run() -> int:
     metrics_dir = _multiprocess_metrics_dir(settings.workers)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        uvicorn.run(
-            "app.main:create_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            loop="uvloop",
-            http=http_protocol(settings),
-            log_level=settings.log_level.lower(),
-            access_log=settings.access_log,
-            timeout_graceful_shutdown=10,
-            # A WebSocket message is a request body too: the same bound, or a frame is read up to uvicorn's 16 MiB.
-            ws_max_size=settings.max_body_bytes,
-            # Bounds a request head under h11 (`--http h11`); httptools' bound is BoundedHttpToolsProtocol's.
-            h11_max_incomplete_event_size=settings.max_header_bytes,
-            limit_concurrency=settings.limit_concurrency,
-        )
+        uvicorn.run("app.main:create_app", factory=True, **uvicorn_options(settings))
     except KeyboardInterrupt:
         pass
     finally:

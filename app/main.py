@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI
-
 from app.infra.body_limit import BodySizeLimitMiddleware
 from app.infra.child_states import ChildStatesFile
 from app.infra.errors import install_error_handlers
@@ -36,7 +34,7 @@ from app.routes import (
 )
 from app.routes.openapi_security import install_openapi_security
 from app.routes.policy_imports import POLICY_UPLOAD_PATH
-from app.serving.fast_path import ActFastPath
+from app.serving.fast_path import FastPathApp, install_fast_path
 from app.settings import Settings
 
 API_DESCRIPTION = """Serve a DDPG actor for gymnasium `Pendulum-v1` (POST /act) and train new ones (POST /train).
@@ -59,12 +57,12 @@ def configure_logging(settings: Settings) -> None:
     install_log_filters(keys, access_log=settings.access_log)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastPathApp:
     """The application: routers, error shape, middleware; state filled in by the lifespan."""
     settings = settings or Settings()
     configure_logging(settings)
     metrics = Metrics()
-    application = FastAPI(
+    application = FastPathApp(
         title="DDPG policy service",
         version="0.1.0",
         description=API_DESCRIPTION,
@@ -78,15 +76,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The states of the children `python -m app` runs beside the API (None without them), shown by /readyz.
     application.state.embedded_states = ChildStatesFile.from_environment()
     install_error_handlers(application)
-    # add_middleware wraps: the last added runs first. Metrics outermost, so 413s are counted and timed too;
-    # the /act fast path innermost, so both apply to it.
-    application.add_middleware(ActFastPath, bench_endpoints=settings.bench_endpoints)
+    # add_middleware wraps: the last added runs first. Metrics outermost, so 413s are counted and timed too.
     application.add_middleware(
         BodySizeLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         upload_limits=((POLICY_UPLOAD_PATH, settings.max_upload_bytes),),
     )
     application.add_middleware(MetricsMiddleware, metrics=metrics)
+    # POST /act (and /bench/noop) ahead of all of that, with the metrics and the body limit inline.
+    install_fast_path(
+        application, metrics, max_body_bytes=settings.max_body_bytes, bench_endpoints=settings.bench_endpoints
+    )
     application.include_router(act.router)
     application.include_router(stream.router)
     application.include_router(train.router)
@@ -108,10 +108,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return application
 
 
-_app: FastAPI | None = None
+_app: FastPathApp | None = None
 
 
-def __getattr__(name: str) -> FastAPI:
+def __getattr__(name: str) -> FastPathApp:
     # `uvicorn app.main:app` works, yet importing app.main builds nothing until someone asks for `app`.
     global _app
     if name == "app":

@@ -1,4 +1,4 @@
-"""Serving benchmark: POST /act against the limit of this HTTP stack, batches, training and promotions.
+"""Serving benchmark: POST /act against the floor of its server, batches, training and promotions.
 
     python bench/serve_bench.py                        # 1 then 2 worker processes, ~3 minutes
     python bench/serve_bench.py --duration 3 --rounds 1 --workers 1   # quicker look
@@ -10,8 +10,13 @@ script for the POST body, or, when wrk is absent, the asyncio HTTP/1.1 keep-aliv
 each run `--rounds` times interleaved with the others (the median is reported, so a neighbour's burst of CPU
 use hits every scenario alike):
 
-- `POST /bench/noop` with one observation: parses and validates the same body as /act, returns a constant.
-  The limit of this stack (BENCH_ENDPOINTS=1).
+- The floor: bench/floor_app.py, a bare ASGI app that reads the body and answers a constant, run as a server
+  process of its own by uvicorn with the service's own options (`app.launcher.uvicorn_options`) and loaded by the
+  same generator in the same rounds, just before /act. `/act` is reported as a share of its requests/s (and the
+  range of that share round by round) and a multiple of its p99.
+- `POST /bench/noop` with one observation (BENCH_ENDPOINTS=1): parses and validates the same body as /act on the
+  same path through the app, returns a constant: what /act costs beyond it is choosing the policy, the forward
+  pass and serialising.
 - `POST /act` with 1, 64 and 1024 observations (observations per second).
 - `POST /act` with one observation while a training job runs in the embedded worker (1 worker process only).
 - `POST /act` during 20 promotions (POST /policies/{id}/promote, alternating the two policies) from the
@@ -26,6 +31,11 @@ use hits every scenario alike):
 - The same closed loops with recording off, on, and on with exploration, and the transitions per second one
   process records at full speed with the count it dropped (bench/recording_bench.py; `--no-recording` skips).
 
+`--idle-only` measures the floor, noop and /act rows alone (a quick side-by-side look, ~1 minute at the defaults).
+
+Every row also gives the server's CPU time per request (user + system time of its processes, the embedded trainer
+left out, over the requests answered): on cores shared with other work it moves far less than requests per second.
+
 Numbers are printed, never asserted. The load generator shares the machine with the server, so these are
 lower bounds on what the server does with the machine to itself.
 """
@@ -37,6 +47,7 @@ import asyncio
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -55,11 +66,13 @@ from bench.load import WRK_SCRIPT, Run, median_run, python_load, run_wrk  # noqa
 from bench.protocol_bench import ProtocolRuns, measure_protocols, report_protocols  # noqa: E402
 from bench.recording_bench import RecordingRuns, measure_recording, report_recording  # noqa: E402
 from bench.rollout_bench import closed_loops, measure_shadow, report_rollouts  # noqa: E402
-from bench.service import free_port, http, seed_database, service  # noqa: E402
+from bench.service import floor_service, free_port, http, seed_database, server_cpu_seconds, service  # noqa: E402
 from models.policy import NumpyActor  # noqa: E402
 
 # The serving targets this benchmark reports against.
 TARGET_ACT_NOOP_RATIO = 0.90
+TARGET_ACT_FLOOR_RATIO = 0.75  # /act's requests/s against the bare ASGI app's on the same uvicorn
+TARGET_ACT_FLOOR_P99_FACTOR = 1.5
 TARGET_P99_MS = 5.0
 TARGET_OBS_PER_SECOND = 300_000
 TARGET_TRAINING_P99_FACTOR = 3.0
@@ -87,7 +100,9 @@ class Bench:
     body_files: dict[int, Path]
 
     def load(self, base_url: str, path: str, count: int) -> Run:
-        """`connections` connections posting the body of `count` observations to `path` for `duration` s."""
+        """`connections` connections posting the body of `count` observations to `path` for `duration` s; the
+        server's CPU time per request in `extra["cpu_us"]`."""
+        cpu_before = server_cpu_seconds(base_url)
         if self.use_wrk:
             run = run_wrk(
                 base_url + path,
@@ -103,19 +118,32 @@ class Bench:
                 python_load(base_url, path, [body], connections=self.args.connections, seconds=self.args.duration)
             )
         run.observations_per_request = count
+        if run.requests:
+            run.extra["cpu_us"] = (server_cpu_seconds(base_url) - cpu_before) / run.requests * 1e6
         return run
 
 
-def measure_idle(bench: Bench, base_url: str) -> dict[str, Run]:
-    """noop, act x1, x64, x1024, `rounds` times interleaved; the median of each."""
-    scenarios = {"noop": ("/bench/noop", 1), "act1": ("/act", 1), "act64": ("/act", 64), "act1024": ("/act", 1024)}
-    for path, count in scenarios.values():  # warm-up (and a check that each scenario answers 200)
-        _warm(bench, base_url + path, count)
+def measure_idle(bench: Bench, base_url: str, floor_url: str) -> dict[str, Run]:
+    """The floor, noop, act x1, x64, x1024, `rounds` times interleaved; the median of each."""
+    # The floor and /act back to back in each round: the pair whose ratio is reported sees the same neighbours.
+    scenarios = {
+        "floor": (floor_url, "/act", 1),
+        "act1": (base_url, "/act", 1),
+        "noop": (base_url, "/bench/noop", 1),
+        "act64": (base_url, "/act", 64),
+        "act1024": (base_url, "/act", 1024),
+    }
+    for url, path, count in scenarios.values():  # warm-up (and a check that each scenario answers 200)
+        _warm(bench, url + path, count)
     runs: dict[str, list[Run]] = {name: [] for name in scenarios}
     for _ in range(bench.args.rounds):
-        for name, (path, count) in scenarios.items():
-            runs[name].append(bench.load(base_url, path, count))
-    return {name: median_run(r) for name, r in runs.items()}
+        for name, (url, path, count) in scenarios.items():
+            runs[name].append(bench.load(url, path, count))
+    medians = {name: median_run(r) for name, r in runs.items()}
+    # The spread of /act's share of the floor over the rounds, each round's pair measured back to back.
+    shares = sorted(a.rps / f.rps for a, f in zip(runs["act1"], runs["floor"], strict=True))
+    medians["act1"].extra["floor_shares"] = shares
+    return medians
 
 
 def _warm(bench: Bench, url: str, count: int) -> None:
@@ -204,7 +232,7 @@ class WorkerResults:
     """Everything measured against one server (one worker count)."""
 
     idle: dict[str, Run]
-    promotions: Promotions
+    promotions: Promotions | None = None
     training: Run | None = None
     training_job: dict[str, object] = field(default_factory=dict)
     # (plain /act, /act under a shadow rollout, its record) and (HTTP keep-alive loop, stream loop).
@@ -262,6 +290,7 @@ def main() -> int:
     parser.add_argument("--promotion-interval", type=float, default=0.4, help="seconds between promotions")
     parser.add_argument("--no-training", action="store_true", help="skip the /act-during-training scenario")
     parser.add_argument("--no-recording", action="store_true", help="skip the recording scenarios")
+    parser.add_argument("--idle-only", action="store_true", help="only the floor, noop and /act rows")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (server logs)")
     args = parser.parse_args()
 
@@ -287,8 +316,15 @@ def main() -> int:
             log_path = workdir / f"service-{workers}.log"
             print(f"# {workers} worker(s): measuring ...", file=sys.stderr, flush=True)
             grpc_port = free_port()
-            with service(data_dir, free_port(), workers, log_path, grpc_port=grpc_port) as base_url:
-                idle = measure_idle(bench, base_url)
+            floor_log = workdir / f"floor-{workers}.log"
+            with (
+                service(data_dir, free_port(), workers, log_path, grpc_port=grpc_port) as base_url,
+                floor_service(data_dir, free_port(), workers, floor_log) as floor_url,
+            ):
+                idle = measure_idle(bench, base_url, floor_url)
+                if args.idle_only:
+                    results[workers] = WorkerResults(idle)
+                    continue
                 training, job = (None, {}) if workers > 1 or args.no_training else measure_training(bench, base_url)
                 promotions = measure_promotions(bench, base_url, actors)
                 load_act = lambda: bench.load(base_url, "/act", 1)  # noqa: E731
@@ -318,9 +354,11 @@ def main() -> int:
 
 
 def row(workers: int, name: str, run: Run, versus: str = "") -> None:
+    cpu = run.extra.get("cpu_us")
     print(
         f"| {workers} | {name} | {run.observations_per_request} | {fmt_rate(run.rps)} | "
-        f"{fmt_rate(run.obs_per_second)} | {run.p50_ms:.2f} | {run.p99_ms:.2f} | {run.errors} | {versus} |"
+        f"{fmt_rate(run.obs_per_second)} | {run.p50_ms:.2f} | {run.p99_ms:.2f} | "
+        f"{f'{cpu:.1f}' if isinstance(cpu, float) else ''} | {run.errors} | {versus} |"
     )
 
 
@@ -344,19 +382,53 @@ def report(
         f"bench took {elapsed:.0f} s."
     )
     print()
-    print("| Workers | Scenario | Obs/request | Requests/s | Obs/s | p50 ms | p99 ms | Failed | vs |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---|")
+    print("| Workers | Scenario | Obs/request | Requests/s | Obs/s | p50 ms | p99 ms | CPU us/req | Failed | vs |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
     checks: list[tuple[str, bool, str]] = []
     for workers, entry in results.items():
         idle = entry.idle
-        noop, act1 = idle["noop"], idle["act1"]
+        floor, noop, act1 = idle["floor"], idle["noop"], idle["act1"]
+        floor_share, floor_p99 = act1.rps / floor.rps, act1.p99_ms / floor.p99_ms
+        shares = act1.extra.get("floor_shares", [])
+        spread = (
+            f" (round by round {min(shares):.0%}-{max(shares):.0%}, median {statistics.median(shares):.0%})"
+            if isinstance(shares, list) and shares
+            else ""
+        )
 
-        row(workers, "POST /bench/noop (stack limit)", noop)
-        row(workers, "POST /act", act1, f"{act1.rps / noop.rps:.0%} of noop req/s")
+        row(workers, "bare ASGI app, same uvicorn (the floor)", floor)
+        row(workers, "POST /bench/noop", noop, f"{noop.rps / floor.rps:.0%} of floor req/s")
+        floor_cpu, act_cpu = floor.extra.get("cpu_us"), act1.extra.get("cpu_us")
+        cpu_share = (
+            f", CPU/req {act_cpu / floor_cpu:.2f}x floor's"
+            if isinstance(floor_cpu, float) and isinstance(act_cpu, float)
+            else ""
+        )
+        row(
+            workers,
+            "POST /act",
+            act1,
+            f"{floor_share:.0%} of floor req/s{spread}, p99 {floor_p99:.2f}x floor's{cpu_share}; "
+            f"{act1.rps / noop.rps:.0%} of noop",
+        )
         for name in ("act64", "act1024"):
             run = idle[name]
             row(workers, "POST /act", run, f"{run.obs_per_second / act1.obs_per_second:.0f}x the obs/s of 1")
         if workers == 1:
+            checks.append(
+                (
+                    f"/act >= {TARGET_ACT_FLOOR_RATIO:.0%} of the floor's req/s (1 worker)",
+                    floor_share >= TARGET_ACT_FLOOR_RATIO,
+                    f"{floor_share:.0%}{spread}",
+                )
+            )
+            checks.append(
+                (
+                    f"/act p99 <= {TARGET_ACT_FLOOR_P99_FACTOR:g}x the floor's (1 worker)",
+                    floor_p99 <= TARGET_ACT_FLOOR_P99_FACTOR,
+                    f"{floor_p99:.2f}x ({act1.p99_ms:.2f} ms against {floor.p99_ms:.2f} ms)",
+                )
+            )
             checks.append(
                 (
                     f"/act >= {TARGET_ACT_NOOP_RATIO:.0%} of noop req/s (1 worker)",
@@ -391,6 +463,8 @@ def report(
         report_protocols(workers, entry.protocols, row)
         report_recording(workers, entry.recording, row, checks)
         promotions = entry.promotions
+        if promotions is None:
+            continue
         during = promotions.during
         row(workers, "POST /act, Python generator (checks every answer)", promotions.idle)
         row(

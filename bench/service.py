@@ -64,6 +64,27 @@ def seed_database(data_dir: Path, hidden_size: int, *, ppo_like: bool = False) -
     return actors
 
 
+# The process group of each running server, by base URL (for server_cpu_seconds).
+_PROCESS_GROUPS: dict[str, int] = {}
+
+
+def server_cpu_seconds(base_url: str) -> float:
+    """CPU seconds (user + system) used so far by the server at `base_url`: the processes of its group (uvicorn and
+    its workers), not the embedded trainer's (`-m trainer`). Divided by the requests of a measurement, this is its
+    cost per request, which neighbours sharing the cores do not change the way they change requests per second."""
+    group = _PROCESS_GROUPS[base_url]
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != group or b"-m\0trainer" in (stat.parent / "cmdline").read_bytes():
+                continue
+        except (OSError, IndexError, ValueError):  # the process ended meanwhile
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -84,7 +105,7 @@ def http(method: str, url: str, body: dict[str, object] | None = None, timeout: 
 def service(data_dir: Path, port: int, workers: int, log_path: Path, *, grpc_port: int | None = None) -> Iterator[str]:
     """`python -m app` as a user starts it (plus the benchmark endpoint, and gRPC inference on `grpc_port` when
     given); its base URL once /readyz is 200."""
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "API_KEY", "ACT_API_KEY", "POLICY_FILE"}}
+    env = _clean_environment()
     env.update(
         DATA_DIR=str(data_dir),
         PORT=str(port),
@@ -97,24 +118,45 @@ def service(data_dir: Path, port: int, workers: int, log_path: Path, *, grpc_por
     )
     if grpc_port is not None:
         env["GRPC_PORT"] = str(grpc_port)
+    with _server([sys.executable, "-m", "app"], env, port, log_path) as base_url:
+        yield base_url
+
+
+@contextlib.contextmanager
+def floor_service(data_dir: Path, port: int, workers: int, log_path: Path) -> Iterator[str]:
+    """bench/floor_app.py (a bare ASGI app answering a constant) on the service's own uvicorn options."""
+    env = _clean_environment()
+    env.update(DATA_DIR=str(data_dir), PORT=str(port), WORKERS=str(workers), LOG_LEVEL="WARNING")
+    with _server([sys.executable, "-m", "bench.floor_app"], env, port, log_path) as base_url:
+        yield base_url
+
+
+def _clean_environment() -> dict[str, str]:
+    dropped = {"DATABASE_URL", "API_KEY", "ACT_API_KEY", "POLICY_FILE", "GRPC_PORT", "EXPERIENCE_URL"}
+    return {k: v for k, v in os.environ.items() if k not in dropped}
+
+
+@contextlib.contextmanager
+def _server(command: list[str], env: dict[str, str], port: int, log_path: Path) -> Iterator[str]:
+    """A server process of its own process group; its base URL once GET /readyz answers 200; stopped after."""
     base_url = f"http://127.0.0.1:{port}"
     with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0
-        )
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0)
         try:
             deadline = time.monotonic() + 60
             while True:
                 if process.poll() is not None:
-                    raise RuntimeError(f"the service exited with {process.returncode}; see {log_path}")
+                    raise RuntimeError(f"the server exited with {process.returncode}; see {log_path}")
                 with contextlib.suppress(OSError):
                     if http("GET", f"{base_url}/readyz", timeout=2)[0] == 200:
                         break
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"the service is not ready after 60 s; see {log_path}")
+                    raise RuntimeError(f"the server is not ready after 60 s; see {log_path}")
                 time.sleep(0.2)
+            _PROCESS_GROUPS[base_url] = process.pid
             yield base_url
         finally:
+            _PROCESS_GROUPS.pop(base_url, None)
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
                 try:

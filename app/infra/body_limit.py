@@ -14,13 +14,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.infra.errors import ApiError, error_response
 
 
-def _too_large(limit: int) -> ApiError:
+def too_large_error(limit: int) -> ApiError:
+    """The 413 of a body that passed the limit while it streamed in."""
     return ApiError(413, "payload_too_large", f"request body exceeds the limit of {limit} bytes")
+
+
+def too_large_response(limit: int) -> Response:
+    """The 413 of a body declared too large, or found so outside any endpoint. `Connection: close`, because the
+    unread body is still on the wire."""
+    error = too_large_error(limit)
+    return error_response(413, error.code, error.message, headers={"Connection": "close"})
 
 
 class BodySizeLimitMiddleware:
@@ -51,10 +60,7 @@ class BodySizeLimitMiddleware:
                 except ValueError:
                     declared = -1
                 if declared > limit:
-                    error = _too_large(limit)
-                    # Connection: close, because the unread body is still on the wire.
-                    response = error_response(413, error.code, error.message, headers={"Connection": "close"})
-                    await response(scope, receive, send)
+                    await too_large_response(limit)(scope, receive, send)
                     return
                 if declared >= 0:
                     # The server enforces Content-Length itself, so the body cannot outgrow it: no counting needed.
@@ -70,7 +76,7 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _too_large(limit)
+                    raise too_large_error(limit)
             return message
 
         response_started = False
@@ -87,4 +93,4 @@ class BodySizeLimitMiddleware:
             # Normally the app's exception handler already answered; this covers a read outside any endpoint.
             if exc.status_code != 413 or response_started:
                 raise
-            await error_response(413, exc.code, exc.message, headers={"Connection": "close"})(scope, receive, send)
+            await too_large_response(limit)(scope, receive, send)

@@ -58,10 +58,7 @@ def to_float32(value: list[Any], field: str, ndim: int | None, body: bytes) -> F
     is checked next). `body` is the raw request the value came from: numpy would read `true`/`false` as 1/0, so
     the value is searched for booleans only when the body contains those words at all.
     """
-    if ndim == 1 and all(
-        (type(x) is float and -_FLOAT32_MAX <= x <= _FLOAT32_MAX) or (type(x) is int and -_EXACT_INT <= x <= _EXACT_INT)
-        for x in value
-    ):
+    if ndim == 1 and _plain_numbers(value):
         # One observation of plain numbers within float32 range: a few Python comparisons are cheaper than numpy's
         # inference, cast and finiteness check (several microseconds on the hot path), with the same result.
         return np.array(value, dtype=np.float32)
@@ -84,6 +81,19 @@ def to_float32(value: list[Any], field: str, ndim: int | None, body: bytes) -> F
     _raise_first_problem(value, field, ndim)
     # Only numbers, regular, in range, yet numpy declined them (integers beyond 64 bits, which JSON never gives).
     raise ObservationError(field, "must be a regular array of finite numbers")
+
+
+def _plain_numbers(value: list[Any]) -> bool:
+    """Every item a float within float32 range or an int exact in float32 (so never a bool: `type(x) is int`).
+
+    A loop rather than `all(<generator>)`: 0.13 against 0.30 microseconds for a 3-number observation."""
+    for x in value:
+        if not (
+            (type(x) is float and -_FLOAT32_MAX <= x <= _FLOAT32_MAX)
+            or (type(x) is int and -_EXACT_INT <= x <= _EXACT_INT)
+        ):
+            return False
+    return True
 
 
 def check_finite(array: FloatArray, field: str) -> None:
@@ -137,9 +147,13 @@ class ActExtras:
         return self.done or self.truncated
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ActInput:
-    """A validated /act request: observations as float32 (obs,) or (n, obs); obs_dim is checked later."""
+    """A validated /act request: observations as float32 (obs,) or (n, obs); obs_dim is checked later.
+
+    Not frozen, though nothing changes it: one is built per request, and a frozen dataclass's __init__ sets each
+    field through object.__setattr__ (0.63 against 0.13 microseconds for these six).
+    """
 
     observations: FloatArray
     batched: bool

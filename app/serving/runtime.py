@@ -6,7 +6,9 @@ protocol adapters, so every way of asking for an action behaves the same.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from pydantic import SecretStr
@@ -24,10 +26,16 @@ __all__ = [
     "NOOP_CONTENT",
     "NO_POLICY_RETRY_AFTER_SECONDS",
     "ActRuntime",
+    "Answer",
+    "act_answer",
     "act_content",
     "check_act_headers",
+    "noop_answer",
     "noop_content",
 ]
+
+# The JSON answer at once, or, when it has to wait (a routed request may load a policy), the coroutine giving it.
+Answer = bytes | Coroutine[Any, Any, bytes]
 
 # What POST /bench/noop answers: the framework's limit, for the serving benchmark.
 NOOP_CONTENT = b'{"ok":true}'
@@ -52,17 +60,23 @@ def check_act_headers(runtime: ActRuntime, authorization: str | None, content_ty
 
 
 async def act_content(runtime: ActRuntime, body: bytes) -> bytes:
-    """The JSON answer of POST /act for a raw body (ApiError for a request that cannot be served).
+    """The JSON answer of POST /act for a raw body (ApiError for a request that cannot be served)."""
+    answer = act_answer(runtime, body)
+    return answer if isinstance(answer, bytes) else await answer
+
+
+def act_answer(runtime: ActRuntime, body: bytes) -> Answer:
+    """act_content for callers that await only when they must (the fast path: no coroutine on the default route).
 
     A request of observations alone, while the default model has no canary, takes one branch to its champion (and,
-    under a shadow rollout, a second one to queue a sample); anything else (a model, a policy id, a session, a canary
-    on the default model, no policy yet) is routed by app.serving.routed_act.
+    under a shadow rollout, a second one to queue a sample) and is answered at once; anything else (a model, a policy
+    id, a session, a canary on the default model, no policy yet) is routed by app.serving.routed_act.
     """
     parsed = parse_act_body(body, runtime.max_batch)
     # Read the swapped reference exactly once: this request uses this policy, whatever swaps next.
     loaded = runtime.cache.unsplit_default
     if parsed.extras is not None or loaded is None:
-        return await act_routed(runtime.routing, parsed)
+        return act_routed(runtime.routing, parsed)
     if parsed.obs_dim != loaded.actor.obs_dim:
         check_obs_dim(parsed, loaded)  # raises the 422
     runtime.metrics.act_batch_size.observe(parsed.count)
@@ -83,5 +97,10 @@ async def act_content(runtime: ActRuntime, body: bytes) -> bytes:
 
 async def noop_content(runtime: ActRuntime, body: bytes) -> bytes:
     """What /act does with a body, minus choosing a policy and the forward pass."""
+    return noop_answer(runtime, body)
+
+
+def noop_answer(runtime: ActRuntime, body: bytes) -> bytes:
+    """noop_content without the coroutine, as act_answer."""
     parse_act_body(body, runtime.max_batch)
     return NOOP_CONTENT
