@@ -64,7 +64,8 @@ def _rows(api: Api) -> list[tuple[bytes | None, str | None]]:
 def test_chunks_live_in_storage_and_leave_with_their_rows(
     make_api: ApiFactory, experience_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    api = make_api(experience_url=experience_url)
+    # One chunk per explicit flush: a background flush in the middle of an episode would split it.
+    api = make_api(experience_url=experience_url, experience_flush_seconds=60)
     _arm_with_champion(api)
     assert api.client.put("/models/arm/experience", json={"record": True, "max_transitions": 100}).status_code == 200
     for index in range(3):  # three flushes: three chunks

@@ -148,7 +148,7 @@ def test_openapi_documents_every_endpoint_with_schemas(api: Api) -> None:
     assert expected <= documented
     act = spec["paths"]["/act"]["post"]
     body_schema = act["requestBody"]["content"]["application/json"]["schema"]
-    # Named models and sessions added `model`, `session`, `reward` and `done`.
+    # Named models and sessions added `model`, `session`, `reward` and `done`; episodes cut short, `truncated`.
     assert set(body_schema["properties"]) == {
         "observation",
         "observations",
@@ -157,6 +157,7 @@ def test_openapi_documents_every_endpoint_with_schemas(api: Api) -> None:
         "session",
         "reward",
         "done",
+        "truncated",
     }
     assert body_schema["additionalProperties"] is False
     assert {"200", "422", "503"} <= set(act["responses"])
