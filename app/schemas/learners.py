@@ -151,6 +151,11 @@ class LearnerOut(BaseModel):
     lag_seconds: float | None = Field(
         description="Time from the newest consumed transition to the newest recorded one (0: caught up)."
     )
+    transitions_per_second: float | None = Field(
+        description="Transitions consumed per second since the newest publish at least a second before the last "
+        "progress; null when not running or not measured yet."
+    )
+    updates_per_second: float | None = Field(description="Gradient updates per second, over the same span.")
     progress_at: datetime | None
     publishes: int
     last_publish_at: datetime | None
