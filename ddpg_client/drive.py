@@ -35,8 +35,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("ddpg_client")
 
-# Seconds between looks at the learner while waiting for it (the learner writes its counters four times a second).
+# Seconds between looks at the learner while waiting for it, at least and at most (the learner writes its counters
+# four times a second).
 LAG_POLL_SECONDS = 0.05
+MAX_LAG_POLL_SECONDS = 0.5
 
 
 class Environment(Protocol):
@@ -128,9 +130,13 @@ def wait_for_learner(client: PolicyClient, model: str, max_lag: int) -> float:
             state = client.learner(model)
         except NotFoundError:
             return time.monotonic() - started  # no learner: nothing to wait for
-        if state.get("status") != "running" or int(state.get("unlearned_transitions", 0)) <= max_lag:
+        excess = int(state.get("unlearned_transitions", 0)) - max_lag
+        if state.get("status") != "running" or excess <= 0:
             return time.monotonic() - started
-        time.sleep(LAG_POLL_SECONDS)
+        # Sleep about as long as the learner needs for the excess at its recent rate (fewer looks, each of which
+        # costs the service a few queries), but look again soon if it has no rate yet or is slow.
+        rate = state.get("updates_per_second") or 0.0
+        time.sleep(min(max(excess / rate if rate > 0 else 0.0, LAG_POLL_SECONDS), MAX_LAG_POLL_SECONDS))
 
 
 def drive(
