@@ -10,18 +10,18 @@ client would define its own). Rows:
 - `in-process`: trainer.training.train on this environment (one process, one torch thread), the default preset,
   evaluated after every episode (evaluation time is not counted).
 - `learner, N client(s)`: `python -m app` (SQLite, its embedded learner process), a model known by its spaces, PUT
-  /models/{name}/learner with the default preset (seed 0, a publish every 250 updates), and N client threads driving
-  the environment over WS /act/stream as fast as the service answers, with the episode-level backpressure of
-  `drive(max_lag=...)` (`--max-lag`, default 400): a client waits between episodes while the learner has more
-  unlearned transitions than that. Each published policy is evaluated as it appears (its weights downloaded, run in
-  a separate process at idle priority: not on the clients' or the service's time).
+  /models/{name}/learner with the default preset (seed 0, a publish every 250 updates: `--publish-every`), and N
+  client threads driving the environment over WS /act/stream as fast as the service answers, with the
+  episode-level backpressure of `drive(max_lag=...)` (`--max-lag`, default 400): a client waits between episodes
+  while the learner has more unlearned transitions than that. Each published policy is evaluated as it appears (its
+  weights downloaded, run in a separate process at idle priority: not on the clients' or the service's time).
 - `learner, N client(s), free`: the same without backpressure: the clients outrun the learner.
 
 Both kinds of row evaluate with trainer.evaluation.evaluate_policy: 20 episodes on seeds no training episode uses.
-Columns: environment steps and seconds until the first policy at or above the target (`-` if the row's step budget
-ran out first; the budget's figures are shown then); the held-out return of that policy; gradient updates by then,
-their rate, and the update-to-data ratio achieved (updates per recorded transition); the learner's lag (unlearned
-transitions, GET /models/{name}/learner) on average and at most while the clients drove.
+Columns: environment steps and seconds until the first policy at or above the target (`>N` if the row's step
+budget ran out first: the best policy's figures are shown then); the held-out return of that policy; gradient
+updates by then, their rate, and the update-to-data ratio achieved (updates per recorded transition); the learner's
+lag (unlearned transitions, GET /models/{name}/learner) on average and at most while the clients drove.
 One machine's numbers, under whatever else runs on it; quote them from an idle one.
 """
 
@@ -248,7 +248,13 @@ class Watcher:
 
 
 def with_learner(
-    clients: int, *, target: float, budget: int, max_lag: int | None, evaluator: ProcessPoolExecutor
+    clients: int,
+    *,
+    target: float,
+    budget: int,
+    max_lag: int | None,
+    publish_every: int,
+    evaluator: ProcessPoolExecutor,
 ) -> Row:
     from ddpg_client.drive import drive_episodes
 
@@ -259,7 +265,7 @@ def with_learner(
             "action_space": {"low": [-1.0], "high": [1.0]},
         }
         assert _http("POST", f"{base_url}/models", spaces)[0] == 201
-        assert _http("PUT", f"{base_url}/models/{MODEL}/learner", {"publish_every": 250, "seed": 0})[0] == 202
+        assert _http("PUT", f"{base_url}/models/{MODEL}/learner", {"publish_every": publish_every, "seed": 0})[0] == 202
         while _http("GET", f"{base_url}/models/{MODEL}/learner")[1]["progress_at"] is None:
             time.sleep(0.1)  # the learner process claimed it and is ready: the clock starts with both sides ready
         driven = [0] * clients
@@ -322,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=-200.0, help="held-out mean return to reach (default -200)")
     parser.add_argument("--budget", type=int, default=40_000, help="environment steps per row at most (40000)")
     parser.add_argument("--max-lag", type=int, default=400, help="drive(max_lag=...) of the learner rows (400)")
+    parser.add_argument("--publish-every", type=int, default=250, help="the learner's publish_every (250)")
     parser.add_argument(
         "--rows",
         default="in-process,1,2",
@@ -345,7 +352,12 @@ def main(argv: list[str] | None = None) -> int:
                 name = f"learner, {clients} client{'s' if clients > 1 else ''}{', free' if free else ''}"
                 max_lag = None if free else args.max_lag
                 result = with_learner(
-                    clients, target=args.target, budget=args.budget, max_lag=max_lag, evaluator=evaluator
+                    clients,
+                    target=args.target,
+                    budget=args.budget,
+                    max_lag=max_lag,
+                    publish_every=args.publish_every,
+                    evaluator=evaluator,
                 )
             steps = f"{result.steps}" if result.reached else f">{result.steps}"
             print(
