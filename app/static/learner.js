@@ -72,9 +72,10 @@ function learnerStateText(learner) {
   return `${learner.status}${where}${attempt} · publishes as ${learner.publish} every ${fmtCount(learner.publish_every)} updates${why}`;
 }
 
+// Unread: recorded after its cursor; unlearned: those plus the read ones whose updates are still due.
 function lagText(learner) {
-  const seconds = learner.lag_seconds === null ? "" : `, ${learner.lag_seconds.toFixed(1)} s behind the newest`;
-  return `${fmtCount(learner.lag_transitions)} transitions${seconds}`;
+  const seconds = learner.lag_seconds === null ? "" : ` · ${learner.lag_seconds.toFixed(1)} s behind the newest`;
+  return `${fmtCount(learner.lag_transitions)} transitions unread, ${fmtCount(learner.unlearned_transitions)} unlearned${seconds}`;
 }
 
 function showLearner(learner) {

@@ -1,7 +1,7 @@
 """The models card's online learner in headless Chromium against the real service: a learner started over the API,
 its process's publishes and progress written through the store as a learner process writes them, and live episodes
-of each published policy; the card shows its rates, update-to-data ratio and lag, and the learning curve of its
-policies' live returns. Keeps a screenshot in test-artifacts/learner.png."""
+of each published policy, and transitions recorded after its cursor; the card shows its rates, update-to-data ratio
+and lag, and the learning curve of its policies' live returns. Keeps a screenshot in test-artifacts/learner.png."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _publish_and_learn(data_dir: Path) -> list[int]:
             published = []
             for step, seed in enumerate((11, 12), start=1):
                 counters = learners.Counters(
-                    transitions_consumed=1000 * step, updates=500 * step, cursor=step, pending=40, publishes=step
+                    transitions_consumed=1000 * step, updates=500 * step, cursor=0, pending=0, publishes=step
                 )
                 weights = make_policy_bytes(seed)
                 published.append(
@@ -53,7 +53,7 @@ def _publish_and_learn(data_dir: Path) -> list[int]:
             session.commit()
             # Rates are measured from a publish at least a second old: wait that long before the next progress.
             time.sleep(1.2)
-            later = learners.Counters(transitions_consumed=3000, updates=1500, cursor=3, pending=25, publishes=2)
+            later = learners.Counters(transitions_consumed=3000, updates=1500, cursor=0, pending=0, publishes=2)
             learners.record_progress(session, learner.id, worker_id=WORKER, counters=later, lease_seconds=600)
             return published
     finally:
@@ -73,6 +73,7 @@ def test_the_learners_figures_and_its_live_learning_curve(tmp_path: Path) -> Non
         EMBEDDED_WORKER="false",
         EMBEDDED_LEARNER="false",
         BOOTSTRAP_JOB="false",
+        EXPERIENCE_FLUSH_SECONDS="0.2",
     )
     with (
         running([sys.executable, "-m", "app"], env, log_path) as process,
@@ -97,6 +98,13 @@ def test_the_learners_figures_and_its_live_learning_curve(tmp_path: Path) -> Non
             assert page.locator("#learner-none").is_hidden()
 
             first, second = _publish_and_learn(tmp_path / "data")
+            # A session records 25 transitions the learner has not read (the learner turned recording on); its
+            # episode goes on, so no live return is added to the curve's.
+            for step in range(26):
+                body: dict[str, object] = {"observation": [1.0, 0.0, step / 10], "session": "late"}
+                if step:
+                    body["reward"] = -1.0
+                assert client.post("/act", json=body).status_code == 200
             learner = client.get("/models/pendulum/learner").json()
             # 2000 transitions and 1000 updates in the span since the second publish (1.2 s and a little more).
             assert 0 < learner["transitions_per_second"] < 2000 / 1.2
@@ -109,7 +117,8 @@ def test_the_learners_figures_and_its_live_learning_curve(tmp_path: Path) -> Non
             page.locator("#learner-progress").get_by_text("3,000 transitions, 1,500 updates").wait_for()
             page.locator("#learner-published").get_by_text(f"2 policies, the last #{second}").wait_for()
             assert page.locator("#learner-utd").inner_text() == "0.50"
-            assert page.locator("#learner-lag").inner_text().startswith("25 transitions")
+            # Unread: the 25 recorded after its cursor; unlearned: those and the 1,500 updates owed for what it read.
+            page.locator("#learner-lag").get_by_text("25 transitions unread, 1,525 unlearned").wait_for()
             shown_rate = float(page.locator("#learner-updates-rate").inner_text())
             assert shown_rate == pytest.approx(learner["updates_per_second"], abs=0.06)
             assert float(page.locator("#learner-transitions-rate").inner_text()) > shown_rate
