@@ -10,7 +10,7 @@ client would define its own). Rows:
 - `in-process`: trainer.training.train on this environment (one process, one torch thread), the default preset,
   evaluated after every episode (evaluation time is not counted).
 - `learner, N client(s)`: `python -m app` (SQLite, its embedded learner process), a model known by its spaces, PUT
-  /models/{name}/learner with the default preset (seed 0, a publish every 250 updates: `--publish-every`), and N
+  /models/{name}/learner with the default preset (seed 0, a publish every 100 updates: `--publish-every`), and N
   client threads driving the environment over WS /act/stream as fast as the service answers, with the
   episode-level backpressure of `drive(max_lag=...)` (`--max-lag`, default 400): a client waits between episodes
   while the learner has more unlearned transitions than that. Each published policy is evaluated as it appears (its
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=-200.0, help="held-out mean return to reach (default -200)")
     parser.add_argument("--budget", type=int, default=40_000, help="environment steps per row at most (40000)")
     parser.add_argument("--max-lag", type=int, default=400, help="drive(max_lag=...) of the learner rows (400)")
-    parser.add_argument("--publish-every", type=int, default=250, help="the learner's publish_every (250)")
+    parser.add_argument("--publish-every", type=int, default=100, help="the learner's publish_every (100)")
     parser.add_argument(
         "--rows",
         default="in-process,1,2",
