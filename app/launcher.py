@@ -106,6 +106,8 @@ def start_children(settings: Settings) -> tuple[EmbeddedChildren, str | None]:
     """The embedded trainer worker and sweep runner the settings ask for, kept running, with their states published
     for /readyz in a fresh directory (returned, to be removed at the end; None when there are no children)."""
     wanted = []
+    # Children run at idle priority unless named here with a niceness.
+    niceness: dict[str, int] = {}
     if settings.embedded_worker:
         if trainer_available():
             wanted.append(("trainer worker", ["worker"], "jobs will stay queued"))
@@ -114,6 +116,7 @@ def start_children(settings: Settings) -> tuple[EmbeddedChildren, str | None]:
     if settings.embedded_learner and trainer_available():
         # Beside the job worker, never in its queue: a learner runs until stopped.
         wanted.append(("learner process", ["learner"], "online learners will stay queued"))
+        niceness["learner process"] = settings.embedded_learner_niceness
     if settings.embedded_sweep_runner:
         if sweep_runner_available():
             # It starts a local Ray only when a sweep arrives (or uses RAY_ADDRESS's cluster); its Ray processes
@@ -131,7 +134,7 @@ def start_children(settings: Settings) -> tuple[EmbeddedChildren, str | None]:
     # The database URL goes by environment, not argv (ps shows argv to every user).
     env = dict(os.environ, DATABASE_URL=settings.database_url)
     for name, command, consequence in wanted:
-        children.start(name, [sys.executable, "-m", "trainer", *command], env, consequence)
+        children.start(name, [sys.executable, "-m", "trainer", *command], env, consequence, niceness=niceness.get(name))
     return children, states_dir
 
 

@@ -86,6 +86,14 @@ class Settings(ProcessSettings):
     embedded_learner: bool = Field(
         True, description="`python -m app` also starts the learner process (`python -m trainer learner`)."
     )
+    embedded_learner_niceness: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="CPU niceness of the embedded learner process. Not idle priority like the job worker: the clients "
+        "of a learning model wait for it (`drive(max_lag=...)`), and its work is bounded by their data (the "
+        "update-to-data ratio). 19 keeps it out of /act's latency on a busy machine at the cost of its update rate.",
+    )
     embedded_sweep_runner: bool = Field(
         True, description="`python -m app` also starts the sweep runner (a local Ray once a sweep arrives)."
     )

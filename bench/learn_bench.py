@@ -1,27 +1,28 @@
-"""Online learning benchmark: DDPG trained in-process vs the service's learner fed by one or two driving clients.
+"""Online learning benchmark: wall time and environment steps to a held-out return, DDPG trained in-process vs the
+service's learner fed by one or two driving clients, side by side in one run.
 
-    python bench/learn_bench.py                 # 4,000 environment steps per row
-    python bench/learn_bench.py --steps 8000
+    python bench/learn_bench.py                       # to -200 held-out, 40,000 steps at most per row
+    python bench/learn_bench.py --target -300 --rows in-process,1,2,1f
 
 The environment is Pendulum with its observation reordered and its action rescaled to [-1, 1] (defined here, as a
 client would define its own). Rows:
 
-- `in-process`: trainer.training.train on this environment (one process, one torch thread), the default preset.
+- `in-process`: trainer.training.train on this environment (one process, one torch thread), the default preset,
+  evaluated after every episode (evaluation time is not counted).
 - `learner, N client(s)`: `python -m app` (SQLite, its embedded learner process), a model known by its spaces, PUT
-  /models/{name}/learner with the default preset, and N client threads driving the environment over WS /act/stream
-  as fast as they can, the steps split between them.
-- `learner, N client(s), paced`: the same, but after every 5 episodes per client the clients wait until the learner
-  has caught up (GET /models/{name}/learner: no lag, every due update run), as the end-to-end test does: the
-  update-to-data ratio of a local loop, at the cost of the clients' time.
+  /models/{name}/learner with the default preset (seed 0, a publish every 100 updates: `--publish-every`), and N
+  client threads driving the environment over WS /act/stream as fast as the service answers, with the
+  episode-level backpressure of `drive(max_lag=...)` (`--max-lag`, default 400): a client waits between episodes
+  while the learner has more unlearned transitions than that. Each published policy is evaluated as it appears (its
+  weights downloaded, run in a separate process at idle priority: not on the clients' or the service's time).
+- `learner, N client(s), free`: the same without backpressure: the clients outrun the learner.
 
-Columns: environment steps; seconds the steps took (the clients' driving, waits included, for the learner rows;
-train() for the in-process row); steps per second; gradient updates done by the end of the driving and the
-update-to-data ratio that is (in-process: 1 per step after the warm-up, by construction); seconds the learner then
-needed to catch up (lag 0, every due update run); and the held-out mean return over 20 episodes on seeds no training
-episode used, of the exported actor (in-process) or of the model's champion after the catch-up, through POST /act.
-
-The embedded learner runs at idle CPU priority (as the embedded job worker does): while the clients and the API keep
-the cores busy it falls behind, and catches up once they stop. One machine's numbers; quote them from an idle one.
+Both kinds of row evaluate with trainer.evaluation.evaluate_policy: 20 episodes on seeds no training episode uses.
+Columns: environment steps and seconds until the first policy at or above the target (`>N` if the row's step
+budget ran out first: the best policy's figures are shown then); the held-out return of that policy; gradient
+updates by then, their rate, and the update-to-data ratio achieved (updates per recorded transition); the learner's
+lag (unlearned transitions, GET /models/{name}/learner) on average and at most while the clients drove.
+One machine's numbers, under whatever else runs on it; quote them from an idle one.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -40,6 +42,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +59,6 @@ from ddpg_client import PolicyClient  # noqa: E402
 ENV_ID = "bench.learn_bench:ReorderedPendulum-v0"
 MODEL = "reordered"
 HELDOUT_EPISODES = 20
-HELDOUT_SEED_BASE = 1_000_000
-PACED_ROUND = 5  # episodes per client between waits for the learner, in the paced rows
 
 
 class ReorderedPendulum(gym.Env[np.ndarray, np.ndarray]):
@@ -82,25 +84,65 @@ if "ReorderedPendulum-v0" not in gym.registry:
     gym.register("ReorderedPendulum-v0", entry_point=ReorderedPendulum)
 
 
-def in_process(steps: int) -> dict[str, Any]:
+@dataclass
+class Row:
+    """One row's figures (seconds and steps are at the target, or at the end of the budget if it was not reached)."""
+
+    reached: bool
+    steps: int
+    seconds: float
+    heldout: float
+    updates: int
+    utd: float
+    lag_mean: float = 0.0
+    lag_max: int = 0
+
+    @property
+    def updates_per_second(self) -> float:
+        return self.updates / self.seconds if self.seconds > 0 else 0.0
+
+
+def in_process(target: float, budget: int) -> Row:
     from models.training_config import make_config
+    from trainer.records import EpisodeRecord, EvaluationRecord
     from trainer.training import train
 
-    episodes = max(1, steps // 200)
-    config = make_config("default", env_id=ENV_ID, episodes=episodes, eval_every=0, eval_episodes=HELDOUT_EPISODES)
-    start = time.perf_counter()
-    result = train(config)
-    seconds = time.perf_counter() - start
-    total = result.episodes[-1].env_steps
-    updates = max(0, total - config.learning_starts + 1)
-    return {
-        "steps": total,
-        "seconds": seconds,
-        "updates": updates,
-        "utd": updates / total,
-        "catch_up": 0.0,
-        "heldout": result.evaluations[-1].mean_return,
-    }
+    config = make_config(
+        "default", env_id=ENV_ID, episodes=max(1, budget // 200), eval_every=1, eval_episodes=HELDOUT_EPISODES
+    )
+    evaluating = 0.0  # seconds spent evaluating so far: not training time
+    marks: list[tuple[int, float, float]] = []  # (env steps, training seconds, held-out) per evaluation
+
+    def watch(episode: EpisodeRecord, evaluation: EvaluationRecord | None) -> bool:
+        nonlocal evaluating
+        if evaluation is None:
+            return True
+        marks.append((evaluation.env_steps, episode.wall_time - evaluating, evaluation.mean_return))
+        evaluating += evaluation.wall_time - episode.wall_time
+        return evaluation.mean_return < target
+
+    train(config, callback=watch)
+    steps, seconds, held = next(((s, t, h) for s, t, h in marks if h >= target), marks[-1])
+    updates = max(0, steps - max(config.learning_starts, config.batch_size) + 1)
+    return Row(held >= target, steps, seconds, held, updates, updates / steps)
+
+
+def idle_priority() -> None:
+    """The evaluation process's initializer: it takes only the CPU the rows under test leave (its own cost, like the
+    in-process row's evaluations, is not what is measured)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
+
+
+def evaluate_weights(weights: bytes) -> float:
+    """Held-out mean return of a served policy's bytes (runs in the evaluation process)."""
+    from models.policy import NumpyActor
+    from trainer.evaluation import evaluate_policy
+
+    actor = NumpyActor.from_bytes(weights)
+    return evaluate_policy(actor.act, ENV_ID, episodes=HELDOUT_EPISODES).mean_return
 
 
 def _free_port() -> int:
@@ -117,6 +159,11 @@ def _http(method: str, url: str, body: object | None = None) -> tuple[int, Any]:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
+
+
+def _bytes(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return bytes(response.read())
 
 
 @contextlib.contextmanager
@@ -161,32 +208,56 @@ def service(data_dir: Path) -> Iterator[str]:
                 process.wait()
 
 
-def heldout(base_url: str) -> float:
-    envs = [ReorderedPendulum() for _ in range(HELDOUT_EPISODES)]
-    observations = np.stack([env.reset(seed=HELDOUT_SEED_BASE + i)[0] for i, env in enumerate(envs)])
-    returns = np.zeros(HELDOUT_EPISODES)
-    for _ in range(200):
-        status, answer = _http("POST", f"{base_url}/act", {"model": MODEL, "observations": observations.tolist()})
-        if status != 200:
-            raise RuntimeError(f"POST /act: {status} {answer}")
-        for i, env in enumerate(envs):
-            observation, reward, *_ = env.step(np.asarray(answer["actions"][i], np.float32))
-            observations[i] = observation
-            returns[i] += reward
-    return float(returns.mean())
+class Watcher:
+    """Follows the learner while the clients drive: its lag, and each new published policy's held-out return
+    (evaluated in another process, newest first: a policy superseded while waiting is skipped)."""
+
+    def __init__(self, base_url: str, evaluator: ProcessPoolExecutor, target: float) -> None:
+        self.base_url = base_url
+        self.evaluator = evaluator
+        self.target = target
+        self.lags: list[int] = []
+        self.reached: tuple[int, float, float, int, int] | None = None  # steps, seconds, held-out, updates, consumed
+        self.best: tuple[int, float, float, int, int] | None = None
+
+    def run(self, start: float, driven: list[int], stop: threading.Event) -> None:
+        seen: int | None = None
+        pending: tuple[Future[float], tuple[int, float, int, int]] | None = None
+        while not stop.is_set():
+            state = _http("GET", f"{self.base_url}/models/{MODEL}/learner")[1]
+            self.lags.append(int(state.get("unlearned_transitions", 0)))
+            if pending is not None and pending[0].done():
+                held = pending[0].result()
+                steps, seconds, updates, consumed = pending[1]
+                mark = (steps, seconds, held, updates, consumed)
+                if self.best is None or held > self.best[2]:
+                    self.best = mark
+                pending = None
+                if held >= self.target:
+                    self.reached = mark
+                    stop.set()
+                    return
+            latest = state.get("last_policy_id")
+            if pending is None and latest is not None and latest != seen:
+                seen = latest
+                # Where the run stood when the policy was published (as seen here, within a poll).
+                at = (sum(driven), time.perf_counter() - start, state["updates"], state["transitions_consumed"])
+                weights = _bytes(f"{self.base_url}/policies/{latest}/weights")
+                pending = (self.evaluator.submit(evaluate_weights, weights), at)
+            time.sleep(0.1)
 
 
-def _caught_up(base_url: str, total: int) -> None:
-    """Wait until the learner consumed (nearly) every recorded step and ran the updates they are due."""
-    while True:
-        state = _http("GET", f"{base_url}/models/{MODEL}/learner")[1]
-        consumed = state["transitions_consumed"]
-        if state["lag_transitions"] == 0 and consumed >= total - 400 and state["updates"] >= consumed - 300:
-            return
-        time.sleep(0.2)
+def with_learner(
+    clients: int,
+    *,
+    target: float,
+    budget: int,
+    max_lag: int | None,
+    publish_every: int,
+    evaluator: ProcessPoolExecutor,
+) -> Row:
+    from ddpg_client.drive import drive_episodes
 
-
-def with_learner(steps: int, clients: int, *, paced: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="learn-bench-") as tmp, service(Path(tmp)) as base_url:
         spaces = {
             "name": MODEL,
@@ -194,72 +265,106 @@ def with_learner(steps: int, clients: int, *, paced: bool) -> dict[str, Any]:
             "action_space": {"low": [-1.0], "high": [1.0]},
         }
         assert _http("POST", f"{base_url}/models", spaces)[0] == 201
-        assert _http("PUT", f"{base_url}/models/{MODEL}/learner", {"publish_every": 250, "seed": 0})[0] == 202
-        episodes = max(1, steps // 200 // clients)
-        # Paced: rounds of PACED_ROUND episodes per client, each followed by a wait for the learner to catch up.
-        rounds = [min(PACED_ROUND, episodes - i) for i in range(0, episodes, PACED_ROUND)] if paced else [episodes]
+        assert _http("PUT", f"{base_url}/models/{MODEL}/learner", {"publish_every": publish_every, "seed": 0})[0] == 202
+        while _http("GET", f"{base_url}/models/{MODEL}/learner")[1]["progress_at"] is None:
+            time.sleep(0.1)  # the learner process claimed it and is ready: the clock starts with both sides ready
         driven = [0] * clients
+        stop = threading.Event()
+        per_client = budget // clients
 
-        def drive(index: int, count: int, first: int) -> None:
+        def drive(index: int) -> None:
             with PolicyClient(base_url, timeout=30) as client:
-                done = client.drive(ReorderedPendulum(), model=MODEL, episodes=count, seed=index * 10_000 + first)
-                driven[index] += sum(episode.steps for episode in done)
+                episodes = drive_episodes(
+                    client,
+                    ReorderedPendulum(),
+                    model=MODEL,
+                    episodes=per_client // 200,
+                    seed=(index + 1) * 100_000,
+                    max_lag=max_lag,
+                )
+                for episode in episodes:
+                    driven[index] += episode.steps
+                    if stop.is_set():
+                        break
 
+        watcher = Watcher(base_url, evaluator, target)
         start = time.perf_counter()
-        first = 0
-        for count in rounds:
-            threads = [threading.Thread(target=drive, args=(i, count, first)) for i in range(clients)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            first += count
-            if paced:
-                _caught_up(base_url, sum(driven))
-        seconds = time.perf_counter() - start
-        total = sum(driven)
-        time.sleep(0.5)  # the last flush
-        at_end = _http("GET", f"{base_url}/models/{MODEL}/learner")[1]
-        catch_start = time.perf_counter()
-        _caught_up(base_url, total)
-        catch_up = time.perf_counter() - catch_start
-        time.sleep(0.5)  # the last publish reaching the API
-        return {
-            "steps": total,
-            "seconds": seconds,
-            "updates": at_end["updates"],
-            "utd": at_end["updates"] / total,
-            "catch_up": catch_up,
-            "heldout": heldout(base_url),
-        }
+        threads = [threading.Thread(target=drive, args=(i,)) for i in range(clients)]
+        watching = threading.Thread(target=watcher.run, args=(start, driven, stop))
+        for thread in [*threads, watching]:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if watcher.reached is None:
+            # The budget is spent: give the learner the time to learn from what was recorded, then one more look.
+            deadline = time.perf_counter() + 60
+            while watcher.reached is None and time.perf_counter() < deadline:
+                state = _http("GET", f"{base_url}/models/{MODEL}/learner")[1]
+                if state["unlearned_transitions"] == 0 and state["transitions_consumed"] >= sum(driven) - 400:
+                    break
+                time.sleep(0.2)
+            time.sleep(1.0)
+        stop.set()
+        watching.join()
+        mark = watcher.reached or watcher.best
+        lags = watcher.lags or [0]
+        if mark is None:
+            return Row(False, sum(driven), time.perf_counter() - start, float("nan"), 0, 0.0)
+        steps, seconds, held, updates, consumed = mark
+        return Row(
+            watcher.reached is not None,
+            steps,
+            seconds,
+            held,
+            updates,
+            updates / consumed if consumed else 0.0,
+            float(np.mean(lags)),
+            max(lags),
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=4000, help="environment steps per row (default 4000)")
+    parser.add_argument("--target", type=float, default=-200.0, help="held-out mean return to reach (default -200)")
+    parser.add_argument("--budget", type=int, default=40_000, help="environment steps per row at most (40000)")
+    parser.add_argument("--max-lag", type=int, default=400, help="drive(max_lag=...) of the learner rows (400)")
+    parser.add_argument("--publish-every", type=int, default=100, help="the learner's publish_every (100)")
     parser.add_argument(
         "--rows",
-        default="in-process,1,2,1p,2p",
-        help="which rows: in-process, and client counts free-running (1) or paced (1p)",
+        default="in-process,1,2",
+        help="which rows: in-process, and client counts with backpressure (1) or free-running (1f)",
     )
     args = parser.parse_args(argv)
+    print(f"target: held-out mean return >= {args.target:g}; budget {args.budget} steps per row")
     print(
-        f"{'mode':<28}{'steps':>7}{'seconds':>9}{'steps/s':>9}{'updates':>9}{'UTD':>6}{'catch-up s':>12}"
-        f"{'held-out':>10}"
+        f"{'mode':<26}{'steps':>7}{'seconds':>9}{'held-out':>10}{'updates':>9}{'upd/s':>7}{'UTD':>6}"
+        f"{'lag mean':>10}{'lag max':>9}"
     )
-    for row in args.rows.split(","):
-        if row == "in-process":
-            name, result = "in-process", in_process(args.steps)
-        else:
-            paced = row.endswith("p")
-            clients = int(row.removesuffix("p"))
-            name = f"learner, {clients} client{'s' if clients > 1 else ''}{', paced' if paced else ''}"
-            result = with_learner(args.steps, clients, paced=paced)
-        print(
-            f"{name:<28}{result['steps']:>7}{result['seconds']:>9.1f}{result['steps'] / result['seconds']:>9.0f}"
-            f"{result['updates']:>9}{result['utd']:>6.2f}{result['catch_up']:>12.1f}{result['heldout']:>10.1f}",
-            flush=True,
-        )
+    with ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn"), initializer=idle_priority
+    ) as evaluator:
+        for row in args.rows.split(","):
+            if row == "in-process":
+                name, result = "in-process", in_process(args.target, args.budget)
+            else:
+                free = row.endswith("f")
+                clients = int(row.removesuffix("f"))
+                name = f"learner, {clients} client{'s' if clients > 1 else ''}{', free' if free else ''}"
+                max_lag = None if free else args.max_lag
+                result = with_learner(
+                    clients,
+                    target=args.target,
+                    budget=args.budget,
+                    max_lag=max_lag,
+                    publish_every=args.publish_every,
+                    evaluator=evaluator,
+                )
+            steps = f"{result.steps}" if result.reached else f">{result.steps}"
+            print(
+                f"{name:<26}{steps:>7}{result.seconds:>9.1f}{result.heldout:>10.1f}{result.updates:>9}"
+                f"{result.updates_per_second:>7.0f}{result.utd:>6.2f}{result.lag_mean:>10.0f}{result.lag_max:>9}",
+                flush=True,
+            )
     return 0
 
 

@@ -63,6 +63,12 @@ def _build_parser() -> argparse.ArgumentParser:
     drive.add_argument("--episodes", type=int, default=10)
     drive.add_argument("--seed", type=int, default=None, help="episode i is reset with seed + i (default: unseeded)")
     drive.add_argument("--max-steps", type=int, default=None, help="cut episodes at this many steps (truncated)")
+    drive.add_argument(
+        "--max-lag",
+        type=int,
+        default=None,
+        help="between episodes, wait while the model's learner has more unlearned transitions than this",
+    )
 
     act = sub.add_parser("act", parents=[common], help="print the action for one observation")
     act.add_argument("observation", nargs="+", type=float)
@@ -112,7 +118,12 @@ def _cmd_rollout(args: argparse.Namespace, client: PolicyClient) -> int:
 def _cmd_drive(args: argparse.Namespace, client: PolicyClient) -> int:
     try:
         episodes = client.drive(
-            args.env, model=args.model, episodes=args.episodes, seed=args.seed, max_steps=args.max_steps
+            args.env,
+            model=args.model,
+            episodes=args.episodes,
+            seed=args.seed,
+            max_steps=args.max_steps,
+            max_lag=args.max_lag,
         )
     except ValueError as exc:  # the environment: an unknown id, a factory that cannot be imported
         logger.error("%s", exc)

@@ -85,6 +85,7 @@ class ServiceCalls:
     policy = endpoint(protocol.policy)
     promote = endpoint(protocol.promote)
     ready = endpoint(protocol.ready)
+    learner = endpoint(protocol.learner)
 
 
 def _send_kwargs(request: Request) -> dict[str, Any]:
@@ -138,12 +139,22 @@ class PolicyClient(ServiceCalls):
         seed: int | None = None,
         max_steps: int | None = None,
         progress: bool | None = None,
+        max_lag: int | None = None,
     ) -> list[DrivenEpisode]:
         """Run an environment that lives here on the model's actions over `WS /act/stream`, with rewards and episode
         ends, so the service records them (and an online learner learns from them); ddpg_client.drive."""
         from ddpg_client.drive import drive
 
-        return drive(self, env, model=model, episodes=episodes, seed=seed, max_steps=max_steps, progress=progress)
+        return drive(
+            self,
+            env,
+            model=model,
+            episodes=episodes,
+            seed=seed,
+            max_steps=max_steps,
+            progress=progress,
+            max_lag=max_lag,
+        )
 
     def download_experience(
         self,

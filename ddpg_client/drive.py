@@ -10,6 +10,12 @@ The environment is any gymnasium-style object (`reset(seed=...)` -> (obs, info),
 terminated, truncated, info)) or an id: a registered gymnasium id (`module:Env-v0` imports `module` first), or
 `package.module:Factory`, a class or function that returns one. One stream is one session: the service never
 switches the policy within an episode. Needs the `stream` extra (websockets), and gymnasium only to make an id.
+
+`max_lag` is the backpressure: a client that records faster than the model's learner can learn waits between
+episodes while the learner (GET /models/{name}/learner, `unlearned_transitions`) has more than `max_lag` recorded
+transitions it has not run their updates for. The learner then keeps its update-to-data ratio while its clients run
+as fast as it learns, instead of their episodes piling up unlearned (with a policy that does not improve meanwhile).
+It waits only on a running learner: a queued one (no learner process yet), a stopped one or none at all never blocks.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,6 +34,11 @@ if TYPE_CHECKING:
     from ddpg_client.clients import PolicyClient
 
 logger = logging.getLogger("ddpg_client")
+
+# Seconds between looks at the learner while waiting for it, at least and at most (the learner writes its counters
+# four times a second).
+LAG_POLL_SECONDS = 0.05
+MAX_LAG_POLL_SECONDS = 0.5
 
 
 class Environment(Protocol):
@@ -74,14 +86,20 @@ def drive_episodes(
     episodes: int,
     seed: int | None = None,
     max_steps: int | None = None,
+    max_lag: int | None = None,
 ) -> Iterator[DrivenEpisode]:
     """Run `episodes` episodes on the service's actions; yields each as it ends. Episode i resets with `seed + i`
-    (unseeded without `seed`); `max_steps` cuts an episode short (`truncated`) if the environment has not."""
+    (unseeded without `seed`); `max_steps` cuts an episode short (`truncated`) if the environment has not;
+    `max_lag` waits before an episode while the model's learner is further behind than that (module docstring)."""
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
+    if max_lag is not None and max_lag < 0:
+        raise ValueError(f"max_lag must be at least 0, got {max_lag}")
     environment = make_environment(env)
     with client.stream(model=model) as stream:
         for index in range(episodes):
+            if max_lag is not None and index > 0:
+                wait_for_learner(client, model, max_lag)
             observation, _info = environment.reset(seed=None if seed is None else seed + index)
             result = stream.act(np.asarray(observation, dtype=np.float32))
             total, steps, used = 0.0, 0, {result.policy_id}
@@ -102,6 +120,25 @@ def drive_episodes(
             yield DrivenEpisode(index, total, steps, bool(terminated), frozenset(used))
 
 
+def wait_for_learner(client: PolicyClient, model: str, max_lag: int) -> float:
+    """Wait while the model's running learner has more than `max_lag` unlearned transitions; the seconds waited."""
+    from ddpg_client.errors import NotFoundError
+
+    started = time.monotonic()
+    while True:
+        try:
+            state = client.learner(model)
+        except NotFoundError:
+            return time.monotonic() - started  # no learner: nothing to wait for
+        excess = int(state.get("unlearned_transitions", 0)) - max_lag
+        if state.get("status") != "running" or excess <= 0:
+            return time.monotonic() - started
+        # Sleep about as long as the learner needs for the excess at its recent rate (fewer looks, each of which
+        # costs the service a few queries), but look again soon if it has no rate yet or is slow.
+        rate = state.get("updates_per_second") or 0.0
+        time.sleep(min(max(excess / rate if rate > 0 else 0.0, LAG_POLL_SECONDS), MAX_LAG_POLL_SECONDS))
+
+
 def drive(
     client: PolicyClient,
     env: Environment | str,
@@ -111,14 +148,17 @@ def drive(
     seed: int | None = None,
     max_steps: int | None = None,
     progress: bool | None = None,
+    max_lag: int | None = None,
 ) -> list[DrivenEpisode]:
     """`drive_episodes` to the end, with a progress bar of the episode returns (on a terminal by default, with tqdm
-    when it is installed; else one log line per episode)."""
+    when it is installed; else one log line per episode). `max_lag`: see the module docstring."""
     show = sys.stderr.isatty() if progress is None else progress
     results: list[DrivenEpisode] = []
     bar = _progress_bar(episodes) if show else None
     try:
-        for outcome in drive_episodes(client, env, model=model, episodes=episodes, seed=seed, max_steps=max_steps):
+        for outcome in drive_episodes(
+            client, env, model=model, episodes=episodes, seed=seed, max_steps=max_steps, max_lag=max_lag
+        ):
             results.append(outcome)
             recent = [r.episode_return for r in results[-10:]]
             if bar is not None:

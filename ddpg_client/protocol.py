@@ -16,6 +16,7 @@ import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -214,6 +215,14 @@ def policy(policy_id: int) -> Operation[Policy]:
 def promote(policy_id: int) -> Operation[Policy]:
     """Make this policy the default one for /act (needs the API key when the service has one)."""
     return Policy.from_json((yield from _json("POST", f"/policies/{int(policy_id)}/promote")))
+
+
+def learner(model: str) -> Operation[dict[str, Any]]:
+    """The model's online learner as GET /models/{name}/learner shows it (progress, lag, rates, publishes)."""
+    data = yield from _json("GET", f"/models/{quote(model, safe='')}/learner")
+    if not isinstance(data, dict):
+        raise ValueError("GET /models/{name}/learner answered something other than an object")
+    return data
 
 
 def ready() -> Operation[bool]:

@@ -1,6 +1,7 @@
 """`python -m app`'s embedded children (`python -m trainer worker`, `python -m trainer sweeps`), kept running.
 
-Each child runs at idle CPU priority in a process group of its own, so a terminal's Ctrl-C reaches only the launcher,
+Each child runs at idle CPU priority (the learner process at the niceness EMBEDDED_LEARNER_NICENESS gives) in a
+process group of its own, so a terminal's Ctrl-C reaches only the launcher,
 which stops the API first and then its children, in order: SIGTERM, after which each child ends its work (the worker
 releases its job; the runner stops Tune, then its local Ray) and exits 0. A child that dies on its own (a crash, the
 OOM killer, a SIGKILL) is started again after a delay that doubles each time it dies young (1 s, 2 s, ... 16 s); when
@@ -54,9 +55,12 @@ class EmbeddedChildren:
         self._children: list[EmbeddedChild] = []
         self._lock = threading.Lock()
 
-    def start(self, name: str, command: list[str], env: dict[str, str], consequence: str) -> EmbeddedChild:
-        """Run `command` with `env` as the child `name`; `consequence` says what stops happening while it is down."""
-        child = EmbeddedChild(name, command, env, consequence, on_change=self._publish)
+    def start(
+        self, name: str, command: list[str], env: dict[str, str], consequence: str, *, niceness: int | None = None
+    ) -> EmbeddedChild:
+        """Run `command` with `env` as the child `name`; `consequence` says what stops happening while it is down.
+        `niceness`: run it at that niceness instead of idle priority."""
+        child = EmbeddedChild(name, command, env, consequence, on_change=self._publish, niceness=niceness)
         self._children.append(child)
         child.start()
         return child
@@ -82,9 +86,17 @@ class EmbeddedChild:
     """One child process: started, watched by a thread that restarts it when it dies, and stopped on request."""
 
     def __init__(
-        self, name: str, command: list[str], env: dict[str, str], consequence: str, *, on_change: Callable[[], None]
+        self,
+        name: str,
+        command: list[str],
+        env: dict[str, str],
+        consequence: str,
+        *,
+        on_change: Callable[[], None],
+        niceness: int | None = None,
     ) -> None:
         self.name = name
+        self._niceness = niceness  # None: idle priority
         self._command = command
         self._env = env
         self._consequence = consequence  # what stops happening while it is down, for the log
@@ -136,6 +148,7 @@ class EmbeddedChild:
 
     def _spawn(self) -> None:
         prctl = _parent_death_signal()  # resolved here: the child between fork and exec may only make system calls
+        niceness = self._niceness
         with self._lock:
             if self._stopping.is_set():
                 return
@@ -143,7 +156,7 @@ class EmbeddedChild:
                 self._command,
                 env=self._env,
                 process_group=0,  # Ctrl-C reaches only the launcher, which stops the children itself, after the API
-                preexec_fn=lambda: _prepare_child(prctl),  # noqa: PLW1509 - system calls only (see _prepare_child)
+                preexec_fn=lambda: _prepare_child(prctl, niceness),  # noqa: PLW1509 - system calls only (see _prepare_child)
             )
             self._state = "running"
         logger.info("started embedded %s (pid %s)", self.name, self._process.pid)
@@ -190,13 +203,19 @@ def _parent_death_signal() -> Callable[[int, int], int] | None:
     return prctl
 
 
-def _prepare_child(prctl: Callable[[int, int], int] | None) -> None:  # pragma: no cover - runs in the child
-    """Between fork and exec: idle priority, and SIGTERM when the launcher dies. System calls only (no imports, no
-    locks): a restart forks from a thread while other threads of the API run."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):  # not Linux, or refused by a sandbox
-        os.nice(WORKER_NICENESS)
+def _prepare_child(  # pragma: no cover - runs in the child
+    prctl: Callable[[int, int], int] | None, niceness: int | None
+) -> None:
+    """Between fork and exec: idle priority (or the niceness given), and SIGTERM when the launcher dies. System calls
+    only (no imports, no locks): a restart forks from a thread while other threads of the API run."""
+    if niceness is not None:
+        if niceness > 0:
+            os.nice(niceness)
+    else:
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except (AttributeError, OSError):  # not Linux, or refused by a sandbox
+            os.nice(WORKER_NICENESS)
     # If the launcher is killed hard (SIGKILL), the kernel sends the child SIGTERM, so it releases its work instead
     # of running on as an orphan.
     if prctl is not None:

@@ -147,10 +147,19 @@ class LearnerOut(BaseModel):
     transitions_consumed: int
     updates: int
     update_to_data: float | None = Field(description="Achieved gradient updates per consumed transition.")
-    lag_transitions: int = Field(description="Recorded transitions not consumed yet.")
+    lag_transitions: int = Field(description="Recorded transitions not consumed yet (counted at the request).")
+    unlearned_transitions: int = Field(
+        description="Recorded transitions the learner has not run their updates for yet: `lag_transitions` plus the "
+        "consumed ones whose updates are still due. What a client's `drive(max_lag=...)` waits on between episodes."
+    )
     lag_seconds: float | None = Field(
         description="Time from the newest consumed transition to the newest recorded one (0: caught up)."
     )
+    transitions_per_second: float | None = Field(
+        description="Transitions consumed per second since the newest publish at least a second before the last "
+        "progress; null when not running or not measured yet."
+    )
+    updates_per_second: float | None = Field(description="Gradient updates per second, over the same span.")
     progress_at: datetime | None
     publishes: int
     last_publish_at: datetime | None

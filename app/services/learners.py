@@ -17,9 +17,12 @@ from app.services.model_registry import model_or_404
 from app.services.promotion import committed_then_refreshed
 from app.serving.policy_cache import PolicyCache
 from app.settings import Settings
-from models.training_config import TrainingConfig
+from models.training_config import TrainingConfig, load_job_config
 from store import experience, learners
-from store.tables import ExperienceChunk, Learner, LiveReturn, Model
+from store.tables import ExperienceChunk, Learner, LearnerPublication, LiveReturn, Model
+
+# The shortest span a rate is measured over: the publish written with the progress is microseconds older than it.
+RATE_MIN_SECONDS = 1.0
 
 
 def _resolve(body: LearnerIn) -> TrainingConfig:
@@ -111,6 +114,8 @@ def learner_out(session: Session, model: Model, learner: Learner) -> LearnerOut:
     published = learners.publications(session, learner.id)
     live = _live_returns(session, [p.policy_id for p in published])
     explore = (model.experience or {}).get("explore")
+    rates = _recent_rates(learner, published)
+    pending = _pending(session, model.id, learner)
     return LearnerOut(
         model=model.name,
         id=learner.id,
@@ -130,8 +135,11 @@ def learner_out(session: Session, model: Model, learner: Learner) -> LearnerOut:
         transitions_consumed=learner.transitions_consumed,
         updates=learner.updates,
         update_to_data=learner.updates / learner.transitions_consumed if learner.transitions_consumed else None,
-        lag_transitions=learner.pending,
+        lag_transitions=pending,
+        unlearned_transitions=pending + _owed_transitions(learner),
         lag_seconds=_lag_seconds(session, model.id, learner.cursor),
+        transitions_per_second=rates[0] if rates else None,
+        updates_per_second=rates[1] if rates else None,
         progress_at=learner.progress_at,
         publishes=learner.publishes,
         last_publish_at=learner.last_publish_at,
@@ -149,6 +157,48 @@ def learner_out(session: Session, model: Model, learner: Learner) -> LearnerOut:
             for p in published
         ],
     )
+
+
+def _pending(session: Session, model_id: int, learner: Learner) -> int:
+    """Recorded transitions after the learner's cursor, counted now: what the learner last saw is older (it counts
+    at its reads, and a starting learner has not read yet) and would let clients waiting on the lag run ahead."""
+    if learner.status not in ("queued", "running"):
+        return learner.pending
+    counted = session.scalar(
+        select(func.coalesce(func.sum(ExperienceChunk.transitions), 0)).where(
+            ExperienceChunk.model_id == model_id, ExperienceChunk.id > learner.cursor
+        )
+    )
+    return int(counted or 0)
+
+
+def _owed_transitions(learner: Learner) -> int:
+    """Consumed transitions whose gradient updates are still due (none before learning_starts): the updates owed,
+    in transitions (`update_every` per update)."""
+    try:
+        config = load_job_config(learner.config)
+    except ValueError:  # a config the learner process fails with the reason
+        return 0
+    if learner.transitions_consumed < config.learning_starts:
+        return 0
+    owed = max(0, learner.transitions_consumed // config.update_every - learner.updates)
+    return owed * config.update_every
+
+
+def _recent_rates(learner: Learner, published: list[LearnerPublication]) -> tuple[float, float] | None:
+    """(transitions/s, updates/s) of a running learner: its counters now against those written with its newest
+    publish at least RATE_MIN_SECONDS before its last progress (the publishes are the counters' history). None when
+    it is not running or has no such publish yet."""
+    if learner.status != "running" or learner.progress_at is None:
+        return None
+    for publication in published:  # newest first
+        seconds = (learner.progress_at - publication.published_at).total_seconds()
+        if seconds >= RATE_MIN_SECONDS:
+            return (
+                max(learner.transitions_consumed - publication.transitions_consumed, 0) / seconds,
+                max(learner.updates - publication.updates, 0) / seconds,
+            )
+    return None
 
 
 def _live_returns(session: Session, policy_ids: list[int]) -> dict[int, tuple[int, float | None]]:

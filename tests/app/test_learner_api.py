@@ -3,12 +3,16 @@ model without a champion answers session steps with uniform random actions withi
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import numpy as np
 import pytest
 from sqlalchemy import select
 
+from ddpg_client import PolicyClient
+from ddpg_client.drive import wait_for_learner
 from models.experience_chunks import ExperienceColumns, decode_chunk
 from store import learners
 from store.registry import get_model
@@ -111,7 +115,8 @@ def test_start_warm_up_replace_and_stop(api: Api) -> None:
     rows = _learners(api)
     assert [row.status for row in rows] == ["cancelled", "queued"] and "replaced" in (rows[0].error or "")
     got = api.client.get("/models/arm/learner").json()
-    assert got["id"] == rows[1].id and got["lag_transitions"] == 0
+    # It starts from the first one's cursor (nothing consumed): the 59 recorded transitions are its lag.
+    assert got["id"] == rows[1].id and got["lag_transitions"] == got["unlearned_transitions"] == 59
     assert api.client.delete("/models/arm/learner").status_code == 204
     assert api.client.get("/models/arm/learner").json()["status"] == "cancelled"
     api.refresh()
@@ -199,3 +204,85 @@ def test_a_warm_up_session_keeps_its_warm_up_until_its_episode_ends(api: Api) ->
     assert api.client.delete("/models/arm/learner").status_code == 204
     api.refresh()
     assert _field(api.client.post("/act", json={**step, "session": "moved2", "policy_id": -1})) == "policy_id"
+
+
+def _record_steps(api: Api, session_id: str, steps: int) -> None:
+    """One episode of `steps` transitions recorded by the model's sessions, flushed to the store."""
+    for step in range(steps + 1):
+        body: dict[str, Any] = {"model": "arm", "observation": [0.1, 0.2, float(step)], "session": session_id}
+        if step:
+            body["reward"] = -1.0
+        if step == steps:
+            body["truncated"] = True
+        assert api.client.post("/act", json=body).status_code == 200
+    recorder = api.client.app.state.act_runtime.routing.experience  # type: ignore[attr-defined]
+    api.client.portal.call(recorder.flush)  # type: ignore[union-attr]
+
+
+def test_the_lag_counts_unread_and_unlearned_transitions_and_the_rates_follow_the_counters(api: Api) -> None:
+    assert api.client.post("/models", json=ARM).status_code == 201
+    body = {"publish_every": 100, "learning_starts": 10, "batch_size": 16}
+    assert api.client.put("/models/arm/learner", json=body).status_code == 202
+    _record_steps(api, "s1", 40)
+    # Nothing read yet (the learner process has not even claimed it): all 40 recorded transitions are its lag.
+    state = api.client.get("/models/arm/learner").json()
+    assert (state["lag_transitions"], state["unlearned_transitions"]) == (40, 40)
+    assert state["updates_per_second"] is None and state["transitions_per_second"] is None
+    with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
+        learner = learners.claim_next_learner(session, worker_id="learner-test", lease_seconds=60)
+        assert learner is not None
+        cursor = session.scalar(select(ExperienceChunk.id).order_by(ExperienceChunk.id.desc()).limit(1))
+        assert cursor is not None
+        # It read all 40 and ran 15 of the 40 updates they are due (past learning_starts, one per transition).
+        read = learners.Counters(transitions_consumed=40, updates=15, cursor=cursor, pending=0, publishes=1)
+        weights = make_policy_bytes(5, obs_dim=3, act_dim=2, action_bound=0.5)
+        learners.publish_policy(
+            session, learner.id, worker_id="learner-test", weights=weights, checkpoint=b"", counters=read
+        )
+        state = api.client.get("/models/arm/learner").json()
+        assert (state["lag_transitions"], state["unlearned_transitions"]) == (0, 25)
+        # Recorded meanwhile: counted at the request, though the learner has not looked since.
+        _record_steps(api, "s2", 30)
+        state = api.client.get("/models/arm/learner").json()
+        assert (state["lag_transitions"], state["unlearned_transitions"]) == (30, 55)
+        # Rates: from the publish's counters to the progress written more than a second later.
+        time.sleep(1.1)
+        later = learners.Counters(transitions_consumed=70, updates=55, cursor=cursor + 1, pending=0, publishes=1)
+        learners.record_progress(session, learner.id, worker_id="learner-test", counters=later, lease_seconds=60)
+    state = api.client.get("/models/arm/learner").json()
+    assert state["unlearned_transitions"] == 70 - 55 + state["lag_transitions"]
+    assert 0 < state["updates_per_second"] < 40 / 1.1
+    assert state["transitions_per_second"] == pytest.approx(state["updates_per_second"] * 30 / 40)
+
+
+def test_drive_waits_between_episodes_while_the_learner_is_further_behind_than_max_lag(api: Api) -> None:
+    assert api.client.post("/models", json=ARM).status_code == 201
+    transport = api.client._transport  # the app in-process, as PolicyClient's transport
+    with PolicyClient("http://testserver", transport=transport) as client:
+        # No learner, or one no process runs yet: nothing to wait for.
+        assert wait_for_learner(client, "arm", max_lag=0) < 1.0
+        assert api.client.put("/models/arm/learner", json={"learning_starts": 10, "batch_size": 16}).status_code == 202
+        _record_steps(api, "s1", 40)
+        assert wait_for_learner(client, "arm", max_lag=0) < 1.0
+        with api.client.app.state.database.sessions() as session:  # type: ignore[attr-defined]
+            learner = learners.claim_next_learner(session, worker_id="learner-test", lease_seconds=60)
+            assert learner is not None
+            cursor = session.scalar(select(ExperienceChunk.id).order_by(ExperienceChunk.id.desc()).limit(1))
+            behind = learners.Counters(transitions_consumed=40, updates=10, cursor=cursor or 0, pending=0, publishes=0)
+            learners.record_progress(session, learner.id, worker_id="learner-test", counters=behind, lease_seconds=60)
+            # 30 updates owed: within a max_lag of 30 it drives on, above one of 20 it waits...
+            assert wait_for_learner(client, "arm", max_lag=30) < 1.0
+            waited: list[float] = []
+            waiter = threading.Thread(target=lambda: waited.append(wait_for_learner(client, "arm", max_lag=20)))
+            waiter.start()
+            waiter.join(0.5)
+            assert waiter.is_alive() and not waited
+            # ...until the learner has run enough of them.
+            caught_up = learners.Counters(
+                transitions_consumed=40, updates=25, cursor=cursor or 0, pending=0, publishes=0
+            )
+            learners.record_progress(
+                session, learner.id, worker_id="learner-test", counters=caught_up, lease_seconds=60
+            )
+        waiter.join(30)
+        assert not waiter.is_alive() and waited and waited[0] >= 0.5

@@ -136,7 +136,7 @@ def test_every_call_is_declared_once_for_both_clients() -> None:
     calls = {name for name, value in vars(ServiceCalls).items() if isinstance(value, endpoint)}
     assert calls == {
         "act", "act_batch", "train", "job", "jobs", "cancel", "wait", "rewards", "policies", "policy", "promote",
-        "ready",
+        "ready", "learner",
     }  # fmt: skip
     assert not calls & set(vars(PolicyClient)) and not calls & set(vars(AsyncPolicyClient))
     client = PolicyClient("http://svc")
@@ -164,3 +164,12 @@ def test_importing_the_client_loads_none_of_the_service() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_learner_gets_the_models_learner_with_its_name_escaped() -> None:
+    operation = protocol.learner("my arm/1")
+    request = next(operation)
+    assert (request.method, request.path) == ("GET", "/models/my%20arm%2F1/learner")
+    with pytest.raises(StopIteration) as finished:
+        operation.send(answer(request, 200, {"status": "running", "unlearned_transitions": 7}))
+    assert finished.value.value == {"status": "running", "unlearned_transitions": 7}

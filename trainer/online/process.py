@@ -2,8 +2,8 @@
 
 It never touches the job queue, so it runs beside the job worker (`make run` and docker compose start both). A
 claimed learner (store.learners) is resumed from the checkpoint written with its last publish, its replay buffer
-refilled from the model's stored experience; a heartbeat thread renews the lease, and the counters are written about
-once a second. The learner stops when it is stopped or replaced (its row is no longer this process's), and on
+refilled from the model's stored experience; a heartbeat thread renews the lease, and the counters are written four
+times a second. The learner stops when it is stopped or replaced (its row is no longer this process's), and on
 SIGTERM / SIGINT gives its row back to the queue, so another process takes it over without waiting for the lease.
 A process killed outright leaves the row to its lease: once it expires, any learner process requeues and claims it.
 """
@@ -44,9 +44,10 @@ from trainer.settings import (
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_REASON = "learner process shutting down"
-# Seconds between counter writes (GET shows them), and between reads of an idle source.
-PROGRESS_INTERVAL = 1.0
-IDLE_WAIT = 0.2
+# Seconds between counter writes (GET shows them; clients driving with max_lag wait on them), and between reads of
+# an idle source (a read is two indexed queries).
+PROGRESS_INTERVAL = 0.25
+IDLE_WAIT = 0.05
 
 
 @dataclass(frozen=True)
