@@ -91,7 +91,7 @@ def test_the_readme_tour_runs_every_bash_and_python_block_but_docker() -> None:
     blocks = extract_file(REPO / "README.md", REPO)
     runnable = [block for block in blocks if not block.skip]
     assert [block.lang for block in runnable] == ["bash", "bash", "bash", "bash", "python", "bash", "bash", "python",
-                                                  "bash", "bash", "python"]  # fmt: skip
+                                                  "bash", "bash", "python", "python"]  # fmt: skip
     assert [block.skip for block in blocks if block.skip] == ["needs a Docker engine (and its image downloads); "
                                                               "not part of make run",
                                                               "needs minari (pip install minari); not installed by "
@@ -100,8 +100,8 @@ def test_the_readme_tour_runs_every_bash_and_python_block_but_docker() -> None:
                                                               "which brings torch); not part of make run"]  # fmt: skip
     slow = [block.first_line for block in runnable if block.slow]
     assert [line[: line.index(" (")] for line in slow] == ["# slow: about a minute", "# slow: about 2 minutes"]
-    assert "trainer train" in runnable[2].code and "/sweeps" in runnable[-2].code
-    assert '"ddpg_client", "experience"' in runnable[-1].code
+    assert "trainer train" in runnable[2].code and "/sweeps" in runnable[-3].code
+    assert '"ddpg_client", "experience"' in runnable[-2].code and "client.drive(" in runnable[-1].code
     # The first block waits for the bootstrap policy; every bash block that queries the service shows its answers.
     assert runnable[0].first_line.startswith("until curl -sf localhost:8000/readyz")
     assert all(block.answers for block in runnable if block.lang == "bash" and not block.slow and "curl" in block.code)
