@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 
 from app.routes.deps import JSON_WRITE, ApiKeyDep, ModelNameParam, PolicyCacheDep, SessionDep, SettingsDep
 from app.schemas.errors import error_responses
@@ -17,15 +19,23 @@ router = APIRouter(prefix="/models", tags=["learners"])
     response_model=LearnerOut,
     status_code=202,
     dependencies=JSON_WRITE,
-    responses=error_responses(400, 401, 404, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 404, 409, 413, 415, 422, 503),
 )
 async def put_learner(
-    name: ModelNameParam, body: LearnerIn, session: SessionDep, settings: SettingsDep, cache: PolicyCacheDep
+    name: ModelNameParam,
+    body: LearnerIn,
+    session: SessionDep,
+    settings: SettingsDep,
+    cache: PolicyCacheDep,
+    replace: Annotated[
+        bool,
+        Query(description="Replace the model's live learner (it hands over its checkpoint) instead of a 409."),
+    ] = False,
 ) -> LearnerOut:
-    """Start an online learner for the model (replacing a running one, which hands over its checkpoint); recording
-    and exploration are turned on if they are off. A learner process claims it; until its first publish, a model
-    without a champion answers session steps with uniform random actions within its bounds."""
-    return await learners.put(session, cache, settings, name, body)
+    """Start an online learner for the model; recording and exploration are turned on if they are off. A model has
+    one live learner: a second is a 409 unless `replace=true`. A learner process claims it; until its first
+    publish, a model without a champion answers session steps with uniform random actions within its bounds."""
+    return await learners.put(session, cache, settings, name, body, replace=replace)
 
 
 @router.get("/{name}/learner", response_model=LearnerOut, responses=error_responses(404, 422, 503))

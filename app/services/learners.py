@@ -49,8 +49,11 @@ def _check_bounds(model: Model) -> None:
         raise field_error("name", f"model {model.name!r} needs finite action bounds with low < high to learn")
 
 
-async def put(session: Session, cache: PolicyCache, settings: Settings, name: str, body: LearnerIn) -> LearnerOut:
-    """Start (or replace) the model's learner; 422 naming the field before anything is stored."""
+async def put(
+    session: Session, cache: PolicyCache, settings: Settings, name: str, body: LearnerIn, *, replace: bool = False
+) -> LearnerOut:
+    """Start (or, with `replace`, replace) the model's learner; 422 naming the field before anything is stored, 409
+    when the model already has a live learner and `replace` is not set."""
     config = _resolve(body)
     given = body.trainer_config().keys()
     check_training_budget(config, settings, preset=body.preset, given=given)
@@ -58,6 +61,13 @@ async def put(session: Session, cache: PolicyCache, settings: Settings, name: st
     def write() -> LearnerOut:
         model = model_or_404(session, name)
         _check_bounds(model)
+        live = learners.live_learner(session, model.id)
+        if live is not None and not replace:
+            message = (
+                f"model {name!r} already has a learner (id {live.id}, {live.status}): "
+                "PUT with ?replace=true to replace it (it hands over its checkpoint), or DELETE it first"
+            )
+            raise ApiError(409, "conflict", message, details=[{"field": "replace", "message": message}])
         current = model.experience or {}
         if not current.get("record") or not current.get("explore"):
             explore = body.explore or ExploreIn(sigma=config.noise_sigma, percent=100.0)

@@ -109,8 +109,15 @@ def test_start_warm_up_replace_and_stop(api: Api) -> None:
     assert len(recorded) == 59 and set(recorded.policy_id.tolist()) == {-1}
     assert np.allclose(recorded.noise, recorded.action - [0.0, 0.0])
     assert bool(recorded.truncated[-1]) and not recorded.terminated.any()
+    # A second learner for the model is a conflict, naming how to replace it; nothing changes.
+    second = api.client.put("/models/arm/learner", json={"publish": "canary"})
+    assert second.status_code == 409, second.text
+    assert assert_error_shape(second.json(), "conflict")["details"][0]["field"] == "replace"
+    assert [row.status for row in _learners(api)] == ["queued"]
     # Replacing: the first ends `cancelled`, the new one is the live one.
-    replaced = api.client.put("/models/arm/learner", json={"publish": "canary", "canary": {"min_improvement": 5.0}})
+    replaced = api.client.put(
+        "/models/arm/learner?replace=true", json={"publish": "canary", "canary": {"min_improvement": 5.0}}
+    )
     assert replaced.status_code == 202 and replaced.json()["canary"]["min_improvement"] == 5.0
     rows = _learners(api)
     assert [row.status for row in rows] == ["cancelled", "queued"] and "replaced" in (rows[0].error or "")
