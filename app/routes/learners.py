@@ -22,6 +22,7 @@ router = APIRouter(prefix="/models", tags=["learners"])
     responses=error_responses(400, 401, 404, 409, 413, 415, 422, 503),
 )
 async def put_learner(
+    *,
     name: ModelNameParam,
     body: LearnerIn,
     session: SessionDep,
