@@ -134,7 +134,10 @@ def test_start_warm_up_replace_and_stop(api: Api) -> None:
         assert model is not None and learners.live_learner(session, model.id) is None
 
 
-def test_a_canary_learners_challenger_is_promoted_on_live_evidence(api: Api) -> None:
+@pytest.mark.parametrize(("challenger_return", "outcome"), [(-10.0, "promoted"), (-300.0, "rolled_back")])
+def test_a_canary_learners_publish_is_promoted_or_rolled_back_on_live_evidence(
+    api: Api, challenger_return: float, outcome: str
+) -> None:
     assert api.client.post("/models", json=ARM).status_code == 201
     canary = {"percent": 50, "min_episodes": 3, "max_regression": 50, "min_improvement": 5}
     assert api.client.put("/models/arm/learner", json={"publish": "canary", "canary": canary}).status_code == 202
@@ -156,7 +159,7 @@ def test_a_canary_learners_challenger_is_promoted_on_live_evidence(api: Api) -> 
             )
     api.refresh()
     champion, challenger = ids
-    # Live episodes: the challenger's sessions return -10, the champion's -100.
+    # Live episodes: the champion's sessions return -100, the challenger's better (-10) or far worse (-300).
     seen = {champion: 0, challenger: 0}
     for index in range(200):
         if min(seen.values()) >= 3:
@@ -165,9 +168,10 @@ def test_a_canary_learners_challenger_is_promoted_on_live_evidence(api: Api) -> 
         first = api.client.post("/act", json={"model": "arm", "observation": [0.1, 0.2, 0.3], "session": session_id})
         policy_id = first.json()["policy_id"]
         seen[policy_id] += 1
-        reward = -10.0 if policy_id == challenger else -100.0
+        reward = challenger_return if policy_id == challenger else -100.0
         end = {"model": "arm", "observation": [0.1, 0.2, 0.3], "session": session_id, "reward": reward, "done": True}
-        assert api.client.post("/act", json=end).status_code == 200
+        ending = api.client.post("/act", json=end)
+        assert ending.status_code == 200 and ending.json()["policy_id"] == policy_id  # never a switch mid-episode
     assert min(seen.values()) >= 3
     runtime = api.client.app.state.act_runtime  # type: ignore[attr-defined]
     api.client.portal.call(runtime.routing.live.flush)  # type: ignore[union-attr]
@@ -175,9 +179,12 @@ def test_a_canary_learners_challenger_is_promoted_on_live_evidence(api: Api) -> 
     state = api.client.get("/models/arm/rollout").json()
     assert state["active"] is None
     ended = state["history"][0]
-    assert ended["status"] == "promoted" and ended["challenger_id"] == challenger
-    assert "promoted on live evidence" in ended["end_reason"] and "90.0 above" in ended["end_reason"]
-    assert api.client.get("/models/arm").json()["aliases"]["champion"] == challenger
+    assert ended["status"] == outcome and ended["challenger_id"] == challenger, ended
+    if outcome == "promoted":
+        assert "promoted on live evidence" in ended["end_reason"] and "90.0 above" in ended["end_reason"]
+    assert api.client.get("/models/arm").json()["aliases"]["champion"] == (
+        challenger if outcome == "promoted" else champion
+    )
     published = api.client.get("/models/arm/learner").json()["policies"]
     assert {p["policy_id"]: p["live_episodes"] > 0 for p in published} == {champion: True, challenger: True}
 
