@@ -7,8 +7,9 @@ one session step of the routed /act path costs in one process with recording off
   closed loops as bench/rollout_bench.py (one client, each step sent when the previous answer arrived, with
   `session`, `reward` and `done`), over HTTP keep-alive and over `WS /act/stream`, interleaved `rounds` times.
   Steps per second with recording on against off (target: at least 90%), and the server's CPU time per step
-  (its processes' user + system time over the runs, the flushes included): on a shared machine the wall-clock rate
-  moves with the neighbours' load, the CPU a step costs does not.
+  (the user + system time of uvicorn's processes over the runs, the flushes included; not the embedded trainer's
+  processes, whose polling costs time, not steps): on a shared machine the wall-clock rate moves with the
+  neighbours' load, the CPU a step costs does not.
 - Recording at full speed: `connections` keep-alive connections send session steps (64 sessions that never end,
   each request completing the previous step's transition) as fast as the process answers; the row reports the
   transitions per second the process recorded (its experience_recorded_transitions counter over the run) and how
@@ -18,7 +19,6 @@ one session step of the routed /act path costs in one process with recording off
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 import urllib.request
@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:  # `python bench/recording_bench.py` from the repo
 
 from bench.load import Run, median_run, python_load  # noqa: E402
 from bench.rollout_bench import _http_loop, _stream_loop  # noqa: E402
-from bench.service import http  # noqa: E402
+from bench.service import http, server_cpu_seconds  # noqa: E402
 
 TARGET_RECORDING_RATIO = 0.90
 FULL_SPEED_SESSIONS = 64
@@ -42,26 +42,6 @@ MODEL = "pendulum"
 # POLICY_REFRESH_SECONDS is 0.5 in the benchmark's service: every worker process follows a setting within a poll.
 SETTLE_SECONDS = 1.5
 EXPLORE = {"noise": "gaussian", "sigma": 0.1, "percent": 50}
-
-
-def server_cpu_seconds(port: int) -> float:
-    """CPU seconds (user + system) used so far by the service's processes: those whose environment has its PORT.
-    What a step costs the server, independent of what else the machine is doing (a shared machine's load moves
-    wall-clock rates by tens of percent)."""
-    marker = f"PORT={port}".encode()
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone, or not ours
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14 and 15 of stat)
-    return total
 
 
 @dataclass
@@ -111,16 +91,15 @@ def measure_recording(base_url: str, seconds: float, rounds: int, connections: i
     runs: dict[str, tuple[list[Run], list[Run]]] = {name: ([], []) for name in settings}
     cpu = dict.fromkeys(settings, 0.0)
     steps = dict.fromkeys(settings, 0)
-    port = int(base_url.rsplit(":", 1)[1])
     asyncio.run(_http_loop(base_url, 0.5))  # warm-up
     for _ in range(rounds):
         for name, (record, explore) in settings.items():
             set_recording(base_url, record, explore)
-            before = server_cpu_seconds(port)
+            before = server_cpu_seconds(base_url)
             runs[name][0].append(asyncio.run(_http_loop(base_url, seconds)))
             runs[name][1].append(asyncio.run(_stream_loop(base_url, seconds)))
             time.sleep(SETTLE_SECONDS)  # the flush of what the runs recorded counts with them
-            cpu[name] += server_cpu_seconds(port) - before
+            cpu[name] += server_cpu_seconds(base_url) - before
             steps[name] += runs[name][0][-1].requests + runs[name][1][-1].requests
     loops = {name: (_median_by_rate(h), _median_by_rate(s)) for name, (h, s) in runs.items()}
     cpu_per_step = {name: cpu[name] / max(steps[name], 1) * 1e6 for name in settings}

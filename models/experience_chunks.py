@@ -160,23 +160,39 @@ def schema(obs_dim: int, act_dim: int) -> pa.Schema:
 
 
 def to_table(columns: ExperienceColumns) -> pa.Table:
-    """The transitions as an Arrow table of the chunk schema (vectors as fixed-size lists, no copy of floats)."""
+    """The transitions as an Arrow table of the chunk schema (numbers and vectors without a copy of their values).
+
+    Every column is built from its buffers (`_arrow`), never with `pa.array`: pyarrow's conversions look for pandas
+    first, and importing it costs a process about a quarter of a second of CPU, holding the GIL, at its first flush."""
     columns.check()
-    n = len(columns)
-
-    def vector(array: npt.NDArray[np.float32]) -> pa.Array:
-        return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(array).reshape(-1)), array.shape[1])
-
+    types = schema(columns.obs_dim, columns.act_dim)
     arrays: list[Any] = []
     for name, (_dtype, dim) in COLUMN_DTYPES.items():
         value = getattr(columns, name)
+        field_type = types.field(name).type
         if dim is not None:
-            arrays.append(vector(value))
-        elif name == "session":
-            arrays.append(pa.array(value.tolist(), type=pa.string(), size=n))
+            flat = _arrow(np.ascontiguousarray(value).reshape(-1), field_type.value_type)
+            arrays.append(pa.FixedSizeListArray.from_arrays(flat, value.shape[1]))
         else:
-            arrays.append(pa.array(value))
-    return pa.Table.from_arrays(arrays, schema=schema(columns.obs_dim, columns.act_dim))
+            arrays.append(_arrow(value, field_type))
+    return pa.Table.from_arrays(arrays, schema=types)
+
+
+def _arrow(values: npt.NDArray[Any], arrow_type: pa.DataType) -> pa.Array:
+    """One column as an Arrow array of `arrow_type`, from its buffers: fixed-width numbers as they are (no copy),
+    booleans packed to bits, strings (an object column of str) as UTF-8 bytes and their offsets."""
+    n = len(values)
+    if pa.types.is_boolean(arrow_type):
+        return pa.Array.from_buffers(arrow_type, n, [None, pa.py_buffer(np.packbits(values, bitorder="little"))])
+    if pa.types.is_string(arrow_type):
+        encoded = [value.encode() for value in values.tolist()]
+        offsets = np.zeros(n + 1, np.int64)
+        np.cumsum([len(value) for value in encoded], out=offsets[1:])
+        if offsets[-1] > np.iinfo(np.int32).max:
+            raise ChunkFormatError(f"column 'session': {offsets[-1]} bytes of text do not fit one chunk")
+        buffers = [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(encoded))]
+        return pa.Array.from_buffers(arrow_type, n, buffers)
+    return pa.Array.from_buffers(arrow_type, n, [None, pa.py_buffer(np.ascontiguousarray(values))])
 
 
 def encode_chunk(columns: ExperienceColumns) -> bytes:

@@ -115,17 +115,17 @@ def apply_retention(session: Session, model_id: int) -> list[str]:
     if model is None or not model.experience:
         return []
     limit = int(model.experience.get("max_transitions", 0))
-    rows = session.execute(
-        select(ExperienceChunk.id, ExperienceChunk.transitions)
+    # The newest chunk to delete: the newest one whose newer chunks alone hold the limit. Summed by the database
+    # (a window over the model's chunks) rather than by reading every chunk's row here on every flush.
+    newer = func.coalesce(
+        func.sum(ExperienceChunk.transitions).over(order_by=ExperienceChunk.id.desc(), rows=(None, -1)), 0
+    )
+    running = (
+        select(ExperienceChunk.id.label("id"), newer.label("newer"))
         .where(ExperienceChunk.model_id == model_id)
-        .order_by(ExperienceChunk.id.desc())
-    ).all()
-    kept, cut = 0, None
-    for chunk_id, transitions in rows:
-        if kept >= limit:
-            cut = chunk_id
-            break
-        kept += transitions
+        .subquery()
+    )
+    cut = session.scalar(select(func.max(running.c.id)).where(running.c.newer >= limit))
     if cut is None:
         return []
     old = ExperienceChunk.model_id == model_id, ExperienceChunk.id <= cut

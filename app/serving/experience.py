@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from app.infra.loop_metrics import LoopCounterChild
 from app.infra.metrics import Metrics
 from app.serving.served_models import session_bucket
 from models.experience_chunks import NO_POLICY, ExperienceColumns, encode_chunk
@@ -166,6 +167,8 @@ class _ModelBuffer:
     name: str
     obs_dim: int
     act_dim: int
+    # Its experience_recorded_transitions_total child, looked up once rather than on every step.
+    recorded: LoopCounterChild
     blocks: list[_Block] = field(default_factory=list)
     # arm -> [episodes, return_sum, return_sq_sum] of the episodes that ended since the last flush.
     returns: dict[str, list[float]] = field(default_factory=dict)
@@ -207,11 +210,13 @@ class ExperienceRecorder:
         terminated: bool,
         truncated: bool,
     ) -> None:
-        """Append one completed transition (or count it dropped when the buffers are full)."""
+        """Append one completed transition (or count it dropped when the buffers are full). On every recorded
+        session step: kept to plain lookups and one row of assignments into the block being filled."""
         buffer = self._buffers.get(model_id)
         if buffer is None:
             obs_dim, act_dim = pending.observation.shape[0], len(pending.action)
-            buffer = self._buffers[model_id] = _ModelBuffer(model_id, name, obs_dim, act_dim)
+            recorded = self._metrics.experience_recorded.labels(name)
+            buffer = self._buffers[model_id] = _ModelBuffer(model_id, name, obs_dim, act_dim, recorded)
         if self.buffered >= self.max_buffered or next_observation.shape[0] != buffer.obs_dim:
             buffer.dropped += 1
             self._metrics.experience_dropped.labels(name, "buffer_full").inc()
@@ -238,7 +243,7 @@ class ExperienceRecorder:
         cols.time[row] = pending.time
         block.rows = row + 1
         self.buffered += 1
-        self._metrics.experience_recorded.labels(name).inc()
+        buffer.recorded.inc()
 
     def episode_ended(self, model_id: int, explored: bool, episode_return: float) -> None:
         """Count a finished episode's return under its arm (`explore` or `policy`) for the next chunk."""
@@ -344,10 +349,15 @@ def _encode(
     return _Batch(flush_id, FlushBatch(flush_id, tuple(chunks), dropped), total)
 
 
+# Exploration noise: a generator of this process (not a secret, not reproducible: each step's noise is recorded).
+_NOISE = np.random.default_rng()
+
+
 def explore_noise(plan: ExplorePlan, action: list[float]) -> tuple[list[float], FloatArray]:
-    """The policy's action plus Gaussian noise, clipped to the action bounds, and the noise drawn."""
-    noise = (np.random.standard_normal(len(action)) * plan.scale).astype(np.float32)
-    noisy = np.clip(np.asarray(action, np.float32) + noise, plan.low, plan.high)
+    """The policy's action plus Gaussian noise, clipped to the action bounds, and the noise drawn (float32
+    throughout; minimum/maximum rather than np.clip, whose dispatch costs more than the arithmetic here)."""
+    noise = _NOISE.standard_normal(len(action), np.float32) * plan.scale
+    noisy = np.minimum(np.maximum(np.asarray(action, np.float32) + noise, plan.low), plan.high)
     return noisy.tolist(), noise
 
 

@@ -15,7 +15,7 @@ import orjson
 
 from app.infra.errors import ApiError, field_error, not_found
 from app.infra.metrics import Metrics
-from app.serving.experience import PendingStep, RecordingPlan, explore_noise
+from app.serving.experience import ExplorePlan, PendingStep, RecordingPlan, explore_noise
 from app.serving.observations import ActExtras, ActInput, FloatArray
 from app.serving.policy_cache import LoadedPolicy, PolicyCache, PolicyUnavailableError
 from app.serving.routing import Routing
@@ -173,7 +173,7 @@ async def _act_in_session(routing: Routing, model: ServedModel, extras: ActExtra
         content, actions = answer(parsed, loaded, metrics)
     else:
         content, actions, noise = _answer_recorded(
-            parsed, loaded, metrics, recording=recording, session_id=session_id, extras=extras
+            parsed, loaded, metrics, recording=recording, session_id=session_id, extras=extras, live=live
         )
     # Accepted: from here on the session changes.
     if live is None:
@@ -207,16 +207,27 @@ def _answer_recorded(
     recording: RecordingPlan,
     session_id: str,
     extras: ActExtras,
+    live: LiveSession | None,
 ) -> tuple[bytes, object, FloatArray | None]:
     """The answer of a session step of a recording model: the policy's action, plus noise (clipped to the action
     bounds) when the session explores; never for the request that ends an episode (its action is not recorded)."""
     explore = recording.explore
-    if explore is None or extras.ends_episode or not explore.explores(session_id):
+    if explore is None or extras.ends_episode or not _explores(explore, session_id, live):
         content, actions = answer(parsed, loaded, metrics)
         return content, actions, None
     metrics.act_batch_size.observe(1)
     action, noise = explore_noise(explore, loaded.actor.act_one(parsed.observations))
     return orjson.dumps({"action": action, "policy_id": loaded.policy_id}), action, noise
+
+
+def _explores(plan: ExplorePlan, session_id: str, live: LiveSession | None) -> bool:
+    """Whether the session explores under `plan`: kept by the live session, so the keyed hash runs once per plan
+    rather than on every step (a new plan, after a settings change, works it out again)."""
+    if live is None:
+        return plan.explores(session_id)
+    if live.explore_plan is not plan:
+        live.explore_plan, live.explores = plan, plan.explores(session_id)
+    return live.explores
 
 
 def _record_step(

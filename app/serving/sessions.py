@@ -41,7 +41,9 @@ class LiveSession:
     __slots__ = (
         "episode",
         "episode_return",
+        "explore_plan",
         "explored",
+        "explores",
         "last_seen",
         "model_id",
         "pending",
@@ -62,6 +64,9 @@ class LiveSession:
         # The served step awaiting its next observation while the model records; whether any step explored.
         self.pending: PendingStep | None = None
         self.explored = False
+        # Whether this session explores under `explore_plan` (a keyed hash of its id): worked out once per plan.
+        self.explore_plan: object | None = None
+        self.explores = False
 
 
 # Called with a session dropped or ended while it held a step (its transition is lost).

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -85,3 +88,25 @@ def test_foreign_bytes_refused() -> None:
         writer.write_table(table)
     with pytest.raises(ChunkFormatError, match="format"):
         read_table(sink.getvalue().to_pybytes())
+
+
+@pytest.mark.parametrize("rows", [slice(3, 500), np.arange(1, 999, 3)])
+def test_round_trip_of_a_part_is_exact(rows: slice | np.ndarray) -> None:
+    # What a flush encodes: a slice of its columns (views at an offset), lengths that are not a multiple of 8.
+    columns = _columns(1000).take(rows)
+    decoded = decode_chunk(encode_chunk(columns))
+    for name in COLUMNS:
+        assert np.array_equal(getattr(decoded, name), getattr(columns, name)), name
+
+
+def test_encoding_does_not_import_pandas() -> None:
+    # pyarrow's conversions import pandas when it is installed: a quarter of a second of CPU, GIL held, at an API
+    # process's first flush. Encoding (what the API processes do) builds its columns from their buffers instead.
+    code = (
+        "import sys\n"
+        "from models.experience_chunks import empty_columns, encode_chunk\n"
+        "assert encode_chunk(empty_columns(3, 1))\n"
+        "assert 'pandas' not in sys.modules, 'pandas was imported'\n"
+    )
+    finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert finished.returncode == 0, finished.stderr

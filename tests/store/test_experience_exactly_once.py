@@ -52,3 +52,18 @@ def test_retention_keeps_the_newest_chunks_that_reach_the_limit(session: Session
         write_chunks(session, FlushBatch(f"p1-r-{index}", (_chunk(model.id, 10, 100.0 + index),)))
     stored = totals(session, model.id)
     assert (stored.chunks, stored.transitions, stored.oldest) == (3, 30, 102.0)
+
+
+def test_retention_at_exactly_the_limit_and_after_lowering_it(session: Session) -> None:
+    model = _model(session, max_transitions=20)
+    for index, transitions in enumerate((10, 10, 10, 10, 10)):
+        write_chunks(session, FlushBatch(f"p1-e-{index}", (_chunk(model.id, transitions, 100.0 + index),)))
+    stored = totals(session, model.id)
+    assert (stored.chunks, stored.transitions, stored.oldest) == (2, 20, 103.0)
+    write_chunks(session, FlushBatch("p1-e-5", (_chunk(model.id, 7, 105.0),)))
+    stored = totals(session, model.id)  # 7 + 10 < 20: the chunk before them stays
+    assert (stored.chunks, stored.transitions, stored.oldest) == (3, 27, 103.0)
+    set_settings(session, model, {"record": True, "max_transitions": 5, "explore": None})
+    session.commit()
+    stored = totals(session, model.id)
+    assert (stored.chunks, stored.transitions, stored.oldest) == (1, 7, 105.0)
