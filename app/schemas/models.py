@@ -262,6 +262,11 @@ class ModelOut(BaseModel):
     champion_id: int | None = Field(description="The policy POST /act serves for this model.")
     aliases: dict[str, int] = Field(description="Alias -> policy id; `challenger` while a rollout is active.")
     rollout: RolloutOut | None = Field(description="The active rollout, if any.")
+    learner: str | None = Field(
+        None,
+        description="The status of its online learner (the live one, else the last: queued, running, cancelled, "
+        "failed), or null if it never had one; GET /models/{name}/learner has the rest.",
+    )
 
 
 class ModelList(BaseModel):

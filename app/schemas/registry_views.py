@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from app.schemas.models import GuardIn, LiveReturnOut, ModelOut, RolloutOut, RolloutState, ShadowOut, SpacesOut
 from app.schemas.policies import DEFAULT_POLICY_ID, PolicyList, PolicyOut
 from models.registry_vocabulary import CHALLENGER, CHAMPION
-from store import live_returns, policies, registry, return_buckets, rollouts
+from store import learners, live_returns, policies, registry, return_buckets, rollouts
 from store.tables import Model, Policy, Rollout
 
 
@@ -78,6 +78,7 @@ def rollout_state(session: Session, model: Model) -> RolloutState:
 def model_out(session: Session, model: Model, default_model: str) -> ModelOut:
     aliases = registry.get_aliases(session, model.id)
     active = rollouts.get_active_rollout(session, model.id)
+    learner = learners.latest_learner(session, model.id)
     champion_id = aliases.get(CHAMPION)
     if active is not None:
         aliases[CHALLENGER] = active.challenger_id
@@ -92,6 +93,7 @@ def model_out(session: Session, model: Model, default_model: str) -> ModelOut:
         champion_id=champion_id,
         aliases=dict(sorted(aliases.items())),
         rollout=None if active is None else rollout_out(session, active, champion_id),
+        learner=None if learner is None else learner.status,
     )
 
 

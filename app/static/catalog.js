@@ -16,6 +16,9 @@ async function refreshCatalog() {
   showFilterChoices(models.items);
 }
 
+// A model's environment as shown: its gymnasium id, or, for a model created from its spaces, where it lives.
+const envLabel = (model) => model.env_id ?? "its clients' environment";
+
 function defaultModel() {
   return [...catalog.models.values()].find((model) => model.is_default) || null;
 }
@@ -31,13 +34,13 @@ function modelOf(item) {
 // "name (environment)", for headings and messages.
 function modelText(item) {
   const model = modelOf(item);
-  return model ? `${model.name} (${model.env_id})` : "an unknown model";
+  return model ? `${model.name} (${envLabel(model)})` : "an unknown model";
 }
 
 function modelCell(item) {
   const model = modelOf(item);
   if (!model) return el("td", { class: "muted" }, "–");
-  return el("td", { "data-model": model.name }, model.name, " ", el("span", { class: "muted small" }, model.env_id));
+  return el("td", { "data-model": model.name }, model.name, " ", el("span", { class: "muted small" }, envLabel(model)));
 }
 
 function matchesFilter(item) {
@@ -64,7 +67,7 @@ function showFilterChoices(models) {
   if (select.dataset.names === names) return;
   select.replaceChildren(
     el("option", { value: "" }, "every model"),
-    ...models.map((model) => el("option", { value: model.name }, `${model.name} (${model.env_id})`)),
+    ...models.map((model) => el("option", { value: model.name }, `${model.name} (${envLabel(model)})`)),
   );
   select.dataset.names = names;
   select.value = models.some((model) => model.name === catalog.filter) ? catalog.filter : "";

@@ -75,7 +75,7 @@ function showCurveHeading() {
   if (jobId === null) return;
   const job = state.jobs.get(jobId);
   const model = job ? modelOf(job) : null;
-  const text = model ? `— job #${jobId} · ${model.name} (${model.env_id})` : `— job #${jobId}`;
+  const text = model ? `— job #${jobId} · ${model.name} (${envLabel(model)})` : `— job #${jobId}`;
   if ($("curve-job").textContent !== text) $("curve-job").textContent = text;
 }
 

@@ -109,6 +109,11 @@ function showLearner(learner) {
 async function refreshLearner() {
   const name = modelsState.selected;
   if (!name) return;
+  const model = modelsState.models.find((m) => m.name === name);
+  if (model && model.learner === null) {
+    showLearner(null); // it never had one: nothing to ask for
+    return;
+  }
   let learner;
   const response = await fetch(`/models/${encodeURIComponent(name)}/learner`, { headers: { Accept: "application/json" } });
   if (response.status === 404) {

@@ -4,7 +4,7 @@
 "use strict";
 
 const MODELS_REFRESH_MS = 2000;
-const modelsState = { selected: null };
+const modelsState = { selected: null, models: [] };
 
 const fmtNumber = (value, digits = 3) => (value === null || value === undefined ? "–" : value.toFixed(digits));
 
@@ -19,6 +19,7 @@ async function refreshModels() {
   } catch (_) {
     return; // app.js reports an unreachable service
   }
+  modelsState.models = models;
   const select = $("model-select");
   if (modelsState.selected === null || !models.some((m) => m.name === modelsState.selected)) {
     const preferred = models.find((m) => m.is_default) || models[0];
@@ -26,7 +27,7 @@ async function refreshModels() {
   }
   const names = models.map((m) => m.name).join(",");
   if (select.dataset.names !== names) {
-    select.replaceChildren(...models.map((m) => el("option", { value: m.name }, `${m.name} (${m.env_id})`)));
+    select.replaceChildren(...models.map((m) => el("option", { value: m.name }, `${m.name} (${envLabel(m)})`)));
     select.dataset.names = names;
   }
   select.value = modelsState.selected || "";
@@ -43,7 +44,7 @@ async function refreshModels() {
 
 function showModel(model) {
   const spaces = model.spaces;
-  $("model-env").textContent = model.env_id + (model.is_default ? " · the default model" : "");
+  $("model-env").textContent = envLabel(model) + (model.is_default ? " · the default model" : "");
   $("model-sizes").textContent = `${spaces.obs_dim} / ${spaces.act_dim}`;
   $("model-bounds").textContent = bounds(spaces.action_low, spaces.action_high);
   $("model-champion").textContent = model.champion_id === null ? "none yet" : `#${model.champion_id}`;
