@@ -73,6 +73,13 @@ class Settings(ProcessSettings):
         description="Recorded transitions one process holds before they are written; beyond it new ones are "
         "dropped (counted in experience_dropped_transitions_total).",
     )
+    lease_expiry_check_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="How often each process ends the jobs and sweeps whose worker or runner stopped renewing its "
+        "lease (a worker's own lease then fails its job at most this long after the lease ran out).",
+    )
     shadow_queue_size: int = Field(
         10_000, ge=1, le=1_000_000, description="Shadow samples waiting per process; beyond it samples are dropped."
     )
