@@ -52,6 +52,11 @@ def _postgres_schema_url(base_url: str) -> Iterator[str]:
             connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+# For a test of what the HTTP layer refuses before the store is touched: the same on either database, so it runs on
+# SQLite only (what the store does keeps running on both).
+sqlite_only = pytest.mark.parametrize("empty_database_url", ["sqlite"], indirect=True)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database with nothing in it: a new SQLite file, or a new PostgreSQL schema."""
