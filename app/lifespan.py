@@ -127,7 +127,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.database = database
     app.state.control_threads = control
     app.state.job_events = job_events = JobEventHub(
-        job_events_reader(database.sessions), max_streams=settings.max_event_streams
+        job_events_reader(database.sessions),
+        max_streams=settings.max_event_streams,
+        poll_seconds=settings.event_poll_seconds,
     )
     app.state.policy_cache = cache
     app.state.policy_files = PolicyFiles()

@@ -115,6 +115,13 @@ class Settings(ProcessSettings):
     max_event_streams: int = Field(
         1000, ge=1, le=1_000_000, description="Open GET /jobs/{id}/events streams per process; beyond it 503."
     )
+    event_poll_seconds: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="How often a followed job's new rows are read for its GET /jobs/{id}/events streams (one reader "
+        "per job, however many follow it); an event reaches them at most this long after it is written.",
+    )
     max_header_bytes: int = Field(
         64 * 1024, ge=1024, le=1 << 24, description="Largest request head (request line and headers); bigger: 431."
     )
