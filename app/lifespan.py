@@ -33,19 +33,18 @@ from store.sweeps import expire_stale_sweep_leases
 
 logger = logging.getLogger(__name__)
 
-# Workers expire each other's stale leases; the API does it too, so a job whose only worker died still ends
-# `failed` with its reason even when no worker is left. Rare enough to cost nothing.
-LEASE_EXPIRY_SECONDS = 15.0
 # Several workers: how often each publishes its per-request metrics to the others' scrapes (app.infra.loop_metrics).
 METRICS_SNAPSHOT_SECONDS = 1.0
 # How often idle sessions are looked for: a small fraction of any sensible SESSION_IDLE_SECONDS.
 SESSION_EXPIRY_SECONDS = 1.0
 
 
-async def _expire_stale_leases(database: Database) -> None:
-    """Every LEASE_EXPIRY_SECONDS: end the jobs and sweeps whose worker or runner stopped renewing its lease."""
+async def _expire_stale_leases(database: Database, interval_seconds: float) -> None:
+    """Every `interval_seconds` (LEASE_EXPIRY_CHECK_SECONDS): end the jobs and sweeps whose worker or runner stopped
+    renewing its lease. Workers expire each other's stale leases; the API does it too, so a job whose only worker
+    died still ends `failed` with its reason even when no worker is left. Rare enough to cost nothing."""
     while True:
-        await asyncio.sleep(LEASE_EXPIRY_SECONDS)
+        await asyncio.sleep(interval_seconds)
         if not database.prepared.is_set():
             continue
 
@@ -128,7 +127,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.database = database
     app.state.control_threads = control
     app.state.job_events = job_events = JobEventHub(
-        job_events_reader(database.sessions), max_streams=settings.max_event_streams
+        job_events_reader(database.sessions),
+        max_streams=settings.max_event_streams,
+        poll_seconds=settings.event_poll_seconds,
     )
     app.state.policy_cache = cache
     app.state.policy_files = PolicyFiles()
@@ -145,7 +146,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             background.append(
                 asyncio.create_task(database.prepare_with_retry(settings.policy_file), name="database-prepare")
             )
-        background.append(asyncio.create_task(_expire_stale_leases(database), name="lease-expiry"))
+        background.append(
+            asyncio.create_task(
+                _expire_stale_leases(database, settings.lease_expiry_check_seconds), name="lease-expiry"
+            )
+        )
         background.append(asyncio.create_task(sessions.run_expiry(SESSION_EXPIRY_SECONDS), name="session-expiry"))
         background.append(asyncio.create_task(shadow.run(), name="shadow-comparisons"))
         background.append(

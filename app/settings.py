@@ -73,6 +73,13 @@ class Settings(ProcessSettings):
         description="Recorded transitions one process holds before they are written; beyond it new ones are "
         "dropped (counted in experience_dropped_transitions_total).",
     )
+    lease_expiry_check_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="How often each process ends the jobs and sweeps whose worker or runner stopped renewing its "
+        "lease (a worker's own lease then fails its job at most this long after the lease ran out).",
+    )
     shadow_queue_size: int = Field(
         10_000, ge=1, le=1_000_000, description="Shadow samples waiting per process; beyond it samples are dropped."
     )
@@ -107,6 +114,13 @@ class Settings(ProcessSettings):
     )
     max_event_streams: int = Field(
         1000, ge=1, le=1_000_000, description="Open GET /jobs/{id}/events streams per process; beyond it 503."
+    )
+    event_poll_seconds: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="How often a followed job's new rows are read for its GET /jobs/{id}/events streams (one reader "
+        "per job, however many follow it); an event reaches them at most this long after it is written.",
     )
     max_header_bytes: int = Field(
         64 * 1024, ge=1024, le=1 << 24, description="Largest request head (request line and headers); bigger: 431."

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from models.policy import NumpyActor
 from tests.app.conftest import Api, ApiFactory
 from tests.app.factories import assert_error_shape, make_policy_bytes
+
+
+@pytest.fixture
+def empty_database_url(tmp_path: Path) -> str:
+    """SQLite only: POST /act answers from the process's policy cache, the same whichever database fills it
+    (serving on PostgreSQL: tests/app/test_models_api.py, tests/app/test_rollout_api.py)."""
+    return f"sqlite:///{tmp_path / 'test.sqlite3'}"
 
 
 @pytest.fixture

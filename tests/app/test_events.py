@@ -429,7 +429,7 @@ def live_server(tmp_path: Path, database_url: str) -> Iterator[tuple[str, Path]]
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "server.log"
-    env = server_env(tmp_path / "data", DATABASE_URL=database_url, LOG_LEVEL="DEBUG")
+    env = server_env(tmp_path / "data", DATABASE_URL=database_url, LOG_LEVEL="DEBUG", EVENT_POLL_SECONDS="0.1")
     with running(uvicorn_command(port, 1), env, log_path) as process:
         wait_until_ready(base_url, process, log_path, path="/jobs")
         yield base_url, log_path
@@ -439,7 +439,7 @@ def live_server(tmp_path: Path, database_url: str) -> Iterator[tuple[str, Path]]
 def test_live_stream_follows_the_job_resumes_and_ends_with_its_status(tmp_path: Path, database_url: str) -> None:
     engine = create_db_engine(database_url)
     sessions = make_session_factory(engine)
-    # A read timeout bounds each wait for the next event (the server polls every 0.5 s); it is not a timing check.
+    # A read timeout bounds each wait for the next event (the server polls every 0.1 s); it is not a timing check.
     timeout = httpx.Timeout(5.0, read=20.0)
     try:
         with (

@@ -10,6 +10,7 @@ import pytest
 from store.jobs import claim_next_job, complete_job, record_episode, record_evaluation
 from tests.app.conftest import Api, ApiFactory
 from tests.app.factories import assert_error_shape, make_policy_bytes
+from tests.conftest import sqlite_only
 
 AUTH = {"Authorization": "Bearer admin-key"}
 
@@ -104,6 +105,7 @@ def test_every_hyperparameter_is_accepted_by_its_trainer_name(api: Api) -> None:
     assert resolved.noise == "ou" and resolved.update_every == 2 and resolved.episodes == 3
 
 
+@sqlite_only
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -169,6 +171,7 @@ def test_list_jobs_newest_first_filtered_and_paginated(api: Api) -> None:
     }
 
 
+@sqlite_only
 @pytest.mark.parametrize("params", [{"status": "sleeping"}, {"limit": 0}, {"limit": 100000}, {"offset": -1}])
 def test_bad_list_parameters_are_422(api: Api, params: dict[str, object]) -> None:
     response = api.client.get("/jobs", params=params)

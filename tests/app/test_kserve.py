@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,6 +37,13 @@ def assert_protocol_error(response: object, status: int) -> str:
     assert isinstance(body, dict) and set(body) == {"error"} and isinstance(body["error"], str) and body["error"]
     message: str = body["error"]
     return message
+
+
+@pytest.fixture
+def empty_database_url(tmp_path: Path) -> str:
+    """SQLite only: these protocols are views of /act's serving state, the same whichever database holds it
+    (the store's side of serving runs on both in tests/app/test_models_api.py and tests/store/)."""
+    return f"sqlite:///{tmp_path / 'test.sqlite3'}"
 
 
 @pytest.fixture

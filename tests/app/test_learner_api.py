@@ -19,6 +19,7 @@ from store.registry import get_model
 from store.tables import ExperienceChunk, Learner
 from tests.app.conftest import Api
 from tests.app.factories import assert_error_shape, make_policy_bytes
+from tests.conftest import sqlite_only
 
 ARM = {
     "name": "arm",
@@ -40,6 +41,7 @@ def _learners(api: Api) -> list[Learner]:
         return rows
 
 
+@sqlite_only
 @pytest.mark.parametrize(
     ("body", "field"),
     [

@@ -12,6 +12,7 @@ from store.policies import register_policy
 from store.registry import get_model
 from tests.app.conftest import Api, ApiFactory
 from tests.app.factories import assert_error_shape, make_policy_bytes
+from tests.conftest import sqlite_only
 
 CAR = "MountainCarContinuous-v0"
 
@@ -219,6 +220,7 @@ def test_train_a_new_model_for_another_environment(api: Api) -> None:
     assert response.status_code == 422 and field_of(response) == "env_id"
 
 
+@sqlite_only
 @pytest.mark.parametrize(
     ("body", "field"),
     [

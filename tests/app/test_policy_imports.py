@@ -60,6 +60,13 @@ def ensure_model(api: Api, name: str = "pendulum", env_id: str = ENV_ID) -> None
 
 
 @pytest.fixture
+def empty_database_url(tmp_path: Path) -> str:
+    """SQLite only: what is checked here is the conversion of each library's files and what is served from them;
+    a policy is stored as any other (register_policy, on both databases in tests/store/ and test_models_api.py)."""
+    return f"sqlite:///{tmp_path / 'test.sqlite3'}"
+
+
+@pytest.fixture
 def pendulum(api: Api) -> Api:
     ensure_model(api)
     return api

@@ -11,6 +11,10 @@ from app.services import policy_files
 from models.episode_gif import RenderUnavailableError, read_gif_comment
 from tests.app.conftest import Api
 from tests.app.factories import assert_error_shape, make_policy_bytes
+from tests.conftest import sqlite_only
+
+# SQLite only: rendering and its cache are the same whichever database holds the policy.
+pytestmark = sqlite_only
 
 
 def test_rollout_gif_is_an_animated_gif_of_the_policy(api: Api) -> None:

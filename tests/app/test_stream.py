@@ -11,6 +11,10 @@ from starlette.websockets import WebSocketDisconnect
 from models.policy import NumpyActor
 from tests.app.conftest import Api, ApiFactory
 from tests.app.factories import make_policy_bytes
+from tests.conftest import sqlite_only
+
+# SQLite only: the stream answers from the process's policy cache, the same whichever database fills it.
+pytestmark = sqlite_only
 
 OBS = [0.3, -0.2, 0.5]
 

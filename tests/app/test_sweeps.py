@@ -15,7 +15,7 @@ from store import sweeps as store_sweeps
 from store.jobs import complete_job
 from store.sweep_trials import begin_trial, record_heldout
 from tests.app.conftest import Api, ApiFactory
-from tests.conftest import make_actor_bytes
+from tests.conftest import make_actor_bytes, sqlite_only
 
 SPACE = {
     "actor_lr": {"loguniform": [1e-4, 3e-3]},
@@ -51,6 +51,7 @@ def test_a_sweep_is_queued_with_its_location(api: Api) -> None:
     assert api.client.get("/sweeps?status=running").json()["total"] == 0
 
 
+@sqlite_only
 @pytest.mark.parametrize(
     ("body", "field"),
     [

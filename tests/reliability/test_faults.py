@@ -44,7 +44,7 @@ def test_sigkilled_worker_job_fails_with_reason_via_the_api_and_the_next_job_run
     # tests/worker covers the lease expiry on both databases through the store; this is the HTTP view of it.
     any_database_url = sqlite_url
     # No other worker is alive when the victim dies: the API's own lease sweep must end its job.
-    api = processes.api(any_database_url, POLICY_FILE=str(policy_file))
+    api = processes.api(any_database_url, POLICY_FILE=str(policy_file), LEASE_EXPIRY_CHECK_SECONDS="1")
     doomed = _train(api, LONG_JOB)
     following = _train(api, TINY_JOB)
     victim = processes.worker(any_database_url, "--worker-id=victim", "--lease-seconds=3")
