@@ -5,7 +5,6 @@ test-artifacts/recording.png."""
 
 from __future__ import annotations
 
-import sys
 import tarfile
 from pathlib import Path
 
@@ -13,9 +12,8 @@ import httpx
 import minari
 import pytest
 
-from tests.app.factories import free_port
-from tests.app.servers import REPO, running, server_env, wait_until_ready
-from tests.browser.test_dashboard import CHROMIUM, CHROMIUM_ARGS, STEP_DEADLINE_MS, _playwright
+from tests.app.servers import REPO
+from tests.browser.service_page import service_page
 from tests.browser.test_models_dashboard import _seed
 
 SCREENSHOT = REPO / "test-artifacts" / "recording.png"
@@ -34,70 +32,48 @@ def _drive_episodes(client: httpx.Client, first: int, count: int, steps: int = 1
 
 @pytest.mark.slow
 def test_recording_figures_and_the_export_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    sync_playwright = _playwright()
     _seed(tmp_path / "data")
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path / "service.log"
-    env = server_env(
-        tmp_path / "data",
-        PORT=str(port),
-        EMBEDDED_WORKER="false",
-        BOOTSTRAP_JOB="false",
-        EXPERIENCE_FLUSH_SECONDS="0.2",
-    )
-    with (
-        running([sys.executable, "-m", "app"], env, log_path) as process,
-        sync_playwright() as playwright,
-        httpx.Client(base_url=base_url) as client,
-    ):
-        wait_until_ready(base_url, process, log_path)
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1800}, accept_downloads=True)
-            page.set_default_timeout(STEP_DEADLINE_MS)
-            script_errors: list[str] = []
-            page.on("pageerror", lambda e: script_errors.append(str(e)))
-            page.goto(base_url)
-            page.wait_for_function("document.getElementById('model-select').value === 'pendulum'")
-            page.locator("#recording-state").get_by_text("off").wait_for()
-            assert page.locator("#export-minari").get_attribute("aria-disabled") == "true"
+    with service_page(
+        tmp_path / "data", tmp_path / "service.log", accept_downloads=True, EXPERIENCE_FLUSH_SECONDS="0.2"
+    ) as view:
+        page, client = view.page, view.client
+        page.wait_for_function("document.getElementById('model-select').value === 'pendulum'")
+        page.locator("#recording-state").get_by_text("off").wait_for()
+        assert page.locator("#export-minari").get_attribute("aria-disabled") == "true"
 
-            body = {"record": True, "explore": {"noise": "gaussian", "sigma": 0.2, "percent": 50}}
-            assert client.put("/models/pendulum/experience", json=body).status_code == 200
-            page.locator("#recording-state").get_by_text("on, keeping the newest 1,000,000 transitions").wait_for()
-            page.locator("#recording-explore").get_by_text("50% of sessions, sigma 0.2").wait_for()
+        body = {"record": True, "explore": {"noise": "gaussian", "sigma": 0.2, "percent": 50}}
+        assert client.put("/models/pendulum/experience", json=body).status_code == 200
+        page.locator("#recording-state").get_by_text("on, keeping the newest 1,000,000 transitions").wait_for()
+        page.locator("#recording-explore").get_by_text("50% of sessions, sigma 0.2").wait_for()
 
-            _drive_episodes(client, 0, 6)
-            page.locator("#recording-stored").get_by_text("60 transitions, 6 episodes ended").wait_for()
-            # A poll that saw the transitions arrive shows a rate above zero, then it falls back to 0 when idle.
-            _drive_episodes(client, 6, 6)
-            page.wait_for_function("Number(document.getElementById('recording-rate').textContent) > 0")
-            page.locator("#recording-stored").get_by_text("120 transitions, 12 episodes ended").wait_for()
-            page.locator("#recording-explore").get_by_text("of 12 ended episodes").wait_for()
-            assert page.locator("#recording-dropped").inner_text() == "0"
+        _drive_episodes(client, 0, 6)
+        page.locator("#recording-stored").get_by_text("60 transitions, 6 episodes ended").wait_for()
+        # A poll that saw the transitions arrive shows a rate above zero, then it falls back to 0 when idle.
+        _drive_episodes(client, 6, 6)
+        page.wait_for_function("Number(document.getElementById('recording-rate').textContent) > 0")
+        page.locator("#recording-stored").get_by_text("120 transitions, 12 episodes ended").wait_for()
+        page.locator("#recording-explore").get_by_text("of 12 ended episodes").wait_for()
+        assert page.locator("#recording-dropped").inner_text() == "0"
 
-            with page.expect_download() as download_info:
-                page.locator("#export-minari").click()
-            archive = tmp_path / "recorded.tar.gz"
-            download_info.value.save_as(archive)
-            with tarfile.open(archive, mode="r:gz") as tar:
-                tar.extractall(tmp_path / "datasets", filter="data")
-            monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
-            dataset = minari.load_dataset("ddpg-service/pendulum/recorded-v0")
-            assert dataset.total_episodes == 12 and dataset.total_steps == 120
-            assert page.locator("#export-parquet").get_attribute("href") == (
-                "/models/pendulum/experience/dataset?format=parquet"
-            )
+        with page.expect_download() as download_info:
+            page.locator("#export-minari").click()
+        archive = tmp_path / "recorded.tar.gz"
+        download_info.value.save_as(archive)
+        with tarfile.open(archive, mode="r:gz") as tar:
+            tar.extractall(tmp_path / "datasets", filter="data")
+        monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+        dataset = minari.load_dataset("ddpg-service/pendulum/recorded-v0")
+        assert dataset.total_episodes == 12 and dataset.total_steps == 120
+        assert page.locator("#export-parquet").get_attribute("href") == (
+            "/models/pendulum/experience/dataset?format=parquet"
+        )
 
-            # Another model has recorded nothing: its links are disabled.
-            page.get_by_label("Show model", exact=True).select_option("car")
-            page.locator("#recording-stored").get_by_text("0 transitions, 0 episodes ended").wait_for()
-            assert page.locator("#export-parquet").get_attribute("aria-disabled") == "true"
-            page.get_by_label("Show model", exact=True).select_option("pendulum")
-            page.locator("#recording-stored").get_by_text("120 transitions").wait_for()
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.locator("#models").screenshot(path=str(SCREENSHOT))
-            assert script_errors == []
-        finally:
-            browser.close()
+        # Another model has recorded nothing: its links are disabled.
+        page.get_by_label("Show model", exact=True).select_option("car")
+        page.locator("#recording-stored").get_by_text("0 transitions, 0 episodes ended").wait_for()
+        assert page.locator("#export-parquet").get_attribute("aria-disabled") == "true"
+        page.get_by_label("Show model", exact=True).select_option("pendulum")
+        page.locator("#recording-stored").get_by_text("120 transitions").wait_for()
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.locator("#models").screenshot(path=str(SCREENSHOT))
+        assert view.script_errors == []

@@ -5,19 +5,17 @@ and lag, and the learning curve of its policies' live returns. Keeps a screensho
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from store import learners
 from store.db import create_db_engine, default_database_url, make_session_factory
 from store.live_returns import ReturnSums, add_returns
-from tests.app.factories import free_port, make_policy_bytes
-from tests.app.servers import REPO, running, server_env, wait_until_ready
-from tests.browser.test_dashboard import CHROMIUM, CHROMIUM_ARGS, STEP_DEADLINE_MS, _playwright
+from tests.app.factories import make_policy_bytes
+from tests.app.servers import REPO
+from tests.browser.service_page import service_page
 from tests.browser.test_models_dashboard import _seed
 
 SCREENSHOT = REPO / "test-artifacts" / "learner.png"
@@ -62,81 +60,62 @@ def _publish_and_learn(data_dir: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_the_learners_figures_and_its_live_learning_curve(tmp_path: Path) -> None:
-    sync_playwright = _playwright()
     _seed(tmp_path / "data")
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path / "service.log"
-    env = server_env(
+    with service_page(
         tmp_path / "data",
-        PORT=str(port),
-        EMBEDDED_WORKER="false",
+        tmp_path / "service.log",
+        height=2000,
         EMBEDDED_LEARNER="false",
-        BOOTSTRAP_JOB="false",
         EXPERIENCE_FLUSH_SECONDS="0.2",
-    )
-    with (
-        running([sys.executable, "-m", "app"], env, log_path) as process,
-        sync_playwright() as playwright,
-        httpx.Client(base_url=base_url) as client,
-    ):
-        wait_until_ready(base_url, process, log_path)
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 2000})
-            page.set_default_timeout(STEP_DEADLINE_MS)
-            script_errors: list[str] = []
-            page.on("pageerror", lambda e: script_errors.append(str(e)))
-            page.goto(base_url)
-            page.wait_for_function("document.getElementById('model-select').value === 'pendulum'")
-            # No learner yet: the card says so and hides the figures.
-            page.locator("#learner-none").wait_for()
-            assert page.locator("#learner-block").is_hidden()
+    ) as view:
+        page, client = view.page, view.client
+        page.wait_for_function("document.getElementById('model-select').value === 'pendulum'")
+        # No learner yet: the card says so and hides the figures.
+        page.locator("#learner-none").wait_for()
+        assert page.locator("#learner-block").is_hidden()
 
-            assert client.put("/models/pendulum/learner", json={"publish_every": 500}).status_code == 202
-            page.locator("#learner-state").get_by_text("queued").wait_for()
-            assert page.locator("#learner-none").is_hidden()
+        assert client.put("/models/pendulum/learner", json={"publish_every": 500}).status_code == 202
+        page.locator("#learner-state").get_by_text("queued").wait_for()
+        assert page.locator("#learner-none").is_hidden()
 
-            first, second = _publish_and_learn(tmp_path / "data")
-            # A session records 25 transitions the learner has not read (the learner turned recording on); its
-            # episode goes on, so no live return is added to the curve's.
-            for step in range(26):
-                body: dict[str, object] = {"observation": [1.0, 0.0, step / 10], "session": "late"}
-                if step:
-                    body["reward"] = -1.0
-                assert client.post("/act", json=body).status_code == 200
-            learner = client.get("/models/pendulum/learner").json()
-            # 2000 transitions and 1000 updates in the span since the second publish (1.2 s and a little more).
-            assert 0 < learner["transitions_per_second"] < 2000 / 1.2
-            assert learner["updates_per_second"] == pytest.approx(learner["transitions_per_second"] / 2)
-            by_id = {p["policy_id"]: p for p in learner["policies"]}
-            assert by_id[first]["live_mean_return"] == pytest.approx(-900.0) and by_id[first]["live_episodes"] == 4
-            assert by_id[second]["live_mean_return"] == pytest.approx(-300.0)
+        first, second = _publish_and_learn(tmp_path / "data")
+        # A session records 25 transitions the learner has not read (the learner turned recording on); its
+        # episode goes on, so no live return is added to the curve's.
+        for step in range(26):
+            body: dict[str, object] = {"observation": [1.0, 0.0, step / 10], "session": "late"}
+            if step:
+                body["reward"] = -1.0
+            assert client.post("/act", json=body).status_code == 200
+        learner = client.get("/models/pendulum/learner").json()
+        # 2000 transitions and 1000 updates in the span since the second publish (1.2 s and a little more).
+        assert 0 < learner["transitions_per_second"] < 2000 / 1.2
+        assert learner["updates_per_second"] == pytest.approx(learner["transitions_per_second"] / 2)
+        by_id = {p["policy_id"]: p for p in learner["policies"]}
+        assert by_id[first]["live_mean_return"] == pytest.approx(-900.0) and by_id[first]["live_episodes"] == 4
+        assert by_id[second]["live_mean_return"] == pytest.approx(-300.0)
 
-            page.locator("#learner-state").get_by_text(f"running on {WORKER}").wait_for()
-            page.locator("#learner-progress").get_by_text("3,000 transitions, 1,500 updates").wait_for()
-            page.locator("#learner-published").get_by_text(f"2 policies, the last #{second}").wait_for()
-            assert page.locator("#learner-utd").inner_text() == "0.50"
-            # Unread: the 25 recorded after its cursor; unlearned: those and the 1,500 updates owed for what it read.
-            page.locator("#learner-lag").get_by_text("25 transitions unread, 1,525 unlearned").wait_for()
-            shown_rate = float(page.locator("#learner-updates-rate").inner_text())
-            assert shown_rate == pytest.approx(learner["updates_per_second"], abs=0.06)
-            assert float(page.locator("#learner-transitions-rate").inner_text()) > shown_rate
-            page.locator("#learner-curve-summary").get_by_text("2 published policies with live episodes").wait_for()
-            # The curve: one point per published policy, oldest first, at its live mean return.
-            points = page.evaluate(
-                "learnerState.chart.data.datasets[0].data.map((p) => [p.policy.policy_id, p.y, p.x >= 0])"
-            )
-            assert points == [[first, -900.0, True], [second, -300.0, True]]
+        page.locator("#learner-state").get_by_text(f"running on {WORKER}").wait_for()
+        page.locator("#learner-progress").get_by_text("3,000 transitions, 1,500 updates").wait_for()
+        page.locator("#learner-published").get_by_text(f"2 policies, the last #{second}").wait_for()
+        assert page.locator("#learner-utd").inner_text() == "0.50"
+        # Unread: the 25 recorded after its cursor; unlearned: those and the 1,500 updates owed for what it read.
+        page.locator("#learner-lag").get_by_text("25 transitions unread, 1,525 unlearned").wait_for()
+        shown_rate = float(page.locator("#learner-updates-rate").inner_text())
+        assert shown_rate == pytest.approx(learner["updates_per_second"], abs=0.06)
+        assert float(page.locator("#learner-transitions-rate").inner_text()) > shown_rate
+        page.locator("#learner-curve-summary").get_by_text("2 published policies with live episodes").wait_for()
+        # The curve: one point per published policy, oldest first, at its live mean return.
+        points = page.evaluate(
+            "learnerState.chart.data.datasets[0].data.map((p) => [p.policy.policy_id, p.y, p.x >= 0])"
+        )
+        assert points == [[first, -900.0, True], [second, -300.0, True]]
 
-            # Another model has no learner.
-            page.get_by_label("Show model", exact=True).select_option("car")
-            page.locator("#learner-none").wait_for()
-            page.get_by_label("Show model", exact=True).select_option("pendulum")
-            page.locator("#learner-block").wait_for()
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.locator("#learner-heading").scroll_into_view_if_needed()
-            page.locator("#models").screenshot(path=str(SCREENSHOT))
-            assert script_errors == []
-        finally:
-            browser.close()
+        # Another model has no learner.
+        page.get_by_label("Show model", exact=True).select_option("car")
+        page.locator("#learner-none").wait_for()
+        page.get_by_label("Show model", exact=True).select_option("pendulum")
+        page.locator("#learner-block").wait_for()
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.locator("#learner-heading").scroll_into_view_if_needed()
+        page.locator("#models").screenshot(path=str(SCREENSHOT))
+        assert view.script_errors == []
