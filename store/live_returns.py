@@ -190,6 +190,19 @@ def _figures(
     return {policy_id: (figure.episodes, trimmed[policy_id]) for policy_id, figure in found.items()}
 
 
+def _live_figures(
+    rollout: Rollout, champion_id: int, session: Session
+) -> tuple[str, tuple[int, float | None], tuple[int, float | None]]:
+    """The guard's statistic, and (episodes, return) of the challenger and of the champion: its episodes in this
+    rollout, or its episodes outside any rollout when it had none here (a canary at 100%)."""
+    statistic = guard_statistic(session, rollout.model_id)
+    figures = _figures(session, rollout.id, [rollout.challenger_id, champion_id], statistic)
+    champion = figures[champion_id]
+    if champion[0] == 0:
+        champion = _figures(session, NO_ROLLOUT, [champion_id], statistic)[champion_id]
+    return statistic, figures[rollout.challenger_id], champion
+
+
 def guard_verdict(rollout: Rollout, champion_id: int | None, session: Session) -> str | None:
     """Why the guard rolls this rollout back now, or None.
 
@@ -202,14 +215,9 @@ def guard_verdict(rollout: Rollout, champion_id: int | None, session: Session) -
         return None
     if champion_id is None or rollout.max_regression is None:
         return None
-    statistic = guard_statistic(session, rollout.model_id)
-    figures = _figures(session, rollout.id, [rollout.challenger_id, champion_id], statistic)
-    (challenger_episodes, challenger), (champion_episodes, champion) = (
-        figures[rollout.challenger_id],
-        figures[champion_id],
+    statistic, (challenger_episodes, challenger), (champion_episodes, champion) = _live_figures(
+        rollout, champion_id, session
     )
-    if champion_episodes == 0:
-        champion_episodes, champion = _figures(session, NO_ROLLOUT, [champion_id], statistic)[champion_id]
     if challenger_episodes < rollout.min_episodes or challenger is None or champion is None:
         return None
     regression = champion - challenger
@@ -234,14 +242,9 @@ def promotion_verdict(rollout: Rollout, champion_id: int | None, session: Sessio
         return None
     if champion_id is None or rollout.min_episodes is None:
         return None
-    statistic = guard_statistic(session, rollout.model_id)
-    figures = _figures(session, rollout.id, [rollout.challenger_id, champion_id], statistic)
-    (challenger_episodes, challenger), (champion_episodes, champion) = (
-        figures[rollout.challenger_id],
-        figures[champion_id],
+    statistic, (challenger_episodes, challenger), (champion_episodes, champion) = _live_figures(
+        rollout, champion_id, session
     )
-    if champion_episodes == 0:
-        champion_episodes, champion = _figures(session, NO_ROLLOUT, [champion_id], statistic)[champion_id]
     if min(challenger_episodes, champion_episodes) < rollout.min_episodes or challenger is None or champion is None:
         return None
     improvement = challenger - champion
