@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import trainer.export
 from tests.trainer.cli_run import FAST_TRAIN, run_cli
 
 
@@ -22,3 +23,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Not a terminal: plain log lines, no progress bar.
     assert "episode 1 return" in proc.stderr and "\r" not in proc.stderr
     return out
+
+
+@pytest.fixture
+def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exports stamp this time, so two exports of the same training are byte-identical."""
+    monkeypatch.setattr(trainer.export, "utc_now_iso", lambda: "2024-01-01T00:00:00+00:00")

@@ -4,33 +4,17 @@ served exactly as the trainer's actor saw them."""
 import numpy as np
 import pytest
 
-import trainer.export
 from models.policy import NumpyActor
 from models.policy_format import OutputTransform
 from models.training_config import make_config
 from models.weights import decode_actor
 from tests.trainer import scaled_env
+from tests.trainer.test_training import TINY
 from trainer.agent import DDPGAgent
 from trainer.env import env_spec, make_env
 from trainer.export import export_actor
 from trainer.obs_normalizer import CLIP, EPSILON, RunningObsNormalizer
 from trainer.training import train
-
-TINY = {
-    "episodes": 3,
-    "max_episode_steps": 60,
-    "hidden_size": 16,
-    "batch_size": 32,
-    "learning_starts": 40,
-    "random_steps": 30,
-    "eval_every": 2,
-    "eval_episodes": 2,
-}
-
-
-@pytest.fixture
-def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(trainer.export, "utc_now_iso", lambda: "2024-01-01T00:00:00+00:00")
 
 
 def test_running_statistics_are_those_of_all_observations_seen() -> None:

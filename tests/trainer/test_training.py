@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-import trainer.export
 from models.policy import NumpyActor
 from models.training_config import make_config
 from models.weights import decode_actor
@@ -26,11 +25,6 @@ TINY = {
     "eval_every": 2,
     "eval_episodes": 2,
 }
-
-
-@pytest.fixture
-def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(trainer.export, "utc_now_iso", lambda: "2024-01-01T00:00:00+00:00")
 
 
 def test_history_evaluations_and_export(fixed_clock: None) -> None:
