@@ -13,10 +13,10 @@ import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from models.networks import Actor, Critic
 from models.training_config import TrainingConfig
+from trainer.adam import FusedAdam
 from trainer.replay_buffer import ReplaySamples
 
 FloatArray = npt.NDArray[np.float32]
@@ -37,16 +37,6 @@ def bellman_target(rewards: torch.Tensor, next_q: torch.Tensor, terminated: torc
     the 200th step of Pendulum is the end of the world.
     """
     return rewards + gamma * (1.0 - terminated) * next_q
-
-
-def make_adam(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Adam:
-    """Adam with the fused CPU kernel where this torch has one (2.4+): for small nets the optimizer step
-    is per-tensor Python overhead, and fusing it roughly halves that part of an update."""
-    param_list = list(params)
-    try:
-        return torch.optim.Adam(param_list, lr=lr, fused=True)
-    except RuntimeError:
-        return torch.optim.Adam(param_list, lr=lr)
 
 
 class DDPGAgent:
@@ -72,8 +62,9 @@ class DDPGAgent:
         # Targets start as exact copies and only ever move by polyak averaging, never by gradients.
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_optimizer = make_adam(self.actor.parameters(), actor_lr)
-        self.critic_optimizer = make_adam(self.critic.parameters(), critic_lr)
+        # Adam's fused kernel, without torch.optim (trainer/adam.py says why).
+        self.actor_optimizer = FusedAdam(self.actor.parameters(), actor_lr)
+        self.critic_optimizer = FusedAdam(self.critic.parameters(), critic_lr)
         # Parameter lists fetched once: `.parameters()` is a generator walk on every call.
         self._actor_params = list(self.actor.parameters())
         self._critic_params = list(self.critic.parameters())
@@ -122,7 +113,7 @@ class DDPGAgent:
 
         # 2. Critic: mean squared error between Q(s, a) and the fixed target (one critic; TD3 has two).
         critic_loss = F.mse_loss(self.critic(obs, actions), target_q)
-        self.critic_optimizer.zero_grad(set_to_none=True)
+        self.critic_optimizer.zero_grad()
         critic_loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         self.critic_optimizer.step()
 
@@ -132,7 +123,7 @@ class DDPGAgent:
         for param in self._critic_params:
             param.requires_grad_(False)
         actor_loss = -self.critic(obs, self.actor(obs)).mean()
-        self.actor_optimizer.zero_grad(set_to_none=True)
+        self.actor_optimizer.zero_grad()
         actor_loss.backward()
         self.actor_optimizer.step()
         for param in self._critic_params:

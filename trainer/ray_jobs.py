@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 WAIT_SECONDS = 1.0
 
 
-@ray.remote(num_cpus=1, max_retries=0)
+# mypy does not follow ray (pyproject.toml), so its decorator is untyped; the function's own types are still checked.
+@ray.remote(num_cpus=1, max_retries=0)  # type: ignore[untyped-decorator]
 def _run_job_task(options: WorkerOptions, job_id: int, config: dict[str, Any]) -> str:
     Worker(options).run_claimed_job(job_id, config)
     return str(ray.get_runtime_context().get_node_id())

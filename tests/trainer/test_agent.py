@@ -89,7 +89,7 @@ def test_actor_update_climbs_the_critic() -> None:
     # Actor-only steps against the frozen snapshot critic.
     for _ in range(50):
         loss = -agent.critic(obs, agent.actor(obs)).mean()
-        agent.actor_optimizer.zero_grad(set_to_none=True)
+        agent.actor_optimizer.zero_grad()
         loss.backward()
         agent.actor_optimizer.step()
     for p, snap in zip(agent.critic.parameters(), critic_snapshot, strict=True):

@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from trainer.adam import FusedAdam
 from trainer.agent import DDPGAgent
 
 FORMAT = "ddpg-learner-checkpoint/1"
@@ -50,12 +51,12 @@ def encode_checkpoint(agent: DDPGAgent, state: CheckpointState) -> bytes:
             tensors[f"{name}.{key}"] = tensor.detach().numpy().copy()
     steps: dict[str, dict[str, float]] = {}
     for name in _OPTIMIZERS:
-        optimizer: torch.optim.Optimizer = getattr(agent, name)
+        optimizer: FusedAdam = getattr(agent, name)
         steps[name] = {}
-        for index, moments in optimizer.state_dict()["state"].items():
-            tensors[f"{name}.{index}.exp_avg"] = moments["exp_avg"].detach().numpy().copy()
-            tensors[f"{name}.{index}.exp_avg_sq"] = moments["exp_avg_sq"].detach().numpy().copy()
-            steps[name][str(index)] = float(moments["step"])
+        for index, moments in enumerate(optimizer.moments):
+            tensors[f"{name}.{index}.exp_avg"] = moments.exp_avg.detach().numpy().copy()
+            tensors[f"{name}.{index}.exp_avg_sq"] = moments.exp_avg_sq.detach().numpy().copy()
+            steps[name][str(index)] = float(moments.step)
     meta = {
         "transitions_consumed": state.transitions_consumed,
         "updates": state.updates,
@@ -86,17 +87,15 @@ def restore_checkpoint(agent: DDPGAgent, data: bytes) -> CheckpointState:
             own = {k[len(prefix) :]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith(prefix)}
             network.load_state_dict(own, strict=True)
         for name in _OPTIMIZERS:
-            optimizer: torch.optim.Optimizer = getattr(agent, name)
-            saved = optimizer.state_dict()
-            saved["state"] = {
-                int(index): {
-                    "step": torch.tensor(step, dtype=torch.float32),
-                    "exp_avg": torch.from_numpy(tensors[f"{name}.{index}.exp_avg"]),
-                    "exp_avg_sq": torch.from_numpy(tensors[f"{name}.{index}.exp_avg_sq"]),
-                }
-                for index, step in state["adam_steps"][name].items()
-            }
-            optimizer.load_state_dict(saved)
+            optimizer: FusedAdam = getattr(agent, name)
+            # A checkpoint lists the parameters Adam had stepped (all of them, once the learner has updated).
+            for index, step in state["adam_steps"][name].items():
+                optimizer.load_moments(
+                    int(index),
+                    exp_avg=torch.from_numpy(tensors[f"{name}.{index}.exp_avg"]),
+                    exp_avg_sq=torch.from_numpy(tensors[f"{name}.{index}.exp_avg_sq"]),
+                    step=float(step),
+                )
         return CheckpointState(
             transitions_consumed=int(state["transitions_consumed"]),
             updates=int(state["updates"]),
