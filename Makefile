@@ -37,13 +37,19 @@ lint: $(TEST_STAMP)
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy app trainer models store ddpg_client episodes
 
-# Two pytest processes: most slow tests wait on the real server and worker processes they start, so two
-# runners finish in about half the time on a 2-core machine. Each test module goes to one runner whole (its tests
-# share its server or cluster), the longest first (tests/scheduling.py); the 20 slowest tests are listed at the end.
+# Two pytest processes: each test module goes to one runner whole (its tests share its server or cluster), the
+# longest first (tests/scheduling.py); the 20 slowest tests are listed at the end. The suite is CPU-bound on a 2-core
+# machine (a third runner only adds contention), but its first minute is spent mostly waiting for the servers and
+# clusters of the longest modules to start, which is when the type check runs beside it: `make test` fails if
+# either does.
 PYTEST_WORKERS ?= 2
 
-test: lint typecheck
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=20
+test: lint
+	@echo "mypy runs beside the tests (its result is printed at the end)"; \
+	{ $(BIN)/mypy app trainer models store ddpg_client episodes > $(VENV)/mypy.log 2>&1; echo $$? > $(VENV)/mypy.status; } & \
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=20; tests=$$?; wait; \
+	echo "mypy: $$(tail -n 1 $(VENV)/mypy.log)"; \
+	if [ "$$(cat $(VENV)/mypy.status)" != 0 ]; then cat $(VENV)/mypy.log; exit 1; fi; exit $$tests
 
 # The README's tour as written (tests/readme/run_readme.py): starts the service as `make run` does, on a fresh
 # DATA_DIR and a free port, and runs the README's bash and python blocks in order (then docs/API.md's), the slow
