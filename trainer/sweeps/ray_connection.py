@@ -29,6 +29,11 @@ LOOPBACK = "127.0.0.1"
 # Ray's switch between "a node of a possible cluster" (its Linux default: every interface) and "this machine only".
 RAY_CLUSTER_SWITCH_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Ray gives its raylet a fixed 30 s to register at start-up; an embedded runner's Ray runs at idle priority, so on a
+# machine busy with other work that can run out. A start that failed is cleaned up and tried again before the sweep
+# is given up on.
+START_ATTEMPTS = 3
+START_RETRY_SECONDS = 2.0
 
 
 class RayConnection:
@@ -59,15 +64,24 @@ class RayConnection:
                 lambda: ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
             )
             return
-        logger.info("starting a local Ray on %s (%s CPUs)", LOOPBACK, self.num_cpus or "all")
-        _keeping_signal_handlers(
-            lambda: ray.init(
-                num_cpus=self.num_cpus,
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                _node_ip_address=LOOPBACK,
-            )
-        )
+        for attempt in range(1, START_ATTEMPTS + 1):
+            logger.info("starting a local Ray on %s (%s CPUs)", LOOPBACK, self.num_cpus or "all")
+            try:
+                _keeping_signal_handlers(
+                    lambda: ray.init(
+                        num_cpus=self.num_cpus,
+                        include_dashboard=False,
+                        logging_level=logging.WARNING,
+                        _node_ip_address=LOOPBACK,
+                    )
+                )
+                break
+            except Exception as exc:  # Ray raises a bare Exception for a node that did not come up in time
+                ray.shutdown()  # the processes of the failed start, if any are left
+                if attempt == START_ATTEMPTS:
+                    raise
+                logger.warning("the local Ray did not start (%s); trying again (%d/%d)", exc, attempt, START_ATTEMPTS)
+                time.sleep(START_RETRY_SECONDS * attempt)
         node_ip = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
         if node_ip != LOOPBACK:  # Ray was imported before connect() could set the switch (an embedding program)
             logger.warning("the local Ray listens on %s, not only on %s", node_ip, LOOPBACK)
