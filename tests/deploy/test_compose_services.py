@@ -130,18 +130,35 @@ def test_compose_services_run_as_local_processes(fresh_postgres_url: str, tmp_pa
             assert job["status"] == "succeeded", job
             _wait_for(lambda: _status(client, "/readyz") == 200, 30, "/readyz", logs)
 
-            acted = client.post("/act", json={"observation": [1.0, 0.0, 0.0]})
-            assert acted.status_code == 200, acted.text
+            # Each API worker process picks the promotion up within its policy refresh: ask until it serves the job's.
+            acted = _wait_for(
+                lambda: (
+                    (answer := client.post("/act", json={"observation": [1.0, 0.0, 0.0]})).status_code == 200
+                    and answer.json()["policy_id"] == job["policy_id"]
+                    and answer
+                ),
+                30,
+                "/act to serve the job's policy",
+                logs,
+            )
             assert len(acted.json()["action"]) == 1
 
-            # The compose API serves the Open Inference Protocol over gRPC too, with the same action.
-            with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-                request = pb.ModelInferRequest(model_name="default")
-                request.inputs.add(name="observation", datatype="FP32", shape=[1, 3]).contents.fp32_contents.extend(
-                    [1.0, 0.0, 0.0]
-                )
-                answer = GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
-            assert list(answer.outputs[0].contents.fp32_contents) == pytest.approx(acted.json()["action"], rel=1e-6)
+            # The compose API serves the Open Inference Protocol over gRPC too, with the same action (from either
+            # worker process, once both serve the promoted policy).
+            def grpc_action() -> list[float]:
+                with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                    request = pb.ModelInferRequest(model_name="default")
+                    observation = request.inputs.add(name="observation", datatype="FP32", shape=[1, 3])
+                    observation.contents.fp32_contents.extend([1.0, 0.0, 0.0])
+                    answer = GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)  # type: ignore[no-untyped-call]
+                return list(answer.outputs[0].contents.fp32_contents)
+
+            _wait_for(
+                lambda: grpc_action() == pytest.approx(acted.json()["action"], rel=1e-6),
+                30,
+                "gRPC to answer /act's action",
+                logs,
+            )
 
             rewards = client.get(f"{job_path}/rewards").json()
             assert [row["episode"] for row in rewards["episodes"]] == [0, 1, 2]
