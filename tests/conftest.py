@@ -28,6 +28,32 @@ from tests.sb3_models import foreign  # noqa: F401
 POSTGRES_ENV = "TEST_DATABASE_URL"
 
 
+def _share_one_default_ssl_context() -> None:
+    """httpx builds a new SSL context for every client, loading a CA bundle (certifi's, or SSL_CERT_FILE's: 30 to 60
+    ms of CPU): every `httpx.get` and `httpx.Client()` pays it, and the tests make thousands of them against
+    plain-HTTP servers, most in loops that poll a server every 0.1 s (a third of a core spent on CA bundles). The
+    default context is built once per CA setting and shared; a client that asks for anything else (a context of its
+    own, verify=False, a cert) still gets what it asked for."""
+    import httpx
+    import httpx._transports.default as transport
+
+    build = httpx.create_ssl_context  # what the transport module imported
+    shared: dict[tuple[str | None, str | None], Any] = {}
+
+    def create_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+        if verify is not True or cert is not None or not trust_env:
+            return build(verify=verify, cert=cert, trust_env=trust_env)
+        cas = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        if cas not in shared:
+            shared[cas] = build()
+        return shared[cas]
+
+    transport.create_ssl_context = create_ssl_context  # type: ignore[attr-defined]
+
+
+_share_one_default_ssl_context()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Which tests share a worker and in what order they are sent (tests/scheduling.py).
     scheduling.register(config)
