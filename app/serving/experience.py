@@ -192,6 +192,9 @@ class ExperienceRecorder:
         self._buffers: dict[int, _ModelBuffer] = {}
         self.buffered = 0  # transitions in the buffers and in an unconfirmed batch
         self._unconfirmed: _Batch | None = None
+        # One flush at a time: the periodic one and an explicit one (shutdown, a test) would otherwise both take
+        # blocks and both set _unconfirmed across their awaits, and one could write the other's batch.
+        self._flush_lock = asyncio.Lock()
         self._id_prefix = f"x{os.getpid()}-{secrets.token_hex(6)}"
         self._sequence = itertools.count(1)
         self.flushes = 0
@@ -281,7 +284,12 @@ class ExperienceRecorder:
 
     async def flush(self) -> int:
         """Write the unconfirmed batch, if any, then what is buffered (each encoded and written in a thread); on
-        failure keep the batch for the next flush. Returns the transitions written."""
+        failure keep the batch for the next flush. Returns the transitions written. A flush already under way is
+        waited for first, so what was buffered when this was called is written (or kept) when it returns."""
+        async with self._flush_lock:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         written = 0
         for _attempt in range(2):
             if self._unconfirmed is None:
