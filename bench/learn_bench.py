@@ -13,8 +13,10 @@ client would define its own). Rows:
   /models/{name}/learner with the default preset (seed 0, a publish every 100 updates: `--publish-every`), and N
   client threads driving the environment over WS /act/stream as fast as the service answers, with the
   episode-level backpressure of `drive(max_lag=...)` (`--max-lag`, default 400): a client waits between episodes
-  while the learner has more unlearned transitions than that. Each published policy is evaluated as it appears (its
-  weights downloaded, run in a separate process at idle priority: not on the clients' or the service's time).
+  while the learner has more unlearned transitions than that. Its published policies are evaluated at least 200
+  updates apart, as the in-process row is, oldest first and none skipped, each marked with the steps and seconds
+  at its publish (its weights downloaded, run in a separate process at idle priority: not on the clients' or the
+  service's time; a slow evaluation delays the verdict, not the mark).
 - `learner, N client(s), free`: the same without backpressure: the clients outrun the learner.
 
 Both kinds of row evaluate with trainer.evaluation.evaluate_policy: 20 episodes on seeds no training episode uses.
@@ -41,6 +43,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -59,6 +62,9 @@ from ddpg_client import PolicyClient  # noqa: E402
 ENV_ID = "bench.learn_bench:ReorderedPendulum-v0"
 MODEL = "reordered"
 HELDOUT_EPISODES = 20
+# Gradient updates between the learner's policies looked at: the in-process row looks after every episode (200 steps,
+# 200 updates).
+EVAL_SPACING = 200
 
 
 class ReorderedPendulum(gym.Env[np.ndarray, np.ndarray]):
@@ -209,8 +215,10 @@ def service(data_dir: Path) -> Iterator[str]:
 
 
 class Watcher:
-    """Follows the learner while the clients drive: its lag, and each new published policy's held-out return
-    (evaluated in another process, newest first: a policy superseded while waiting is skipped)."""
+    """Follows the learner while the clients drive: its lag, and the held-out return of its published policies,
+    every one at least EVAL_SPACING updates after the last one looked at (as the in-process row evaluates after every
+    episode), oldest first, none skipped. Each is marked where the run stood when it was published (as seen here,
+    within a poll) and evaluated in another process, so a slow evaluation delays the verdict, never the mark."""
 
     def __init__(self, base_url: str, evaluator: ProcessPoolExecutor, target: float) -> None:
         self.base_url = base_url
@@ -219,31 +227,44 @@ class Watcher:
         self.lags: list[int] = []
         self.reached: tuple[int, float, float, int, int] | None = None  # steps, seconds, held-out, updates, consumed
         self.best: tuple[int, float, float, int, int] | None = None
+        self.queued: deque[tuple[int, tuple[int, float, int, int]]] = deque()  # (policy id, mark) to evaluate
+        self.evaluating = False
+
+    @property
+    def idle(self) -> bool:
+        return not (self.queued or self.evaluating)
 
     def run(self, start: float, driven: list[int], stop: threading.Event) -> None:
-        seen: int | None = None
+        seen: set[int] = set()
+        last_updates = -EVAL_SPACING
         pending: tuple[Future[float], tuple[int, float, int, int]] | None = None
         while not stop.is_set():
             state = _http("GET", f"{self.base_url}/models/{MODEL}/learner")[1]
             self.lags.append(int(state.get("unlearned_transitions", 0)))
+            for published in reversed(state.get("policies") or []):  # oldest first
+                policy_id = published["policy_id"]
+                if policy_id in seen:
+                    continue
+                seen.add(policy_id)
+                if published["updates"] >= last_updates + EVAL_SPACING:
+                    last_updates = published["updates"]
+                    at = (sum(driven), time.perf_counter() - start, published["updates"])
+                    self.queued.append((policy_id, (*at, published["transitions_consumed"])))
             if pending is not None and pending[0].done():
                 held = pending[0].result()
                 steps, seconds, updates, consumed = pending[1]
                 mark = (steps, seconds, held, updates, consumed)
                 if self.best is None or held > self.best[2]:
                     self.best = mark
-                pending = None
+                pending, self.evaluating = None, False
                 if held >= self.target:
                     self.reached = mark
                     stop.set()
                     return
-            latest = state.get("last_policy_id")
-            if pending is None and latest is not None and latest != seen:
-                seen = latest
-                # Where the run stood when the policy was published (as seen here, within a poll).
-                at = (sum(driven), time.perf_counter() - start, state["updates"], state["transitions_consumed"])
-                weights = _bytes(f"{self.base_url}/policies/{latest}/weights")
-                pending = (self.evaluator.submit(evaluate_weights, weights), at)
+            if pending is None and self.queued:
+                policy_id, at = self.queued.popleft()
+                weights = _bytes(f"{self.base_url}/policies/{policy_id}/weights")
+                pending, self.evaluating = (self.evaluator.submit(evaluate_weights, weights), at), True
             time.sleep(0.1)
 
 
@@ -296,7 +317,8 @@ def with_learner(
         for thread in threads:
             thread.join()
         if watcher.reached is None:
-            # The budget is spent: give the learner the time to learn from what was recorded, then one more look.
+            # The budget is spent: give the learner the time to learn from what was recorded, and the evaluations the
+            # time to look at what it published.
             deadline = time.perf_counter() + 60
             while watcher.reached is None and time.perf_counter() < deadline:
                 state = _http("GET", f"{base_url}/models/{MODEL}/learner")[1]
@@ -304,6 +326,9 @@ def with_learner(
                     break
                 time.sleep(0.2)
             time.sleep(1.0)
+            deadline = time.perf_counter() + 120
+            while watcher.reached is None and not watcher.idle and time.perf_counter() < deadline:
+                time.sleep(0.2)
         stop.set()
         watching.join()
         mark = watcher.reached or watcher.best

@@ -183,15 +183,13 @@ def _pending(session: Session, model_id: int, learner: Learner) -> int:
 
 
 def _owed_transitions(learner: Learner) -> int:
-    """Consumed transitions whose gradient updates are still due (none before learning_starts): the updates owed,
-    in transitions (`update_every` per update)."""
+    """Consumed transitions whose gradient updates are still due (the learner's own count, TrainingConfig.updates_after,
+    none before learning_starts): the updates owed, in transitions (`update_every` per update)."""
     try:
         config = load_job_config(learner.config)
     except ValueError:  # a config the learner process fails with the reason
         return 0
-    if learner.transitions_consumed < config.learning_starts:
-        return 0
-    owed = max(0, learner.transitions_consumed // config.update_every - learner.updates)
+    owed = max(0, config.updates_after(learner.transitions_consumed) - learner.updates)
     return owed * config.update_every
 
 
