@@ -4,9 +4,10 @@ service's client sessions.
 One round (`step`): read what was recorded since the cursor into the replay buffer, then run the gradient updates
 that are due, as many as the local loop runs after as many environment steps (`1 / update_every` per transition
 from `learning_starts` on: the update-to-data ratio train() keeps). When the actors record faster than this process
-can update, the learner falls behind rather than piling up work: the achieved ratio is reported, never faked. Every `publish_every`
-updates the actor is exported (the served `ddpg-actor/1` bytes) and handed to `publish` together with a checkpoint
-of the whole learner, so whoever stores the policy stores the state to resume from in the same write.
+can update, the learner falls behind rather than piling up work: the achieved ratio is reported, never faked. Every
+`publish_every` updates the actor is exported (the served `ddpg-actor/1` bytes) and handed to `publish` together
+with a checkpoint of the whole learner, so whoever stores the policy stores the state to resume from in the same
+write.
 """
 
 from __future__ import annotations
