@@ -4,8 +4,9 @@ service's learner fed by one or two driving clients, side by side in one run.
     python bench/learn_bench.py                       # to -200 held-out, 40,000 steps at most per row
     python bench/learn_bench.py --target -300 --rows in-process,1,2,1f
 
-The environment is Pendulum with its observation reordered and its action rescaled to [-1, 1] (defined here, as a
-client would define its own). Rows:
+The environment is Pendulum with its observation reordered and its action rescaled to [-1, 1] (bench/learn_env.py, as
+a client would define its own), as fast as the CPU allows, or paced to the clock with `--env-step-ms` (a robot's or a
+real-time simulator's control period: then the clients, not the learner, limit the learning rows). Rows:
 
 - `in-process`: trainer.training.train on this environment (one process, one torch thread), the default preset,
   evaluated after every episode (evaluation time is not counted).
@@ -50,44 +51,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from the repository root
     sys.path.insert(0, str(REPO))
 
+from bench.learn_env import (  # noqa: E402
+    ENV_ID,
+    HELDOUT_EPISODES,
+    STEP_MS_VARIABLE,
+    ReorderedPendulum,
+    evaluate_weights,
+)
 from ddpg_client import PolicyClient  # noqa: E402
 
-ENV_ID = "bench.learn_bench:ReorderedPendulum-v0"
 MODEL = "reordered"
-HELDOUT_EPISODES = 20
 # Gradient updates between the learner's policies looked at: the in-process row looks after every episode (200 steps,
 # 200 updates).
 EVAL_SPACING = 200
-
-
-class ReorderedPendulum(gym.Env[np.ndarray, np.ndarray]):
-    """Pendulum-v1 observed as [theta_dot, sin, cos], driven with actions in [-1, 1] (torque / 2)."""
-
-    def __init__(self, max_episode_steps: int | None = None) -> None:
-        self._inner = gym.make("Pendulum-v1", max_episode_steps=max_episode_steps)
-        self.observation_space = gym.spaces.Box(
-            low=np.array([-8.0, -1.0, -1.0], np.float32), high=np.array([8.0, 1.0, 1.0], np.float32)
-        )
-        self.action_space = gym.spaces.Box(low=-1.0, high=1.0, shape=(1,), dtype=np.float32)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        obs, info = self._inner.reset(seed=seed, options=options)
-        return obs[[2, 1, 0]].astype(np.float32), info
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        obs, reward, terminated, truncated, info = self._inner.step(2.0 * np.clip(action, -1.0, 1.0))
-        return obs[[2, 1, 0]].astype(np.float32), float(reward), bool(terminated), bool(truncated), info
-
-
-if "ReorderedPendulum-v0" not in gym.registry:
-    gym.register("ReorderedPendulum-v0", entry_point=ReorderedPendulum)
 
 
 @dataclass
@@ -129,7 +111,7 @@ def in_process(target: float, budget: int) -> Row:
 
     train(config, callback=watch)
     steps, seconds, held = next(((s, t, h) for s, t, h in marks if h >= target), marks[-1])
-    updates = max(0, steps - max(config.learning_starts, config.batch_size) + 1)
+    updates = config.updates_after(steps)
     return Row(held >= target, steps, seconds, held, updates, updates / steps)
 
 
@@ -140,15 +122,6 @@ def idle_priority() -> None:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
         os.nice(19)
-
-
-def evaluate_weights(weights: bytes) -> float:
-    """Held-out mean return of a served policy's bytes (runs in the evaluation process)."""
-    from models.policy import NumpyActor
-    from trainer.evaluation import evaluate_policy
-
-    actor = NumpyActor.from_bytes(weights)
-    return evaluate_policy(actor.act, ENV_ID, episodes=HELDOUT_EPISODES).mean_return
 
 
 def _free_port() -> int:
@@ -355,12 +328,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-lag", type=int, default=400, help="drive(max_lag=...) of the learner rows (400)")
     parser.add_argument("--publish-every", type=int, default=100, help="the learner's publish_every (100)")
     parser.add_argument(
+        "--env-step-ms",
+        type=float,
+        default=0.0,
+        help="real time each environment step takes, in every row (0: none); e.g. 5 for a 200 Hz control loop",
+    )
+    parser.add_argument(
         "--rows",
         default="in-process,1,2",
         help="which rows: in-process, and client counts with backpressure (1) or free-running (1f)",
     )
     args = parser.parse_args(argv)
-    print(f"target: held-out mean return >= {args.target:g}; budget {args.budget} steps per row")
+    os.environ[STEP_MS_VARIABLE] = str(args.env_step_ms)
+    paced = f"; each environment step takes {args.env_step_ms:g} ms" if args.env_step_ms else ""
+    print(f"target: held-out mean return >= {args.target:g}; budget {args.budget} steps per row{paced}")
     print(
         f"{'mode':<26}{'steps':>7}{'seconds':>9}{'held-out':>10}{'updates':>9}{'upd/s':>7}{'UTD':>6}"
         f"{'lag mean':>10}{'lag max':>9}"

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from the repository root
     sys.path.insert(0, str(REPO))
 
-from bench.learn_bench import ENV_ID, ReorderedPendulum, evaluate_weights  # noqa: E402
+from bench.learn_env import ENV_ID, ReorderedPendulum, evaluate_weights  # noqa: E402
 from models.policy import NumpyActor  # noqa: E402
 from models.training_config import TrainingConfig, make_config  # noqa: E402
 from trainer.env import EnvSpec  # noqa: E402
@@ -52,6 +52,16 @@ class Setup:
     refresh_delay: int = 60
     follow: bool = False
     old_due: bool = False  # the learner as it was: one update per consumed transition, warm-up included
+    publish_first: bool = False  # publish after the first update too: the warm-up ends when learning starts
+
+
+class PublishFirstLearner(OnlineLearner):
+    def train(self, max_updates: int) -> int:
+        first = self.updates == 0
+        done = super().train(max_updates)
+        if first and done and self.publishes == 0:
+            self.publish_now()
+        return done
 
 
 class OldDueLearner(OnlineLearner):
@@ -64,6 +74,7 @@ class OldDueLearner(OnlineLearner):
 SETUPS: dict[str, Setup] = {
     "old": Setup(old_due=True),
     "base": Setup(),
+    "first": Setup(publish_first=True),
     "2c": Setup(clients=2),
     "follow": Setup(follow=True),
     "pub25": Setup(publish_every=25),
@@ -131,7 +142,7 @@ def simulate(setup: Setup, config: TrainingConfig, rep: int, target: float, budg
     def publish(actor: bytes, checkpoint: bytes, progress: LearnerProgress) -> None:
         published.append((tick + setup.refresh_delay, NumpyActor.from_bytes(actor)))
 
-    kind = OldDueLearner if setup.old_due else OnlineLearner
+    kind = OldDueLearner if setup.old_due else PublishFirstLearner if setup.publish_first else OnlineLearner
     learner = kind(config, SPEC, source, publish, publish_every=setup.publish_every)
     clients = [Client(i, rep, config.noise_sigma) for i in range(setup.clients)]
     flushed = driven = 0
@@ -187,7 +198,7 @@ def in_process(seed: int, target: float, budget: int) -> tuple[bool, int, int, i
     if not reached:
         return False, budget, 0, 0
     steps = reached[0]
-    updates = steps - max(config.learning_starts, config.batch_size) + 1
+    updates = config.updates_after(steps)
     return True, steps, updates, steps
 
 
