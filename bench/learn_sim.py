@@ -53,6 +53,7 @@ class Setup:
     follow: bool = False
     old_due: bool = False  # the learner as it was: one update per consumed transition, warm-up included
     publish_first: bool = False  # publish after the first update too: the warm-up ends when learning starts
+    random_until: int = 0  # recorded steps driven with uniform actions at least (a longer warm-up)
 
 
 class PublishFirstLearner(OnlineLearner):
@@ -75,6 +76,7 @@ SETUPS: dict[str, Setup] = {
     "old": Setup(old_due=True),
     "base": Setup(),
     "first": Setup(publish_first=True),
+    "random1200": Setup(random_until=1200),
     "2c": Setup(clients=2),
     "follow": Setup(follow=True),
     "pub25": Setup(publish_every=25),
@@ -154,7 +156,7 @@ def simulate(setup: Setup, config: TrainingConfig, rep: int, target: float, budg
                 unlearned = flushed - learner.transitions_consumed
                 unlearned += learner.due_updates() * config.update_every
                 if setup.max_lag is None or client.episode == 0 or unlearned <= setup.max_lag:
-                    client.start(visible)
+                    client.start(visible if driven >= setup.random_until else None)
                     client.credit = 0.0
             if client.in_episode:
                 client.credit += setup.client_speed

@@ -17,7 +17,7 @@ from models.experience_chunks import ExperienceColumns, decode_chunk
 from store import learners
 from store.registry import get_model
 from store.tables import ExperienceChunk, Learner
-from tests.app.conftest import Api
+from tests.app.conftest import Api, ApiFactory
 from tests.app.factories import assert_error_shape, make_policy_bytes
 from tests.conftest import sqlite_only
 
@@ -222,8 +222,8 @@ def test_a_warm_up_session_keeps_its_warm_up_until_its_episode_ends(api: Api) ->
     assert _field(api.client.post("/act", json={**step, "session": "moved2", "policy_id": -1})) == "policy_id"
 
 
-def _record_steps(api: Api, session_id: str, steps: int) -> None:
-    """One episode of `steps` transitions recorded by the model's sessions, flushed to the store."""
+def _record_steps(api: Api, session_id: str, steps: int, *, flush: bool = True) -> None:
+    """One episode of `steps` transitions recorded by the model's sessions, flushed to the store (unless not)."""
     for step in range(steps + 1):
         body: dict[str, Any] = {"model": "arm", "observation": [0.1, 0.2, float(step)], "session": session_id}
         if step:
@@ -231,8 +231,25 @@ def _record_steps(api: Api, session_id: str, steps: int) -> None:
         if step == steps:
             body["truncated"] = True
         assert api.client.post("/act", json=body).status_code == 200
+    if flush:
+        recorder = api.client.app.state.act_runtime.routing.experience  # type: ignore[attr-defined]
+        api.client.portal.call(recorder.flush)  # type: ignore[union-attr]
+
+
+def test_the_unlearned_count_includes_what_this_process_recorded_and_has_not_written_yet(make_api: ApiFactory) -> None:
+    # A flush a minute away: what the sessions record stays in this process's buffers for the whole test.
+    api = make_api(experience_flush_seconds=60.0)
+    assert api.client.post("/models", json=ARM).status_code == 201
+    assert api.client.put("/models/arm/learner", json={"learning_starts": 10, "batch_size": 16}).status_code == 202
+    _record_steps(api, "s1", 30, flush=False)
+    state = api.client.get("/models/arm/learner").json()
+    # Not in the store yet, so not in the lag; but a client that just drove that episode must see it as unlearned,
+    # or it starts the next one at once and runs ahead of the learner by a flush interval's worth of steps.
+    assert (state["lag_transitions"], state["unlearned_transitions"]) == (0, 30)
     recorder = api.client.app.state.act_runtime.routing.experience  # type: ignore[attr-defined]
     api.client.portal.call(recorder.flush)  # type: ignore[union-attr]
+    state = api.client.get("/models/arm/learner").json()
+    assert (state["lag_transitions"], state["unlearned_transitions"]) == (30, 30)
 
 
 def test_the_lag_counts_unread_and_unlearned_transitions_and_the_rates_follow_the_counters(api: Api) -> None:
