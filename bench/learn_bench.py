@@ -13,7 +13,7 @@ real-time simulator's control period: then the clients, not the learner, limit t
 - `learner, N client(s)`: `python -m app` (SQLite, its embedded learner process), a model known by its spaces, PUT
   /models/{name}/learner with the default preset (seed 0, a publish every 100 updates: `--publish-every`), and N
   client threads driving the environment over WS /act/stream as fast as the service answers, with the
-  episode-level backpressure of `drive(max_lag=...)` (`--max-lag`, default 400): a client waits between episodes
+  episode-level backpressure of `drive(max_lag=...)` (`--max-lag`, default 800): a client waits between episodes
   while the learner has more unlearned transitions than that. Its published policies are evaluated at least 200
   updates apart, as the in-process row is, oldest first and none skipped, each marked with the steps and seconds
   at its publish (its weights downloaded, run in a separate process at idle priority: not on the clients' or the
@@ -325,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", type=float, default=-200.0, help="held-out mean return to reach (default -200)")
     parser.add_argument("--budget", type=int, default=40_000, help="environment steps per row at most (40000)")
-    parser.add_argument("--max-lag", type=int, default=400, help="drive(max_lag=...) of the learner rows (400)")
+    # 800, four episodes: in runs side by side the learner reached -200 after about half the updates it needed with 400
+    # (more data in hand per update early on), at a little more environment steps (docs/BENCHMARKS.md).
+    parser.add_argument("--max-lag", type=int, default=800, help="drive(max_lag=...) of the learner rows (800)")
     parser.add_argument("--publish-every", type=int, default=100, help="the learner's publish_every (100)")
     parser.add_argument(
         "--env-step-ms",

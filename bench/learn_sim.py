@@ -6,8 +6,9 @@ cost environment steps, measured without the service or a shared machine's noise
 
 Time advances one tick per gradient update the learner could run. Each client steps its environment
 `client_speed` times a tick (the service answers faster than the learner updates), waits between episodes while the
-learner has more than `max_lag` unlearned transitions (as `drive(max_lag=...)`), and its steps reach the learner in
-blocks every `flush_every` ticks (the recorder's flush). A published policy reaches the sessions `refresh_delay`
+learner has more than `max_lag` unlearned transitions (as `drive(max_lag=...)`; counting the steps not flushed yet,
+as the service does, unless `count_unflushed` is off), and its steps reach the learner in blocks every `flush_every`
+ticks (the recorder's flush). A published policy reaches the sessions `refresh_delay`
 ticks later (the registry poll), and a session keeps the policy it started its episode with, unless `follow`. The
 actions are the service's: uniform until the first publish, then the policy plus Gaussian noise (sigma of the
 config). The learner is trainer.online.learner.OnlineLearner itself over an InMemorySource.
@@ -44,13 +45,17 @@ EVAL_SPACING = 200
 
 @dataclass(frozen=True)
 class Setup:
+    """One configuration of the simulated loop; the defaults are learn_bench's (one client about 8 times as fast as
+    the learner, flushes and registry polls of 0.2 s at about 300 updates a second)."""
+
     clients: int = 1
     publish_every: int = 100
-    max_lag: int | None = 400
-    client_speed: float = 3.0
-    flush_every: int = 60
-    refresh_delay: int = 60
-    follow: bool = False
+    max_lag: int | None = 400  # None: free-running clients
+    client_speed: float = 8.0  # environment steps per client per tick
+    flush_every: int = 60  # ticks between the recorder's flushes
+    refresh_delay: int = 60  # ticks from a publish to the sessions' seeing it
+    follow: bool = False  # sessions switch to a newer policy mid-episode (the service never does)
+    count_unflushed: bool = True  # the lag a waiting client sees includes the recorder's unflushed steps
     old_due: bool = False  # the learner as it was: one update per consumed transition, warm-up included
     publish_first: bool = False  # publish after the first update too: the warm-up ends when learning starts
     random_until: int = 0  # recorded steps driven with uniform actions at least (a longer warm-up)
@@ -73,7 +78,8 @@ class OldDueLearner(OnlineLearner):
 
 
 SETUPS: dict[str, Setup] = {
-    "old": Setup(old_due=True),
+    "old": Setup(old_due=True, count_unflushed=False),
+    "leaky": Setup(count_unflushed=False),
     "base": Setup(),
     "first": Setup(publish_first=True),
     "random1200": Setup(random_until=1200),
@@ -154,6 +160,8 @@ def simulate(setup: Setup, config: TrainingConfig, rep: int, target: float, budg
         for client in clients:
             if not client.in_episode:
                 unlearned = flushed - learner.transitions_consumed
+                if setup.count_unflushed:
+                    unlearned += sum(len(other.rows) for other in clients)
                 unlearned += learner.due_updates() * config.update_every
                 if setup.max_lag is None or client.episode == 0 or unlearned <= setup.max_lag:
                     client.start(visible if driven >= setup.random_until else None)
