@@ -14,7 +14,8 @@ real-time simulator's control period: then the clients, not the learner, limit t
   /models/{name}/learner with the default preset (seed 0, a publish every 100 updates: `--publish-every`), and N
   client threads driving the environment over WS /act/stream as fast as the service answers, with the
   episode-level backpressure of `drive(max_lag=...)` (`--max-lag`, default 800): a client waits between episodes
-  while the learner has more unlearned transitions than that. Its published policies are evaluated at least 200
+  while the learner has more unlearned transitions than that (all clients together; with `--lag-per-client` each
+  client's share, so N clients wait on N times it). Its published policies are evaluated at least 200
   updates apart, as the in-process row is, oldest first and none skipped, each marked with the steps and seconds
   at its publish (its weights downloaded, run in a separate process at idle priority: not on the clients' or the
   service's time; a slow evaluation delays the verdict, not the mark).
@@ -330,6 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-lag", type=int, default=800, help="drive(max_lag=...) of the learner rows (800)")
     parser.add_argument("--publish-every", type=int, default=100, help="the learner's publish_every (100)")
     parser.add_argument(
+        "--lag-per-client",
+        action="store_true",
+        help="the bound is each client's share: N clients wait on N times --max-lag (Ape-X: more actors, more data)",
+    )
+    parser.add_argument(
         "--env-step-ms",
         type=float,
         default=0.0,
@@ -358,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                 free = row.endswith("f")
                 clients = int(row.removesuffix("f"))
                 name = f"learner, {clients} client{'s' if clients > 1 else ''}{', free' if free else ''}"
-                max_lag = None if free else args.max_lag
+                max_lag = None if free else args.max_lag * (clients if args.lag_per_client else 1)
                 result = with_learner(
                     clients,
                     target=args.target,

@@ -230,7 +230,11 @@ def main(argv: list[str] | None = None) -> int:
                 setup = SETUPS[name]
                 for item in args.set:
                     key, value = item.split("=")
-                    setup = replace(setup, **{key: type(getattr(setup, key) or 0)(value)})
+                    current = getattr(setup, key)
+                    parsed: object = value.lower() in ("1", "true", "yes") if isinstance(current, bool) else value
+                    if not isinstance(current, bool):
+                        parsed = None if value == "none" else type(current or 0)(value)
+                    setup = replace(setup, **{key: parsed})
                 results.append(simulate(setup, config, rep, args.target, args.budget))
             ok, steps, updates, ticks = results[-1]
             print(
