@@ -4,17 +4,21 @@ service's learner fed by one or two driving clients, side by side in one run.
     python bench/learn_bench.py                       # to -200 held-out, 40,000 steps at most per row
     python bench/learn_bench.py --target -300 --rows in-process,1,2,1f
 
-The environment is Pendulum with its observation reordered and its action rescaled to [-1, 1] (defined here, as a
-client would define its own). Rows:
+The environment is Pendulum with its observation reordered and its action rescaled to [-1, 1] (bench/learn_env.py, as
+a client would define its own), as fast as the CPU allows, or paced to the clock with `--env-step-ms` (a robot's or a
+real-time simulator's control period: then the clients, not the learner, limit the learning rows). Rows:
 
 - `in-process`: trainer.training.train on this environment (one process, one torch thread), the default preset,
   evaluated after every episode (evaluation time is not counted).
 - `learner, N client(s)`: `python -m app` (SQLite, its embedded learner process), a model known by its spaces, PUT
   /models/{name}/learner with the default preset (seed 0, a publish every 100 updates: `--publish-every`), and N
   client threads driving the environment over WS /act/stream as fast as the service answers, with the
-  episode-level backpressure of `drive(max_lag=...)` (`--max-lag`, default 400): a client waits between episodes
-  while the learner has more unlearned transitions than that. Each published policy is evaluated as it appears (its
-  weights downloaded, run in a separate process at idle priority: not on the clients' or the service's time).
+  episode-level backpressure of `drive(max_lag=...)` (`--max-lag`, default 800): a client waits between episodes
+  while the learner has more unlearned transitions than that (all clients together; with `--lag-per-client` each
+  client's share, so N clients wait on N times it). Its published policies are evaluated at least 200
+  updates apart, as the in-process row is, oldest first and none skipped, each marked with the steps and seconds
+  at its publish (its weights downloaded, run in a separate process at idle priority: not on the clients' or the
+  service's time; a slow evaluation delays the verdict, not the mark).
 - `learner, N client(s), free`: the same without backpressure: the clients outrun the learner.
 
 Both kinds of row evaluate with trainer.evaluation.evaluate_policy: 20 episodes on seeds no training episode uses.
@@ -41,47 +45,32 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from the repository root
     sys.path.insert(0, str(REPO))
 
+from bench.learn_env import (  # noqa: E402
+    ENV_ID,
+    HELDOUT_EPISODES,
+    STEP_MS_VARIABLE,
+    ReorderedPendulum,
+    evaluate_weights,
+)
 from ddpg_client import PolicyClient  # noqa: E402
 
-ENV_ID = "bench.learn_bench:ReorderedPendulum-v0"
 MODEL = "reordered"
-HELDOUT_EPISODES = 20
-
-
-class ReorderedPendulum(gym.Env[np.ndarray, np.ndarray]):
-    """Pendulum-v1 observed as [theta_dot, sin, cos], driven with actions in [-1, 1] (torque / 2)."""
-
-    def __init__(self, max_episode_steps: int | None = None) -> None:
-        self._inner = gym.make("Pendulum-v1", max_episode_steps=max_episode_steps)
-        self.observation_space = gym.spaces.Box(
-            low=np.array([-8.0, -1.0, -1.0], np.float32), high=np.array([8.0, 1.0, 1.0], np.float32)
-        )
-        self.action_space = gym.spaces.Box(low=-1.0, high=1.0, shape=(1,), dtype=np.float32)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        obs, info = self._inner.reset(seed=seed, options=options)
-        return obs[[2, 1, 0]].astype(np.float32), info
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        obs, reward, terminated, truncated, info = self._inner.step(2.0 * np.clip(action, -1.0, 1.0))
-        return obs[[2, 1, 0]].astype(np.float32), float(reward), bool(terminated), bool(truncated), info
-
-
-if "ReorderedPendulum-v0" not in gym.registry:
-    gym.register("ReorderedPendulum-v0", entry_point=ReorderedPendulum)
+# Gradient updates between the learner's policies looked at: the in-process row looks after every episode (200 steps,
+# 200 updates).
+EVAL_SPACING = 200
 
 
 @dataclass
@@ -123,7 +112,7 @@ def in_process(target: float, budget: int) -> Row:
 
     train(config, callback=watch)
     steps, seconds, held = next(((s, t, h) for s, t, h in marks if h >= target), marks[-1])
-    updates = max(0, steps - max(config.learning_starts, config.batch_size) + 1)
+    updates = config.updates_after(steps)
     return Row(held >= target, steps, seconds, held, updates, updates / steps)
 
 
@@ -134,15 +123,6 @@ def idle_priority() -> None:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
         os.nice(19)
-
-
-def evaluate_weights(weights: bytes) -> float:
-    """Held-out mean return of a served policy's bytes (runs in the evaluation process)."""
-    from models.policy import NumpyActor
-    from trainer.evaluation import evaluate_policy
-
-    actor = NumpyActor.from_bytes(weights)
-    return evaluate_policy(actor.act, ENV_ID, episodes=HELDOUT_EPISODES).mean_return
 
 
 def _free_port() -> int:
@@ -209,8 +189,10 @@ def service(data_dir: Path) -> Iterator[str]:
 
 
 class Watcher:
-    """Follows the learner while the clients drive: its lag, and each new published policy's held-out return
-    (evaluated in another process, newest first: a policy superseded while waiting is skipped)."""
+    """Follows the learner while the clients drive: its lag, and the held-out return of its published policies,
+    every one at least EVAL_SPACING updates after the last one looked at (as the in-process row evaluates after every
+    episode), oldest first, none skipped. Each is marked where the run stood when it was published (as seen here,
+    within a poll) and evaluated in another process, so a slow evaluation delays the verdict, never the mark."""
 
     def __init__(self, base_url: str, evaluator: ProcessPoolExecutor, target: float) -> None:
         self.base_url = base_url
@@ -219,31 +201,44 @@ class Watcher:
         self.lags: list[int] = []
         self.reached: tuple[int, float, float, int, int] | None = None  # steps, seconds, held-out, updates, consumed
         self.best: tuple[int, float, float, int, int] | None = None
+        self.queued: deque[tuple[int, tuple[int, float, int, int]]] = deque()  # (policy id, mark) to evaluate
+        self.evaluating = False
+
+    @property
+    def idle(self) -> bool:
+        return not (self.queued or self.evaluating)
 
     def run(self, start: float, driven: list[int], stop: threading.Event) -> None:
-        seen: int | None = None
+        seen: set[int] = set()
+        last_updates = -EVAL_SPACING
         pending: tuple[Future[float], tuple[int, float, int, int]] | None = None
         while not stop.is_set():
             state = _http("GET", f"{self.base_url}/models/{MODEL}/learner")[1]
             self.lags.append(int(state.get("unlearned_transitions", 0)))
+            for published in reversed(state.get("policies") or []):  # oldest first
+                policy_id = published["policy_id"]
+                if policy_id in seen:
+                    continue
+                seen.add(policy_id)
+                if published["updates"] >= last_updates + EVAL_SPACING:
+                    last_updates = published["updates"]
+                    at = (sum(driven), time.perf_counter() - start, published["updates"])
+                    self.queued.append((policy_id, (*at, published["transitions_consumed"])))
             if pending is not None and pending[0].done():
                 held = pending[0].result()
                 steps, seconds, updates, consumed = pending[1]
                 mark = (steps, seconds, held, updates, consumed)
                 if self.best is None or held > self.best[2]:
                     self.best = mark
-                pending = None
+                pending, self.evaluating = None, False
                 if held >= self.target:
                     self.reached = mark
                     stop.set()
                     return
-            latest = state.get("last_policy_id")
-            if pending is None and latest is not None and latest != seen:
-                seen = latest
-                # Where the run stood when the policy was published (as seen here, within a poll).
-                at = (sum(driven), time.perf_counter() - start, state["updates"], state["transitions_consumed"])
-                weights = _bytes(f"{self.base_url}/policies/{latest}/weights")
-                pending = (self.evaluator.submit(evaluate_weights, weights), at)
+            if pending is None and self.queued:
+                policy_id, at = self.queued.popleft()
+                weights = _bytes(f"{self.base_url}/policies/{policy_id}/weights")
+                pending, self.evaluating = (self.evaluator.submit(evaluate_weights, weights), at), True
             time.sleep(0.1)
 
 
@@ -296,7 +291,8 @@ def with_learner(
         for thread in threads:
             thread.join()
         if watcher.reached is None:
-            # The budget is spent: give the learner the time to learn from what was recorded, then one more look.
+            # The budget is spent: give the learner the time to learn from what was recorded, and the evaluations the
+            # time to look at what it published.
             deadline = time.perf_counter() + 60
             while watcher.reached is None and time.perf_counter() < deadline:
                 state = _http("GET", f"{base_url}/models/{MODEL}/learner")[1]
@@ -304,6 +300,9 @@ def with_learner(
                     break
                 time.sleep(0.2)
             time.sleep(1.0)
+            deadline = time.perf_counter() + 120
+            while watcher.reached is None and not watcher.idle and time.perf_counter() < deadline:
+                time.sleep(0.2)
         stop.set()
         watching.join()
         mark = watcher.reached or watcher.best
@@ -327,15 +326,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", type=float, default=-200.0, help="held-out mean return to reach (default -200)")
     parser.add_argument("--budget", type=int, default=40_000, help="environment steps per row at most (40000)")
-    parser.add_argument("--max-lag", type=int, default=400, help="drive(max_lag=...) of the learner rows (400)")
+    # 800, four episodes: in runs side by side the learner reached -200 after about half the updates it needed with 400
+    # (more data in hand per update early on), at a little more environment steps (docs/BENCHMARKS.md).
+    parser.add_argument("--max-lag", type=int, default=800, help="drive(max_lag=...) of the learner rows (800)")
     parser.add_argument("--publish-every", type=int, default=100, help="the learner's publish_every (100)")
+    parser.add_argument(
+        "--lag-per-client",
+        action="store_true",
+        help="the bound is each client's share: N clients wait on N times --max-lag (Ape-X: more actors, more data)",
+    )
+    parser.add_argument(
+        "--env-step-ms",
+        type=float,
+        default=0.0,
+        help="real time each environment step takes, in every row (0: none); e.g. 5 for a 200 Hz control loop",
+    )
     parser.add_argument(
         "--rows",
         default="in-process,1,2",
         help="which rows: in-process, and client counts with backpressure (1) or free-running (1f)",
     )
     args = parser.parse_args(argv)
-    print(f"target: held-out mean return >= {args.target:g}; budget {args.budget} steps per row")
+    os.environ[STEP_MS_VARIABLE] = str(args.env_step_ms)
+    paced = f"; each environment step takes {args.env_step_ms:g} ms" if args.env_step_ms else ""
+    print(f"target: held-out mean return >= {args.target:g}; budget {args.budget} steps per row{paced}")
     print(
         f"{'mode':<26}{'steps':>7}{'seconds':>9}{'held-out':>10}{'updates':>9}{'upd/s':>7}{'UTD':>6}"
         f"{'lag mean':>10}{'lag max':>9}"
@@ -350,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                 free = row.endswith("f")
                 clients = int(row.removesuffix("f"))
                 name = f"learner, {clients} client{'s' if clients > 1 else ''}{', free' if free else ''}"
-                max_lag = None if free else args.max_lag
+                max_lag = None if free else args.max_lag * (clients if args.lag_per_client else 1)
                 result = with_learner(
                     clients,
                     target=args.target,

@@ -92,6 +92,15 @@ class TrainingConfig(BaseModel):
             raise ValueError(f"must be at least batch_size ({batch_size}), got {value}")
         return value
 
+    def updates_after(self, env_steps: int) -> int:
+        """Gradient updates the local loop (trainer.training) has run after `env_steps` environment steps: one every
+        `update_every` steps from step max(learning_starts, batch_size) on (a full batch is needed too). The online
+        learner owes its consumed transitions the same count, so both learn on the same update-to-data schedule."""
+        first = max(self.learning_starts, self.batch_size, 1)
+        if env_steps < first:
+            return 0
+        return env_steps // self.update_every - (first - 1) // self.update_every
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values, in field order (config.json, the weights metadata, the job row)."""
         return self.model_dump(mode="json")

@@ -6,7 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from app.routes.deps import JSON_WRITE, ApiKeyDep, ModelNameParam, PolicyCacheDep, SessionDep, SettingsDep
+from app.routes.deps import (
+    JSON_WRITE,
+    ActRuntimeDep,
+    ApiKeyDep,
+    ModelNameParam,
+    PolicyCacheDep,
+    SessionDep,
+    SettingsDep,
+)
 from app.schemas.errors import error_responses
 from app.schemas.learners import LearnerIn, LearnerOut
 from app.services import learners
@@ -40,9 +48,9 @@ async def put_learner(
 
 
 @router.get("/{name}/learner", response_model=LearnerOut, responses=error_responses(404, 422, 503))
-def get_learner(name: ModelNameParam, session: SessionDep) -> LearnerOut:
+def get_learner(name: ModelNameParam, session: SessionDep, runtime: ActRuntimeDep) -> LearnerOut:
     """The model's learner (the running one, else the last): progress, lag, update-to-data ratio, its publishes."""
-    return learners.get(session, name)
+    return learners.get(session, name, unflushed=runtime.routing.experience.unflushed)
 
 
 @router.delete(

@@ -149,8 +149,9 @@ class LearnerOut(BaseModel):
     update_to_data: float | None = Field(description="Achieved gradient updates per consumed transition.")
     lag_transitions: int = Field(description="Recorded transitions not consumed yet (counted at the request).")
     unlearned_transitions: int = Field(
-        description="Recorded transitions the learner has not run their updates for yet: `lag_transitions` plus the "
-        "consumed ones whose updates are still due. What a client's `drive(max_lag=...)` waits on between episodes."
+        description="Recorded transitions the learner has not run their updates for yet: `lag_transitions`, those this "
+        "API process recorded and has not written yet, and the consumed ones whose updates are still due. What a "
+        "client's `drive(max_lag=...)` waits on between episodes."
     )
     lag_seconds: float | None = Field(
         description="Time from the newest consumed transition to the newest recorded one (0: caught up)."

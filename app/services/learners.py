@@ -3,6 +3,8 @@ exploration turned on for the model if they are off, and shown with their progre
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -95,12 +97,15 @@ async def put(
     return await committed_then_refreshed(cache, write)
 
 
-def get(session: Session, name: str) -> LearnerOut:
+def get(session: Session, name: str, *, unflushed: Callable[[int], int] | None = None) -> LearnerOut:
+    """The model's latest learner; `unflushed(model_id)`: the transitions this process recorded for the model and has
+    not written yet (its experience recorder's count), part of a live learner's unlearned transitions."""
     model = model_or_404(session, name)
     learner = learners.latest_learner(session, model.id)
     if learner is None:
         raise _no_learner(model)
-    return learner_out(session, model, learner)
+    live = learner.status in ("queued", "running")
+    return learner_out(session, model, learner, unflushed=unflushed(model.id) if unflushed and live else 0)
 
 
 async def delete(session: Session, cache: PolicyCache, name: str) -> None:
@@ -120,7 +125,7 @@ def _no_learner(model: Model) -> ApiError:
     return ApiError(404, "not_found", f"name: {message}", details=[{"field": "name", "message": message}])
 
 
-def learner_out(session: Session, model: Model, learner: Learner) -> LearnerOut:
+def learner_out(session: Session, model: Model, learner: Learner, *, unflushed: int = 0) -> LearnerOut:
     published = learners.publications(session, learner.id)
     live = _live_returns(session, [p.policy_id for p in published])
     explore = (model.experience or {}).get("explore")
@@ -146,7 +151,11 @@ def learner_out(session: Session, model: Model, learner: Learner) -> LearnerOut:
         updates=learner.updates,
         update_to_data=learner.updates / learner.transitions_consumed if learner.transitions_consumed else None,
         lag_transitions=pending,
-        unlearned_transitions=pending + _owed_transitions(learner),
+        # With what this process recorded and has not flushed: a client waiting on it between episodes would otherwise
+        # not see its own latest episode (up to EXPERIENCE_FLUSH_SECONDS of steps) and start the next one early;
+        # in learn_bench one client ran two or three episodes per wait, each burst with one policy, and the learner
+        # needed about a third more updates to -200 (bench/learn_sim.py: flush_every=1 against 60 at client_speed=8).
+        unlearned_transitions=pending + unflushed + _owed_transitions(learner),
         lag_seconds=_lag_seconds(session, model.id, learner.cursor),
         transitions_per_second=rates[0] if rates else None,
         updates_per_second=rates[1] if rates else None,
@@ -183,15 +192,13 @@ def _pending(session: Session, model_id: int, learner: Learner) -> int:
 
 
 def _owed_transitions(learner: Learner) -> int:
-    """Consumed transitions whose gradient updates are still due (none before learning_starts): the updates owed,
-    in transitions (`update_every` per update)."""
+    """Consumed transitions whose gradient updates are still due (the learner's own count, TrainingConfig.updates_after,
+    none before learning_starts): the updates owed, in transitions (`update_every` per update)."""
     try:
         config = load_job_config(learner.config)
     except ValueError:  # a config the learner process fails with the reason
         return 0
-    if learner.transitions_consumed < config.learning_starts:
-        return 0
-    owed = max(0, learner.transitions_consumed // config.update_every - learner.updates)
+    owed = max(0, config.updates_after(learner.transitions_consumed) - learner.updates)
     return owed * config.update_every
 
 

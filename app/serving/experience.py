@@ -195,6 +195,8 @@ class ExperienceRecorder:
         # One flush at a time: the periodic one and an explicit one (shutdown, a test) would otherwise both take
         # blocks and both set _unconfirmed across their awaits, and one could write the other's batch.
         self._flush_lock = asyncio.Lock()
+        # Transitions per model in the flush under way (taken from the buffers, not confirmed written yet).
+        self._in_flight: dict[int, int] = {}
         self._id_prefix = f"x{os.getpid()}-{secrets.token_hex(6)}"
         self._sequence = itertools.count(1)
         self.flushes = 0
@@ -265,6 +267,15 @@ class ExperienceRecorder:
             buffer.dropped += 1
         self._metrics.experience_dropped.labels(name, reason).inc()
 
+    def unflushed(self, model_id: int) -> int:
+        """The model's transitions this process recorded and has not confirmed written: in its buffers or in the flush
+        under way (counted twice for the moment between that flush's commit and its confirmation). A count only, so
+        it may be read from another thread: the learner's lag a client waits on includes its own latest episode,
+        which the next flush (EXPERIENCE_FLUSH_SECONDS) has not written yet."""
+        buffer = self._buffers.get(model_id)
+        buffered = 0 if buffer is None else sum(block.rows for block in list(buffer.blocks))
+        return buffered + self._in_flight.get(model_id, 0)
+
     @property
     def pending(self) -> bool:
         return self._unconfirmed is not None or any(b.blocks or b.dropped for b in self._buffers.values())
@@ -296,6 +307,7 @@ class ExperienceRecorder:
                 taken, dropped = self._take()
                 if not taken and not dropped:
                     break
+                self._in_flight = {buffer.model_id: sum(block.rows for block in blocks) for buffer, blocks in taken}
                 returns = {buffer.model_id: buffer.returns for buffer, _ in taken}
                 for buffer, _ in taken:
                     buffer.returns = {}
@@ -314,6 +326,7 @@ class ExperienceRecorder:
             self.buffered -= batch.transitions
             written += batch.transitions
             self._unconfirmed = None
+            self._in_flight = {}
         return written
 
     async def run(self, interval: float) -> None:

@@ -17,7 +17,7 @@ from models.experience_chunks import ExperienceColumns, decode_chunk
 from store import learners
 from store.registry import get_model
 from store.tables import ExperienceChunk, Learner
-from tests.app.conftest import Api
+from tests.app.conftest import Api, ApiFactory
 from tests.app.factories import assert_error_shape, make_policy_bytes
 from tests.conftest import sqlite_only
 
@@ -222,8 +222,8 @@ def test_a_warm_up_session_keeps_its_warm_up_until_its_episode_ends(api: Api) ->
     assert _field(api.client.post("/act", json={**step, "session": "moved2", "policy_id": -1})) == "policy_id"
 
 
-def _record_steps(api: Api, session_id: str, steps: int) -> None:
-    """One episode of `steps` transitions recorded by the model's sessions, flushed to the store."""
+def _record_steps(api: Api, session_id: str, steps: int, *, flush: bool = True) -> None:
+    """One episode of `steps` transitions recorded by the model's sessions, flushed to the store (unless not)."""
     for step in range(steps + 1):
         body: dict[str, Any] = {"model": "arm", "observation": [0.1, 0.2, float(step)], "session": session_id}
         if step:
@@ -231,8 +231,25 @@ def _record_steps(api: Api, session_id: str, steps: int) -> None:
         if step == steps:
             body["truncated"] = True
         assert api.client.post("/act", json=body).status_code == 200
+    if flush:
+        recorder = api.client.app.state.act_runtime.routing.experience  # type: ignore[attr-defined]
+        api.client.portal.call(recorder.flush)  # type: ignore[union-attr]
+
+
+def test_the_unlearned_count_includes_what_this_process_recorded_and_has_not_written_yet(make_api: ApiFactory) -> None:
+    # A flush a minute away: what the sessions record stays in this process's buffers for the whole test.
+    api = make_api(experience_flush_seconds=60.0)
+    assert api.client.post("/models", json=ARM).status_code == 201
+    assert api.client.put("/models/arm/learner", json={"learning_starts": 10, "batch_size": 16}).status_code == 202
+    _record_steps(api, "s1", 30, flush=False)
+    state = api.client.get("/models/arm/learner").json()
+    # Not in the store yet, so not in the lag; but a client that just drove that episode must see it as unlearned,
+    # or it starts the next one at once and runs ahead of the learner by a flush interval's worth of steps.
+    assert (state["lag_transitions"], state["unlearned_transitions"]) == (0, 30)
     recorder = api.client.app.state.act_runtime.routing.experience  # type: ignore[attr-defined]
     api.client.portal.call(recorder.flush)  # type: ignore[union-attr]
+    state = api.client.get("/models/arm/learner").json()
+    assert (state["lag_transitions"], state["unlearned_transitions"]) == (30, 30)
 
 
 def test_the_lag_counts_unread_and_unlearned_transitions_and_the_rates_follow_the_counters(api: Api) -> None:
@@ -249,26 +266,27 @@ def test_the_lag_counts_unread_and_unlearned_transitions_and_the_rates_follow_th
         assert learner is not None
         cursor = session.scalar(select(ExperienceChunk.id).order_by(ExperienceChunk.id.desc()).limit(1))
         assert cursor is not None
-        # It read all 40 and ran 15 of the 40 updates they are due (past learning_starts, one per transition).
+        # It read all 40 and ran 15 of the 25 updates they are due: one per transition from the 16th on (a full batch
+        # is needed too, and learning_starts is 10), as train() runs them.
         read = learners.Counters(transitions_consumed=40, updates=15, cursor=cursor, pending=0, publishes=1)
         weights = make_policy_bytes(5, obs_dim=3, act_dim=2, action_bound=0.5)
         learners.publish_policy(
             session, learner.id, worker_id="learner-test", weights=weights, checkpoint=b"", counters=read
         )
         state = api.client.get("/models/arm/learner").json()
-        assert (state["lag_transitions"], state["unlearned_transitions"]) == (0, 25)
+        assert (state["lag_transitions"], state["unlearned_transitions"]) == (0, 10)
         # Recorded meanwhile: counted at the request, though the learner has not looked since.
         _record_steps(api, "s2", 30)
         state = api.client.get("/models/arm/learner").json()
-        assert (state["lag_transitions"], state["unlearned_transitions"]) == (30, 55)
+        assert (state["lag_transitions"], state["unlearned_transitions"]) == (30, 40)
         # Rates: from the publish's counters to the progress written more than a second later.
         time.sleep(1.1)
-        later = learners.Counters(transitions_consumed=70, updates=55, cursor=cursor + 1, pending=0, publishes=1)
+        later = learners.Counters(transitions_consumed=70, updates=50, cursor=cursor + 1, pending=0, publishes=1)
         learners.record_progress(session, learner.id, worker_id="learner-test", counters=later, lease_seconds=60)
     state = api.client.get("/models/arm/learner").json()
-    assert state["unlearned_transitions"] == 70 - 55 + state["lag_transitions"]
+    assert state["unlearned_transitions"] == (70 - 15) - 50 + state["lag_transitions"]
     assert 0 < state["updates_per_second"] < 40 / 1.1
-    assert state["transitions_per_second"] == pytest.approx(state["updates_per_second"] * 30 / 40)
+    assert state["transitions_per_second"] == pytest.approx(state["updates_per_second"] * 30 / 35)
 
 
 def test_drive_waits_between_episodes_while_the_learner_is_further_behind_than_max_lag(api: Api) -> None:
@@ -286,10 +304,11 @@ def test_drive_waits_between_episodes_while_the_learner_is_further_behind_than_m
             cursor = session.scalar(select(ExperienceChunk.id).order_by(ExperienceChunk.id.desc()).limit(1))
             behind = learners.Counters(transitions_consumed=40, updates=10, cursor=cursor or 0, pending=0, publishes=0)
             learners.record_progress(session, learner.id, worker_id="learner-test", counters=behind, lease_seconds=60)
-            # 30 updates owed: within a max_lag of 30 it drives on, above one of 20 it waits...
-            assert wait_for_learner(client, "arm", max_lag=30) < 1.0
+            # 15 updates owed (25 due for 40 transitions, from the 16th on): within a max_lag of 15 it drives on,
+            # above one of 10 it waits...
+            assert wait_for_learner(client, "arm", max_lag=15) < 1.0
             waited: list[float] = []
-            waiter = threading.Thread(target=lambda: waited.append(wait_for_learner(client, "arm", max_lag=20)))
+            waiter = threading.Thread(target=lambda: waited.append(wait_for_learner(client, "arm", max_lag=10)))
             waiter.start()
             waiter.join(0.5)
             assert waiter.is_alive() and not waited

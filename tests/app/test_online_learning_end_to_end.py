@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from ddpg_client import PolicyClient
+from models.training_config import make_config
 from tests.app.factories import free_port
 from tests.app.servers import running, server_env, wait_until_ready
 
@@ -86,7 +87,7 @@ def _caught_up(http: httpx.Client, steps: int) -> dict[str, Any] | None:
     state = _learner(http)
     consumed = state["transitions_consumed"]
     due = consumed >= steps - 400 and state["lag_transitions"] == 0
-    learned = state["updates"] >= consumed - 400 or consumed < 500
+    learned = state["updates"] >= make_config("default").updates_after(consumed) - 400
     return state if due and learned and state["status"] == "running" else None
 
 

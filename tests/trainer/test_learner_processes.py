@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.experience_chunks import ExperienceColumns, encode_chunk
 from models.policy import NumpyActor
+from models.training_config import make_config
 from store import learners
 from store.policies import get_default_policy
 from store.registry import create_model
@@ -188,7 +189,8 @@ def test_a_learner_process_learns_from_recorded_experience_and_is_taken_over_aft
     def caught_up(process: subprocess.Popen[bytes]) -> Learner:
         """Acting at the speed the learner learns, as a client would wait: the learner consumed every recorded
         episode and ran (nearly) all the updates they are due, before the next episode is recorded."""
-        while (row := _learner(sessions, learner_id)).pending > 0 or row.updates + 400 < recorder.steps:
+        due = make_config("default").updates_after
+        while (row := _learner(sessions, learner_id)).pending > 0 or row.updates + 400 < due(recorder.steps):
             assert time.monotonic() < deadline and process.poll() is None, processes.logs()
             time.sleep(0.1)
         return row

@@ -86,8 +86,9 @@ def test_learns_a_client_side_environment_from_recorded_transitions() -> None:
     assert best >= -200, f"held-out mean return {best:.1f} after {actors.steps} env steps"
     progress = learner.progress
     assert progress.transitions_consumed == actors.steps
-    # Every consumed transition past the warm-up paid for its update: the update-to-data ratio a local loop keeps.
-    assert progress.updates == progress.transitions_consumed // config.update_every
+    # Every consumed transition from learning_starts on paid for its update: the update-to-data ratio train() keeps,
+    # and not one update more (none owed to the warm-up transitions before it).
+    assert progress.updates == progress.transitions_consumed - config.learning_starts + 1
     assert progress.pending == 0
 
 
@@ -115,7 +116,7 @@ def test_a_resumed_learner_continues_from_its_checkpoint() -> None:
     while resumed.step():
         pass
     assert resumed.transitions_consumed == actors.steps
-    assert resumed.updates == actors.steps // config.update_every
+    assert resumed.updates == config.updates_after(actors.steps)
 
 
 def test_a_checkpoint_of_other_networks_is_refused() -> None:

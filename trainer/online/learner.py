@@ -2,11 +2,12 @@
 service's client sessions.
 
 One round (`step`): read what was recorded since the cursor into the replay buffer, then run the gradient updates
-that are due, `1 / update_every` per consumed transition once `learning_starts` transitions arrived (the
-update-to-data ratio a local loop would keep). When the actors record faster than this process can update, the
-learner falls behind rather than piling up work: the achieved ratio is reported, never faked. Every `publish_every`
-updates the actor is exported (the served `ddpg-actor/1` bytes) and handed to `publish` together with a checkpoint
-of the whole learner, so whoever stores the policy stores the state to resume from in the same write.
+that are due, as many as the local loop runs after as many environment steps (`1 / update_every` per transition
+from `learning_starts` on: the update-to-data ratio train() keeps). When the actors record faster than this process
+can update, the learner falls behind rather than piling up work: the achieved ratio is reported, never faked. Every
+`publish_every` updates the actor is exported (the served `ddpg-actor/1` bytes) and handed to `publish` together
+with a checkpoint of the whole learner, so whoever stores the policy stores the state to resume from in the same
+write.
 """
 
 from __future__ import annotations
@@ -135,10 +136,13 @@ class OnlineLearner:
         )
 
     def due_updates(self) -> int:
-        """Updates owed to the data consumed so far (none before learning_starts or a full batch)."""
-        if self.transitions_consumed < self.config.learning_starts or len(self.buffer) < self.config.batch_size:
+        """Updates owed to the data consumed so far: as many as train() has run after as many environment steps
+        (`TrainingConfig.updates_after`). Not one per consumed transition from the start: that owed the
+        `learning_starts` warm-up transitions a burst of as many extra updates on the random data alone, which
+        train() never runs (500 of them with the default preset: a quarter of the updates a run needed to -200)."""
+        if len(self.buffer) < self.config.batch_size:
             return 0
-        return max(0, self.transitions_consumed // self.config.update_every - self.updates)
+        return max(0, self.config.updates_after(self.transitions_consumed) - self.updates)
 
     def train(self, max_updates: int) -> int:
         """Run up to `max_updates` of the due updates; publish at every `publish_every`-th. Returns how many ran."""
