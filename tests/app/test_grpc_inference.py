@@ -269,11 +269,16 @@ def test_grpc_calls_are_in_the_request_metrics(client: triton.InferenceServerCli
         f'http_requests_total{{method="GRPC",{route},status="401"}}',
         f'http_request_duration_seconds_count{{method="GRPC",{route},status="200"}}',
     ]
-    # Two workers: each publishes its counts to the other's scrapes once a second.
-    eventually(lambda: all(line in httpx.get(f"{service.http}/metrics").text for line in expected))
-    text = httpx.get(f"{service.http}/metrics").text
-    for line in expected:
-        assert line in text, [seen for seen in text.splitlines() if "GRPC" in seen]
+    # Two workers: each publishes its counts to the other's scrapes once a second, so a scrape answered by the other
+    # process shows them up to a second later. Eventually every scrape does: four in a row (each on a new connection,
+    # answered by either process).
+    scrapes: list[str] = []
+
+    def counted_in_every_scrape() -> bool:
+        scrapes[:] = [httpx.get(f"{service.http}/metrics").text for _ in range(4)]
+        return all(line in text for text in scrapes for line in expected)
+
+    assert eventually(counted_in_every_scrape), [seen for seen in scrapes[-1].splitlines() if "GRPC" in seen]
 
 
 def test_without_a_policy_inference_is_unavailable(make_api: ApiFactory) -> None:
