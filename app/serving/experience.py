@@ -225,7 +225,7 @@ class ExperienceRecorder:
             buffer = self._buffers[model_id] = _ModelBuffer(model_id, name, obs_dim, act_dim, recorded)
         if (
             self.buffered >= self.max_buffered
-            or next_observation.shape[0] != buffer.obs_dim
+            or len(next_observation) != buffer.obs_dim
             or len(pending[1]) != buffer.act_dim
         ):
             buffer.dropped += 1
