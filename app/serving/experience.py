@@ -15,11 +15,11 @@ requests hop to another process, that process cannot complete the step held else
 (counted when its session expires there), and the new process records the rest of the episode under a new episode
 id. Nothing is ever recorded twice.
 
-Bounded: at most EXPERIENCE_BUFFER_TRANSITIONS transitions wait in memory (blocks of numpy columns, and the last
-block's transitions as tuples until BLOCK_ROWS of them become columns); beyond it new ones are dropped and counted
-(`buffer_full`). A flush every EXPERIENCE_FLUSH_SECONDS swaps the blocks
-out, encodes one chunk per model in a thread, and writes them in one transaction; a write that fails is kept whole
-and retried first (under the same id), and while it waits its transitions still count against the bound.
+Bounded: at most EXPERIENCE_BUFFER_TRANSITIONS transitions wait in memory (growing typed arrays, one per column,
+about 70 bytes a transition); beyond it new ones are dropped and counted (`buffer_full`). A flush every
+EXPERIENCE_FLUSH_SECONDS swaps them out, encodes one chunk per model in a thread, and writes them in one
+transaction; a write that fails is kept whole and retried first (under the same id), and while it waits its
+transitions still count against the bound.
 What a killed process loses: the transitions completed since its last successful flush (at most one flush
 interval of them, plus any batch whose write was failing), and the steps its sessions were holding.
 
@@ -31,13 +31,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import operator
 import os
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -52,10 +51,6 @@ from store.experience import ChunkToWrite, FlushBatch
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
-# Transitions held as tuples before they become a block of columns: enough that the conversion's fixed cost is
-# small per row, few enough that the tuples' memory (about 500 bytes a transition against 70 in columns) and the
-# conversion's pause of the event loop (about 0.4 ms at 1024) stay small.
-BLOCK_ROWS = 1024
 # One chunk holds at most this many transitions (a bigger flush writes several), so no chunk grows without bound.
 MAX_CHUNK_TRANSITIONS = 100_000
 # Writes one flush (store.experience.write_chunks in a session of its own); returns the chunks added.
@@ -113,55 +108,79 @@ def recording_plan(settings: dict[str, object] | None, spaces: dict[str, object]
 # None, noise_scale, policy_id, step, time). A plain tuple: built on every recorded step, where a class's __init__
 # cost more than the rest of the step's recording.
 PendingStep = tuple[FloatArray, list[float], FloatArray | None, float, int, int, float]
-# A completed transition as `record` holds it until its block is full: (pending, reward or None, next_observation,
-# terminated, truncated, session, episode).
-Transition = tuple[PendingStep, float | None, FloatArray, bool, bool, str, int]
 STEP: Final = 5  # the step's index in a PendingStep
 
 
-def _vectors(arrays: Sequence[Any], dim: int) -> FloatArray:
-    """float32 vectors of `dim` values each as one [n, dim] array, joined from their bytes (b"".join reads any
-    contiguous array, about five times faster than numpy's conversion of a sequence of small arrays; typed Any
-    because numpy's stubs do not declare its arrays buffers)."""
-    data = b"".join(arrays)
-    if len(data) != len(arrays) * dim * 4:
-        raise ValueError(f"recorded vectors are not all {dim} float32 values")
-    return np.frombuffer(data, np.float32).reshape(len(arrays), dim)
+class _Growing:
+    """One model's transitions since the last flush, appended column by column: the float32 vectors as their bytes
+    (bytearray.extend reads an array's buffer; numpy views the bytes without a copy), every other column as a list
+    of its Python values, which numpy converts whole when a flush takes them (in the flush's thread).
 
+    On every recorded step, so kept to appends: 13 numpy item assignments into preallocated blocks cost about 2
+    microseconds a step; tuples held until a block filled cost the garbage collector and a conversion on the event
+    loop; array.append parses its argument with a format string for every value."""
 
-def _columns(rows: list[Transition], obs_dim: int, act_dim: int) -> ExperienceColumns:
-    """Transitions held as tuples as numpy columns: transposed by zip, each column converted whole."""
-    n = len(rows)
-    pending, reward, next_observation, terminated, truncated, session, episode = zip(*rows, strict=True)
-    observation, action, noise, noise_scale, policy_id, step, times = zip(*pending, strict=True)
-    noise_column = np.zeros((n, act_dim), np.float32)
-    # By identity (`==` would compare an array's values): which transitions explored.
-    explored = np.fromiter(map(operator.is_not, noise, itertools.repeat(None)), np.bool_, n)
-    if explored.any():
-        noise_column[explored] = _vectors([value for value in noise if value is not None], act_dim)
-    return ExperienceColumns(
-        observation=_vectors(observation, obs_dim),
-        action=np.fromiter(itertools.chain.from_iterable(action), np.float32, n * act_dim).reshape(n, act_dim),
-        # No reward sent with the next request: None, which numpy makes NaN, so a learner sees it was not reported
-        # (never a made-up 0).
-        reward=np.array(reward, np.float32),
-        next_observation=_vectors(next_observation, obs_dim),
-        terminated=np.array(terminated, np.bool_),
-        truncated=np.array(truncated, np.bool_),
-        policy_id=np.array(policy_id, np.int64),
-        session=np.array(session, object),
-        episode=np.array(episode, np.int64),
-        step=np.array(step, np.int32),
-        noise=noise_column,
-        noise_scale=np.array(noise_scale, np.float32),
-        time=np.array(times, np.float64),
+    __slots__ = (
+        "action",
+        "episode",
+        "next_observation",
+        "noise",
+        "noise_scale",
+        "observation",
+        "policy_id",
+        "reward",
+        "session",
+        "step",
+        "terminated",
+        "time",
+        "truncated",
+        "zero_noise",
     )
+
+    def __init__(self, act_dim: int) -> None:
+        self.observation = bytearray()
+        self.action: list[float] = []
+        self.reward: list[float | None] = []
+        self.next_observation = bytearray()
+        self.terminated: list[bool] = []
+        self.truncated: list[bool] = []
+        self.policy_id: list[int] = []
+        self.session: list[str] = []
+        self.episode: list[int] = []
+        self.step: list[int] = []
+        self.noise = bytearray()
+        self.noise_scale: list[float] = []
+        self.time: list[float] = []
+        self.zero_noise = bytes(4 * act_dim)
+
+    def __len__(self) -> int:
+        return len(self.session)
+
+    def columns(self, obs_dim: int, act_dim: int) -> ExperienceColumns:
+        """The transitions as numpy columns; reshape refuses vectors of the wrong size."""
+        n = len(self.session)
+        return ExperienceColumns(
+            observation=np.frombuffer(self.observation, np.float32).reshape(n, obs_dim),
+            action=np.array(self.action, np.float32).reshape(n, act_dim),
+            # No reward sent with the next request: None, which numpy makes NaN, so a learner sees it was not
+            # reported (never a made-up 0).
+            reward=np.array(self.reward, np.float32),
+            next_observation=np.frombuffer(self.next_observation, np.float32).reshape(n, obs_dim),
+            terminated=np.array(self.terminated, np.bool_),
+            truncated=np.array(self.truncated, np.bool_),
+            policy_id=np.array(self.policy_id, np.int64),
+            session=np.array(self.session, object),
+            episode=np.array(self.episode, np.int64),
+            step=np.array(self.step, np.int32),
+            noise=np.frombuffer(self.noise, np.float32).reshape(n, act_dim),
+            noise_scale=np.array(self.noise_scale, np.float32),
+            time=np.array(self.time, np.float64),
+        )
 
 
 @dataclass(slots=True)
 class _ModelBuffer:
-    """One model's transitions since the last flush: full blocks as columns, the transitions of the block being
-    filled as tuples, and episode returns."""
+    """One model's transitions since the last flush, and episode returns."""
 
     model_id: int
     name: str
@@ -169,15 +188,14 @@ class _ModelBuffer:
     act_dim: int
     # Its experience_recorded_transitions_total child, looked up once rather than on every step.
     recorded: LoopCounterChild
-    blocks: list[ExperienceColumns] = field(default_factory=list)
-    rows: list[Transition] = field(default_factory=list)
+    growing: _Growing
     # arm -> [episodes, return_sum, return_sq_sum] of the episodes that ended since the last flush.
     returns: dict[str, list[float]] = field(default_factory=dict)
     dropped: int = 0
 
 
-# A model's buffer with what a flush took from it: its full blocks and the rows of the block being filled.
-_Taken = tuple[_ModelBuffer, list[ExperienceColumns], list[Transition]]
+# A model's buffer with the transitions a flush took from it.
+_Taken = tuple[_ModelBuffer, _Growing]
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,28 +234,41 @@ class ExperienceRecorder:
         episode: int,
     ) -> None:
         """Append one completed transition (or count it dropped when the buffers are full). On every recorded
-        session step, so kept to a tuple appended to a list (13 numpy item assignments, one per column, cost about 2
-        microseconds): the columns are built once per BLOCK_ROWS transitions, each converted whole."""
+        session step: plain lookups and one append per column (see _Growing)."""
         buffer = self._buffers.get(model_id)
         if buffer is None:
-            obs_dim, act_dim = pending[0].shape[0], len(pending[1])
+            obs_dim, act_dim = len(pending[0]), len(pending[1])
             recorded = self._metrics.experience_recorded.labels(name)
-            buffer = self._buffers[model_id] = _ModelBuffer(model_id, name, obs_dim, act_dim, recorded)
+            buffer = _ModelBuffer(model_id, name, obs_dim, act_dim, recorded, _Growing(act_dim))
+            self._buffers[model_id] = buffer
+        observation, action, noise, noise_scale, policy_id, step, time = pending
+        # Every vector of a transition has its model's size, so the columns stay aligned (a session is pinned to
+        # one policy, whose sizes every request was checked against; this guards the model's, which could differ).
         if (
             self.buffered >= self.max_buffered
             or len(next_observation) != buffer.obs_dim
-            or len(pending[1]) != buffer.act_dim
+            or len(observation) != buffer.obs_dim
+            or len(action) != buffer.act_dim
         ):
             buffer.dropped += 1
             self._metrics.experience_dropped.labels(name, "buffer_full").inc()
             return
-        rows = buffer.rows
-        rows.append((pending, reward, next_observation, terminated, truncated, session, episode))
+        growing = buffer.growing
+        growing.observation.extend(observation)
+        growing.action.extend(action)
+        growing.reward.append(reward)  # None (not reported) becomes NaN in the column
+        growing.next_observation.extend(next_observation)
+        growing.terminated.append(terminated)
+        growing.truncated.append(truncated)
+        growing.policy_id.append(policy_id)
+        growing.session.append(session)
+        growing.episode.append(episode)
+        growing.step.append(step)
+        growing.noise.extend(growing.zero_noise if noise is None else noise)
+        growing.noise_scale.append(noise_scale)
+        growing.time.append(time)
         self.buffered += 1
         buffer.recorded.value += 1  # LoopCounterChild.inc without its call
-        if len(rows) == BLOCK_ROWS:
-            buffer.blocks.append(_columns(rows, buffer.obs_dim, buffer.act_dim))
-            buffer.rows = []
 
     def episode_ended(self, model_id: int, explored: bool, episode_return: float) -> None:
         """Count a finished episode's return under its arm (`explore` or `policy`) for the next chunk."""
@@ -259,17 +290,16 @@ class ExperienceRecorder:
     @property
     def pending(self) -> bool:
         buffers = self._buffers.values()
-        return self._unconfirmed is not None or any(b.blocks or b.rows or b.dropped for b in buffers)
+        return self._unconfirmed is not None or any(len(b.growing) or b.dropped for b in buffers)
 
     def _take(self) -> tuple[list[_Taken], dict[int, int]]:
-        """Swap the blocks and the rows of the block being filled out (on the loop); returns them and the dropped
-        counts. The rows become columns in the flush's thread."""
+        """Swap the recorded transitions out (on the loop); returns them and the dropped counts."""
         taken: list[_Taken] = []
         dropped: dict[int, int] = {}
         for buffer in self._buffers.values():
-            if buffer.blocks or buffer.rows:
-                taken.append((buffer, buffer.blocks, buffer.rows))
-                buffer.blocks, buffer.rows = [], []
+            if len(buffer.growing):
+                taken.append((buffer, buffer.growing))
+                buffer.growing = _Growing(buffer.act_dim)
             if buffer.dropped:
                 dropped[buffer.model_id] = buffer.dropped
                 buffer.dropped = 0
@@ -284,8 +314,8 @@ class ExperienceRecorder:
                 taken, dropped = self._take()
                 if not taken and not dropped:
                     break
-                returns = {buffer.model_id: buffer.returns for buffer, _, _ in taken}
-                for buffer, _, _ in taken:
+                returns = {buffer.model_id: buffer.returns for buffer, _ in taken}
+                for buffer, _ in taken:
                     buffer.returns = {}
                 flush_id = f"{self._id_prefix}-{next(self._sequence)}"
                 self._unconfirmed = await asyncio.to_thread(_encode, flush_id, taken, dropped, returns)
@@ -323,9 +353,8 @@ def _encode(
     """One chunk per model (split beyond MAX_CHUNK_TRANSITIONS), encoded; runs in a thread."""
     chunks: list[ChunkToWrite] = []
     total = 0
-    for buffer, blocks, rows in taken:
-        parts = [*blocks, _columns(rows, buffer.obs_dim, buffer.act_dim)] if rows else blocks
-        columns = parts[0] if len(parts) == 1 else ExperienceColumns.concat(parts)
+    for buffer, growing in taken:
+        columns = growing.columns(buffer.obs_dim, buffer.act_dim)
         total += len(columns)
         arms = {arm: [float(v) for v in sums] for arm, sums in returns.get(buffer.model_id, {}).items()}
         for start in range(0, len(columns), MAX_CHUNK_TRANSITIONS):
