@@ -2,6 +2,7 @@
 one session step of the routed /act path costs in one process with recording off and on.
 
     python bench/recording_bench.py            # in-process: CPU microseconds per session step, off / on / explore
+    python bench/recording_bench.py --served   # the served rows below alone, against `python -m app`
 
 - Closed loop with recording off, on, and on with exploration (Gaussian noise on 50% of sessions): the same
   closed loops as bench/rollout_bench.py (one client, each step sent when the previous answer arrived, with
@@ -49,8 +50,9 @@ class RecordingRuns:
     """Closed loops (HTTP, stream) per setting, and the full-speed recording run with its counts."""
 
     loops: dict[str, tuple[Run, Run]]
-    # Server CPU microseconds per closed-loop step, per setting (HTTP and stream runs together).
+    # Server CPU microseconds per closed-loop step, per setting (HTTP and stream runs together), and per round.
     cpu_per_step: dict[str, float]
+    cpu_rounds: dict[str, list[float]]
     full_speed: Run
     # Over every full-speed round: transitions the process recorded and dropped, and the seconds of load.
     recorded: int
@@ -91,6 +93,7 @@ def measure_recording(base_url: str, seconds: float, rounds: int, connections: i
     runs: dict[str, tuple[list[Run], list[Run]]] = {name: ([], []) for name in settings}
     cpu = dict.fromkeys(settings, 0.0)
     steps = dict.fromkeys(settings, 0)
+    cpu_rounds: dict[str, list[float]] = {name: [] for name in settings}
     asyncio.run(_http_loop(base_url, 0.5))  # warm-up
     for _ in range(rounds):
         for name, (record, explore) in settings.items():
@@ -99,8 +102,11 @@ def measure_recording(base_url: str, seconds: float, rounds: int, connections: i
             runs[name][0].append(asyncio.run(_http_loop(base_url, seconds)))
             runs[name][1].append(asyncio.run(_stream_loop(base_url, seconds)))
             time.sleep(SETTLE_SECONDS)  # the flush of what the runs recorded counts with them
-            cpu[name] += server_cpu_seconds(base_url) - before
-            steps[name] += runs[name][0][-1].requests + runs[name][1][-1].requests
+            used = server_cpu_seconds(base_url) - before
+            done = runs[name][0][-1].requests + runs[name][1][-1].requests
+            cpu[name] += used
+            steps[name] += done
+            cpu_rounds[name].append(used / max(done, 1) * 1e6)
     loops = {name: (_median_by_rate(h), _median_by_rate(s)) for name, (h, s) in runs.items()}
     cpu_per_step = {name: cpu[name] / max(steps[name], 1) * 1e6 for name in settings}
 
@@ -121,7 +127,8 @@ def measure_recording(base_url: str, seconds: float, rounds: int, connections: i
     full = median_run(full_runs)
     set_recording(base_url, False, None)
     http("DELETE", f"{base_url}/models/{MODEL}/experience")
-    return RecordingRuns(loops, cpu_per_step, full, recorded, dropped, sum(r.seconds for r in full_runs))
+    full_seconds = sum(r.seconds for r in full_runs)
+    return RecordingRuns(loops, cpu_per_step, cpu_rounds, full, recorded, dropped, full_seconds)
 
 
 Row = Callable[..., None]  # serve_bench.row(workers, name, run, versus="")
@@ -229,7 +236,50 @@ def in_process_cpu_per_step(steps: int = 20_000, rounds: int = 3) -> dict[str, l
     return results
 
 
+def served(seconds: float, rounds: int, connections: int) -> None:
+    """The served rows alone: `python -m app` (one worker, as serve_bench.py starts it) on a fresh database."""
+    import os
+    import shutil
+    import tempfile
+
+    from bench.service import free_port, seed_database, service
+
+    workdir = Path(tempfile.mkdtemp(prefix="recording-bench-"))
+    try:
+        seed_database(workdir, 64)
+        load_before = os.getloadavg()[0]
+        with service(workdir, free_port(), 1, workdir / "service.log") as base_url:
+            runs = measure_recording(base_url, seconds, rounds, connections)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    def row(workers: int, name: str, run: Run, versus: str = "") -> None:
+        rate, p50, p99 = f"{run.rps:,.0f}", f"{run.p50_ms:.2f}", f"{run.p99_ms:.2f}"
+        print(f"| {workers} | {name} | {rate} | {p50} | {p99} | {run.errors} | {versus} |")
+
+    print(f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
+    print("| Workers | Scenario | Requests/s | p50 ms | p99 ms | Failed | vs |")
+    print("|---:|---|---:|---:|---:|---:|---|")
+    checks: Checks = []
+    report_recording(1, runs, row, checks)
+    for name, values in runs.cpu_rounds.items():
+        print(f"server CPU us/step, {name}, round by round: {', '.join(f'{v:.1f}' for v in values)}")
+    for check, passed, value in checks:
+        print(f"{'PASS' if passed else 'FAIL'} {check}: {value}")
+
+
 if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--served", action="store_true", help="the served rows against `python -m app` instead")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per served run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the served runs")
+    parser.add_argument("--connections", type=int, default=16, help="keep-alive connections at full speed")
+    args = parser.parse_args()
+    if args.served:
+        served(args.duration, args.rounds, args.connections)
+        sys.exit(0)
     measured = in_process_cpu_per_step()
     off = sorted(measured["off"])[len(measured["off"]) // 2]
     print("| Setting | CPU us per session step (median) | vs off |")

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session, undefer
 
 from store.live_returns import first_attempt_to_land
@@ -49,6 +49,30 @@ class FlushBatch:
 PutChunk = Callable[[str, bytes], str]
 
 
+# The statements of every flush, built once: constructing them (and generating their cache keys) cost a flush more
+# Python than running them. Each takes its values as bound parameters.
+_FLUSHED = (
+    select(func.count())
+    .select_from(ExperienceChunk)
+    .where(ExperienceChunk.flush_id.in_(bindparam("chunk_ids", expanding=True)))
+)
+_EXISTING = select(Model.id).where(Model.id.in_(bindparam("model_ids", expanding=True)))
+# The table's own (Core) insert: the ORM's would track objects nobody reads back.
+_INSERT = insert(cast(Table, ExperienceChunk.__table__))
+_SETTINGS = select(Model.experience).where(Model.id == bindparam("model_id"))
+# The newest chunk to delete: the newest one whose newer chunks alone hold the limit. Summed by the database (a
+# window over the model's chunks) rather than by reading every chunk's row here on every flush.
+_NEWER = func.coalesce(
+    func.sum(ExperienceChunk.transitions).over(order_by=ExperienceChunk.id.desc(), rows=(None, -1)), 0
+)
+_RUNNING = (
+    select(ExperienceChunk.id.label("id"), _NEWER.label("newer"))
+    .where(ExperienceChunk.model_id == bindparam("model_id"))
+    .subquery()
+)
+_CUT = select(func.max(_RUNNING.c.id)).where(_RUNNING.c.newer >= bindparam("limit"))
+
+
 def write_chunks(
     session: Session,
     batch: FlushBatch,
@@ -65,32 +89,34 @@ def write_chunks(
         if not first_attempt_to_land(session, batch.flush_id):
             session.rollback()
             return 0
-    elif session.scalar(select(func.count()).select_from(ExperienceChunk).where(ExperienceChunk.flush_id.in_(ids))):
+    elif session.scalar(_FLUSHED, {"chunk_ids": ids}):
         session.rollback()
         return 0
-    existing = set(session.scalars(select(Model.id).where(Model.id.in_({c.model_id for c in batch.chunks}))))
-    added = 0
+    model_ids = {c.model_id for c in batch.chunks}
+    existing = set(session.scalars(_EXISTING, {"model_ids": list(model_ids)})) if model_ids else set()
+    rows = []
     for chunk_id, chunk in zip(ids, batch.chunks, strict=False):
         if chunk.model_id not in existing:
             continue
         key = None if put is None else put(chunk_id, chunk.data)
-        session.add(
-            ExperienceChunk(
-                model_id=chunk.model_id,
-                flush_id=chunk_id,
-                created_at=utcnow(),
-                first_time=chunk.first_time,
-                last_time=chunk.last_time,
-                transitions=chunk.transitions,
-                episodes=chunk.episodes,
-                size_bytes=len(chunk.data),
-                policy_counts=chunk.policy_counts,
-                returns=chunk.returns,
-                data=chunk.data if key is None else None,
-                storage_key=key,
-            )
+        rows.append(
+            {
+                "model_id": chunk.model_id,
+                "flush_id": chunk_id,
+                "created_at": utcnow(),
+                "first_time": chunk.first_time,
+                "last_time": chunk.last_time,
+                "transitions": chunk.transitions,
+                "episodes": chunk.episodes,
+                "size_bytes": len(chunk.data),
+                "policy_counts": chunk.policy_counts,
+                "returns": chunk.returns,
+                "data": chunk.data if key is None else None,
+                "storage_key": key,
+            }
         )
-        added += 1
+    if rows:
+        session.execute(_INSERT, rows)
     for model_id, dropped in batch.dropped.items():
         if dropped:
             session.execute(
@@ -100,32 +126,21 @@ def write_chunks(
                 .execution_options(synchronize_session=False)
             )
     session.flush()
-    for model_id in {c.model_id for c in batch.chunks} & existing:
+    for model_id in model_ids & existing:
         keys = apply_retention(session, model_id)
         if removed_keys is not None:
             removed_keys.extend(keys)
     session.commit()
-    return added
+    return len(rows)
 
 
 def apply_retention(session: Session, model_id: int) -> list[str]:
     """Delete the model's oldest chunks beyond its max_transitions (the newest chunks that reach it stay);
     returns the storage keys of deleted external chunks, for their storage to delete."""
-    model = session.get(Model, model_id)
-    if model is None or not model.experience:
+    settings = session.scalar(_SETTINGS, {"model_id": model_id})
+    if not settings:
         return []
-    limit = int(model.experience.get("max_transitions", 0))
-    # The newest chunk to delete: the newest one whose newer chunks alone hold the limit. Summed by the database
-    # (a window over the model's chunks) rather than by reading every chunk's row here on every flush.
-    newer = func.coalesce(
-        func.sum(ExperienceChunk.transitions).over(order_by=ExperienceChunk.id.desc(), rows=(None, -1)), 0
-    )
-    running = (
-        select(ExperienceChunk.id.label("id"), newer.label("newer"))
-        .where(ExperienceChunk.model_id == model_id)
-        .subquery()
-    )
-    cut = session.scalar(select(func.max(running.c.id)).where(running.c.newer >= limit))
+    cut = session.scalar(_CUT, {"model_id": model_id, "limit": int(settings.get("max_transitions", 0))})
     if cut is None:
         return []
     old = ExperienceChunk.model_id == model_id, ExperienceChunk.id <= cut

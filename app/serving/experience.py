@@ -15,10 +15,11 @@ requests hop to another process, that process cannot complete the step held else
 (counted when its session expires there), and the new process records the rest of the episode under a new episode
 id. Nothing is ever recorded twice.
 
-Bounded: at most EXPERIENCE_BUFFER_TRANSITIONS transitions wait in memory (blocks of preallocated numpy columns);
-beyond it new ones are dropped and counted (`buffer_full`). A flush every EXPERIENCE_FLUSH_SECONDS swaps the blocks
-out, encodes one chunk per model in a thread, and writes them in one transaction; a write that fails is kept whole
-and retried first (under the same id), and while it waits its transitions still count against the bound.
+Bounded: at most EXPERIENCE_BUFFER_TRANSITIONS transitions wait in memory (growing typed arrays, one per column,
+about 70 bytes a transition); beyond it new ones are dropped and counted (`buffer_full`). A flush every
+EXPERIENCE_FLUSH_SECONDS swaps them out, encodes one chunk per model in a thread, and writes them in one
+transaction; a write that fails is kept whole and retried first (under the same id), and while it waits its
+transitions still count against the bound.
 What a killed process loses: the transitions completed since its last successful flush (at most one flush
 interval of them, plus any batch whose write was failing), and the steps its sessions were holding.
 
@@ -30,12 +31,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
 import os
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -50,8 +51,6 @@ from store.experience import ChunkToWrite, FlushBatch
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
-# Rows per preallocated block: big enough that allocation is rare, small enough that an idle model costs little.
-BLOCK_ROWS = 1024
 # One chunk holds at most this many transitions (a bigger flush writes several), so no chunk grows without bound.
 MAX_CHUNK_TRANSITIONS = 100_000
 # Writes one flush (store.experience.write_chunks in a session of its own); returns the chunks added.
@@ -105,63 +104,83 @@ def recording_plan(settings: dict[str, object] | None, spaces: dict[str, object]
     return RecordingPlan(int(str(settings.get("max_transitions", 0))), plan)
 
 
-class PendingStep:
-    """A served session step waiting for its next observation (held by its session)."""
-
-    __slots__ = ("action", "explored", "noise", "noise_scale", "observation", "policy_id", "step", "time")
-
-    def __init__(
-        self,
-        observation: FloatArray,
-        action: list[float],
-        *,
-        noise: FloatArray | None,
-        noise_scale: float,
-        policy_id: int,
-        step: int,
-        now: float,
-    ) -> None:
-        self.observation = observation
-        self.action = action
-        self.noise = noise
-        self.noise_scale = noise_scale
-        self.policy_id = policy_id
-        self.step = step
-        self.time = now
-        self.explored = noise is not None
+# A served session step waiting for its next observation (held by its session): (observation, action, noise or
+# None, noise_scale, policy_id, step, time). A plain tuple: built on every recorded step, where a class's __init__
+# cost more than the rest of the step's recording.
+PendingStep = tuple[FloatArray, list[float], FloatArray | None, float, int, int, float]
+STEP: Final = 5  # the step's index in a PendingStep
 
 
-class _Block:
-    """Preallocated columns for BLOCK_ROWS transitions of one model."""
+class _Growing:
+    """One model's transitions since the last flush, appended column by column: the float32 vectors as their bytes
+    (bytearray.extend reads an array's buffer; numpy views the bytes without a copy), every other column as a list
+    of its Python values, which numpy converts whole when a flush takes them (in the flush's thread).
 
-    __slots__ = ("action", "cols", "rows")
+    On every recorded step, so kept to appends: 13 numpy item assignments into preallocated blocks cost about 2
+    microseconds a step; tuples held until a block filled cost the garbage collector and a conversion on the event
+    loop; array.append parses its argument with a format string for every value."""
 
-    def __init__(self, obs_dim: int, act_dim: int) -> None:
-        n = BLOCK_ROWS
-        self.rows = 0
-        self.cols = ExperienceColumns(
-            observation=np.empty((n, obs_dim), np.float32),
-            action=np.empty((n, act_dim), np.float32),
-            reward=np.empty(n, np.float32),
-            next_observation=np.empty((n, obs_dim), np.float32),
-            terminated=np.empty(n, np.bool_),
-            truncated=np.empty(n, np.bool_),
-            policy_id=np.empty(n, np.int64),
-            session=np.empty(n, object),
-            episode=np.empty(n, np.int64),
-            step=np.empty(n, np.int32),
-            noise=np.zeros((n, act_dim), np.float32),
-            noise_scale=np.empty(n, np.float32),
-            time=np.empty(n, np.float64),
+    __slots__ = (
+        "action",
+        "episode",
+        "next_observation",
+        "noise",
+        "noise_scale",
+        "observation",
+        "policy_id",
+        "reward",
+        "session",
+        "step",
+        "terminated",
+        "time",
+        "truncated",
+        "zero_noise",
+    )
+
+    def __init__(self, act_dim: int) -> None:
+        self.observation = bytearray()
+        self.action: list[float] = []
+        self.reward: list[float | None] = []
+        self.next_observation = bytearray()
+        self.terminated: list[bool] = []
+        self.truncated: list[bool] = []
+        self.policy_id: list[int] = []
+        self.session: list[str] = []
+        self.episode: list[int] = []
+        self.step: list[int] = []
+        self.noise = bytearray()
+        self.noise_scale: list[float] = []
+        self.time: list[float] = []
+        self.zero_noise = bytes(4 * act_dim)
+
+    def __len__(self) -> int:
+        return len(self.session)
+
+    def columns(self, obs_dim: int, act_dim: int) -> ExperienceColumns:
+        """The transitions as numpy columns; reshape refuses vectors of the wrong size."""
+        n = len(self.session)
+        return ExperienceColumns(
+            observation=np.frombuffer(self.observation, np.float32).reshape(n, obs_dim),
+            action=np.array(self.action, np.float32).reshape(n, act_dim),
+            # No reward sent with the next request: None, which numpy makes NaN, so a learner sees it was not
+            # reported (never a made-up 0).
+            reward=np.array(self.reward, np.float32),
+            next_observation=np.frombuffer(self.next_observation, np.float32).reshape(n, obs_dim),
+            terminated=np.array(self.terminated, np.bool_),
+            truncated=np.array(self.truncated, np.bool_),
+            policy_id=np.array(self.policy_id, np.int64),
+            session=np.array(self.session, object),
+            episode=np.array(self.episode, np.int64),
+            step=np.array(self.step, np.int32),
+            noise=np.frombuffer(self.noise, np.float32).reshape(n, act_dim),
+            noise_scale=np.array(self.noise_scale, np.float32),
+            time=np.array(self.time, np.float64),
         )
-
-    def used(self) -> ExperienceColumns:
-        return self.cols.take(slice(0, self.rows))
 
 
 @dataclass(slots=True)
 class _ModelBuffer:
-    """One model's transitions since the last flush: full blocks, the block being filled, and episode returns."""
+    """One model's transitions since the last flush, and episode returns."""
 
     model_id: int
     name: str
@@ -169,10 +188,14 @@ class _ModelBuffer:
     act_dim: int
     # Its experience_recorded_transitions_total child, looked up once rather than on every step.
     recorded: LoopCounterChild
-    blocks: list[_Block] = field(default_factory=list)
+    growing: _Growing
     # arm -> [episodes, return_sum, return_sq_sum] of the episodes that ended since the last flush.
     returns: dict[str, list[float]] = field(default_factory=dict)
     dropped: int = 0
+
+
+# A model's buffer with the transitions a flush took from it.
+_Taken = tuple[_ModelBuffer, _Growing]
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,49 +229,51 @@ class ExperienceRecorder:
         self,
         model_id: int,
         name: str,
-        *,
-        session: str,
-        episode: int,
         pending: PendingStep,
+        *,
         reward: float | None,
         next_observation: FloatArray,
         terminated: bool,
         truncated: bool,
+        session: str,
+        episode: int,
     ) -> None:
         """Append one completed transition (or count it dropped when the buffers are full). On every recorded
-        session step: kept to plain lookups and one row of assignments into the block being filled."""
+        session step: plain lookups and one append per column (see _Growing)."""
         buffer = self._buffers.get(model_id)
         if buffer is None:
-            obs_dim, act_dim = pending.observation.shape[0], len(pending.action)
+            obs_dim, act_dim = len(pending[0]), len(pending[1])
             recorded = self._metrics.experience_recorded.labels(name)
-            buffer = self._buffers[model_id] = _ModelBuffer(model_id, name, obs_dim, act_dim, recorded)
-        if self.buffered >= self.max_buffered or next_observation.shape[0] != buffer.obs_dim:
+            buffer = _ModelBuffer(model_id, name, obs_dim, act_dim, recorded, _Growing(act_dim))
+            self._buffers[model_id] = buffer
+        observation, action, noise, noise_scale, policy_id, step, time = pending
+        # Every vector of a transition has its model's size, so the columns stay aligned (a session is pinned to
+        # one policy, whose sizes every request was checked against; this guards the model's, which could differ).
+        if (
+            self.buffered >= self.max_buffered
+            or len(next_observation) != buffer.obs_dim
+            or len(observation) != buffer.obs_dim
+            or len(action) != buffer.act_dim
+        ):
             buffer.dropped += 1
             self._metrics.experience_dropped.labels(name, "buffer_full").inc()
             return
-        blocks = buffer.blocks
-        if not blocks or blocks[-1].rows == BLOCK_ROWS:
-            blocks.append(_Block(buffer.obs_dim, buffer.act_dim))
-        block = blocks[-1]
-        row, cols = block.rows, block.cols
-        cols.observation[row] = pending.observation
-        cols.action[row] = pending.action
-        # No reward sent with the next request: NaN, so a learner sees it was not reported (never a made-up 0).
-        cols.reward[row] = math.nan if reward is None else reward
-        cols.next_observation[row] = next_observation
-        cols.terminated[row] = terminated
-        cols.truncated[row] = truncated
-        cols.policy_id[row] = pending.policy_id
-        cols.session[row] = session
-        cols.episode[row] = episode
-        cols.step[row] = pending.step
-        if pending.noise is not None:
-            cols.noise[row] = pending.noise
-        cols.noise_scale[row] = pending.noise_scale
-        cols.time[row] = pending.time
-        block.rows = row + 1
+        growing = buffer.growing
+        growing.observation.extend(observation)
+        growing.action.extend(action)
+        growing.reward.append(reward)  # None (not reported) becomes NaN in the column
+        growing.next_observation.extend(next_observation)
+        growing.terminated.append(terminated)
+        growing.truncated.append(truncated)
+        growing.policy_id.append(policy_id)
+        growing.session.append(session)
+        growing.episode.append(episode)
+        growing.step.append(step)
+        growing.noise.extend(growing.zero_noise if noise is None else noise)
+        growing.noise_scale.append(noise_scale)
+        growing.time.append(time)
         self.buffered += 1
-        buffer.recorded.inc()
+        buffer.recorded.value += 1  # LoopCounterChild.inc without its call
 
     def episode_ended(self, model_id: int, explored: bool, episode_return: float) -> None:
         """Count a finished episode's return under its arm (`explore` or `policy`) for the next chunk."""
@@ -278,16 +303,17 @@ class ExperienceRecorder:
 
     @property
     def pending(self) -> bool:
-        return self._unconfirmed is not None or any(b.blocks or b.dropped for b in self._buffers.values())
+        buffers = self._buffers.values()
+        return self._unconfirmed is not None or any(len(b.growing) or b.dropped for b in buffers)
 
-    def _take(self) -> tuple[list[tuple[_ModelBuffer, list[_Block]]], dict[int, int]]:
-        """Swap the filled blocks out (on the loop); returns them and the dropped counts."""
-        taken: list[tuple[_ModelBuffer, list[_Block]]] = []
+    def _take(self) -> tuple[list[_Taken], dict[int, int]]:
+        """Swap the recorded transitions out (on the loop); returns them and the dropped counts."""
+        taken: list[_Taken] = []
         dropped: dict[int, int] = {}
         for buffer in self._buffers.values():
-            if buffer.blocks:
-                taken.append((buffer, buffer.blocks))
-                buffer.blocks = []
+            if len(buffer.growing):
+                taken.append((buffer, buffer.growing))
+                buffer.growing = _Growing(buffer.act_dim)
             if buffer.dropped:
                 dropped[buffer.model_id] = buffer.dropped
                 buffer.dropped = 0
@@ -341,15 +367,15 @@ class ExperienceRecorder:
 
 def _encode(
     flush_id: str,
-    taken: list[tuple[_ModelBuffer, list[_Block]]],
+    taken: list[_Taken],
     dropped: dict[int, int],
     returns: dict[int, dict[str, list[float]]],
 ) -> _Batch:
     """One chunk per model (split beyond MAX_CHUNK_TRANSITIONS), encoded; runs in a thread."""
     chunks: list[ChunkToWrite] = []
     total = 0
-    for buffer, blocks in taken:
-        columns = ExperienceColumns.concat([block.used() for block in blocks])
+    for buffer, growing in taken:
+        columns = growing.columns(buffer.obs_dim, buffer.act_dim)
         total += len(columns)
         arms = {arm: [float(v) for v in sums] for arm, sums in returns.get(buffer.model_id, {}).items()}
         for start in range(0, len(columns), MAX_CHUNK_TRANSITIONS):
@@ -386,4 +412,4 @@ def now() -> float:
     return time.time()
 
 
-__all__ = ["NO_POLICY", "ExperienceRecorder", "ExplorePlan", "PendingStep", "RecordingPlan", "recording_plan"]
+__all__ = ["NO_POLICY", "STEP", "ExperienceRecorder", "ExplorePlan", "PendingStep", "RecordingPlan", "recording_plan"]

@@ -15,7 +15,7 @@ import orjson
 
 from app.infra.errors import ApiError, field_error, not_found
 from app.infra.metrics import Metrics
-from app.serving.experience import ExplorePlan, PendingStep, RecordingPlan, explore_noise
+from app.serving.experience import STEP, ExperienceRecorder, ExplorePlan, explore_noise
 from app.serving.observations import ActExtras, ActInput, FloatArray
 from app.serving.policy_cache import LoadedPolicy, PolicyCache, PolicyUnavailableError
 from app.serving.routing import Routing
@@ -169,11 +169,11 @@ async def _act_in_session(routing: Routing, model: ServedModel, extras: ActExtra
         metrics.act_batch_size.observe(1)
         actions, noise = uniform_action(loaded.actor)
         content = orjson.dumps({"action": actions, "policy_id": loaded.policy_id})
-    elif recording is None:
+    elif recording is None or recording.explore is None:
         content, actions = answer(parsed, loaded, metrics)
     else:
-        content, actions, noise = _answer_recorded(
-            parsed, loaded, metrics, recording=recording, session_id=session_id, extras=extras, live=live
+        content, actions, noise = _answer_exploring(
+            parsed, loaded, metrics, recording.explore, extras=extras, live=live
         )
     # Accepted: from here on the session changes.
     if live is None:
@@ -183,7 +183,15 @@ async def _act_in_session(routing: Routing, model: ServedModel, extras: ActExtra
     if extras.reward is not None:
         live.episode_return += extras.reward
     if recording is not None:
-        _record_step(routing, model, live, extras=extras, parsed=parsed, actions=actions, noise=noise)
+        _record_step(
+            routing.experience,
+            model,
+            live,
+            extras=extras,
+            observation=parsed.observations,
+            actions=actions,
+            noise=noise,
+        )
     elif live.pending is not None:  # recording stopped mid-episode: the held step has nowhere to go
         live.pending = None
     if extras.ends_episode:
@@ -199,20 +207,21 @@ async def _act_in_session(routing: Routing, model: ServedModel, extras: ActExtra
     return content
 
 
-def _answer_recorded(
+def _answer_exploring(
     parsed: ActInput,
     loaded: LoadedPolicy,
     metrics: Metrics,
+    explore: ExplorePlan,
     *,
-    recording: RecordingPlan,
-    session_id: str,
     extras: ActExtras,
     live: LiveSession | None,
 ) -> tuple[bytes, object, FloatArray | None]:
-    """The answer of a session step of a recording model: the policy's action, plus noise (clipped to the action
-    bounds) when the session explores; never for the request that ends an episode (its action is not recorded)."""
-    explore = recording.explore
-    if explore is None or extras.ends_episode or not _explores(explore, session_id, live):
+    """The answer of a session step of a model that records and explores: the policy's action, plus noise (clipped
+    to the action bounds) when the session explores; never for the request that ends an episode (its action is not
+    recorded)."""
+    session_id = extras.session
+    assert session_id is not None
+    if extras.ends_episode or not _explores(explore, session_id, live):
         content, actions = answer(parsed, loaded, metrics)
         return content, actions, None
     metrics.act_batch_size.observe(1)
@@ -231,52 +240,48 @@ def _explores(plan: ExplorePlan, session_id: str, live: LiveSession | None) -> b
 
 
 def _record_step(
-    routing: Routing,
+    experience: ExperienceRecorder,
     model: ServedModel,
     live: LiveSession,
     *,
     extras: ActExtras,
-    parsed: ActInput,
+    observation: FloatArray,
     actions: object,
     noise: FloatArray | None,
 ) -> None:
-    """Complete the step the session held with this request's observation, reward and ending; hold this one."""
-    session_id = extras.session
-    assert session_id is not None
+    """Complete the step the session held with this request's observation, reward and ending; hold this one. On
+    every recorded step: the held step is a tuple (app.serving.experience.PendingStep), not an object of its own."""
     pending = live.pending
-    observation = parsed.observations
+    done, truncated = extras.done, extras.truncated
     if pending is not None:
-        routing.experience.record(
+        session_id = extras.session
+        assert session_id is not None
+        experience.record(
             model.model_id,
             model.name,
-            session=session_id,
-            episode=live.episode,
-            pending=pending,
+            pending,
             reward=extras.reward,
             next_observation=observation,
-            terminated=extras.done,
-            truncated=extras.truncated,
+            terminated=done,
+            truncated=truncated,
+            session=session_id,
+            episode=live.episode,
         )
-    if extras.ends_episode:
+    if done or truncated:
         live.pending = None
         return
     assert isinstance(actions, list)
-    explore = None if model.recording is None else model.recording.explore
-    scale = 0.0 if noise is None or explore is None else explore.sigma
-    if is_warm_up(live.policy.policy_id):
-        scale = WARM_UP_NOISE_SCALE
-    step = 0 if pending is None else pending.step + 1
-    live.pending = PendingStep(
-        observation,
-        actions,
-        noise=noise,
-        noise_scale=scale,
-        policy_id=live.policy.policy_id,
-        step=step,
-        now=time.time(),
-    )
+    policy_id = live.policy.policy_id
+    scale = 0.0
     if noise is not None:
         live.explored = True
+        recording = model.recording
+        if is_warm_up(policy_id):
+            scale = WARM_UP_NOISE_SCALE
+        elif recording is not None and recording.explore is not None:
+            scale = recording.explore.sigma
+    step = 0 if pending is None else pending[STEP] + 1
+    live.pending = (observation, actions, noise, scale, policy_id, step, time.time())
 
 
 def _champion_id(model: ServedModel) -> int | None:
