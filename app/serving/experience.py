@@ -298,7 +298,7 @@ class ExperienceRecorder:
         it may be read from another thread: the learner's lag a client waits on includes its own latest episode,
         which the next flush (EXPERIENCE_FLUSH_SECONDS) has not written yet."""
         buffer = self._buffers.get(model_id)
-        buffered = 0 if buffer is None else sum(block.rows for block in list(buffer.blocks))
+        buffered = 0 if buffer is None else len(buffer.growing)
         return buffered + self._in_flight.get(model_id, 0)
 
     @property
@@ -333,7 +333,7 @@ class ExperienceRecorder:
                 taken, dropped = self._take()
                 if not taken and not dropped:
                     break
-                self._in_flight = {buffer.model_id: sum(block.rows for block in blocks) for buffer, blocks in taken}
+                self._in_flight = {buffer.model_id: len(growing) for buffer, growing in taken}
                 returns = {buffer.model_id: buffer.returns for buffer, _ in taken}
                 for buffer, _ in taken:
                     buffer.returns = {}

@@ -15,11 +15,9 @@ from store.experience import FlushBatch
 
 def _record(recorder: ExperienceRecorder, steps: range) -> None:
     for step in steps:
-        pending = PendingStep(
-            np.zeros(3, np.float32), [0.0], noise=None, noise_scale=0.0, policy_id=1, step=step, now=float(step)
-        )
+        pending: PendingStep = (np.zeros(3, np.float32), [0.0], None, 0.0, 1, step, float(step))
         recorder.record(
-            1, "arm", session="s", episode=0, pending=pending, reward=-1.0,
+            1, "arm", pending, session="s", episode=0, reward=-1.0,
             next_observation=np.ones(3, np.float32), terminated=False, truncated=False,
         )  # fmt: skip
 
