@@ -117,9 +117,9 @@ def test_the_one_command_run_runs_sweeps_on_a_loopback_ray_that_idles_out_and_st
         listening: dict[str, str] = {}
 
         def look(sweep: dict[str, Any]) -> bool:
-            # While a trial runs, every Ray process is up: what do they listen on?
-            if any(trial["status"] == "running" for trial in sweep["trials"]):
-                listening.update(_listening(_processes_with(ours)))
+            # What do our processes listen on? Looked at on every poll until the sweep ends: Ray's processes are up
+            # from its start to its idle shutdown, and a tiny trial can start and end between two polls.
+            listening.update(_listening(_processes_with(ours)))
             return _ended(sweep)
 
         sweep = _wait_for_sweep(sweep_url, log_path, until=look)
