@@ -38,10 +38,9 @@ typecheck: $(TEST_STAMP)
 	$(BIN)/mypy app trainer models store ddpg_client episodes
 
 # Two pytest processes: each test module goes to one runner whole (its tests share its server or cluster), the
-# longest first (tests/scheduling.py); the 20 slowest tests are listed at the end. The suite is CPU-bound on a 2-core
-# machine (a third runner only adds contention), but its first minute is spent mostly waiting for the servers and
-# clusters of the longest modules to start, which is when the type check runs beside it: `make test` fails if
-# either does.
+# longest first (tests/scheduling.py); the 20 slowest tests are listed at the end. The type check runs beside them
+# (the longest modules start with servers and a Ray cluster, waiting as much as computing) and its result is printed
+# at the end: `make test` fails if either fails.
 PYTEST_WORKERS ?= 2
 
 test: lint
