@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from app.infra.database import StoredPolicy
-from app.serving.experience import recording_plan
+from app.serving.recording_plan import recording_plan
 from app.serving.served_models import ActiveRollout, ServedModel
 from app.serving.warm_up import warm_up_actor
 from models.policy import NumpyActor

@@ -15,9 +15,10 @@ import orjson
 
 from app.infra.errors import ApiError, field_error, not_found
 from app.infra.metrics import Metrics
-from app.serving.experience import STEP, ExperienceRecorder, ExplorePlan, explore_noise
+from app.serving.experience import STEP, ExperienceRecorder
 from app.serving.observations import ActExtras, ActInput, FloatArray
 from app.serving.policy_cache import LoadedPolicy, PolicyCache, PolicyUnavailableError
+from app.serving.recording_plan import ExplorePlan, explore_noise
 from app.serving.routing import Routing
 from app.serving.served_models import ActiveRollout, Arm, ServedModel, choose
 from app.serving.sessions import LiveSession

@@ -22,8 +22,8 @@ from models.registry_vocabulary import SPLIT_BUCKETS
 from models.reward_ranges import RewardRange
 
 if TYPE_CHECKING:  # the cache builds these from its loaded policies: it imports this module, not the reverse
-    from app.serving.experience import RecordingPlan
     from app.serving.policy_cache import LoadedPolicy
+    from app.serving.recording_plan import RecordingPlan
 
 Arm = Literal["champion", "challenger"]
 
@@ -63,7 +63,7 @@ class ServedModel:
     rollout: ActiveRollout | None
     # One step's declared reward range (models.reward_ranges), checked on every reward a session sends; None: none.
     reward_range: RewardRange | None = None
-    # Recording its session steps, and exploring (app.serving.experience); None: not recording.
+    # Recording its session steps, and exploring (app.serving.recording_plan); None: not recording.
     recording: RecordingPlan | None = None
     # An online learner runs for it (app.serving.warm_up): new sessions get this while there is no champion, and
     # sessions pinned to it keep it until their episode ends.
