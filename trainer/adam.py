@@ -2,7 +2,7 @@
 `torch.optim`.
 
 Why not `torch.optim.Adam` itself: its constructor and every `step()` import `torch._dynamo` (the compiler stack,
-for graph breaks this eager loop never needs), which costs every training process about 1.7 s of CPU before its
+for graph breaks this eager loop never needs), which costs every training process 1 to 1.7 s of CPU before its
 first update: a queued job, a sweep trial, a learner or a CLI run each paid it. The update itself is the same
 kernel: `torch._fused_adam_` (the fused CPU Adam of torch 2.4+) after the same per-parameter step increment, with
 the state initialised as torch initialises it (zero moments, a float32 step per parameter). tests/trainer/test_adam.py
