@@ -53,7 +53,7 @@ def torch_route(weights: bytes) -> Callable[[np.ndarray], object] | None:
         from torch import nn
     except ImportError:
         return None
-    from models.policy_format import LEAKY_RELU_SLOPE, Activation, OutputTransform
+    from models.policy_types import LEAKY_RELU_SLOPE, Activation, OutputTransform
 
     torch.set_num_threads(1)
     policy = NumpyActor.from_bytes(weights).weights

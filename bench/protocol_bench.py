@@ -49,7 +49,7 @@ BATCHES = (1, 256)
 STEPS_PER_EPISODE = 200
 OBSERVATION = [0.9, 0.1, -0.4]
 
-Row = Callable[..., None]  # serve_bench.row(workers, name, run, versus="")
+Row = Callable[..., None]  # serve_report.row(workers, name, run, versus="")
 
 
 @dataclass

@@ -131,7 +131,7 @@ def measure_recording(base_url: str, seconds: float, rounds: int, connections: i
     return RecordingRuns(loops, cpu_per_step, cpu_rounds, full, recorded, dropped, full_seconds)
 
 
-Row = Callable[..., None]  # serve_bench.row(workers, name, run, versus="")
+Row = Callable[..., None]  # serve_report.row(workers, name, run, versus="")
 Checks = list[tuple[str, bool, str]]
 
 

@@ -131,7 +131,7 @@ def closed_loops(base_url: str, seconds: float, rounds: int) -> tuple[Run, Run]:
     return median(http_runs), median(stream_runs)
 
 
-Row = Callable[..., None]  # serve_bench.row(workers, name, run, versus="")
+Row = Callable[..., None]  # serve_report.row(workers, name, run, versus="")
 Checks = list[tuple[str, bool, str]]
 
 

@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from store import jobs, sweeps
 from store.db import create_db_engine, make_session_factory, migrate
-from store.tables import Job, Policy, Sweep, SweepTrial
+from store.tables.registry import Policy
+from store.tables.work_queues import Job, Sweep, SweepTrial
 
 ROOT = Path(__file__).resolve().parents[1]
 

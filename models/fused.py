@@ -35,7 +35,8 @@ import numpy as np
 import numpy.typing as npt
 
 # Module globals, which numba compiles in as constants.
-from models.policy_format import LEAKY_RELU_SLOPE, MAX_LAYERS
+from models.policy_types import LEAKY_RELU_SLOPE
+from models.strict_safetensors import MAX_LAYERS
 
 logger = logging.getLogger(__name__)
 

@@ -29,13 +29,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from models.policy_format import (
+from models.policy_format import POLICY_METADATA_KEYS
+from models.policy_types import (
     ELU_ALPHA,
     LEAKY_RELU_SLOPE,
     LEGACY_FORMAT_TAG,
     NORM_MEAN,
     POLICY_FORMAT_TAG,
-    POLICY_METADATA_KEYS,
     Activation,
     OutputTransform,
 )

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.fused import forward_one_kernel, pack_actor, scratch_size
-from models.policy_format import LEAKY_RELU_SLOPE, Activation, OutputTransform
+from models.policy_types import LEAKY_RELU_SLOPE, Activation, OutputTransform
 from models.weights import ActorWeights, decode_actor, load_actor_file
 
 FloatArray = npt.NDArray[np.float32]

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from models.policy_format import Activation, ActorWeights, DenseLayer, ObsNormalization, build_policy_weights
+from models.policy_types import Activation, ActorWeights, DenseLayer, ObsNormalization
+from models.policy_validation import build_policy_weights
 from models.weights import encode_actor
 
 

@@ -2,9 +2,9 @@
 
 Torch-free on purpose: the API reads these bytes with numpy only. Nothing here ever unpickles.
 
-`decode_actor` reads every format into one general form, `ActorWeights` (models.policy_format, where the
-general format and its builder are described; its public names are re-exported here). `encode_actor` writes
-`ddpg-actor/1`, the trainer's format for an unnormalized seed Actor, so its files stay readable by every
+`decode_actor` reads every format into one general form, `ActorWeights` (models.policy_types, where that form is
+described; its builder is in models.policy_validation; their public names are re-exported here). `encode_actor`
+writes `ddpg-actor/1`, the trainer's format for an unnormalized seed Actor, so its files stay readable by every
 earlier server; `encode_policy` writes `policy-mlp/1`.
 
 `ddpg-actor/1` layout (see DESIGN.md): tensors `linear{1,2,3}.{weight,bias}` with the torch `nn.Linear` shapes,
@@ -22,10 +22,9 @@ import numpy as np
 import numpy.typing as npt
 from safetensors.numpy import save as st_save
 
-from models.policy_format import (
+from models.policy_format import decode_policy_mlp, encode_policy
+from models.policy_types import (
     LEGACY_FORMAT_TAG,
-    MAX_DIM,
-    MAX_HEADER_BYTES,
     ORIGIN_TRAINED,
     POLICY_FORMAT_TAG,
     Activation,
@@ -33,14 +32,15 @@ from models.policy_format import (
     DenseLayer,
     ObsNormalization,
     OutputTransform,
+)
+from models.policy_validation import build_policy_weights, legacy_actor_weights
+from models.strict_safetensors import (
+    MAX_DIM,
+    MAX_HEADER_BYTES,
     WeightsFormatError,
-    build_policy_weights,
     check_declared_tensors,
-    decode_policy_mlp,
-    encode_policy,
     float_vector,
     json_value,
-    legacy_actor_weights,
     load_tensors,
     optional_float,
     optional_int,

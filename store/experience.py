@@ -18,7 +18,9 @@ from sqlalchemy.orm import Session, undefer
 
 from store.live_returns import first_attempt_to_land
 from store.registry import bump_version
-from store.tables import ExperienceChunk, Model, utcnow
+from store.tables.base import utcnow
+from store.tables.registry import Model
+from store.tables.serving_records import ExperienceChunk
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from models.experience_chunks import ExperienceColumns, decode_chunk
 from store.chunk_storage import ChunkMissingError, ChunkStorage
-from store.tables import ExperienceChunk
+from store.tables.serving_records import ExperienceChunk
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ from models.training_config import JOB_STATUSES, PROMOTE_RULES
 from store import leases
 from store.leases import ENQUEUE_LOCK_KEY, MAX_ERROR_CHARS, QueueFullError, lock_queue
 from store.policies import register_policy
-from store.tables import EpisodeRow, EvaluationRow, Job, utcnow
+from store.tables.base import utcnow
+from store.tables.work_queues import EpisodeRow, EvaluationRow, Job
 
 # Public, the lease layer's names re-exported too: the API and clients import them from here.
 __all__ = [

@@ -14,7 +14,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store.tables import EpisodeRow, EvaluationRow, Job, Sweep
+from store.tables.work_queues import EpisodeRow, EvaluationRow, Job, Sweep
 
 
 def episode_landed(session: Session, job_id: int, *, worker_id: str, episode: int) -> tuple[bool] | None:

@@ -26,7 +26,9 @@ from store import leases
 from store.policies import register_policy
 from store.registry import bump_version, champion_of, set_champion
 from store.rollouts import start_rollout
-from store.tables import Learner, LearnerPublication, Model, utcnow
+from store.tables.base import utcnow
+from store.tables.registry import Model
+from store.tables.work_queues import Learner, LearnerPublication
 
 # How many published policies GET shows, newest first.
 PUBLICATIONS_SHOWN = 20

@@ -8,7 +8,7 @@ holder first checks, row-locked, that it still holds the row (`owned`), so a hol
 overwrite the outcome; a row whose holder stopped renewing is ended by whoever notices first (`expire_stale`).
 
 A leased table has the columns status, created_at, started_at, finished_at, heartbeat_at, lease_expires_at,
-cancel_requested, error and `holder_id` (a synonym of its own holder column: store.tables). store.jobs,
+cancel_requested, error and `holder_id` (a synonym of its own holder column: store.tables.work_queues). store.jobs,
 store.sweeps and store.learners are this module's users; each describes its table once as a `LeaseKind`.
 """
 
@@ -24,13 +24,14 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from models.training_config import JOB_STATUSES
-from store.tables import Job, Learner, Sweep, utcnow
+from store.tables.base import utcnow
+from store.tables.work_queues import Job, Learner, Sweep
 
 # Fixed key for the advisory lock that makes "count queued, then insert" atomic across API replicas.
 ENQUEUE_LOCK_KEY = 0x6464_7067_656E_71  # "ddpgenq"
 MAX_ERROR_CHARS = 4000
 
-# The leased tables. A new one joins here (and gets its `holder_id` synonym in store.tables).
+# The leased tables. A new one joins here (and gets its `holder_id` synonym in store.tables.work_queues).
 Leased = TypeVar("Leased", Job, Sweep, Learner)
 
 

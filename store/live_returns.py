@@ -29,7 +29,9 @@ from sqlalchemy.orm import Session
 from models.reward_ranges import stored_range
 from store.registry import bump_version, champion_of, set_champion
 from store.return_buckets import TRIM_FRACTION, add_buckets, bucket_of, trimmed_means
-from store.tables import LiveReturn, LiveReturnFlush, Model, Policy, Rollout, utcnow
+from store.tables.base import utcnow
+from store.tables.registry import Model, Policy, Rollout
+from store.tables.serving_records import LiveReturn, LiveReturnFlush
 
 # Outside any rollout: the rollout_id under which episodes of a model without a trial are summed.
 NO_ROLLOUT = 0

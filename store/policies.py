@@ -13,7 +13,8 @@ from models.reward_ranges import as_stored, default_reward_range
 from models.training_config import PROMOTE_RULES
 from models.weights import ActorWeights, decode_actor
 from store.registry import champion_of, get_model, lock_registry, model_for_env, registry_version, set_champion
-from store.tables import Model, Policy, utcnow
+from store.tables.base import utcnow
+from store.tables.registry import Model, Policy
 
 
 class PolicyNotFoundError(LookupError):

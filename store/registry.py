@@ -26,7 +26,9 @@ from models.registry_vocabulary import (
     check_name,
     slug_for_env,
 )
-from store.tables import SERVING_STATE_ID, Learner, Model, ModelAlias, Policy, Rollout, ServingState, utcnow
+from store.tables.base import utcnow
+from store.tables.registry import SERVING_STATE_ID, Model, ModelAlias, Policy, Rollout, ServingState
+from store.tables.work_queues import Learner
 
 
 class RegistryInputError(ValueError):

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from store.tables import LiveReturnBucket
+from store.tables.serving_records import LiveReturnBucket
 
 # Consecutive bucket bounds differ by 5%; |return| < 1 is bucket 0.
 BUCKET_RATIO = 1.05

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from models.registry_vocabulary import ROLLOUT_MODES
 from store.registry import RegistryInputError, bump_version, champion_of, policy_of_model, set_champion
-from store.tables import Model, Rollout, utcnow
+from store.tables.base import utcnow
+from store.tables.registry import Model, Rollout
 
 # The rollout history GET shows next to the active one.
 HISTORY_LIMIT = 20

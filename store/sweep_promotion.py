@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from models.training_config import PROMOTE_RULES
 from store.policies import PolicyNotFoundError, promote_policy, rule_promotes
 from store.registry import lock_registry
-from store.tables import Policy
+from store.tables.registry import Policy
 
 
 def promote_by_rule(session: Session, policy_id: int, rule: str) -> bool:

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from store import leases
 from store.jobs import JOBS, discard_attempt_history
-from store.tables import Job, Sweep, SweepTrial, utcnow
+from store.tables.base import utcnow
+from store.tables.work_queues import Job, Sweep, SweepTrial
 
 
 def begin_trial(

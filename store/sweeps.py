@@ -28,7 +28,8 @@ from models.training_config import PROMOTE_RULES, TERMINAL_STATUSES
 from store import leases
 from store.jobs import JobStateError
 from store.sweep_promotion import promote_by_rule
-from store.tables import Job, Sweep, SweepTrial, utcnow
+from store.tables.base import utcnow
+from store.tables.work_queues import Job, Sweep, SweepTrial
 
 
 class SweepNotFoundError(JobStateError, LookupError):

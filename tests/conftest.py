@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.random_actor import random_actor_bytes
 from store.db import create_db_engine, make_session_factory, migrate
 from store.registry import get_model
-from store.tables import Model
+from store.tables.registry import Model
 from tests import scheduling
 
 # Policies trained by other libraries (SB3, CleanRL) once per session, for the import tests of models/ and app/.

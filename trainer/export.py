@@ -14,15 +14,9 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
-from models.policy_format import (
-    ORIGIN_TRAINED,
-    Activation,
-    DenseLayer,
-    ObsNormalization,
-    OutputTransform,
-    build_policy_weights,
-    encode_policy,
-)
+from models.policy_format import encode_policy
+from models.policy_types import ORIGIN_TRAINED, Activation, DenseLayer, ObsNormalization, OutputTransform
+from models.policy_validation import build_policy_weights
 from models.training_config import TrainingConfig
 from models.weights import decode_actor, encode_actor, read_header
 from trainer.env import EnvSpec

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from models.policy_format import ObsNormalization
+from models.policy_types import ObsNormalization
 
 FloatArray = npt.NDArray[np.float32]
 

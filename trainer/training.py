@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from models.policy import NumpyActor
-from models.policy_format import ObsNormalization
+from models.policy_types import ObsNormalization
 from models.training_config import TrainingConfig
 from trainer.agent import DDPGAgent
 from trainer.env import env_spec, make_env

@@ -28,7 +28,7 @@ from models.weights import WeightsFormatError
 from store import jobs
 from store.landed_writes import job_ended_landed
 from store.policies import champion_model_name
-from store.tables import Job
+from store.tables.work_queues import Job
 from trainer.claim_loop import Database, DatabaseGoneError, claim_loop, wait_for_database
 from trainer.job_recorder import JobRecorder
 from trainer.job_tracking import JobTracking

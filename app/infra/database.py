@@ -25,7 +25,7 @@ from store.experience import FlushBatch, PutChunk, write_chunks
 from store.live_returns import ReturnSums, ShadowSums, flush
 from store.policies import get_policy, get_serving_state, register_policy
 from store.registry import RegistrySnapshot, read_snapshot
-from store.tables import Policy
+from store.tables.registry import Policy
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from app.settings import Settings
 from models.errors import one_line
 from models.mlflow_registry import TrackingError, registered_model_name, set_champion_alias
 from store.jobs import get_job
-from store.tables import Model, Policy
+from store.tables.registry import Model, Policy
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from starlette.types import Message
 from app.schemas.jobs import EpisodeOut, EvaluationOut, JobOut
 from models.training_config import TERMINAL_STATUSES
 from store.jobs import get_job
-from store.tables import EpisodeRow, EvaluationRow
+from store.tables.work_queues import EpisodeRow, EvaluationRow
 
 logger = logging.getLogger(__name__)
 

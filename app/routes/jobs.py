@@ -19,7 +19,7 @@ from app.schemas.jobs import JobEvent, JobList, JobOut, RewardsOut
 from app.services.queue import cancel as cancel_leased
 from models.training_config import JobStatus
 from store.jobs import JobNotFoundError, episode_history, evaluation_history, get_job, list_jobs, request_cancel
-from store.tables import Job
+from store.tables.work_queues import Job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

@@ -26,7 +26,7 @@ from app.schemas.registry_views import policy_out, policy_page
 from app.services import promotion
 from app.services.policy_files import GIF_SEED
 from store.policies import get_policy
-from store.tables import Policy
+from store.tables.registry import Policy
 
 router = APIRouter(prefix="/policies", tags=["policies"])
 

@@ -15,7 +15,8 @@ from app.services.queue import cancel as cancel_leased
 from app.services.sweeps import submit_sweep
 from models.training_config import JobStatus
 from store.sweeps import SweepNotFoundError, get_sweep, list_sweeps, request_cancel_sweep, trials_of
-from store.tables import Job, Sweep, SweepTrial, utcnow
+from store.tables.base import utcnow
+from store.tables.work_queues import Job, Sweep, SweepTrial
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 

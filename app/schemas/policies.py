@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationInfo, model_validator
 
-from models.policy_format import ORIGIN_TRAINED
+from models.policy_types import ORIGIN_TRAINED
 
 # The validation context key that says which policy is the default: `PolicyOut.model_validate(row, context=...)`.
 DEFAULT_POLICY_ID = "default_policy_id"

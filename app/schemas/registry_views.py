@@ -9,7 +9,7 @@ from app.schemas.models import GuardIn, LiveReturnOut, ModelOut, RolloutOut, Rol
 from app.schemas.policies import DEFAULT_POLICY_ID, PolicyList, PolicyOut
 from models.registry_vocabulary import CHALLENGER, CHAMPION
 from store import learners, live_returns, policies, registry, return_buckets, rollouts
-from store.tables import Model, Policy, Rollout
+from store.tables.registry import Model, Policy, Rollout
 
 
 def rollout_out(session: Session, rollout: Rollout, champion_id: int | None) -> RolloutOut:

@@ -17,7 +17,7 @@ from app.serving.policy_cache import PolicyCache
 from models.experience_chunks import NO_POLICY
 from store import experience
 from store.chunk_storage import ChunkStorage, delete_after_commit
-from store.tables import Model
+from store.tables.registry import Model
 
 DEFAULT_MAX_TRANSITIONS = 1_000_000
 

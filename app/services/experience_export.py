@@ -30,7 +30,7 @@ from models.experience_export import (
 )
 from store.chunk_storage import ChunkStorage
 from store.experience_reading import ChunkStorageMissingError, chunk_ids, iter_chunks
-from store.tables import Model
+from store.tables.registry import Model
 
 logger = logging.getLogger(__name__)
 

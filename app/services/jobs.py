@@ -14,7 +14,7 @@ from app.services.queue import queue_full
 from app.settings import Settings
 from models.training_config import TrainingConfig
 from store.jobs import QueueFullError, enqueue_job
-from store.tables import Job
+from store.tables.work_queues import Job
 
 QUEUE_FULL_RETRY_AFTER_SECONDS = 30
 

@@ -21,7 +21,9 @@ from app.serving.policy_cache import PolicyCache
 from app.settings import Settings
 from models.training_config import TrainingConfig, load_job_config
 from store import experience, learners
-from store.tables import ExperienceChunk, Learner, LearnerPublication, LiveReturn, Model
+from store.tables.registry import Model
+from store.tables.serving_records import ExperienceChunk, LiveReturn
+from store.tables.work_queues import Learner, LearnerPublication
 
 # The shortest span a rate is measured over: the publish written with the progress is microseconds older than it.
 RATE_MIN_SECONDS = 1.0

@@ -21,7 +21,7 @@ from app.settings import Settings
 from models.env_spaces import EnvironmentUnsupportedError, describe_env
 from models.registry_vocabulary import CHAMPION
 from store import registry
-from store.tables import Model, Policy
+from store.tables.registry import Model, Policy
 
 
 def model_or_404(session: Session, name: str) -> Model:

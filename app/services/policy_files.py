@@ -14,7 +14,7 @@ from app.infra.lru import LruCache
 from models.episode_gif import RenderUnavailableError, episode_gif_for_weights
 from models.onnx_export import safetensors_to_onnx
 from models.weights import WeightsFormatError
-from store.tables import Policy
+from store.tables.registry import Policy
 
 # A few dozen GIFs of ~100 kB, and as many ONNX models of a few hundred kB: the memory an API process spends here.
 GIF_CACHE_SIZE = 32

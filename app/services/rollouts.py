@@ -20,7 +20,7 @@ from app.services.promotion import committed_then_refreshed, follow_champion
 from app.serving.policy_cache import PolicyCache
 from app.settings import Settings
 from store import registry, rollouts
-from store.tables import Model, Policy, Rollout
+from store.tables.registry import Model, Policy, Rollout
 
 Change = Callable[[Session, Model], Rollout]
 

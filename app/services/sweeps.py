@@ -17,7 +17,7 @@ from app.settings import Settings
 from models.sweep_space import SpaceError, SpacePoint, check_space, grid_size
 from store.jobs import QueueFullError
 from store.sweeps import enqueue_sweep
-from store.tables import Sweep
+from store.tables.work_queues import Sweep
 
 QUEUE_FULL_RETRY_AFTER_SECONDS = 60
 

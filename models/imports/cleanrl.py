@@ -19,7 +19,7 @@ from safetensors.numpy import load as st_load
 from models.imports.errors import ImportRefusedError
 from models.imports.mlp import ImportedMlp, build_mlp, dense
 from models.imports.safe_pickle import read_state_dict
-from models.policy_format import Activation, ObsNormalization, OutputTransform
+from models.policy_types import Activation, ObsNormalization, OutputTransform
 
 FIELD = "file"
 CLEANRL_KEYS = frozenset(

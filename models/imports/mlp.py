@@ -18,15 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from models.imports.errors import ImportRefusedError
-from models.policy_format import (
-    MAX_DIM,
-    MAX_LAYERS,
-    Activation,
-    DenseLayer,
-    ObsNormalization,
-    OutputTransform,
-    WeightsFormatError,
-)
+from models.policy_types import Activation, DenseLayer, ObsNormalization, OutputTransform
+from models.strict_safetensors import MAX_DIM, MAX_LAYERS, WeightsFormatError
 
 FloatArray = npt.NDArray[np.float32]
 

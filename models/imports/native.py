@@ -8,7 +8,9 @@ from typing import Any
 
 from models.imports.errors import ImportRefusedError
 from models.imports.mlp import ImportedMlp
-from models.policy_format import WeightsFormatError, build_policy_weights, encode_policy
+from models.policy_format import encode_policy
+from models.policy_validation import build_policy_weights
+from models.strict_safetensors import WeightsFormatError
 
 
 def encode_imported(mlp: ImportedMlp, *, env_id: str, source_name: str | None = None) -> bytes:

@@ -28,14 +28,8 @@ from onnx import numpy_helper
 
 from models.imports.errors import ImportRefusedError
 from models.imports.mlp import ImportedMlp, build_mlp, dense
-from models.policy_format import (
-    ELU_ALPHA,
-    LEAKY_RELU_SLOPE,
-    Activation,
-    ObsNormalization,
-    OutputTransform,
-    WeightsFormatError,
-)
+from models.policy_types import ELU_ALPHA, LEAKY_RELU_SLOPE, Activation, ObsNormalization, OutputTransform
+from models.strict_safetensors import WeightsFormatError
 
 FIELD = "file"
 SUPPORTED_OPS = frozenset(

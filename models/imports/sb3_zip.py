@@ -28,7 +28,7 @@ from models.imports.archive import SafeZip
 from models.imports.errors import ImportRefusedError
 from models.imports.mlp import ImportedMlp, build_mlp, dense
 from models.imports.safe_pickle import read_state_dict
-from models.policy_format import Activation, DenseLayer, ObsNormalization, OutputTransform
+from models.policy_types import Activation, DenseLayer, ObsNormalization, OutputTransform
 
 FIELD = "file"
 # The zip's JSON `data` is small (a few kB plus the base64 pickles we skip); a huge one is not an SB3 model.

@@ -25,7 +25,7 @@ from models.imports.mlp import ImportedMlp
 from models.imports.native import encode_imported
 from models.imports.onnx_graph import read_onnx_actor
 from models.imports.sb3_zip import read_sb3_zip
-from models.policy_format import LEGACY_FORMAT_TAG, POLICY_FORMAT_TAG, ActorWeights, ObsNormalization
+from models.policy_types import LEGACY_FORMAT_TAG, POLICY_FORMAT_TAG, ActorWeights, ObsNormalization
 from models.weights import WeightsFormatError, decode_actor, read_header
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from store.db import create_db_engine
-from store.tables import Base
+from store.tables.base import Base
 
 config = context.config
 target_metadata = Base.metadata

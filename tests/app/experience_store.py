@@ -9,7 +9,8 @@ import numpy as np
 
 from models.experience_chunks import ExperienceColumns, encode_chunk
 from store.chunk_storage import FsspecChunkStorage
-from store.tables import ExperienceChunk, Model
+from store.tables.registry import Model
+from store.tables.serving_records import ExperienceChunk
 from tests.app.conftest import Api
 from tests.experience_data import EPISODES, OBS_DIM, episode_columns
 

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.infra.embedded import queue_bootstrap_job
 from store.jobs import enqueue_job, lock_queue
-from store.tables import Job
+from store.tables.work_queues import Job
 
 
 def _bootstrap(sessions: sessionmaker[Session]) -> int | None:

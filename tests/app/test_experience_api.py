@@ -13,7 +13,7 @@ from models.experience_chunks import ExperienceColumns, decode_chunk
 from models.policy import NumpyActor
 from store.policies import register_policy
 from store.registry import get_model, set_champion
-from store.tables import ExperienceChunk
+from store.tables.serving_records import ExperienceChunk
 from tests.app.conftest import Api
 from tests.app.factories import assert_error_shape, make_policy_bytes
 

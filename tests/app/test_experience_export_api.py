@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from store.chunk_storage import FsspecChunkStorage
-from store.tables import ExperienceChunk, Model
+from store.tables.registry import Model
+from store.tables.serving_records import ExperienceChunk
 from tests.app.conftest import ApiFactory
 from tests.app.experience_store import MODEL, create_model, pendulum_recording, store_chunks
 from tests.experience_data import EPISODES

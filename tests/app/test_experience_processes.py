@@ -28,7 +28,7 @@ from store.db import create_db_engine, make_session_factory
 from store.experience import set_settings
 from store.policies import register_policy
 from store.registry import create_model, get_model, set_champion
-from store.tables import ExperienceChunk
+from store.tables.serving_records import ExperienceChunk
 from tests.app.factories import free_port, make_policy_bytes
 from tests.app.servers import running, server_env, uvicorn_command, wait_until_ready
 

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from store.chunk_storage import ChunkMissingError, FsspecChunkStorage
-from store.tables import ExperienceChunk
+from store.tables.serving_records import ExperienceChunk
 from tests.app.conftest import Api, ApiFactory
 from tests.app.test_experience_api import _arm_with_champion, _flush
 from tests.s3_server import S3Server, running_s3_server

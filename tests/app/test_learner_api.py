@@ -16,7 +16,8 @@ from ddpg_client.drive import wait_for_learner
 from models.experience_chunks import ExperienceColumns, decode_chunk
 from store import learners
 from store.registry import get_model
-from store.tables import ExperienceChunk, Learner
+from store.tables.serving_records import ExperienceChunk
+from store.tables.work_queues import Learner
 from tests.app.conftest import Api, ApiFactory
 from tests.app.factories import assert_error_shape, make_policy_bytes
 from tests.conftest import sqlite_only

@@ -12,7 +12,7 @@ from sqlalchemy import update
 from models.onnx_export import read_onnx_metadata
 from models.random_actor import random_policy_weights
 from models.weights import encode_policy
-from store.tables import Policy
+from store.tables.registry import Policy
 from tests.app.conftest import Api
 from tests.app.factories import assert_error_shape, make_policy_bytes
 

@@ -12,7 +12,7 @@ from sqlalchemy import update
 from store.jobs import enqueue_job
 from store.policies import register_policy
 from store.registry import get_model
-from store.tables import Job
+from store.tables.work_queues import Job
 from tests.app.conftest import ApiFactory
 from tests.app.factories import make_policy_bytes
 from trainer.tracking import RunArtifacts

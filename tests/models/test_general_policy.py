@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from models.policy import NumpyActor
-from models.policy_format import ObsNormalization, OutputTransform, build_policy_weights
+from models.policy_types import ObsNormalization, OutputTransform
+from models.policy_validation import build_policy_weights
 from models.random_actor import random_policy_weights
 from models.weights import decode_actor, encode_policy
 from tests.models.torch_reference import torch_actions

@@ -23,7 +23,8 @@ from models.onnx_export import (
     safetensors_to_onnx,
 )
 from models.policy import NumpyActor
-from models.policy_format import ObsNormalization, build_policy_weights
+from models.policy_types import ObsNormalization
+from models.policy_validation import build_policy_weights
 from models.random_actor import random_actor_bytes, random_policy_weights
 from models.weights import WeightsFormatError, decode_actor, encode_actor, encode_policy
 

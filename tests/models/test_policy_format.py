@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save as st_save
 
-from models.policy_format import canonical_safetensors
+from models.strict_safetensors import canonical_safetensors
 from models.weights import (
     Activation,
     DenseLayer,

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.policy_format import LEAKY_RELU_SLOPE, Activation, ActorWeights, OutputTransform
+from models.policy_types import LEAKY_RELU_SLOPE, Activation, ActorWeights, OutputTransform
 
 _MODULES = {
     Activation.RELU: nn.ReLU,

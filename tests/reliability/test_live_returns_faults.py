@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from store.db import create_db_engine, make_session_factory
 from store.policies import register_policy
 from store.registry import get_model
-from store.tables import LiveReturn
+from store.tables.serving_records import LiveReturn
 from tests.app.factories import make_policy_bytes
 from tests.reliability.conftest import Api, Processes, wait_for
 from tests.reliability.db_proxy import DbProxy

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 from models.experience_chunks import empty_columns, encode_chunk
 from store.experience import ChunkToWrite, FlushBatch, set_settings, totals, write_chunks
 from store.registry import create_model
-from store.tables import Model
+from store.tables.registry import Model
 
 SPACES = {"obs_dim": 3, "act_dim": 1, "action_low": [-2.0], "action_high": [2.0]}
 

@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from store import jobs
-from store.tables import Job, utcnow
+from store.tables.base import utcnow
+from store.tables.work_queues import Job
 from tests.conftest import make_actor_bytes
 
 LEASE = 30.0

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 
 from store import learners, rollouts
 from store.policies import get_serving_state
-from store.tables import Learner, LearnerPublication, utcnow
+from store.tables.base import utcnow
+from store.tables.work_queues import Learner, LearnerPublication
 from tests.conftest import make_actor_bytes, model_named
 
 COUNTERS = learners.Counters(transitions_consumed=1000, updates=900, cursor=5, pending=0, publishes=1)

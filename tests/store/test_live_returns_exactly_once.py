@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from store import live_returns, rollouts
 from store.live_returns import MEAN, TRIMMED_MEAN, ReturnSums
 from store.return_buckets import bucket_of, trimmed_mean
-from store.tables import LiveReturnFlush, utcnow
+from store.tables.base import utcnow
+from store.tables.serving_records import LiveReturnFlush
 from tests.store.test_rollouts import _pendulum_with_two, _returns, _start
 
 

@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from store.db import alembic_config, create_db_engine, migrate
-from store.tables import Base
+from store.tables.base import Base
 
 
 def _head(url: str) -> str:

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from store import live_returns, policies, registry, rollouts
 from store.live_returns import ReturnStats, ReturnSums, ShadowSums
-from store.tables import Model
+from store.tables.registry import Model
 from tests.conftest import make_actor_bytes, model_named
 
 

@@ -13,7 +13,9 @@ from store import jobs, sweeps
 from store.policies import promote_policy, register_policy
 from store.registry import champion_of
 from store.sweep_trials import begin_trial, record_heldout
-from store.tables import Job, Policy, Sweep, utcnow
+from store.tables.base import utcnow
+from store.tables.registry import Policy
+from store.tables.work_queues import Job, Sweep
 from tests.conftest import make_actor_bytes
 
 LEASE = 30.0

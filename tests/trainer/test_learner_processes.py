@@ -27,7 +27,8 @@ from models.training_config import make_config
 from store import learners
 from store.policies import get_default_policy
 from store.registry import create_model
-from store.tables import ExperienceChunk, Learner, LearnerPublication
+from store.tables.serving_records import ExperienceChunk
+from store.tables.work_queues import Learner, LearnerPublication
 from tests.reordered_pendulum import ReorderedPendulum, heldout_mean_return
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from store import learners
 from store.registry import create_model
-from store.tables import Learner
+from store.tables.work_queues import Learner
 from trainer.online.process import LearnerOptions, LearnerProcess
 
 UNBOUNDED = {

@@ -20,7 +20,7 @@ from store.landed_writes import (
     trial_begun,
 )
 from store.sweep_trials import begin_trial, record_heldout
-from store.tables import Job, Sweep
+from store.tables.work_queues import Job, Sweep
 from tests.conftest import make_actor_bytes
 from trainer.claim_loop import Database
 from trainer.job_recorder import JobRecorder

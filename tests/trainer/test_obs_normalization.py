@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from models.policy import NumpyActor
-from models.policy_format import OutputTransform
+from models.policy_types import OutputTransform
 from models.training_config import make_config
 from models.weights import decode_actor
 from tests.trainer import scaled_env

@@ -12,7 +12,8 @@ import store.db
 import trainer.claim_loop
 import trainer.worker
 from store import jobs, policies
-from store.tables import Job, utcnow
+from store.tables.base import utcnow
+from store.tables.work_queues import Job
 from tests.worker.fake_training import make_fake_train
 from trainer.worker import Worker, WorkerOptions, parse_args
 

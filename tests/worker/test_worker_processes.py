@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from store import jobs, policies
-from store.tables import Job
+from store.tables.work_queues import Job
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,5 @@
-"""The TransitionSource over a model's recorded experience (store.tables.ExperienceChunk): the cursor is a chunk id.
+"""The TransitionSource over a model's recorded experience (store.tables.serving_records.ExperienceChunk): the
+cursor is a chunk id.
 
 Chunks are read whole, oldest first, from their row or from the chunk storage (EXPERIENCE_URL) wherever the
 recorder put them, and decoded with models.experience_chunks. Only the few columns learning needs are kept.
@@ -20,7 +21,8 @@ from sqlalchemy.orm import Session
 from models.experience_chunks import decode_chunk
 from store.chunk_storage import ChunkMissingError, ChunkStorage
 from store.experience_reading import ChunkStorageMissingError, chunk_bytes
-from store.tables import ExperienceChunk, utcnow
+from store.tables.base import utcnow
+from store.tables.serving_records import ExperienceChunk
 from trainer.claim_loop import Database
 from trainer.online.source import Batch, Transitions
 

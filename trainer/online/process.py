@@ -26,7 +26,8 @@ from models.weights import WeightsFormatError
 from store import learners
 from store.chunk_storage import open_chunk_storage
 from store.policies import PolicyModelMismatchError
-from store.tables import Learner, Model
+from store.tables.registry import Model
+from store.tables.work_queues import Learner
 from trainer.claim_loop import Database, DatabaseGoneError, claim_loop, wait_for_database
 from trainer.env import EnvSpec
 from trainer.heartbeat import Heartbeat

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from models.errors import one_line
 from store import jobs, sweeps
 from store.landed_writes import sweep_finished_landed
-from store.tables import Sweep
+from store.tables.work_queues import Sweep
 from trainer.claim_loop import Database, DatabaseGoneError, claim_loop, wait_for_database
 from trainer.heartbeat import Heartbeat
 from trainer.settings import DEFAULT_RAY_IDLE_SHUTDOWN_SECONDS

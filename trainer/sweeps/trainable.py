@@ -27,7 +27,7 @@ from models.training_config import TrainingConfig, load_job_config
 from store import jobs
 from store.landed_writes import job_ended_landed, trial_begun
 from store.sweep_trials import begin_trial, record_heldout
-from store.tables import Job
+from store.tables.work_queues import Job
 from trainer.claim_loop import Database
 from trainer.evaluation import EVAL_SEED_BASE, EvaluationStats, evaluate_policy
 from trainer.job_recorder import JobRecorder

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from models.sweep_space import Dimension, check_space
 from models.training_config import config_from_job
 from store.registry import get_model
-from store.tables import Sweep
+from store.tables.work_queues import Sweep
 from trainer.sweeps.trainable import TrialContext, run_trial
 from trainer.sweeps.tune_hooks import StopWhenSet, TrialJobs
 from trainer.sweeps.tune_space import make_scheduler, make_searcher, tune_space

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
-from store.tables import JSONDict, UTCDateTime
+from store.tables.base import JSONDict, UTCDateTime
 
 revision: str = "0001"
 down_revision: str | None = None

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from models.registry_vocabulary import CHAMPION, DEFAULT_MODEL_ENV_ID, DEFAULT_MODEL_NAME, slug_for_env
-from store.tables import JSONDict, UTCDateTime
+from store.tables.base import JSONDict, UTCDateTime
 
 revision: str = "0003"
 down_revision: str | None = "0002"

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from store.tables import JSONDict, UTCDateTime
+from store.tables.base import JSONDict, UTCDateTime
 
 revision: str = "0005"
 down_revision: str | None = "0004"

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from store.tables import JSONDict, UTCDateTime
+from store.tables.base import JSONDict, UTCDateTime
 
 revision: str = "0007"
 down_revision: str | None = "0006"

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from store import jobs, sweeps
 from store.registry import champion_of
-from store.tables import Job, Policy, Sweep, SweepTrial
+from store.tables.registry import Policy
+from store.tables.work_queues import Job, Sweep, SweepTrial
 from tests.trainer.sweeps.conftest import ROOT, RunnerFactory, runner_logs, wait_for
 from tests.trainer.sweeps.ray_cluster import RayCluster
 
