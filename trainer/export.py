@@ -6,28 +6,18 @@ it); one trained with observation normalization as `policy-mlp/1`, the statistic
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Mapping
-from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
 
 from models.policy_format import encode_policy
 from models.policy_types import ORIGIN_TRAINED, Activation, DenseLayer, ObsNormalization, OutputTransform
-from models.policy_validation import build_policy_weights
+from models.policy_validation import build_policy_weights, utc_now_iso
+from models.strict_safetensors import canonical_safetensors
 from models.training_config import TrainingConfig
-from models.weights import decode_actor, encode_actor, read_header
+from models.weights import decode_actor, encode_actor
 from trainer.env import EnvSpec
-
-# safetensors aligns the tensor data that follows the header to 8 bytes.
-_HEADER_ALIGNMENT = 8
-
-
-def utc_now_iso() -> str:
-    """created_at: ISO 8601 in UTC with an explicit offset, so every reader parses the same instant."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def export_actor(
@@ -63,7 +53,7 @@ def export_actor(
         eval_mean_return=eval_mean_return,
         created_at=created_at if created_at is not None else utc_now_iso(),
     )
-    return canonical_safetensors(data)
+    return validated_canonical(data)
 
 
 def _export_normalized(
@@ -97,16 +87,8 @@ def _export_normalized(
     return encode_policy(weights)  # canonical already
 
 
-def canonical_safetensors(data: bytes) -> bytes:
-    """Rewrite the JSON header with sorted keys; the tensor bytes are untouched.
-
-    safetensors writes its header (metadata included) from a hash map, whose order changes from process
-    to process. Offsets in the header are relative to the data section, so reordering is safe.
-    """
-    (header_len,) = struct.unpack("<Q", data[:8])
-    header = read_header(data)
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % _HEADER_ALIGNMENT)
-    canonical = struct.pack("<Q", len(text)) + text + data[8 + header_len :]
+def validated_canonical(data: bytes) -> bytes:
+    """The file with its header in canonical order, checked by the legacy reader before it leaves."""
+    canonical = canonical_safetensors(data)
     decode_actor(canonical)  # never let an invalid file out, whatever the rewrite did
     return canonical

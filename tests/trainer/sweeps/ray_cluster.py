@@ -117,11 +117,20 @@ class RayCluster:
         return next(str(n["NodeID"]) for n in self.alive_nodes() if n["NodeManagerPort"] == node.node_manager_port)
 
     def kill_node(self, node: RayNode) -> None:
-        """SIGKILL the node's raylet, as a machine that dies would: no goodbye to the cluster. Its `ray start
-        --block` then takes the node's other processes down and exits."""
-        for pid in self._pids():
-            if "raylet" in _cmdline(pid) and f"--node_manager_port={node.node_manager_port}" in _cmdline(pid):
-                os.kill(pid, signal.SIGKILL)
+        """Kill the node as a machine that dies would: every process of it at the same instant (frozen first, then
+        SIGKILLed), no goodbye to the cluster. Killing only its raylet left the node's workers running on until
+        they noticed, and a short trial could finish and record its success in that time. Its `ray start --block`
+        then exits."""
+        raylets = [
+            pid
+            for pid in self._pids()
+            if "raylet" in _cmdline(pid) and f"--node_manager_port={node.node_manager_port}" in _cmdline(pid)
+        ]
+        doomed = [*raylets, *(pid for raylet in raylets for pid in _descendants(raylet))]
+        for signal_number in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in doomed:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal_number)
         try:
             node.process.wait(60)
         except subprocess.TimeoutExpired:
@@ -167,6 +176,27 @@ class RayCluster:
             except OSError:
                 continue
         return pids
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (its children, theirs...), from /proc's parent links."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The field after the parenthesised command name is the state, then the parent's pid.
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found: list[int] = []
+    pending = list(children.get(pid, []))
+    while pending:
+        child = pending.pop()
+        found.append(child)
+        pending.extend(children.get(child, []))
+    return found
 
 
 def _cmdline(pid: int) -> str:
