@@ -107,11 +107,12 @@ def test_compose_services_run_as_local_processes(fresh_postgres_url: str, tmp_pa
 
     port, grpc_port = _free_port(), _free_port()
     assert services["api"]["environment"]["GRPC_PORT"] == "8001"
+    # Two overrides: the ports (8000 and 8001 may be taken on a shared machine), and the bootstrap job is cut to two
+    # episodes: it trains beside the test's own job on two cores, and what it proves (queued at start, run by a
+    # worker) does not depend on its length.
+    api_overrides = {"PORT": str(port), "GRPC_PORT": str(grpc_port), "BOOTSTRAP_EPISODES": "2"}
     processes = [
-        # Only the published ports differ: 8000 and 8001 may be taken on a shared machine.
-        _service_process(
-            services["api"], fresh_postgres_url, tmp_path, logs[1], PORT=str(port), GRPC_PORT=str(grpc_port)
-        ),
+        _service_process(services["api"], fresh_postgres_url, tmp_path, logs[1], **api_overrides),
         _service_process(services["trainer"], fresh_postgres_url, tmp_path, logs[2]),
         _service_process(services["trainer"], fresh_postgres_url, tmp_path, logs[3]),
     ]
