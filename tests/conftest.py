@@ -60,6 +60,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Every server process the tests start compiles /act's kernel (models.fused) at start-up; with a cache
     # directory only the first does. Inherited by the processes the tests start.
     os.environ.setdefault("NUMBA_CACHE_DIR", str(config.rootpath / ".pytest_cache" / "numba"))
+    # Stable-Baselines3's logger otherwise leaves a new directory in /tmp for every `learn` the tests run.
+    os.environ.setdefault("SB3_LOGDIR", str(config.rootpath / ".pytest_cache" / "sb3-logs"))
 
 
 def _postgres_schema_url(base_url: str) -> Iterator[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,10 +56,13 @@ def artifacts(seed: int = 1) -> RunArtifacts:
     return RunArtifacts.from_directory(_write(actor))
 
 
-def _write(actor: bytes) -> Path:
-    import tempfile
+# The run directories `artifacts()` writes, removed when the test process exits (the tests that use them have no
+# tmp_path of their own to put them in).
+_RUN_DIRECTORIES = tempfile.TemporaryDirectory(prefix="ddpg-test-runs-")
 
-    directory = Path(tempfile.mkdtemp(prefix="run-"))
+
+def _write(actor: bytes) -> Path:
+    directory = Path(tempfile.mkdtemp(prefix="run-", dir=_RUN_DIRECTORIES.name))
     (directory / "actor.safetensors").write_bytes(actor)
     (directory / "config.json").write_text('{"seed": 3}\n')
     (directory / "rewards.png").write_bytes(b"\x89PNG not really")
