@@ -73,11 +73,11 @@ def ignored_auth_once(ctx: CheckContext, response: Response, case: Case[Any]) ->
 CHECKS: list[CheckFunction] = [
     ignored_auth_once if check is ignored_auth else check for check in ALL_CHECKS.get_all() if not is_check_class(check)
 ]
-# Schema-valid requests these may rightly refuse with a documented 422: /act checks the observation length
-# against the chosen policy's obs_dim, and /train the server's configured budget and replay_size >= batch_size;
-# a new model's environment must be installed with Box spaces, and an alias or a rollout must name one of the
-# model's own policies (not its champion, for a challenger). None is a static property of the schema. Every other
-# check still applies to them.
+# Schema-valid requests these may rightly refuse with a documented 4xx (422 on the service's own routes): /act checks
+# the observation length against the chosen policy's obs_dim, and /train the server's configured budget and
+# replay_size >= batch_size; a new model's environment must be installed with Box spaces, and an alias or a rollout
+# must name one of the model's own policies (not its champion, for a challenger). None is a static property of the
+# schema. Every other check still applies to them.
 RUNTIME_VALIDATED = {
     ("POST", "/act"),
     ("POST", "/train"),
@@ -89,6 +89,11 @@ RUNTIME_VALIDATED = {
     ("PUT", "/models/{name}/learner"),
     # A sweep's space is checked against the config model and the budget (every choice, both bounds of a range).
     ("POST", "/sweeps"),
+    # The inference protocols check their tensor's shape against the served policy's obs_dim as /act does, and answer
+    # a mismatch with a 400 in their own error shape (KServe's): a schema-valid body of the wrong width is refused.
+    ("POST", "/v1/models/{name}:predict"),
+    ("POST", "/v2/models/{name}/infer"),
+    ("POST", "/v2/models/{name}/versions/{version}/infer"),
 }
 EVENTS = "/jobs/{job_id}/events"
 # How long one request may take; for an event stream, how long it is read before it is cut short (schemathesis's
