@@ -97,7 +97,9 @@ def test_the_split_is_a_pure_function_of_salt_and_session() -> None:
 
 def test_raising_the_percentage_only_moves_sessions_to_the_challenger() -> None:
     sessions = [f"s{i}" for i in range(1000)]
-    arms = {p: [canary_arm(_model(p).rollout, s) for s in sessions] for p in (0.0, 10.0, 60.0, 100.0)}  # type: ignore[arg-type]
+    rollouts = {p: _model(p).rollout for p in (0.0, 10.0, 60.0, 100.0)}
+    arms = {p: [canary_arm(rollout, s) for s in sessions] for p, rollout in rollouts.items() if rollout is not None}
+    assert arms.keys() == rollouts.keys()
     assert set(arms[0.0]) == {"champion"} and set(arms[100.0]) == {"challenger"}
     for low, high in ((10.0, 60.0), (60.0, 100.0)):
         assert all(h == "challenger" for lo, h in zip(arms[low], arms[high], strict=True) if lo == "challenger")
