@@ -34,6 +34,10 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # is given up on.
 START_ATTEMPTS = 3
 START_RETRY_SECONDS = 2.0
+# Ray starts one idle worker process per CPU for its first driver, to run plain tasks sooner. A sweep runs nothing
+# but Tune's trial actors, and those start processes of their own (with Tune's runtime environment), so the idle
+# ones (about half a CPU second each, at every start of the local Ray) would only start and be stopped again.
+NO_PRESTART = {"prestart_worker_first_driver": False}
 
 
 class RayConnection:
@@ -73,6 +77,7 @@ class RayConnection:
                         include_dashboard=False,
                         logging_level=logging.WARNING,
                         _node_ip_address=LOOPBACK,
+                        _system_config=NO_PRESTART,
                     )
                 )
                 break

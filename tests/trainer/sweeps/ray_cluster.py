@@ -21,6 +21,9 @@ from pathlib import Path
 RAY = str(Path(sys.executable).with_name("ray"))
 START_DEADLINE = 60.0
 STARTED = b"Ray runtime started."
+# As the sweep runner's local Ray (trainer.sweeps.ray_connection.NO_PRESTART): no idle worker process started for
+# the first driver; trials run in Tune's actors, which start their own.
+NO_PRESTART_ENV = {"RAY_prestart_worker_first_driver": "false"}
 
 
 def free_port() -> int:
@@ -54,9 +57,10 @@ class RayCluster:
         return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "PYTHONUNBUFFERED": "1"}
 
     def start_head(self) -> RayNode:
+        # No autoscaler monitor: the nodes are fixed (it is a Python process polling for the cluster's whole life).
         self.head = self._start(
             "head", ["--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}", "--include-dashboard=false",
-                     f"--ray-client-server-port={free_port()}"],
+                     f"--ray-client-server-port={free_port()}", "--no-monitor"],
         )  # fmt: skip
         return self.head
 
@@ -69,12 +73,15 @@ class RayCluster:
         node_manager_port = free_port()
         log = self.root / f"ray-{name}.log"
         with log.open("wb") as out:
+            # No log monitor (a Python process per node, polling the logs for the node's whole life): every driver
+            # here connects with log_to_driver=False, so nothing reads what it would forward.
             process = subprocess.Popen(
                 [RAY, "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats",
+                 "--include-log-monitor=false",
                  f"--node-manager-port={node_manager_port}", f"--object-manager-port={free_port()}",
                  f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
                  f"--runtime-env-agent-port={free_port()}", "--block"],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**self.env, **NO_PRESTART_ENV}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         node = RayNode(process, node_manager_port, log)
         deadline = time.monotonic() + START_DEADLINE

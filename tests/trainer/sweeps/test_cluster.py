@@ -109,34 +109,6 @@ def test_a_sweeps_trials_run_on_both_nodes_and_the_best_is_promoted(
         assert job.config == {**TINY, **trial.params}
 
 
-def test_a_worker_node_killed_mid_sweep_has_its_trial_retried_and_the_sweep_still_ends_with_a_best_policy(
-    two_nodes: RayCluster, sweep_sessions: sessionmaker[Session], start_runner: RunnerFactory, tmp_path: Path
-) -> None:
-    worker = two_nodes.workers[-1]
-    worker_node = two_nodes.node_id(worker)
-    # Long enough that the worker's trial is still training when its node dies.
-    sweep_id = _enqueue(sweep_sessions, base={**TINY, "episodes": 30}, trials=3, max_concurrent=2, max_failures=1)
-    start_runner()
-    show = _diagnostics(two_nodes, tmp_path, sweep_sessions, sweep_id)
-
-    def training_on_the_worker() -> Job | None:
-        running = [job for trial, job in _trials(sweep_sessions, sweep_id) if trial.node == worker_node]
-        return next((job for job in running if job.status == "running" and job.episodes_done >= 2), None)
-
-    victim = wait_for(training_on_the_worker, "a trial training on the worker node", show)
-    two_nodes.kill_node(worker)
-    done = wait_for(lambda: _ended(sweep_sessions, sweep_id), "the sweep to end", show)
-
-    assert done.status == "succeeded" and done.policy_id is not None, show()
-    by_id = {job.id: (trial, job) for trial, job in _trials(sweep_sessions, sweep_id)}
-    assert all(job.status in ("succeeded", "failed") for _, job in by_id.values()), show()  # nothing left running
-    trial, retried = by_id[victim.id]
-    assert retried.attempts == 2 and retried.status == "succeeded", show()
-    assert retried.error is not None and "attempt 1 ended" in retried.error and "retrying" in retried.error
-    assert trial.node != worker_node  # the retry ran on the surviving node
-    assert retried.episodes_done == 30  # the history is the successful attempt's, from its first episode
-
-
 def test_cancel_mid_sweep_ends_every_trial_within_one_episode(
     two_nodes: RayCluster, sweep_sessions: sessionmaker[Session], start_runner: RunnerFactory, tmp_path: Path
 ) -> None:
@@ -203,3 +175,32 @@ def test_asha_stops_poor_trials_at_their_evaluations_and_the_sweep_ends_with_a_b
         assert job.error is not None and job.error.startswith("stopped early by ASHA after episode"), show()
         assert job.episodes_done < base["episodes"]
     assert done.best_job_id in {job.id for job in finished}
+
+
+# Last in the module: a test after it would start the killed node again first (two_nodes), about 4 CPU s.
+def test_a_worker_node_killed_mid_sweep_has_its_trial_retried_and_the_sweep_still_ends_with_a_best_policy(
+    two_nodes: RayCluster, sweep_sessions: sessionmaker[Session], start_runner: RunnerFactory, tmp_path: Path
+) -> None:
+    worker = two_nodes.workers[-1]
+    worker_node = two_nodes.node_id(worker)
+    # Long enough that the worker's trial is still training when its node dies.
+    sweep_id = _enqueue(sweep_sessions, base={**TINY, "episodes": 30}, trials=3, max_concurrent=2, max_failures=1)
+    start_runner()
+    show = _diagnostics(two_nodes, tmp_path, sweep_sessions, sweep_id)
+
+    def training_on_the_worker() -> Job | None:
+        running = [job for trial, job in _trials(sweep_sessions, sweep_id) if trial.node == worker_node]
+        return next((job for job in running if job.status == "running" and job.episodes_done >= 2), None)
+
+    victim = wait_for(training_on_the_worker, "a trial training on the worker node", show)
+    two_nodes.kill_node(worker)
+    done = wait_for(lambda: _ended(sweep_sessions, sweep_id), "the sweep to end", show)
+
+    assert done.status == "succeeded" and done.policy_id is not None, show()
+    by_id = {job.id: (trial, job) for trial, job in _trials(sweep_sessions, sweep_id)}
+    assert all(job.status in ("succeeded", "failed") for _, job in by_id.values()), show()  # nothing left running
+    trial, retried = by_id[victim.id]
+    assert retried.attempts == 2 and retried.status == "succeeded", show()
+    assert retried.error is not None and "attempt 1 ended" in retried.error and "retrying" in retried.error
+    assert trial.node != worker_node  # the retry ran on the surviving node
+    assert retried.episodes_done == 30  # the history is the successful attempt's, from its first episode
