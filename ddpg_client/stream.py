@@ -128,11 +128,16 @@ class ActStream:
     ) -> None:
         self.timeout = timeout
         self.encoding = check_encoding(encoding)
-        self._connection: ClientConnection = connect(
-            stream_url(base_url, model, encoding),
-            additional_headers=handshake_headers(headers),
-            open_timeout=timeout,
-            compression=None,
+        # Entered as a context manager, as websockets 17.1 and later want of a sync connection (a bare `connect()` warns
+        # there); this stream's own `close` or `with` block ends it.
+        self._lifetime = contextlib.ExitStack()
+        self._connection: ClientConnection = self._lifetime.enter_context(
+            connect(
+                stream_url(base_url, model, encoding),
+                additional_headers=handshake_headers(headers),
+                open_timeout=timeout,
+                compression=None,
+            )
         )
 
     def act(
@@ -146,7 +151,7 @@ class ActStream:
         return read_answer(self._connection.recv(timeout=self.timeout), self.encoding)
 
     def close(self) -> None:
-        self._connection.close()
+        self._lifetime.close()
 
     def __enter__(self) -> Self:
         return self
