@@ -18,12 +18,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainer.sweeps.ray_connection import NO_PRESTART
+
 RAY = str(Path(sys.executable).with_name("ray"))
 START_DEADLINE = 60.0
 STARTED = b"Ray runtime started."
-# As the sweep runner's local Ray (trainer.sweeps.ray_connection.NO_PRESTART): no idle worker process started for
-# the first driver; trials run in Tune's actors, which start their own.
-NO_PRESTART_ENV = {"RAY_prestart_worker_first_driver": "false"}
+# The sweep runner's local Ray's system config, as `ray start` takes it (RAY_<key> variables): no idle worker process
+# started for the first driver; trials run in Tune's actors, which start their own.
+NO_PRESTART_ENV = {f"RAY_{key}": str(value).lower() for key, value in NO_PRESTART.items()}
 
 
 def free_port() -> int:
