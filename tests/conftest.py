@@ -20,7 +20,7 @@ from models.random_actor import random_actor_bytes
 from store.db import create_db_engine, make_session_factory, migrate
 from store.registry import get_model
 from store.tables.registry import Model
-from tests import scheduling
+from tests import processes, scheduling
 
 # Policies trained by other libraries (SB3, CleanRL) once per session, for the import tests of models/ and app/.
 from tests.sb3_models import foreign  # noqa: F401
@@ -62,6 +62,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("NUMBA_CACHE_DIR", str(config.rootpath / ".pytest_cache" / "numba"))
     # Stable-Baselines3's logger otherwise leaves a new directory in /tmp for every `learn` the tests run.
     os.environ.setdefault("SB3_LOGDIR", str(config.rootpath / ".pytest_cache" / "sb3-logs"))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    processes.close_all()  # the preloaded Pythons that fork the tests' server and worker processes
 
 
 def _postgres_schema_url(base_url: str) -> Iterator[str]:

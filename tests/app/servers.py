@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.processes import ChildProcess, start_process
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -28,10 +30,15 @@ def server_env(data_dir: Path, **settings: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running(command: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `command` in its own process group; SIGTERM it (then SIGKILL) when the block ends."""
+def running(
+    command: list[str], env: dict[str, str], log_path: Path, *, preloaded: bool = True
+) -> Iterator[ChildProcess]:
+    """Run `command` in its own process group (tests/processes.py: `preloaded`); SIGTERM it (then SIGKILL) when
+    the block ends."""
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0)
+        process = start_process(
+            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0, preloaded=preloaded
+        )
         try:
             yield process
         finally:
@@ -45,7 +52,7 @@ def running(command: list[str], env: dict[str, str], log_path: Path) -> Iterator
 
 
 def wait_until_ready(
-    base_url: str, process: subprocess.Popen[bytes], log_path: Path, *, path: str = "/readyz", deadline: float = 60
+    base_url: str, process: ChildProcess, log_path: Path, *, path: str = "/readyz", deadline: float = 60
 ) -> None:
     """Poll `path` until 200 (a bound on waiting, not a timing assertion); fail early if the server died."""
     stop = time.monotonic() + deadline

@@ -104,7 +104,8 @@ def test_the_one_command_run_runs_sweeps_on_a_loopback_ray_that_idles_out_and_st
     env.pop("RAY_ADDRESS", None)
     ours = f"HOME={home}".encode()
     log_path = tmp_path / "app.log"
-    with running([sys.executable, "-m", "app"], env, log_path) as process:
+    # Started the usual way: the processes are found by their /proc/<pid>/environ (tests/processes.py).
+    with running([sys.executable, "-m", "app"], env, log_path, preloaded=False) as process:
         wait_until_ready(base_url, process, log_path, path="/healthz")
         runner_pid = int(re.findall(r"started embedded sweep runner \(pid (\d+)\)", log_path.read_text())[0])
         body = {

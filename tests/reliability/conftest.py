@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from tests.app.factories import free_port, make_policy_bytes
 from tests.app.servers import REPO, server_env, wait_until_ready
 from tests.conftest import POSTGRES_ENV, _postgres_schema_url
+from tests.processes import ChildProcess, start_process
 from tests.reliability.db_proxy import DbProxy
 
 DEADLINE = 90.0
@@ -49,7 +50,7 @@ class Proc:
     """A started process with its combined stdout/stderr in a file."""
 
     name: str
-    process: subprocess.Popen[bytes]
+    process: ChildProcess
     log_path: Path
 
     def log(self) -> str:
@@ -90,12 +91,10 @@ class Processes:
     tmp_path: Path
     started: list[Proc] = field(default_factory=list)
 
-    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
+    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> tuple[ChildProcess, Path]:
         log_path = self.tmp_path / f"{name}-{len(self.started)}.log"
         with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0
-            )
+            process = start_process(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0)
         return process, log_path
 
     def api(self, database_url: str, *, ready: str | None = "/readyz", port: int | None = None, **settings: str) -> Api:

@@ -22,6 +22,7 @@ from safetensors.numpy import save
 from models.weights import read_header
 from tests.app.factories import assert_error_shape, make_policy_bytes
 from tests.app.servers import REPO, server_env
+from tests.processes import run_process
 from tests.reliability.conftest import API_KEY, Api, Processes
 
 pytestmark = pytest.mark.slow
@@ -288,12 +289,6 @@ def test_bad_weights_as_real_processes(kind: str, tmp_path: Path) -> None:
     app = subprocess.run([sys.executable, "-m", "app"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert app.returncode == 2, app.stdout + app.stderr
     assert f"POLICY_FILE {path} is not a valid" in app.stderr and "Traceback" not in app.stderr
-    evaluate = subprocess.run(
-        [sys.executable, "-m", "trainer", "evaluate", str(path), "--episodes", "1"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    evaluate = run_process([sys.executable, "-m", "trainer", "evaluate", str(path), "--episodes", "1"], timeout=120)
     assert evaluate.returncode == 1, evaluate.stdout + evaluate.stderr
     assert str(path) in evaluate.stderr and "Traceback" not in evaluate.stderr

@@ -12,17 +12,13 @@ import onnxruntime as ort
 import pytest
 
 from models.policy import NumpyActor
+from tests.processes import run_process
 from tests.trainer.cli_run import FAST_TRAIN
 
 
 def _trainer(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trainer", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=240,
+    return run_process(
+        [sys.executable, "-m", "trainer", *args], cwd=cwd, env={**os.environ, **(env or {})}, timeout=240
     )
 
 

@@ -29,6 +29,7 @@ from store.policies import get_default_policy
 from store.registry import create_model
 from store.tables.serving_records import ExperienceChunk
 from store.tables.work_queues import Learner, LearnerPublication
+from tests.processes import ChildProcess, start_process
 from tests.reordered_pendulum import ReorderedPendulum, heldout_mean_return
 
 pytestmark = pytest.mark.slow
@@ -123,12 +124,12 @@ class LearnerProcesses:
     def __init__(self, database_url: str, log_dir: Path) -> None:
         self.database_url = database_url
         self.log_dir = log_dir
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: list[ChildProcess] = []
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self) -> ChildProcess:
         log = (self.log_dir / f"learner-{len(self.procs)}.log").open("wb")
         env = {**os.environ, "DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO"}
-        proc = subprocess.Popen(
+        proc = start_process(
             [sys.executable, "-m", "trainer", "learner", "--poll-interval=0.2", "--lease-seconds=3"],
             cwd=ROOT,
             stdout=log,
@@ -187,7 +188,7 @@ def test_a_learner_process_learns_from_recorded_experience_and_is_taken_over_aft
     first = processes.start()
     deadline = time.monotonic() + DEADLINE
 
-    def caught_up(process: subprocess.Popen[bytes]) -> Learner:
+    def caught_up(process: ChildProcess) -> Learner:
         """Acting at the speed the learner learns, as a client would wait: the learner consumed every recorded
         episode and ran (nearly) all the updates they are due, before the next episode is recorded."""
         due = make_config("default").updates_after

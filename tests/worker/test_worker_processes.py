@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from store import jobs, policies
 from store.tables.work_queues import Job
+from tests.processes import ChildProcess, start_process
 
 pytestmark = pytest.mark.slow
 
@@ -44,13 +45,13 @@ class WorkerProcesses:
     def __init__(self, database_url: str, log_dir: Path) -> None:
         self.database_url = database_url
         self.log_dir = log_dir
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: list[ChildProcess] = []
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, *args: str) -> ChildProcess:
         log = (self.log_dir / f"worker-{len(self.procs)}.log").open("wb")
         # The URL goes by environment, as in deployment (argv is visible to everyone in `ps`).
         env = {**os.environ, "DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO"}
-        proc = subprocess.Popen(
+        proc = start_process(
             [sys.executable, "-m", "trainer", "worker", "--poll-interval=0.2", *args],
             cwd=ROOT,
             stdout=log,
@@ -89,7 +90,7 @@ def _wait_for(condition: Callable[[], bool], what: str, workers: WorkerProcesses
         time.sleep(0.1)
 
 
-def _exit_code(proc: subprocess.Popen[bytes], workers: WorkerProcesses) -> int:
+def _exit_code(proc: ChildProcess, workers: WorkerProcesses) -> int:
     try:
         return proc.wait(timeout=DEADLINE)
     except subprocess.TimeoutExpired:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from store.db import create_db_engine, make_session_factory, migrate
 from tests.conftest import POSTGRES_ENV, _postgres_schema_url
+from tests.processes import ChildProcess, start_process
 from tests.trainer.sweeps.ray_cluster import RayCluster
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -62,27 +63,27 @@ def sweep_sessions(sweep_database: str) -> Iterator[sessionmaker[Session]]:
     engine.dispose()
 
 
-RunnerFactory = Callable[..., subprocess.Popen[bytes]]
+RunnerFactory = Callable[..., ChildProcess]
 
 
 @pytest.fixture
 def start_runner(ray_cluster: RayCluster, sweep_database: str, tmp_path: Path) -> Iterator[RunnerFactory]:
     """`python -m trainer sweeps --once` against the cluster (RAY_ADDRESS) and the test database."""
-    processes: list[subprocess.Popen[bytes]] = []
+    started: list[ChildProcess] = []
 
-    def start(*args: str) -> subprocess.Popen[bytes]:
-        log = (tmp_path / f"runner-{len(processes)}.log").open("wb")
+    def start(*args: str) -> ChildProcess:
+        log = (tmp_path / f"runner-{len(started)}.log").open("wb")
         env = {**ray_cluster.env, "DATABASE_URL": sweep_database, "RAY_ADDRESS": ray_cluster.address}
-        process = subprocess.Popen(
+        process = start_process(
             [sys.executable, "-m", "trainer", "sweeps", "--once", "--poll-interval=0.2", "--lease-seconds=10", *args],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         log.close()
-        processes.append(process)
+        started.append(process)
         return process
 
     yield start
-    for process in processes:
+    for process in started:
         if process.poll() is None:
             process.terminate()
             try:

@@ -1,0 +1,222 @@
+"""A preloaded Python that forks the tests' `python -m <module>` processes (run by tests/processes.py, one per pytest
+worker and kind).
+
+Most of the CPU the test suite spends starting a server, worker or learner process goes to importing the same
+libraries again (FastAPI, SQLAlchemy, Alembic, NumPy; PyTorch for the trainer's processes): about 1.5 CPU s each,
+for some 150 processes. This process imports them once, then forks a child per request. The child is a real
+process of its own (its own pid, process group, environment, working directory, stdin/stdout/stderr, signals and
+exit code) that runs the module as `python -m` does; only the third-party imports are inherited. The project's own
+modules are never imported here, so each child imports them, and runs their import-time code, itself.
+
+Forking is only safe from a single-threaded process: the server checks that its imports left it with one thread
+and answers `unavailable` otherwise (the tests then start the process the usual way).
+
+Protocol, over the SOCK_SEQPACKET socket whose descriptor is the second argument (one JSON object per message):
+- request `{"id", "module", "args", "env", "cwd", "process_group", "new_session", "unbuffered"}` with three file
+  descriptors attached (the child's stdin, stdout and stderr);
+- replies `{"id", "pid"}` once the child runs, `{"exited": pid, "returncode": n}` when it ends (negative: killed by
+  that signal, as subprocess reports it).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import io
+import json
+import os
+import runpy
+import selectors
+import signal
+import socket
+import sys
+import threading
+import traceback
+from typing import Any
+
+# What each kind of process imports that is worth importing once. Nothing that starts a thread at import (pyarrow's
+# jemalloc, grpc), nothing that reads settings at import from the environment a test may change (Ray, Tune).
+PRELOADS = {
+    "api": [
+        "numpy",
+        "fastapi",
+        "fastapi.routing",
+        "starlette.responses",
+        "sqlalchemy",
+        "sqlalchemy.orm",
+        "alembic",
+        "alembic.runtime.migration",
+        "pydantic",
+        "pydantic_settings",
+        "uvicorn",
+        "httpx",
+        "prometheus_client",
+        "sse_starlette",
+        "safetensors",
+        "psycopg",
+        "numba",
+    ],
+    "trainer": [
+        "numpy",
+        "torch",
+        "gymnasium",
+        "sqlalchemy",
+        "sqlalchemy.orm",
+        "alembic",
+        "alembic.runtime.migration",
+        "pydantic",
+        "pydantic_settings",
+        "httpx",
+        "safetensors",
+        "psycopg",
+        "onnx",
+    ],
+}
+MAX_MESSAGE = 1 << 20
+
+
+def _thread_count() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _reseed_after_fork() -> None:
+    """`random` reseeds itself in a forked child; NumPy's global generator does not, and a process started the
+    usual way draws its seed from the operating system."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+
+
+def _reopen_std_streams(unbuffered: bool) -> None:
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        raw = io.FileIO(fd, "w", closefd=False)
+        # As the interpreter does: stderr is always line-buffered, stdout too when unbuffered was asked for.
+        stream = io.TextIOWrapper(
+            raw if unbuffered else io.BufferedWriter(raw),
+            line_buffering=name == "stderr" or unbuffered,
+            write_through=unbuffered,
+            errors="backslashreplace" if name == "stderr" else "strict",
+        )
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
+def _exit_code(exit: SystemExit) -> int:
+    """What the interpreter makes of `sys.exit(code)`."""
+    code = exit.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    sys.stderr.write(f"{code}\n")
+    return 1
+
+
+def _run_child(request: dict[str, Any], fds: list[int], control: socket.socket, started: int) -> None:
+    """In the forked child: become the requested process, tell the parent (`started`), run the module, exit as the
+    interpreter would."""
+    code = 1
+    try:
+        control.close()
+        signal.set_wakeup_fd(-1)
+        # As in a new interpreter: SIGPIPE and SIGXFSZ stay ignored (the interpreter ignores them at start).
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if request["new_session"]:
+            os.setsid()
+        elif request["process_group"] is not None:
+            os.setpgid(0, request["process_group"])
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
+        _reopen_std_streams(request["unbuffered"])
+        _reseed_after_fork()
+        # Popen returns once its child runs the new program: by then the child has its own process group, so a
+        # test may signal the group at once. The parent answers with the pid only after this.
+        os.write(started, b"1")
+        os.close(started)
+        sys.argv = [request["module"], *request["args"]]
+        sys.path[0] = request["cwd"]
+        try:
+            runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as exit:
+            code = _exit_code(exit)
+        except KeyboardInterrupt:
+            # The interpreter ends a process whose SIGINT went unhandled by that signal.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        except BaseException:  # printed as the interpreter prints it
+            traceback.print_exc()
+            code = 1
+        threading._shutdown()  # type: ignore[attr-defined]  # non-daemon threads are joined, as at a real exit
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # a stream closed at exit is not worth a traceback
+                stream.flush()
+        os._exit(code)
+
+
+def serve(kind: str, control: socket.socket) -> None:
+    wakeup_read, wakeup_write = os.pipe()
+    os.set_blocking(wakeup_write, False)
+    signal.set_wakeup_fd(wakeup_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    selector = selectors.DefaultSelector()
+    selector.register(control, selectors.EVENT_READ)
+    selector.register(wakeup_read, selectors.EVENT_READ)
+    while True:
+        for key, _ in selector.select():
+            if key.fileobj == wakeup_read:
+                os.read(wakeup_read, 4096)
+                _reap(control)
+                continue
+            message, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 3)
+            if not message:
+                return  # the tests' side closed: the pytest worker is done
+            request = json.loads(message)
+            started_read, started_write = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                selector.close()
+                for fd in (wakeup_read, wakeup_write, started_read):
+                    os.close(fd)
+                _run_child(request, fds, control, started_write)
+            for fd in (*fds, started_write):
+                os.close(fd)
+            os.read(started_read, 1)  # empty if the child died first: the exit reply follows
+            os.close(started_read)
+            control.send(json.dumps({"id": request["id"], "pid": pid}).encode())
+
+
+def _reap(control: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        control.send(json.dumps({"exited": pid, "returncode": os.waitstatus_to_exitcode(status)}).encode())
+
+
+def main() -> None:
+    kind, fd = sys.argv[1], int(sys.argv[2])
+    control = socket.socket(fileno=fd)
+    for module in PRELOADS[kind]:
+        __import__(module)
+    if _thread_count() != 1:
+        control.send(json.dumps({"unavailable": f"{_thread_count()} threads after the imports"}).encode())
+        return
+    control.send(json.dumps({"ready": kind}).encode())
+    serve(kind, control)
+
+
+if __name__ == "__main__":
+    main()
