@@ -40,8 +40,8 @@ def test_a_forked_process_has_its_own_group_directory_environment_and_exit_statu
             [sys.executable, "-m", "trainer", "worker", "--poll-interval=0.2"],
             env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, process_group=0,
         )  # fmt: skip
-    assert isinstance(worker, ForkedProcess)
     try:
+        assert isinstance(worker, ForkedProcess)
         assert os.getpgid(worker.pid) == worker.pid  # a group of its own, there as soon as start_process returns
         assert Path(f"/proc/{worker.pid}/cwd").resolve() == tmp_path.resolve()
         database = tmp_path / "jobs.sqlite3"  # its DATABASE_URL: the worker creates and migrates it at start
