@@ -46,7 +46,8 @@ typecheck: $(TEST_STAMP)
 # each of the ~150 server, worker and CLI processes the tests start would otherwise compile its sources again
 # (0.2 CPU s for the API). For the same reason the tests run with bytecode writing on: pytest then caches the
 # test modules it rewrites for its assertions, which every runner otherwise redoes at collection (11.5 against
-# 7.1 CPU s to collect the suite once).
+# 7.1 CPU s to collect the suite once). The server, worker and CLI processes the tests start are forked from a
+# Python that has imported their libraries once (tests/processes.py; PREFORK=0 starts them the usual way).
 PYTEST_WORKERS ?= 3
 
 test: lint

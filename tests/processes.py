@@ -118,6 +118,8 @@ class PreloadedPython:
                     self._exited[reply["exited"]] = reply["returncode"]
                 else:
                     self._started[reply["id"]] = reply["pid"]
+                    # A pid is used again only after its process was reaped, whose exit came in before this.
+                    self._exited.pop(reply["pid"], None)
                 self._lock.notify_all()
         with self._lock:
             self.available = False
