@@ -34,44 +34,20 @@ import threading
 import traceback
 from typing import Any
 
+# The database layer, settings and weights, which both kinds of process use.
+_STORE_AND_SETTINGS = [
+    "numpy", "sqlalchemy", "sqlalchemy.orm", "alembic", "alembic.runtime.migration", "pydantic", "pydantic_settings",
+    "httpx", "safetensors", "psycopg",
+]  # fmt: skip
 # What each kind of process imports that is worth importing once. Nothing that starts a thread at import (pyarrow's
 # jemalloc, grpc), nothing that reads settings at import from the environment a test may change (Ray, Tune).
 PRELOADS = {
     "api": [
-        "numpy",
-        "fastapi",
-        "fastapi.routing",
-        "starlette.responses",
-        "sqlalchemy",
-        "sqlalchemy.orm",
-        "alembic",
-        "alembic.runtime.migration",
-        "pydantic",
-        "pydantic_settings",
-        "uvicorn",
-        "httpx",
-        "prometheus_client",
-        "sse_starlette",
-        "safetensors",
-        "psycopg",
-        "numba",
+        *_STORE_AND_SETTINGS, "fastapi", "fastapi.routing", "starlette.responses", "uvicorn", "prometheus_client",
+        "sse_starlette", "numba",
     ],
-    "trainer": [
-        "numpy",
-        "torch",
-        "gymnasium",
-        "sqlalchemy",
-        "sqlalchemy.orm",
-        "alembic",
-        "alembic.runtime.migration",
-        "pydantic",
-        "pydantic_settings",
-        "httpx",
-        "safetensors",
-        "psycopg",
-        "onnx",
-    ],
-}
+    "trainer": [*_STORE_AND_SETTINGS, "torch", "gymnasium", "onnx"],
+}  # fmt: skip
 MAX_MESSAGE = 1 << 20
 
 
@@ -163,7 +139,7 @@ def _run_child(request: dict[str, Any], fds: list[int], control: socket.socket, 
         os._exit(code)
 
 
-def serve(kind: str, control: socket.socket) -> None:
+def serve(control: socket.socket) -> None:
     wakeup_read, wakeup_write = os.pipe()
     os.set_blocking(wakeup_write, False)
     signal.set_wakeup_fd(wakeup_write)
@@ -215,7 +191,7 @@ def main() -> None:
         control.send(json.dumps({"unavailable": f"{_thread_count()} threads after the imports"}).encode())
         return
     control.send(json.dumps({"ready": kind}).encode())
-    serve(kind, control)
+    serve(control)
 
 
 if __name__ == "__main__":

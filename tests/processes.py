@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -219,6 +219,30 @@ def _module_command(command: Sequence[str]) -> tuple[str, list[str], bool] | Non
     return rest[1], rest[2:], unbuffered
 
 
+@contextlib.contextmanager
+def _descriptors(
+    stdin: IO[Any] | int, stdout: IO[Any] | int | None, stderr: IO[Any] | int | None
+) -> Iterator[tuple[int, int, int]]:
+    """The child's stdin, stdout and stderr as descriptors, as Popen reads its arguments (None: the test process's
+    own); /dev/null is opened for DEVNULL and closed once the descriptors are sent."""
+    opened: list[int] = []
+
+    def descriptor(stream: IO[Any] | int | None, inherited: int) -> int:
+        if stream is None:
+            return inherited
+        if stream == subprocess.DEVNULL:
+            opened.append(os.open(os.devnull, os.O_RDWR))
+            return opened[-1]
+        return stream if isinstance(stream, int) else stream.fileno()
+
+    try:
+        out = descriptor(stdout, 1)
+        yield descriptor(stdin, 0), out, out if stderr == subprocess.STDOUT else descriptor(stderr, 2)
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
 def start_process(
     command: Sequence[str],
     *,
@@ -238,40 +262,23 @@ def start_process(
     parsed = _module_command(command)
     if parsed is not None and preloaded and os.environ.get(SWITCH_ENV, "1") != "0":
         module, args, unbuffered = parsed
-        preloaded = _preloaded(KIND_OF_MODULE[module.split(".")[0]])
-        differing = preloaded.settings_it_cannot_take(environment)
-        if differing:
-            LOG.info("%s starts the usual way: %s differ from the preloaded Python's", module, ", ".join(differing))
-        else:
-            opened: list[int] = []
-
-            def descriptor(stream: IO[Any] | int | None, inherited: int) -> int:
-                if stream is None:
-                    return inherited
-                if stream == subprocess.DEVNULL:
-                    opened.append(os.open(os.devnull, os.O_RDWR))
-                    return opened[-1]
-                return stream if isinstance(stream, int) else stream.fileno()
-
+        python = _preloaded(KIND_OF_MODULE[module.split(".")[0]])
+        differing = python.settings_it_cannot_take(environment)
+        if not differing:
             # The test process's own stdin is the pytest worker's channel: a child reads nothing from it.
-            stdio_in = descriptor(subprocess.DEVNULL if stdin is None else stdin, 0)
-            stdio_out = descriptor(stdout, 1)
-            stdio_err = stdio_out if stderr == subprocess.STDOUT else descriptor(stderr, 2)
-            try:
-                pid = preloaded.fork(
+            with _descriptors(subprocess.DEVNULL if stdin is None else stdin, stdout, stderr) as stdio:
+                pid = python.fork(
                     module,
                     args,
                     env=environment,
                     cwd=cwd,
-                    stdio=(stdio_in, stdio_out, stdio_err),
+                    stdio=stdio,
                     process_group=process_group,
                     new_session=start_new_session,
                     unbuffered=unbuffered or bool(environment.get("PYTHONUNBUFFERED")),
                 )
-            finally:
-                for fd in opened:
-                    os.close(fd)
-            return ForkedProcess(command, pid, preloaded)
+            return ForkedProcess(command, pid, python)
+        LOG.info("%s starts the usual way: %s differ from the preloaded Python's", module, ", ".join(differing))
     return subprocess.Popen(
         list(command),
         cwd=cwd,
