@@ -5,8 +5,11 @@ Most of the CPU the test suite spends starting a server, worker or learner proce
 libraries again (FastAPI, SQLAlchemy, Alembic, NumPy; PyTorch for the trainer's processes): about 1.5 CPU s each,
 for some 150 processes. This process imports them once, then forks a child per request. The child is a real
 process of its own (its own pid, process group, environment, working directory, stdin/stdout/stderr, signals and
-exit code) that runs the module as `python -m` does; only the third-party imports are inherited. The project's own
-modules are never imported here, so each child imports them, and runs their import-time code, itself.
+exit code) that runs the module as `python -m` does. The imports are inherited: the libraries', and the project's
+own modules that the processes import at start (0.45 CPU s of the API's start-up, 0.15 of a trainer process's).
+Importing those here is what each child would do itself: they read no setting at import (the settings are read
+when the process starts), and what reads its environment at import is not preloaded (Ray and Tune, and the project
+modules that import them). The child runs its `__main__` module itself, with its own arguments and environment.
 
 Forking is only safe from a single-threaded process: the server checks that its imports left it with one thread
 and answers `unavailable` otherwise (the tests then start the process the usual way).
@@ -40,13 +43,18 @@ _STORE_AND_SETTINGS = [
     "httpx", "safetensors", "psycopg",
 ]  # fmt: skip
 # What each kind of process imports that is worth importing once. Nothing that starts a thread at import (pyarrow's
-# jemalloc, grpc), nothing that reads settings at import from the environment a test may change (Ray, Tune).
+# jemalloc does, unless told not to: tests/processes.py starts this process with its background thread off), and
+# nothing that reads settings at import from the environment a test may change (Ray, Tune). gRPC starts no thread
+# until a server or channel is made, which only a child does.
 PRELOADS = {
     "api": [
         *_STORE_AND_SETTINGS, "fastapi", "fastapi.routing", "starlette.responses", "uvicorn", "prometheus_client",
-        "sse_starlette", "numba",
+        "sse_starlette", "numba", "app.launcher", "app.main",
     ],
-    "trainer": [*_STORE_AND_SETTINGS, "torch", "gymnasium", "onnx"],
+    "trainer": [
+        *_STORE_AND_SETTINGS, "torch", "gymnasium", "onnx", "trainer.cli", "trainer.worker", "trainer.online.process",
+        "trainer.training",
+    ],
 }  # fmt: skip
 MAX_MESSAGE = 1 << 20
 

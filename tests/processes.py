@@ -34,8 +34,14 @@ KIND_OF_MODULE = {"app": "api", "uvicorn": "api", "store": "api", "trainer": "tr
 # Read by the interpreter at start or by a library when it is imported, so a child asking for a value other than
 # the preloaded Python's has to start the usual way. Two the child applies itself (LATE_PYTHON_SETTINGS). And
 # OPENBLAS_NUM_THREADS is 1 in the preloaded Python whatever the child asks: NumPy's BLAS threads would make it
-# unsafe to fork. The API sets that itself; the trainer's processes do their numerical work in PyTorch.
-START_TIME_PREFIXES = ("PYTHON", "NUMBA_", "OMP_", "MKL_", "TORCH_", "KMP_", "CUDA_")
+# unsafe to fork. The API sets that itself; the trainer's processes do their numerical work in PyTorch. Likewise
+# pyarrow's allocator runs without its background thread (JE_ARROW_MALLOC_CONF), which only changes when freed pages
+# go back to the system. prometheus_client picks its multiprocess mode when imported, pyarrow and gRPC read theirs
+# when first used.
+START_TIME_PREFIXES = (
+    "PYTHON", "NUMBA_", "OMP_", "MKL_", "TORCH_", "KMP_", "CUDA_", "PROMETHEUS_", "prometheus_", "ARROW_", "GRPC_",
+)  # fmt: skip
+PRELOADED_ENV = {"OPENBLAS_NUM_THREADS": "1", "JE_ARROW_MALLOC_CONF": "background_thread:false"}
 LATE_PYTHON_SETTINGS = {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
 
 
@@ -89,7 +95,7 @@ class PreloadedPython:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+        self.env = {**os.environ, **PRELOADED_ENV}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.prefork_server", kind, str(theirs.fileno())],
             cwd=REPO,
@@ -111,6 +117,13 @@ class PreloadedPython:
         threading.Thread(target=self._read_replies, name=f"prefork-{kind}", daemon=True).start()
 
     def _read_replies(self) -> None:
+        with contextlib.suppress(OSError):  # the socket closed under it: close_all at the end of the session
+            self._read_loop()
+        with self._lock:
+            self.available = False
+            self._lock.notify_all()
+
+    def _read_loop(self) -> None:
         while message := self.control.recv(1 << 16):
             reply = json.loads(message)
             with self._lock:
@@ -121,9 +134,6 @@ class PreloadedPython:
                     # A pid is used again only after its process was reaped, whose exit came in before this.
                     self._exited.pop(reply["pid"], None)
                 self._lock.notify_all()
-        with self._lock:
-            self.available = False
-            self._lock.notify_all()
 
     def settings_it_cannot_take(self, env: Mapping[str, str]) -> list[str]:
         """The start-time settings in `env` that differ from the preloaded Python's (all of them: unavailable)."""
