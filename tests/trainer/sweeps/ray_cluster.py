@@ -54,9 +54,11 @@ class RayCluster:
 
     @property
     def env(self) -> dict[str, str]:
-        """The environment of every cluster process and every client: a token of its own, never ~/.ray's."""
+        """The environment of every cluster process and every client: a token of its own, never ~/.ray's; and Ray's
+        usage statistics off for the drivers too, as `--disable-usage-stats` has them for the nodes."""
         env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
-        return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "PYTHONUNBUFFERED": "1"}
+        return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0",
+                "PYTHONUNBUFFERED": "1"}  # fmt: skip
 
     def start_head(self) -> RayNode:
         # No autoscaler monitor: the nodes are fixed (it is a Python process polling for the cluster's whole life).
