@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,10 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 def alembic_config(url: str) -> Config:
     """Alembic configured in code, so migrations run from any working directory and from an installed package."""
+    # Alembic (and Mako and Pygments with it, about 0.3 CPU s) is imported only by processes that migrate: a Ray
+    # trial or a plain Ray job only reads and writes.
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", MIGRATIONS_DIR.as_posix())
     # configparser treats % as interpolation; URLs may carry %-escapes (passwords, options=-csearch_path%3D...).
@@ -102,6 +107,8 @@ def migrate(url: str) -> None:
     transaction begins IMMEDIATE (see `_configure_sqlite`), which holds the file's write lock for the same
     purpose.
     """
+    from alembic import command
+
     engine = create_db_engine(url)
     try:
         with engine.connect() as connection:

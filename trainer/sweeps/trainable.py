@@ -32,7 +32,7 @@ from trainer.claim_loop import Database
 from trainer.evaluation import EVAL_SEED_BASE, EvaluationStats, evaluate_policy
 from trainer.job_recorder import JobRecorder
 from trainer.records import EpisodeRecord, EvaluationRecord
-from trainer.sweeps.tune_space import OBJECTIVE, PROGRESS, TIME_ATTR
+from trainer.sweeps.reports import OBJECTIVE, PROGRESS, TIME_ATTR
 
 logger = logging.getLogger(__name__)
 

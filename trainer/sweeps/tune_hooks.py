@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from models.errors import one_line
 from store import sweeps
 from trainer.claim_loop import DatabaseGoneError
-from trainer.sweeps.tune_space import PROGRESS, TIME_ATTR
+from trainer.sweeps.reports import PROGRESS, TIME_ATTR
 
 logger = logging.getLogger(__name__)
 

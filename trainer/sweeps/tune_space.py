@@ -16,10 +16,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from models.sweep_space import Dimension
-
-OBJECTIVE = "heldout_return"  # reported once, by a trial that finished
-PROGRESS = "eval_return"  # reported after every periodic evaluation
-TIME_ATTR = "episode"  # episodes done when the result was reported
+from trainer.sweeps.reports import OBJECTIVE, PROGRESS, TIME_ATTR
 
 
 def tune_space(space: dict[str, Dimension], *, grid: bool) -> dict[str, Any]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import secrets
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +28,66 @@ STARTED = b"Ray runtime started."
 # The sweep runner's local Ray's system config, as `ray start` takes it (RAY_<key> variables): no idle worker process
 # started for the first driver; trials run in Tune's actors, which start their own.
 NO_PRESTART_ENV = {f"RAY_{key}": str(value).lower() for key, value in NO_PRESTART.items()}
+LIST_DEADLINE = 60.0
+# The node lister's answers are the lines that start with this (Ray may print lines of its own).
+ANSWER = b"nodes: "
+NODE_LISTER = f"""
+import json, logging, sys, ray
+ray.init(address=sys.argv[1], logging_level=logging.ERROR, log_to_driver=False)
+for _ in sys.stdin:
+    nodes = [{{"NodeID": n["NodeID"], "NodeManagerPort": n["NodeManagerPort"]}} for n in ray.nodes() if n["Alive"]]
+    print({ANSWER.decode()!r} + json.dumps(nodes), flush=True)
+"""
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class NodeLister:
+    """One driver process that lists the cluster's live nodes each time it is asked (a line in, a line out): a new
+    driver per question cost about 0.6 CPU s apiece (a Python importing Ray and connecting)."""
+
+    def __init__(self, address: str, env: dict[str, str], log: Path) -> None:
+        with log.open("ab") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", NODE_LISTER, address], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=err,
+            )  # fmt: skip
+        self._answers: queue.Queue[bytes] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith(ANSWER):
+                self._answers.put(line[len(ANSWER) :])
+        self._answers.put(b"")  # the process ended
+
+    def ask(self, timeout: float) -> list[dict[str, object]]:
+        """The live nodes; RuntimeError if the lister ended, queue.Empty if it did not answer in time."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"?\n")
+        self.process.stdin.flush()
+        answer = self._answers.get(timeout=timeout)
+        if not answer:
+            raise RuntimeError(f"the node lister exited with code {self.process.wait()}")
+        nodes: list[dict[str, object]] = json.loads(answer)
+        return nodes
+
+    def close(self) -> None:
+        """Disconnect (its input closed, it leaves its loop) or, failing that, kill it."""
+        if self.process.poll() is None:
+            with contextlib.suppress(OSError):
+                assert self.process.stdin is not None
+                self.process.stdin.close()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 @dataclass
@@ -51,12 +107,15 @@ class RayCluster:
         self.temp_dir = Path("/tmp") / f"rt{secrets.token_hex(4)}"
         self.head: RayNode | None = None
         self.workers: list[RayNode] = []
+        self._lister: NodeLister | None = None
 
     @property
     def env(self) -> dict[str, str]:
-        """The environment of every cluster process and every client: a token of its own, never ~/.ray's."""
+        """The environment of every cluster process and every client: a token of its own, never ~/.ray's; and Ray's
+        usage statistics off for the drivers too, as `--disable-usage-stats` has them for the nodes."""
         env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
-        return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "PYTHONUNBUFFERED": "1"}
+        return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0",
+                "PYTHONUNBUFFERED": "1"}  # fmt: skip
 
     def start_head(self) -> RayNode:
         # No autoscaler monitor: the nodes are fixed (it is a Python process polling for the cluster's whole life).
@@ -106,21 +165,24 @@ class RayCluster:
         return node
 
     def alive_nodes(self, *, quiet: bool = False) -> list[dict[str, object]]:
-        """The cluster's live nodes (id, node manager port), asked from a separate driver process."""
-        code = (
-            f"import json, logging, ray; ray.init(address={self.address!r}, logging_level=logging.ERROR);"
-            "print(json.dumps([{'NodeID': n['NodeID'], 'NodeManagerPort': n['NodeManagerPort']}"
-            " for n in ray.nodes() if n['Alive']]))"
-        )
-        result = subprocess.run(
-            [sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=60, check=False
-        )
-        if result.returncode != 0:
+        """The cluster's live nodes (id, node manager port), asked from a separate driver process (the node lister,
+        started at the first question and again after it failed)."""
+        log = self.root / "node-lister.log"
+        try:
+            if self._lister is None:
+                self._lister = NodeLister(self.address, self.env, log)
+            return self._lister.ask(LIST_DEADLINE)
+        except (OSError, RuntimeError, ValueError, queue.Empty) as exc:
+            self._close_lister()
             if quiet:
                 return []
-            raise RuntimeError(f"cannot list the ray nodes: {result.stderr[-2000:]}")
-        nodes: list[dict[str, object]] = json.loads(result.stdout.strip().splitlines()[-1])
-        return nodes
+            output = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"cannot list the ray nodes ({exc!r}): {output}") from exc
+
+    def _close_lister(self) -> None:
+        if self._lister is not None:
+            self._lister.close()
+            self._lister = None
 
     def node_id(self, node: RayNode) -> str:
         return next(str(n["NodeID"]) for n in self.alive_nodes() if n["NodeManagerPort"] == node.node_manager_port)
@@ -129,7 +191,8 @@ class RayCluster:
         """Kill the node as a machine that dies would: every process of it at the same instant (frozen first, then
         SIGKILLed), no goodbye to the cluster. Killing only its raylet left the node's workers running on until
         they noticed, and a short trial could finish and record its success in that time. Its `ray start --block`
-        then exits."""
+        then exits. The node lister goes first: it may be connected through that node."""
+        self._close_lister()
         raylets = [
             pid
             for pid in self._pids()
@@ -152,6 +215,7 @@ class RayCluster:
     def stop(self) -> None:
         """Stop every node (SIGTERM lets `ray start --block` take its processes down), then SIGKILL whatever of
         this cluster is left, found by its token."""
+        self._close_lister()
         for node in [*self.workers, *([self.head] if self.head else [])]:
             if node.process.poll() is None:
                 node.process.terminate()

@@ -17,6 +17,7 @@ from store import jobs, sweeps
 from store.registry import champion_of
 from store.tables.registry import Policy
 from store.tables.work_queues import Job, Sweep, SweepTrial
+from tests.processes import start_process
 from tests.trainer.sweeps.conftest import ROOT, RunnerFactory, runner_logs, wait_for
 from tests.trainer.sweeps.ray_cluster import RayCluster
 
@@ -143,12 +144,20 @@ def test_the_plain_worker_runs_a_job_as_a_ray_task_on_the_cluster(
     log = tmp_path / "worker.log"
     env = {**two_nodes.env, "DATABASE_URL": sweep_database, "RAY_ADDRESS": two_nodes.address}
     with log.open("wb") as out:
-        worker = subprocess.run(
+        # Forked from the preloaded Python, as the sweep runners are (tests/processes.py): the worker is the same
+        # process, without importing PyTorch and the rest again.
+        worker = start_process(
             [sys.executable, "-m", "trainer", "worker", "--ray", "--once", "--poll-interval=0.2"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=240, check=False,
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
+    try:
+        returncode = worker.wait(240)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
     text = log.read_text(errors="replace")
-    assert worker.returncode == 0, text
+    assert returncode == 0, text
     with sweep_sessions() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.status == "succeeded" and job.policy_id is not None, text

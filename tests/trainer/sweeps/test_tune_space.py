@@ -1,15 +1,19 @@
-"""A sweep's space as Ray Tune's, and the held-out seeds of the objective (no cluster needed)."""
+"""A sweep's space as Ray Tune's, the held-out seeds of the objective, and Tune as the runner sets it up (no cluster
+needed)."""
 
 from __future__ import annotations
 
 import random
+import sys
 
+import pytest
 from ray.tune.search.sample import Domain
 
 from models.sweep_space import Dimension
 from models.training_config import make_config
 from trainer.evaluation import EVAL_SEED_BASE
 from trainer.sweeps.trainable import HELDOUT_EPISODES, HELDOUT_SEED_BASE, _plain, heldout_seed_base
+from trainer.sweeps.tune_run import _no_callback_usage_tag_unless_reported, _no_lightning_variable_for_trials
 from trainer.sweeps.tune_space import make_scheduler, make_searcher, tune_space
 
 
@@ -68,3 +72,38 @@ def test_every_search_runs_at_most_max_concurrent_trials() -> None:
     for search in ("tpe", "random", "grid"):
         searcher = make_searcher(search, seed=1, max_concurrent=3)
         assert getattr(searcher, "max_concurrent", None) == 3, search
+
+
+def test_tunes_trial_actors_carry_no_runtime_environment_once_a_sweep_is_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Any runtime environment makes Ray start a trial's process through a setup process first (0.5 CPU s more).
+    from ray.tune.execution import class_cache
+
+    monkeypatch.setattr(class_cache, "DEFAULT_ENV_VARS", dict(class_cache.DEFAULT_ENV_VARS))  # put back after
+    for name in class_cache.ENV_VARS_TO_PROPAGATE:  # what Tune passes on from the runner's environment, if set
+        monkeypatch.delenv(name, raising=False)
+
+    class Trainable:
+        pass
+
+    _no_lightning_variable_for_trials()
+    assert class_cache._ActorClassCache().get(Trainable)._default_options["runtime_env"] == {}
+
+
+def test_with_usage_statistics_off_a_run_does_not_import_mlflow_to_count_its_callbacks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ray import tune
+    from ray.air._internal import usage
+
+    monkeypatch.setattr(usage, "tag_callbacks", usage.tag_callbacks)  # put back after the test
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")
+    _no_callback_usage_tag_unless_reported()
+    assert usage.tag_callbacks.__module__ == usage.__name__  # reported: Tune counts them as it does
+
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    _no_callback_usage_tag_unless_reported()
+    monkeypatch.delitem(sys.modules, "ray.air.integrations.mlflow", raising=False)
+    usage.tag_callbacks([tune.Callback()])
+    assert "ray.air.integrations.mlflow" not in sys.modules
