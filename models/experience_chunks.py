@@ -245,16 +245,33 @@ def decode_chunk(data: bytes) -> ExperienceColumns:
     values: dict[str, Any] = {}
     for name, (dtype, dim) in COLUMN_DTYPES.items():
         column = table.column(name).combine_chunks()
+        if column.null_count:  # the schema's fields are not nullable: a null is a damaged or foreign chunk
+            raise ChunkFormatError(f"column {name!r}: {column.null_count} null values")
         if dim is not None:
-            flat = column.flatten().to_numpy(zero_copy_only=False)
-            values[name] = flat.astype(dtype, copy=False).reshape(n, dims[dim])
+            values[name] = _primitive_to_numpy(name, column.flatten(), dtype).reshape(n, dims[dim])
         elif name == "session":
             values[name] = np.array(column.to_pylist(), dtype=object).reshape(n)
         else:
-            values[name] = column.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+            values[name] = _primitive_to_numpy(name, column, dtype)
     columns = ExperienceColumns(**values)
     columns.check()
     return columns
+
+
+def _primitive_to_numpy(name: str, array: pa.Array, dtype: type[np.generic]) -> npt.NDArray[Any]:
+    """A column of fixed-width values (or bits, for booleans) as numpy, read from its data buffer: numbers without a
+    copy, as Array.to_numpy would give them. Not Array.to_numpy itself, which imports pandas the first time it runs
+    (half a CPU second and tens of MiB in the learner process, which never uses pandas otherwise)."""
+    if array.null_count:
+        raise ChunkFormatError(f"column {name!r}: {array.null_count} null values")
+    if len(array) == 0:
+        return np.zeros(0, dtype)
+    data = array.buffers()[1]
+    if dtype is np.bool_:  # one bit a value, least significant first, the first `offset` bits not ours
+        bits = np.unpackbits(np.frombuffer(data, np.uint8), count=array.offset + len(array), bitorder="little")
+        return bits[array.offset :].astype(np.bool_)
+    itemsize = np.dtype(dtype).itemsize
+    return np.frombuffer(data, dtype, count=len(array), offset=array.offset * itemsize)
 
 
 def empty_columns(obs_dim: int, act_dim: int) -> ExperienceColumns:

@@ -154,7 +154,14 @@ def job_event_response(
     """The `text/event-stream` response of a subscription's `events`, with a `: heartbeat` comment every
     `heartbeat_seconds` (a comment is ignored by EventSource, but it is traffic, so idle-timeouts do not fire).
 
-    `release` runs once the response is over (also when its stream never started)."""
+    `release` runs once the response is over (also when its stream never started), on the event loop: the hub it
+    updates is the loop's alone (its counts, and the poller task it may cancel, which no other thread may do). A
+    plain function as the background task would run in the thread pool instead: a thread hop for every stream
+    that ends, which made closing a thousand idle streams cost more CPU than opening them."""
+
+    async def release_on_the_loop() -> None:
+        release()
+
     return EventSourceResponse(
         events,
         # Revalidate, never reuse: what "no-cache" always said here (sse-starlette's default is "no-store").
@@ -163,5 +170,5 @@ def job_event_response(
         ping_message_factory=lambda: sse(comment="heartbeat"),
         sep=LINE_SEPARATOR,
         client_close_handler_callable=_client_went_away,
-        background=BackgroundTask(release),
+        background=BackgroundTask(release_on_the_loop),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -39,10 +39,13 @@ _bearer = HTTPBearer(
 )
 
 
-def _app_state(name: str) -> Callable[[Request], Any]:
-    """A dependency answering `app.state.<name>`, which create_app or the lifespan set (its alias below types it)."""
+def _app_state(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency answering `app.state.<name>`, which create_app or the lifespan set (its alias below types it).
 
-    def read(request: Request) -> Any:
+    The dependencies in this module that do no I/O are async, so FastAPI calls them on the event loop: a plain
+    function would be run in the thread pool, a hop to a thread and back for each of them in every request."""
+
+    async def read(request: Request) -> Any:
         return getattr(request.app.state, name)
 
     return read
@@ -108,11 +111,11 @@ class Page:
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
 
 
-def get_page(limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0) -> Page:
+async def get_page(limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0) -> Page:
     return Page(limit, offset)
 
 
-def get_sweep_page(limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Offset = 0) -> Page:
+async def get_sweep_page(limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Offset = 0) -> Page:
     """A smaller page: each sweep comes with all its trials."""
     return Page(limit, offset)
 
@@ -135,7 +138,7 @@ PageDep = Annotated[Page, Depends(get_page)]
 SweepPageDep = Annotated[Page, Depends(get_sweep_page)]
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """Mutating endpoints: 401 unless the configured API_KEY is presented (open when API_KEY is unset)."""
@@ -148,7 +151,7 @@ def require_api_key(
 ApiKeyDep = Depends(require_api_key)
 
 
-def require_json_content_type(request: Request) -> None:
+async def require_json_content_type(request: Request) -> None:
     """415 for a body declared as something other than JSON (a missing Content-Type is read as JSON)."""
     check_json_content_type(request.headers.get("content-type"))
 

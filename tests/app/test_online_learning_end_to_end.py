@@ -1,8 +1,8 @@
-"""Online learning end to end, as real processes: `python -m app` (the API with its embedded job worker and learner
-process), a model known only by its spaces, and the client driving an environment defined only in this test file
-(Pendulum with its observation reordered and its action rescaled) over WS /act/stream. The learner learns it from
-nothing to a held-out mean return of at least -200 over 20 episodes, evaluated through POST /act without a session,
-within 40,000 environment steps; its process is SIGKILLed mid-run and another takes the learner over.
+"""Online learning end to end, as real processes: `python -m app` (the API with its embedded learner process; no job
+worker, which nothing here uses), a model known only by its spaces, and the client driving an environment defined only
+in this test file (Pendulum with its observation reordered and its action rescaled) over WS /act/stream. The learner
+learns it from nothing to a held-out mean return of at least -200 over 20 episodes, evaluated through POST /act without
+a session, within 40,000 environment steps; its process is SIGKILLed mid-run and another takes the learner over.
 
 The client waits for the learner to catch up between batches of episodes (its lag and its update-to-data ratio, both
 from GET /models/{name}/learner): the environment-step budget is then a fact about learning, not about how fast this
@@ -108,7 +108,8 @@ def test_a_client_side_environment_is_learned_online_and_survives_a_killed_learn
         tmp_path / "data",
         PORT=str(port),
         HOST="127.0.0.1",
-        EMBEDDED_WORKER="true",
+        # The learner process only: the job worker would be a third process, importing PyTorch for no job.
+        EMBEDDED_WORKER="false",
         EMBEDDED_LEARNER="true",
         BOOTSTRAP_JOB="false",
         POLICY_REFRESH_SECONDS="0.2",

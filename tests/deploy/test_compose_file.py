@@ -36,6 +36,7 @@ def test_services_and_their_wiring() -> None:
     assert services["api"]["environment"]["GRPC_PORT"] == "8001"
     assert ("127.0.0.1", 8001) in [_host_and_target(port) for port in services["api"]["ports"]]
     assert services["api"]["environment"]["EMBEDDED_LEARNER"] == "false"
+    assert services["api"]["environment"]["EMBEDDED_SWEEP_RUNNER"] == "false"
     assert services["learner"]["command"] == ["python", "-m", "trainer", "learner"]
     # Workers scale with --scale, so none may pin a container name or a host port.
     assert "container_name" not in services["trainer"]

@@ -110,3 +110,29 @@ def test_encoding_does_not_import_pandas() -> None:
     )
     finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert finished.returncode == 0, finished.stderr
+
+
+def test_decoding_does_not_import_pandas() -> None:
+    # The learner process decodes every chunk it learns from and has no other use for pandas.
+    code = (
+        "import sys\n"
+        "from models.experience_chunks import decode_chunk\n"
+        f"assert len(decode_chunk({encode_chunk(_columns(21))!r})) == 21\n"
+        "assert 'pandas' not in sys.modules, 'pandas was imported'\n"
+    )
+    finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert finished.returncode == 0, finished.stderr
+
+
+def test_a_null_value_is_refused() -> None:
+    # The schema's fields are not nullable, but Arrow does not enforce it: a writer other than encode_chunk could.
+    import pyarrow as pa
+
+    table = read_table(encode_chunk(_columns(5)))
+    index = table.schema.get_field_index("reward")
+    table = table.set_column(index, table.schema.field(index), pa.array([1.0, None, 2.0, 3.0, 4.0], pa.float32()))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    with pytest.raises(ChunkFormatError, match="'reward': 1 null values"):
+        decode_chunk(sink.getvalue().to_pybytes())

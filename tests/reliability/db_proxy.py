@@ -158,6 +158,10 @@ class DbProxy:
             except OSError:
                 client.close()
                 continue
+            for sock in (client, upstream):
+                # The relay writes a message at a time: with Nagle's algorithm on, a write that follows another
+                # unacknowledged one waits for the peer's delayed ACK (40 ms), on nearly every round trip.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection = _Connection(client, upstream)
             with self._lock:
                 if self._listener is not listener:  # stopped meanwhile

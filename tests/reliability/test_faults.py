@@ -141,6 +141,9 @@ def _worker_progressed(database_url: str, before: dict[str, Any]) -> bool:
     return now > sum(len(rows) for rows in before["rewards"].values())
 
 
+OUTAGE_JOB_EPISODES = 12
+
+
 def test_database_down_at_start_and_at_run_time_then_back(
     processes: Processes, postgres_proxy: tuple[TcpProxy, str], policy_file: Any
 ) -> None:
@@ -158,7 +161,9 @@ def test_database_down_at_start_and_at_run_time_then_back(
 
     proxy.start()
     wait_for(lambda: httpx.get(f"{api.base_url}/readyz", timeout=10).status_code == 200, "ready", logs=processes.logs)
-    job_id = _train(api, {**LONG_JOB, "episodes": 40})
+    # Long enough to be running when the database goes: the test cuts it as soon as the first episode is written,
+    # and every write after that waits the outage out, so the job cannot end during it whatever its length.
+    job_id = _train(api, {**LONG_JOB, "episodes": OUTAGE_JOB_EPISODES})
     wait_for(lambda: _job(api, job_id)["progress"]["episodes_done"] >= 1, "the job to start", logs=processes.logs)
 
     # Down at run time: connections cut, new ones refused.
@@ -193,7 +198,8 @@ def test_database_down_at_start_and_at_run_time_then_back(
         lambda: _job(api, job_id)["status"] == "succeeded", "the job to succeed", deadline=180, logs=processes.logs
     )
     episodes = _episodes(api, job_id)
-    assert [row["episode"] for row in episodes] == list(range(40))  # no episode lost or written twice
+    # No episode lost or written twice.
+    assert [row["episode"] for row in episodes] == list(range(OUTAGE_JOB_EPISODES))
     assert api.alive() and worker.alive()
 
 
