@@ -190,11 +190,22 @@ def _reap(control: socket.socket) -> None:
         control.send(json.dumps({"exited": pid, "returncode": os.waitstatus_to_exitcode(status)}).encode())
 
 
+def _build_numba_cpu_target() -> None:
+    """numba builds its CPU target's typing and lowering tables on a process's first compile or cache load: 0.3 CPU s
+    of every API process's start-up (loading the /act kernel). Built once here, every forked API inherits them."""
+    from numba.core.registry import cpu_target
+
+    cpu_target.target_context.refresh()
+    cpu_target.typing_context.refresh()
+
+
 def main() -> None:
     kind, fd = sys.argv[1], int(sys.argv[2])
     control = socket.socket(fileno=fd)
     for module in PRELOADS[kind]:
         __import__(module)
+    if kind == "api":
+        _build_numba_cpu_target()
     if _thread_count() != 1:
         control.send(json.dumps({"unavailable": f"{_thread_count()} threads after the imports"}).encode())
         return
