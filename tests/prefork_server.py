@@ -199,6 +199,18 @@ def _build_numba_cpu_target() -> None:
     cpu_target.typing_context.refresh()
 
 
+def _build_served_routes() -> None:
+    """FastAPI builds the handlers of the routers an app includes (dependencies, request and response models) on the
+    first request that reaches them: 0.1 CPU s of every API process's first request. The apps of a process share
+    those inclusions (app.main.SERVED_ROUTES); matching a request against each builds them here once, and every
+    forked API inherits them."""
+    from app.main import SERVED_ROUTES
+
+    scope = {"type": "http", "method": "GET", "path": "/", "root_path": "", "headers": []}
+    for route in SERVED_ROUTES.routes:
+        route.matches(scope)
+
+
 def main() -> None:
     kind, fd = sys.argv[1], int(sys.argv[2])
     control = socket.socket(fileno=fd)
@@ -206,6 +218,7 @@ def main() -> None:
         __import__(module)
     if kind == "api":
         _build_numba_cpu_target()
+        _build_served_routes()
     if _thread_count() != 1:
         control.send(json.dumps({"unavailable": f"{_thread_count()} threads after the imports"}).encode())
         return
