@@ -12,7 +12,7 @@ from typing import get_args
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
-from app.main import create_app
+from app.main import SERVED_ROUTES, create_app
 from app.schemas.train import TrainRequest
 from models.training_config import PresetName
 from tests.app.conftest import Api, ApiFactory, SettingsFactory
@@ -168,6 +168,21 @@ def test_openapi_documents_every_endpoint_with_schemas(api: Api) -> None:
         assert spec["paths"][path][method].get("description") or spec["paths"][path][method].get("summary")
 
 
+def test_apps_of_one_process_share_the_served_routes_yet_each_keeps_its_own_settings(make_api: ApiFactory) -> None:
+    # One inclusion of the routers per process (app.main.SERVED_ROUTES): FastAPI builds their handlers once.
+    locked = make_api(api_key="writer-key", act_api_key="act-key")
+    open_ = make_api()
+    for index, route in enumerate(SERVED_ROUTES.routes):
+        assert open_.client.app.routes[index] is route and locked.client.app.routes[index] is route
+    # What a route does still depends on the app that serves the request: its settings, database and policies.
+    assert locked.client.post("/train", json={"episodes": 1}).status_code == 401
+    assert open_.client.post("/train", json={"episodes": 1}).status_code == 202
+    assert locked.client.post("/act", json={"observation": [1.0, 0.0, 0.0]}).status_code == 401
+    locked_doc, open_doc = (api.client.get("/openapi.json").json() for api in (locked, open_))
+    assert "security" in locked_doc["paths"]["/train"]["post"]
+    assert "security" not in open_doc["paths"]["/train"]["post"]
+
+
 def test_preset_names_and_hyperparameters_match_the_trainer() -> None:
     from models.training_config import FIELD_NAMES, PRESETS
 
@@ -189,7 +204,7 @@ def test_serving_never_imports_torch_or_the_trainer(tmp_path: Path) -> None:
         f"""
         import sys
         from fastapi.testclient import TestClient
-        from app.main import create_app
+        from app.main import SERVED_ROUTES, create_app
         from app.settings import Settings
         from store.policies import register_policy
         from tests.app.factories import make_policy_bytes
