@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import minari
@@ -15,6 +16,9 @@ import pytest
 from tests.app.servers import REPO
 from tests.browser.service_page import service_page
 from tests.browser.test_models_dashboard import _seed
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 SCREENSHOT = REPO / "test-artifacts" / "recording.png"
 
@@ -31,10 +35,12 @@ def _drive_episodes(client: httpx.Client, first: int, count: int, steps: int = 1
 
 
 @pytest.mark.slow
-def test_recording_figures_and_the_export_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_recording_figures_and_the_export_link(
+    browser: Browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _seed(tmp_path / "data")
     with service_page(
-        tmp_path / "data", tmp_path / "service.log", accept_downloads=True, EXPERIENCE_FLUSH_SECONDS="0.2"
+        browser, tmp_path / "data", tmp_path / "service.log", accept_downloads=True, EXPERIENCE_FLUSH_SECONDS="0.2"
     ) as view:
         page, client = view.page, view.client
         page.wait_for_function("document.getElementById('model-select').value === 'pendulum'")

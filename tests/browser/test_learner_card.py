@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,6 +18,9 @@ from tests.app.factories import make_policy_bytes
 from tests.app.servers import REPO
 from tests.browser.service_page import service_page
 from tests.browser.test_models_dashboard import _seed
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 SCREENSHOT = REPO / "test-artifacts" / "learner.png"
 WORKER = "learner-under-test"
@@ -59,9 +63,10 @@ def _publish_and_learn(data_dir: Path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_the_learners_figures_and_its_live_learning_curve(tmp_path: Path) -> None:
+def test_the_learners_figures_and_its_live_learning_curve(browser: Browser, tmp_path: Path) -> None:
     _seed(tmp_path / "data")
     with service_page(
+        browser,
         tmp_path / "data",
         tmp_path / "service.log",
         height=2000,
