@@ -3,7 +3,7 @@ context per test.
 
 Launching Chromium and Playwright's driver costs ~1.35 CPU s of child processes each time; a browser context is
 what isolates tests (its own cookies, storage, downloads, viewport), and opening one costs a few milliseconds. If a
-test leaves the browser disconnected (it crashed, or was closed), the next test launches a new one.
+test leaves the browser or the driver gone (crashed, killed or closed), the next test starts both again.
 
 Uses the system Chromium (/usr/bin/chromium, Debian's `chromium` package; .ci/run installs it) through Playwright
 for Python. Without them a browser test fails with the reason: it never passes silently.
@@ -48,42 +48,45 @@ def _sync_playwright() -> Any:
 
 
 class SharedChromium:
-    """A Playwright driver and a Chromium, started on first use and again whenever the browser is gone."""
+    """A Playwright driver and a Chromium, started on first use and again whenever either is gone."""
 
     def __init__(self) -> None:
         self._manager: Any = None
-        self._playwright: Playwright | None = None
         self._browser: Browser | None = None
 
     def browser(self) -> Browser:
-        """The running browser, launched if there is none or the last one is no longer connected."""
-        if self._browser is not None and self._browser.is_connected():
+        """The running browser; a new driver and browser if a test left them disconnected."""
+        if self._browser is not None and _responds(self._browser):
             return self._browser
-        if self._playwright is not None:
-            try:
-                self._browser = self._launch(self._playwright)
-                return self._browser
-            except Exception:  # the driver went with the browser: start both again
-                self.close()
+        self.close()
         self._manager = _sync_playwright()()
-        self._playwright = self._manager.start()
-        self._browser = self._launch(self._playwright)
+        playwright: Playwright = self._manager.start()
+        self._browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         return self._browser
-
-    @staticmethod
-    def _launch(playwright: Playwright) -> Browser:
-        return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
     def close(self) -> None:
         """Close the browser and stop the driver, whatever state a failed test left them in."""
         browser, manager = self._browser, self._manager
-        self._browser, self._playwright, self._manager = None, None, None
+        self._browser, self._manager = None, None
         try:
             if browser is not None and browser.is_connected():
                 browser.close()
+        except Exception:  # the driver is gone, and Chromium (on its pipe) with it
+            pass
         finally:
             if manager is not None:
                 manager.__exit__(None, None, None)
+
+
+def _responds(browser: Browser) -> bool:
+    """Whether the browser is connected and its driver answers (a driver that died leaves it "connected")."""
+    if not browser.is_connected():
+        return False
+    try:
+        browser.new_context().close()
+    except Exception:
+        return False
+    return True
 
 
 @contextlib.contextmanager
