@@ -20,7 +20,7 @@ import pytest
 
 from tests.app.factories import free_port
 from tests.app.servers import REPO, running, server_env, wait_until_ready
-from tests.browser.chromium import STEP_DEADLINE_MS, new_page
+from tests.browser.chromium import POLL_MS, STEP_DEADLINE_MS, new_page
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -125,9 +125,9 @@ def test_train_watch_cancel_and_promote_from_the_dashboard(browser: Browser, tmp
         assert jobs[0]["promote"] == "never"
 
         # The curve grows while the job trains (points arrive over server-sent events).
-        page.wait_for_function(f"({POINTS_JS})(0) >= 1", timeout=TRAINING_DEADLINE_MS)
+        page.wait_for_function(f"({POINTS_JS})(0) >= 1", timeout=TRAINING_DEADLINE_MS, polling=POLL_MS)
         first_count = page.evaluate(POINTS_JS, 0)
-        page.wait_for_function(f"({POINTS_JS})(0) > {first_count}", timeout=TRAINING_DEADLINE_MS)
+        page.wait_for_function(f"({POINTS_JS})(0) > {first_count}", timeout=TRAINING_DEADLINE_MS, polling=POLL_MS)
         assert first_count < EPISODES
 
         # A second job queues behind the first; cancel it from the page (the key is remembered: no prompt).
@@ -141,7 +141,7 @@ def test_train_watch_cancel_and_promote_from_the_dashboard(browser: Browser, tmp
         # Back to the first job's curve: replayed from the start, then followed to the end.
         job_row(page, 1).get_by_role("button", name="Curve").click()
         page.locator('#jobs-body tr[data-job-id="1"][data-status="succeeded"]').wait_for(timeout=TRAINING_DEADLINE_MS)
-        page.wait_for_function(f"({POINTS_JS})(0) === {EPISODES}")
+        page.wait_for_function(f"({POINTS_JS})(0) === {EPISODES}", polling=POLL_MS)
         assert page.evaluate(POINTS_JS, 1) == EPISODES  # the 10-episode average
         assert page.evaluate(POINTS_JS, 2) >= 1  # evaluations
         page.get_by_text("job succeeded").wait_for()
@@ -152,13 +152,15 @@ def test_train_watch_cancel_and_promote_from_the_dashboard(browser: Browser, tmp
         job_row(page, 1).get_by_role("button", name=f"Promote #{policy_id}").click()
         page.get_by_text(f"Policy #{policy_id} is now the default.").wait_for()
         page.wait_for_function(
-            f"document.getElementById('default-id').textContent === '#{policy_id}'", timeout=STEP_DEADLINE_MS
+            f"document.getElementById('default-id').textContent === '#{policy_id}'",
+            timeout=STEP_DEADLINE_MS,
+            polling=POLL_MS,
         )
         assert httpx.get(f"{base_url}/readyz").json()["policy_id"] == policy_id
         page.locator(f'#policies-body tr[data-policy-id="{policy_id}"]').get_by_text("default").wait_for()
         page.get_by_text(f"ready · serving policy {policy_id}").wait_for()
         # Its rollout GIF loads (rendered by the server on first request).
-        page.wait_for_function("document.getElementById('rollout').naturalWidth > 0")
+        page.wait_for_function("document.getElementById('rollout').naturalWidth > 0", polling=POLL_MS)
         score = page.locator("#default-score").inner_text()
         assert float(score) < 0  # a Pendulum return, not the placeholder
 

@@ -14,6 +14,7 @@ import minari
 import pytest
 
 from tests.app.servers import REPO
+from tests.browser.chromium import POLL_MS
 from tests.browser.service_page import service_page
 from tests.browser.test_models_dashboard import _seed
 
@@ -43,7 +44,7 @@ def test_recording_figures_and_the_export_link(
         browser, tmp_path / "data", tmp_path / "service.log", accept_downloads=True, EXPERIENCE_FLUSH_SECONDS="0.2"
     ) as view:
         page, client = view.page, view.client
-        page.wait_for_function("document.getElementById('model-select').value === 'pendulum'")
+        page.wait_for_function("document.getElementById('model-select').value === 'pendulum'", polling=POLL_MS)
         page.locator("#recording-state").get_by_text("off").wait_for()
         assert page.locator("#export-minari").get_attribute("aria-disabled") == "true"
 
@@ -56,7 +57,7 @@ def test_recording_figures_and_the_export_link(
         page.locator("#recording-stored").get_by_text("60 transitions, 6 episodes ended").wait_for()
         # A poll that saw the transitions arrive shows a rate above zero, then it falls back to 0 when idle.
         _drive_episodes(client, 6, 6)
-        page.wait_for_function("Number(document.getElementById('recording-rate').textContent) > 0")
+        page.wait_for_function("Number(document.getElementById('recording-rate').textContent) > 0", polling=POLL_MS)
         page.locator("#recording-stored").get_by_text("120 transitions, 12 episodes ended").wait_for()
         page.locator("#recording-explore").get_by_text("of 12 ended episodes").wait_for()
         assert page.locator("#recording-dropped").inner_text() == "0"

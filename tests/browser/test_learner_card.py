@@ -16,6 +16,7 @@ from store.db import create_db_engine, default_database_url, make_session_factor
 from store.live_returns import ReturnSums, add_returns
 from tests.app.factories import make_policy_bytes
 from tests.app.servers import REPO
+from tests.browser.chromium import POLL_MS
 from tests.browser.service_page import service_page
 from tests.browser.test_models_dashboard import _seed
 
@@ -74,7 +75,7 @@ def test_the_learners_figures_and_its_live_learning_curve(browser: Browser, tmp_
         EXPERIENCE_FLUSH_SECONDS="0.2",
     ) as view:
         page, client = view.page, view.client
-        page.wait_for_function("document.getElementById('model-select').value === 'pendulum'")
+        page.wait_for_function("document.getElementById('model-select').value === 'pendulum'", polling=POLL_MS)
         # No learner yet: the card says so and hides the figures.
         page.locator("#learner-none").wait_for()
         assert page.locator("#learner-block").is_hidden()

@@ -18,7 +18,7 @@ from store.policies import register_policy
 from store.sweep_trials import begin_trial, record_heldout
 from tests.app.factories import free_port
 from tests.app.servers import REPO, running, server_env, wait_until_ready
-from tests.browser.chromium import new_page
+from tests.browser.chromium import POLL_MS, new_page
 from tests.conftest import make_actor_bytes
 
 if TYPE_CHECKING:
@@ -88,7 +88,9 @@ def test_a_sweeps_trials_sort_and_their_curves_overlay_with_the_best_marked(brow
             assert rows.count() == 3
             best = page.locator("#trials-body tr.best")
             assert best.count() == 1 and "★ best" in best.inner_text()
-            page.wait_for_function("Chart.getChart(document.getElementById('curves'))?.data.datasets.length === 3")
+            page.wait_for_function(
+                "Chart.getChart(document.getElementById('curves'))?.data.datasets.length === 3", polling=POLL_MS
+            )
             widths = page.evaluate(
                 "Chart.getChart(document.getElementById('curves')).data.datasets.map((d) => d.borderWidth)"
             )
