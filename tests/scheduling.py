@@ -3,9 +3,9 @@
 Two rules, both about wall time on a 2-core machine, neither about what a test checks:
 
 - A module is one unit of work, sent to one worker: a server, a Ray cluster or a training run that its tests share
-  (a module-scoped fixture) is set up once, not once per worker. Modules that share a session-scoped fixture are
-  one unit too (SAME_WORKER). (xdist's own `--dist loadgroup` marks do not group under pytest 9, which no longer
-  lets xdist rename a test.)
+  (a module-scoped fixture) is set up once, not once per worker. Modules that share a session- or package-scoped
+  fixture are one unit too (SAME_WORKER). (xdist's own `--dist loadgroup` marks do not group under pytest 9, which
+  no longer lets xdist rename a test.)
 - The longest unit goes first (longest-processing-time-first): with the short ones last, the workers end together
   instead of one idling while the other finishes a long test. A test's length is its time in the last run that
   recorded it (pytest's cache, `.pytest_cache`); else the module's figure in tests/durations.json (committed, for
@@ -23,11 +23,17 @@ from typing import Any
 import pytest
 
 # A module -> the module whose worker it runs on: they share a session-scoped fixture (`trained`, one CLI training;
-# `foreign`, the policies Stable-Baselines3 and CleanRL train for the import tests).
+# `foreign`, the policies Stable-Baselines3 and CleanRL train for the import tests) or a package-scoped one
+# (`shared_chromium`, the headless Chromium of the browser tests, tests/browser/conftest.py).
 SAME_WORKER = {
     "tests/trainer/test_cli_exports.py": "tests/trainer/test_cli.py",
     "tests/models/test_imports.py": "tests/app/test_policy_imports.py",
     "tests/trainer/test_import_command.py": "tests/app/test_policy_imports.py",
+    "tests/browser/test_api_docs.py": "tests/browser/test_dashboard.py",
+    "tests/browser/test_experience_card.py": "tests/browser/test_dashboard.py",
+    "tests/browser/test_learner_card.py": "tests/browser/test_dashboard.py",
+    "tests/browser/test_models_dashboard.py": "tests/browser/test_dashboard.py",
+    "tests/browser/test_sweeps_page.py": "tests/browser/test_dashboard.py",
 }
 DURATIONS_KEY = "ddpg/durations"
 COMMITTED_DURATIONS = Path(__file__).with_name("durations.json")

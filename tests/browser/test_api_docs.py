@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from tests.app.factories import free_port
 from tests.app.servers import running, server_env, wait_until_ready
-from tests.browser.test_dashboard import CHROMIUM, CHROMIUM_ARGS, STEP_DEADLINE_MS, _playwright
+from tests.browser.chromium import new_page
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +33,8 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-def _offline_page(browser: Any, blocked: list[str]) -> Any:
-    """A page whose requests to any host but 127.0.0.1 are aborted (and recorded)."""
-    page = browser.new_page(viewport={"width": 1280, "height": 1000})
-    page.set_default_timeout(STEP_DEADLINE_MS)
+def _block_other_hosts(page: Page, blocked: list[str]) -> None:
+    """Abort (and record) the page's requests to any host but 127.0.0.1."""
 
     def only_loopback(route: Any) -> None:
         url = route.request.url
@@ -44,7 +45,6 @@ def _offline_page(browser: Any, blocked: list[str]) -> Any:
             route.abort()
 
     page.route("**/*", only_loopback)
-    return page
 
 
 @pytest.mark.slow
@@ -57,26 +57,21 @@ def _offline_page(browser: Any, blocked: list[str]) -> Any:
         ("/redoc", '[data-section-id^="operation/"][data-section-id$="_act_post"]'),
     ],
 )
-def test_docs_render_without_internet(base_url: str, path: str, operation: str) -> None:
-    sync_playwright = _playwright()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            blocked: list[str] = []
-            script_errors: list[str] = []
-            failed: list[str] = []
-            page = _offline_page(browser, blocked)
-            page.on("pageerror", lambda e: script_errors.append(str(e)))
-            # The page's Content-Security-Policy stops the one URL ReDoc's bundle names (a decorative logo on
-            # Redocly's CDN) inside the browser: it fails without reaching the network, so the route never sees it.
-            page.on("requestfailed", lambda r: failed.append(r.url) if r.url.startswith(base_url) else None)
-            page.goto(base_url + path)
-            page.locator(operation).first.wait_for()
-            page.get_by_text("DDPG policy service").first.wait_for()
-            favicon = page.locator('link[rel="shortcut icon"]').get_attribute("href")
-            assert favicon is not None and favicon.startswith("/static/vendor/")
-            assert blocked == [], blocked
-            assert failed == [], failed
-            assert script_errors == []
-        finally:
-            browser.close()
+def test_docs_render_without_internet(browser: Browser, base_url: str, path: str, operation: str) -> None:
+    blocked: list[str] = []
+    script_errors: list[str] = []
+    failed: list[str] = []
+    with new_page(browser, viewport={"width": 1280, "height": 1000}) as page:
+        _block_other_hosts(page, blocked)
+        page.on("pageerror", lambda e: script_errors.append(str(e)))
+        # The page's Content-Security-Policy stops the one URL ReDoc's bundle names (a decorative logo on
+        # Redocly's CDN) inside the browser: it fails without reaching the network, so the route never sees it.
+        page.on("requestfailed", lambda r: failed.append(r.url) if r.url.startswith(base_url) else None)
+        page.goto(base_url + path)
+        page.locator(operation).first.wait_for()
+        page.get_by_text("DDPG policy service").first.wait_for()
+        favicon = page.locator('link[rel="shortcut icon"]').get_attribute("href")
+        assert favicon is not None and favicon.startswith("/static/vendor/")
+        assert blocked == [], blocked
+        assert failed == [], failed
+        assert script_errors == []

@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import minari
 import pytest
 
 from tests.app.servers import REPO
+from tests.browser.chromium import POLL_MS
 from tests.browser.service_page import service_page
 from tests.browser.test_models_dashboard import _seed
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 SCREENSHOT = REPO / "test-artifacts" / "recording.png"
 
@@ -31,13 +36,15 @@ def _drive_episodes(client: httpx.Client, first: int, count: int, steps: int = 1
 
 
 @pytest.mark.slow
-def test_recording_figures_and_the_export_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_recording_figures_and_the_export_link(
+    browser: Browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _seed(tmp_path / "data")
     with service_page(
-        tmp_path / "data", tmp_path / "service.log", accept_downloads=True, EXPERIENCE_FLUSH_SECONDS="0.2"
+        browser, tmp_path / "data", tmp_path / "service.log", accept_downloads=True, EXPERIENCE_FLUSH_SECONDS="0.2"
     ) as view:
         page, client = view.page, view.client
-        page.wait_for_function("document.getElementById('model-select').value === 'pendulum'")
+        page.wait_for_function("document.getElementById('model-select').value === 'pendulum'", polling=POLL_MS)
         page.locator("#recording-state").get_by_text("off").wait_for()
         assert page.locator("#export-minari").get_attribute("aria-disabled") == "true"
 
@@ -50,7 +57,7 @@ def test_recording_figures_and_the_export_link(tmp_path: Path, monkeypatch: pyte
         page.locator("#recording-stored").get_by_text("60 transitions, 6 episodes ended").wait_for()
         # A poll that saw the transitions arrive shows a rate above zero, then it falls back to 0 when idle.
         _drive_episodes(client, 6, 6)
-        page.wait_for_function("Number(document.getElementById('recording-rate').textContent) > 0")
+        page.wait_for_function("Number(document.getElementById('recording-rate').textContent) > 0", polling=POLL_MS)
         page.locator("#recording-stored").get_by_text("120 transitions, 12 episodes ended").wait_for()
         page.locator("#recording-explore").get_by_text("of 12 ended episodes").wait_for()
         assert page.locator("#recording-dropped").inner_text() == "0"

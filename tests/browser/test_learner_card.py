@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -15,8 +16,12 @@ from store.db import create_db_engine, default_database_url, make_session_factor
 from store.live_returns import ReturnSums, add_returns
 from tests.app.factories import make_policy_bytes
 from tests.app.servers import REPO
+from tests.browser.chromium import POLL_MS
 from tests.browser.service_page import service_page
 from tests.browser.test_models_dashboard import _seed
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 SCREENSHOT = REPO / "test-artifacts" / "learner.png"
 WORKER = "learner-under-test"
@@ -59,9 +64,10 @@ def _publish_and_learn(data_dir: Path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_the_learners_figures_and_its_live_learning_curve(tmp_path: Path) -> None:
+def test_the_learners_figures_and_its_live_learning_curve(browser: Browser, tmp_path: Path) -> None:
     _seed(tmp_path / "data")
     with service_page(
+        browser,
         tmp_path / "data",
         tmp_path / "service.log",
         height=2000,
@@ -69,7 +75,7 @@ def test_the_learners_figures_and_its_live_learning_curve(tmp_path: Path) -> Non
         EXPERIENCE_FLUSH_SECONDS="0.2",
     ) as view:
         page, client = view.page, view.client
-        page.wait_for_function("document.getElementById('model-select').value === 'pendulum'")
+        page.wait_for_function("document.getElementById('model-select').value === 'pendulum'", polling=POLL_MS)
         # No learner yet: the card says so and hides the figures.
         page.locator("#learner-none").wait_for()
         assert page.locator("#learner-block").is_hidden()

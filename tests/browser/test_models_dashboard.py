@@ -6,7 +6,7 @@ screenshot in test-artifacts/models.png."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -16,7 +16,11 @@ from store.policies import register_policy
 from store.registry import create_model
 from tests.app.factories import make_policy_bytes
 from tests.app.servers import REPO
+from tests.browser.chromium import POLL_MS
 from tests.browser.service_page import service_page
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 SCREENSHOT = REPO / "test-artifacts" / "models.png"
 CAR = "MountainCarContinuous-v0"
@@ -49,11 +53,11 @@ def _seed(data_dir: Path) -> tuple[int, int, int]:
 
 
 @pytest.mark.slow
-def test_pick_a_model_run_a_canary_and_roll_it_back(tmp_path: Path) -> None:
+def test_pick_a_model_run_a_canary_and_roll_it_back(browser: Browser, tmp_path: Path) -> None:
     champion, challenger, car_champion = _seed(tmp_path / "data")
-    with service_page(tmp_path / "data", tmp_path / "service.log", LIVE_STATS_FLUSH_SECONDS="0.2") as view:
+    with service_page(browser, tmp_path / "data", tmp_path / "service.log", LIVE_STATS_FLUSH_SECONDS="0.2") as view:
         page, client = view.page, view.client
-        page.wait_for_function("document.getElementById('model-select').value === 'pendulum'")
+        page.wait_for_function("document.getElementById('model-select').value === 'pendulum'", polling=POLL_MS)
         page.locator("#model-champion").get_by_text(f"#{champion}").wait_for()
         page.locator(f'#model-policies-body tr[data-policy-id="{challenger}"]').wait_for()
 
@@ -95,7 +99,8 @@ def test_pick_a_model_run_a_canary_and_roll_it_back(tmp_path: Path) -> None:
                 assert client.post("/act", json=body).status_code == 200
         page.wait_for_function(
             "[...document.querySelectorAll('#rollout-live-body tr')]"
-            ".reduce((sum, row) => sum + Number(row.children[2].textContent), 0) === 12"
+            ".reduce((sum, row) => sum + Number(row.children[2].textContent), 0) === 12",
+            polling=POLL_MS,
         )
         page.locator('#rollout-live-body tr[data-role="champion"]').get_by_text("-30.0").first.wait_for()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy.orm import Session
@@ -17,11 +18,13 @@ from store.policies import register_policy
 from store.sweep_trials import begin_trial, record_heldout
 from tests.app.factories import free_port
 from tests.app.servers import REPO, running, server_env, wait_until_ready
-from tests.browser.test_dashboard import CHROMIUM, CHROMIUM_ARGS, _playwright
+from tests.browser.chromium import POLL_MS, new_page
 from tests.conftest import make_actor_bytes
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
 SCREENSHOT = REPO / "test-artifacts" / "sweeps.png"
-STEP_DEADLINE_MS = 30_000
 # (seed, evaluation curve, held-out return): the second trial is the best on held-out seeds.
 TRIALS = [(1, [-1200.0, -600.0, -300.0], -320.0), (2, [-1100.0, -400.0, -180.0], -170.0), (3, [-1300.0, -900.0], None)]
 # The model's champion when the sweep ends evaluates better than any trial, so `if_better` keeps it.
@@ -64,8 +67,7 @@ def _write_sweep(session: Session) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-def test_a_sweeps_trials_sort_and_their_curves_overlay_with_the_best_marked(tmp_path: Path) -> None:
-    sync_playwright = _playwright()
+def test_a_sweeps_trials_sort_and_their_curves_overlay_with_the_best_marked(browser: Browser, tmp_path: Path) -> None:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     data = tmp_path / "data"
@@ -79,44 +81,40 @@ def test_a_sweeps_trials_sort_and_their_curves_overlay_with_the_best_marked(tmp_
         with make_session_factory(engine)() as session:
             sweep_id, champion_id = _write_sweep(session)
         engine.dispose()
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1300, "height": 1000})
-                page.set_default_timeout(STEP_DEADLINE_MS)
-                page.goto(f"{base_url}/static/sweeps.html?sweep={sweep_id}")
-                rows = page.locator("#trials-body tr")
-                rows.nth(2).wait_for()
-                assert rows.count() == 3
-                best = page.locator("#trials-body tr.best")
-                assert best.count() == 1 and "★ best" in best.inner_text()
-                page.wait_for_function("Chart.getChart(document.getElementById('curves'))?.data.datasets.length === 3")
-                widths = page.evaluate(
-                    "Chart.getChart(document.getElementById('curves')).data.datasets.map((d) => d.borderWidth)"
-                )
-                assert sorted(widths) == [1, 1, 3]
-                heldout = page.locator('#trials-table th[data-key="heldout_return"] button')
-                heldout.click()  # ascending; the trial without a held-out score sorts last
-                assert rows.nth(0).locator("td").nth(4).inner_text() == "-320.0"
-                assert rows.nth(2).locator("td").nth(4).inner_text() == "\u2013"  # the page's "none" dash
-                heldout.click()  # descending: the best first
-                assert "★ best" in rows.nth(0).inner_text()
-                assert page.locator('#trials-table th[data-key="heldout_return"]').get_attribute("aria-sort") == (
-                    "descending"
-                )
-                assert "#" in page.locator("#sweeps-body").inner_text()
-                assert "pendulum" in page.locator("#sweeps-body").inner_text()  # the Model column
-                promotion = page.locator("#sweep-promotion")
-                promotion.get_by_text("was not promoted: under if_better it did not beat the champion").wait_for()
-                assert f"-180.0 against champion #{champion_id}'s {CHAMPION_RETURN:.1f}" in promotion.inner_text()
-                SCREENSHOT.parent.mkdir(exist_ok=True)
-                page.screenshot(path=str(SCREENSHOT), full_page=True)
+        with new_page(browser, viewport={"width": 1300, "height": 1000}) as page:
+            page.goto(f"{base_url}/static/sweeps.html?sweep={sweep_id}")
+            rows = page.locator("#trials-body tr")
+            rows.nth(2).wait_for()
+            assert rows.count() == 3
+            best = page.locator("#trials-body tr.best")
+            assert best.count() == 1 and "★ best" in best.inner_text()
+            page.wait_for_function(
+                "Chart.getChart(document.getElementById('curves'))?.data.datasets.length === 3", polling=POLL_MS
+            )
+            widths = page.evaluate(
+                "Chart.getChart(document.getElementById('curves')).data.datasets.map((d) => d.borderWidth)"
+            )
+            assert sorted(widths) == [1, 1, 3]
+            heldout = page.locator('#trials-table th[data-key="heldout_return"] button')
+            heldout.click()  # ascending; the trial without a held-out score sorts last
+            assert rows.nth(0).locator("td").nth(4).inner_text() == "-320.0"
+            assert rows.nth(2).locator("td").nth(4).inner_text() == "\u2013"  # the page's "none" dash
+            heldout.click()  # descending: the best first
+            assert "★ best" in rows.nth(0).inner_text()
+            assert page.locator('#trials-table th[data-key="heldout_return"]').get_attribute("aria-sort") == (
+                "descending"
+            )
+            assert "#" in page.locator("#sweeps-body").inner_text()
+            assert "pendulum" in page.locator("#sweeps-body").inner_text()  # the Model column
+            promotion = page.locator("#sweep-promotion")
+            promotion.get_by_text("was not promoted: under if_better it did not beat the champion").wait_for()
+            assert f"-180.0 against champion #{champion_id}'s {CHAMPION_RETURN:.1f}" in promotion.inner_text()
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
 
-                # The dashboard marks each trial's job as a trial of this sweep, and names its model.
-                page.goto(base_url)
-                trial = page.locator("#jobs-body tr[data-job-id]").first
-                trial.get_by_role("link", name=f"sweep #{sweep_id} trial").wait_for()
-                assert trial.locator('td[data-model="pendulum"]').count() == 1
-                assert page.locator("#jobs-body a.badge.trial").count() == len(TRIALS)
-            finally:
-                browser.close()
+            # The dashboard marks each trial's job as a trial of this sweep, and names its model.
+            page.goto(base_url)
+            trial = page.locator("#jobs-body tr[data-job-id]").first
+            trial.get_by_role("link", name=f"sweep #{sweep_id} trial").wait_for()
+            assert trial.locator('td[data-model="pendulum"]').count() == 1
+            assert page.locator("#jobs-body a.badge.trial").count() == len(TRIALS)
