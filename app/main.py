@@ -47,7 +47,7 @@ that need a key on this server declare it)."""
 
 
 # The routers every app serves, included once per process. FastAPI builds an included router's handlers (their
-# dependencies, request and response models: ~70 ms of CPU for these) on the first request to it, once per inclusion;
+# dependencies, request and response models: about 0.1 CPU s for these) on the first request to it, once per inclusion;
 # the apps of one process share these inclusions, so a process that builds several apps (the tests build hundreds)
 # builds them once. The cost: `app.dependency_overrides` does not reach these routes (nothing here uses it).
 SERVED_ROUTES = APIRouter()
