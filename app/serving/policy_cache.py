@@ -110,42 +110,43 @@ class PolicyCache:
                 logger.info("database reachable")
             self.database_ok = True
             self.last_error = None
-            await self._refresh_default(policy_id, version)
+            default = await self._refresh_default(policy_id, version)
             if self._read_registry is not None and version != self._registry_version:
                 await self._refresh_models()
             default_model = self.models.get(self.default_model) if self.default_model else None
             rollout = None if default_model is None else default_model.rollout
-            # Together, with no await between: a request reads both as of the same refresh.
-            self.unsplit_default = self.default if rollout is None or not rollout.canary else None
+            # Together, with no await between: a request reads all three as of the same refresh, and /readyz (which
+            # reads `default`) never says ready while /act (which reads `unsplit_default`) would still answer 503.
+            self.default = default
+            self.unsplit_default = default if rollout is None or not rollout.canary else None
             self.default_shadow = rollout if rollout is not None and not rollout.canary else None
 
-    async def _refresh_default(self, policy_id: int | None, version: int) -> None:
-        if version in (self._version, self._failed_version):
-            return
-        if policy_id is None:
-            self._version = version
-            return
+    async def _refresh_default(self, policy_id: int | None, version: int) -> LoadedPolicy | None:
+        """The default policy as of this serving state, loaded if it changed; `refresh` publishes it."""
         current = self.default
-        if current is not None and current.policy_id == policy_id:
+        if version in (self._version, self._failed_version):
+            return current
+        if policy_id is None or (current is not None and current.policy_id == policy_id):
             self._version = version
-            return
+            return current
         try:
+            # Also kept in the LRU, where the models' refresh finds it as the default model's champion.
             loaded = await self._get(policy_id, self._executor)
         except PolicyUnavailableError as exc:
             # Invalid stored weights will not get better: keep serving the previous policy until the state changes.
             self._failed_version = version
             logger.error("cannot load promoted policy %s; keep serving the previous one: %s", policy_id, exc)
-            return
+            return current
         except Exception as exc:
             # A database hiccup while reading the weights: the next poll tries again.
             logger.warning("cannot load promoted policy %s yet (%s); retrying on the next poll", policy_id, exc)
-            return
+            return current
         if loaded is None:  # promoted then deleted: nothing to swap in
             self._failed_version = version
-            return
-        self.default = loaded
+            return current
         self._version = version
         logger.info("serving policy %s (serving version %s)", policy_id, version)
+        return loaded
 
     async def _refresh_models(self) -> None:
         assert self._read_registry is not None

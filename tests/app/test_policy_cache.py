@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 
 from app.infra.database import StoredPolicy
 from app.serving.policy_cache import PolicyCache
+from store.registry import RegistrySnapshot
 from tests.app.factories import make_policy_bytes
 
 
@@ -137,5 +139,34 @@ def test_the_refresher_task_picks_up_promotions_by_itself() -> None:
             await asyncio.sleep(0.01)
         task.cancel()
         assert cache.default is not None and cache.default.policy_id == 1
+
+    run(scenario())
+
+
+def test_a_promotion_is_published_to_readiness_and_to_act_at_once() -> None:
+    """/readyz reads `default`, a plain POST /act reads `unsplit_default`: while the refresh still reads the
+    registry after loading the new policy, neither may show it yet, or readiness says ready while /act answers 503."""
+    store = FakeStore()
+    store.weights = {1: make_policy_bytes(1)}
+    reading, release = threading.Event(), threading.Event()
+
+    def read_registry() -> RegistrySnapshot:
+        reading.set()
+        assert release.wait(10)
+        return RegistrySnapshot(store.state[1], ())
+
+    cache = PolicyCache(store.read_state, store.read_weights, read_registry=read_registry, default_model="pendulum")
+
+    async def scenario() -> None:
+        store.promote(1)
+        refreshing = asyncio.create_task(cache.refresh())
+        try:
+            assert await asyncio.to_thread(reading.wait, 10)
+            assert (cache.default, cache.unsplit_default) == (None, None)
+        finally:
+            release.set()
+        await refreshing
+        assert cache.default is not None and cache.default.policy_id == 1
+        assert cache.unsplit_default is cache.default
 
     run(scenario())
