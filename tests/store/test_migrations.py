@@ -64,7 +64,11 @@ def test_migrate_twice_is_a_no_op(database_url: str) -> None:
 
 
 def test_several_processes_migrating_at_once_all_succeed(empty_database_url: str) -> None:
-    context = multiprocessing.get_context("spawn")
+    # Four processes of their own, forked from one fresh Python that has imported the migrations' libraries: "spawn"
+    # would start four interpreters that each import them (6 CPU s for this test's two databases), and forking the
+    # test process itself would copy its threads' locks.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["store.db"])
     with context.Pool(4) as pool:
         pool.map(migrate, [empty_database_url] * 4)
     engine = create_db_engine(empty_database_url)
