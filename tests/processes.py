@@ -43,6 +43,10 @@ START_TIME_PREFIXES = (
 )  # fmt: skip
 PRELOADED_ENV = {"OPENBLAS_NUM_THREADS": "1", "JE_ARROW_MALLOC_CONF": "background_thread:false"}
 LATE_PYTHON_SETTINGS = {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
+# The project's own settings whose names merely share a prefix above: read from the environment by the process's
+# settings when it starts (app.settings), after the fork, so a child may ask for any value. gRPC itself reads none
+# of them (its variables, GRPC_VERBOSITY, GRPC_TRACE and the like, still start the usual way).
+PROJECT_SETTINGS = {"GRPC_PORT"}
 
 
 class ChildProcess(Protocol):
@@ -144,6 +148,7 @@ class PreloadedPython:
             for name in {*env, *self.env}
             if name.startswith(START_TIME_PREFIXES)
             and name not in LATE_PYTHON_SETTINGS
+            and name not in PROJECT_SETTINGS
             and env.get(name) != self.env.get(name)
         )
 
