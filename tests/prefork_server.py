@@ -102,7 +102,8 @@ def _run_uvicorn_worker(worker: Callable[..., None], /, **kwargs: Any) -> None:
 
 class _UvicornWorkerStarts:
     """What uvicorn starts its `--workers N` (WORKERS=N) processes with, in a forked API process: a forked worker
-    when this process has one thread, else a new interpreter as uvicorn does (multiprocessing's spawn).
+    when this process has one thread, else (and for --reload) a new interpreter as uvicorn does (multiprocessing's
+    spawn).
 
     uvicorn starts each worker as a new interpreter that imports again the modules this process already holds:
     1.9 CPU s until the worker serves, against 0.3 forked. A forked worker is still a process of its own that uvicorn
@@ -121,7 +122,8 @@ class _UvicornWorkerStarts:
         self._fork = multiprocessing.get_context("fork")
 
     def Process(self, *, target: Callable[..., None], kwargs: dict[str, Any]) -> Any:  # noqa: N802  # uvicorn's call
-        if _thread_count() != 1:
+        # With --reload the point of a new interpreter is to import the changed code: that stays uvicorn's way.
+        if kwargs["config"].should_reload or _thread_count() != 1:
             return self._spawn.Process(target=target, kwargs=kwargs)
         return self._fork.Process(target=_run_uvicorn_worker, args=(target,), kwargs=kwargs)
 
