@@ -10,6 +10,8 @@ own modules that the processes import at start (0.45 CPU s of the API's start-up
 Importing those here is what each child would do itself: they read no setting at import (the settings are read
 when the process starts), and what reads its environment at import is not preloaded (Ray and Tune, and the project
 modules that import them). The child runs its `__main__` module itself, with its own arguments and environment.
+A forked API process forks uvicorn's worker processes too (WORKERS, `--workers`: _UvicornWorkerStarts), where
+uvicorn would start each as a new interpreter.
 
 Forking is only safe from a single-threaded process: the server checks that its imports left it with one thread
 and answers `unavailable` otherwise (the tests then start the process the usual way).
@@ -27,6 +29,7 @@ import atexit
 import contextlib
 import io
 import json
+import multiprocessing
 import os
 import runpy
 import selectors
@@ -35,6 +38,7 @@ import socket
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 # The database layer, settings and weights, which both kinds of process use.
@@ -69,6 +73,67 @@ def _reseed_after_fork() -> None:
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         numpy.random.seed()
+
+
+def _pick_prometheus_value_class() -> None:
+    """prometheus_client chooses how a metric keeps its values when it is imported: in the process, or in files shared
+    by all the processes of a server when PROMETHEUS_MULTIPROC_DIR is set (`python -m app` sets it for its workers, a
+    test may set it itself). Every metric made afterwards reads that choice. It was imported here, before this
+    process's environment was set, and no metric exists yet (the preloaded Python makes none, an API process makes its
+    app's metrics when it creates the app), so it is chosen again, as the import would choose it now."""
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:
+        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
+
+
+def _run_uvicorn_worker(worker: Callable[..., None], /, **kwargs: Any) -> None:
+    """In a uvicorn worker forked by _UvicornWorkerStarts: start as a worker of a new interpreter would, then run
+    uvicorn's own worker function (which configures logging, creates the app through uvicorn's import string and
+    serves)."""
+    from uvicorn.supervisors.multiprocess import SIGNALS
+
+    # The supervisor's handlers only queue the signal for its own loop; a new interpreter has the defaults.
+    for sig in SIGNALS:
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    _pick_prometheus_value_class()  # PROMETHEUS_MULTIPROC_DIR is set by now: /metrics sums the workers
+    _reseed_after_fork()
+    worker(**kwargs)
+
+
+class _UvicornWorkerStarts:
+    """What uvicorn starts its `--workers N` (WORKERS=N) processes with, in a forked API process: a forked worker
+    when this process has one thread, else (and for --reload) a new interpreter as uvicorn does (multiprocessing's
+    spawn).
+
+    uvicorn starts each worker as a new interpreter that imports again the modules this process already holds:
+    1.9 CPU s until the worker serves, against 0.3 forked. A forked worker is still a process of its own that uvicorn
+    supervises as before (as many of them, their own pids, health pings, restarts, signals and exit codes) and that
+    creates its app itself through uvicorn's import string in its own process; what it is spared is importing the
+    libraries again, as the API process itself is. The supervising process makes no app and no metric before it
+    starts its workers, and each worker chooses prometheus_client's multiprocess mode again
+    (_pick_prometheus_value_class): the launcher set PROMETHEUS_MULTIPROC_DIR after the import. What differs is
+    invisible to the tests: no multiprocessing resource tracker process beside the workers (spawn starts one), and a
+    worker ends as multiprocessing ends a forked process (its threads joined and its streams flushed, then os._exit;
+    the app's lifespan has stopped everything of its own by then). Forking is only safe from a single-threaded
+    process, hence the fallback (an API with embedded children watches them from threads)."""
+
+    def __init__(self, spawn: Any) -> None:
+        self._spawn = spawn
+        self._fork = multiprocessing.get_context("fork")
+
+    def Process(self, *, target: Callable[..., None], kwargs: dict[str, Any]) -> Any:  # noqa: N802  # uvicorn's call
+        # With --reload the point of a new interpreter is to import the changed code: that stays uvicorn's way.
+        if kwargs["config"].should_reload or _thread_count() != 1:
+            return self._spawn.Process(target=target, kwargs=kwargs)
+        return self._fork.Process(target=_run_uvicorn_worker, args=(target,), kwargs=kwargs)
+
+
+def _fork_uvicorn_workers() -> None:
+    """Have uvicorn start its workers through _UvicornWorkerStarts in this process (a forked API process only: the
+    product's own processes keep uvicorn's behaviour)."""
+    subprocess_module = sys.modules.get("uvicorn._subprocess")
+    if subprocess_module is not None:
+        subprocess_module.spawn = _UvicornWorkerStarts(subprocess_module.spawn)  # type: ignore[attr-defined]
 
 
 def _reopen_std_streams(unbuffered: bool) -> None:
@@ -120,6 +185,8 @@ def _run_child(request: dict[str, Any], fds: list[int], control: socket.socket, 
         sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
         _reopen_std_streams(request["unbuffered"])
         _reseed_after_fork()
+        _pick_prometheus_value_class()
+        _fork_uvicorn_workers()
         # Popen returns once its child runs the new program: by then the child has its own process group, so a
         # test may signal the group at once. The parent answers with the pid only after this.
         os.write(started, b"1")

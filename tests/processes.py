@@ -6,8 +6,9 @@ something that behaves the same (pid, poll, wait, send_signal/terminate/kill, re
 A forked process is a process of its own in every way a test can see, and it imports and runs the project's code
 itself; what it is spared is importing the third-party libraries again (about 1.5 CPU s of the 2 to 3 it takes a
 server or worker process to start). Commands other than `python -m <project module>` start the usual way, and
-so does everything when PREFORK=0 is set (to rule the preloading out when a test fails). The processes the
-project starts itself (uvicorn's workers, the service's embedded worker, Ray's) start the usual way too.
+so does everything when PREFORK=0 is set (to rule the preloading out when a test fails). Of the processes the
+project starts itself, uvicorn's workers are forked by a forked API process (tests/prefork_server.py); the service's
+embedded worker and Ray's start the usual way.
 """
 
 from __future__ import annotations
@@ -32,17 +33,22 @@ SWITCH_ENV = "PREFORK"
 # have PyTorch in it: the service's processes never import it, and a test checks that.
 KIND_OF_MODULE = {"app": "api", "uvicorn": "api", "store": "api", "trainer": "trainer"}
 # Read by the interpreter at start or by a library when it is imported, so a child asking for a value other than
-# the preloaded Python's has to start the usual way. Two the child applies itself (LATE_PYTHON_SETTINGS). And
+# the preloaded Python's has to start the usual way. Three the child applies itself (LATE_SETTINGS). And
 # OPENBLAS_NUM_THREADS is 1 in the preloaded Python whatever the child asks: NumPy's BLAS threads would make it
 # unsafe to fork. The API sets that itself; the trainer's processes do their numerical work in PyTorch. Likewise
 # pyarrow's allocator runs without its background thread (JE_ARROW_MALLOC_CONF), which only changes when freed pages
-# go back to the system. prometheus_client picks its multiprocess mode when imported, pyarrow and gRPC read theirs
-# when first used.
+# go back to the system. prometheus_client picks its multiprocess mode when imported (the child picks it again once
+# its environment is set: PROMETHEUS_MULTIPROC_DIR is one of LATE_SETTINGS), pyarrow and gRPC read theirs when first
+# used.
 START_TIME_PREFIXES = (
     "PYTHON", "NUMBA_", "OMP_", "MKL_", "TORCH_", "KMP_", "CUDA_", "PROMETHEUS_", "prometheus_", "ARROW_", "GRPC_",
 )  # fmt: skip
 PRELOADED_ENV = {"OPENBLAS_NUM_THREADS": "1", "JE_ARROW_MALLOC_CONF": "background_thread:false"}
-LATE_PYTHON_SETTINGS = {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
+LATE_SETTINGS = {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PROMETHEUS_MULTIPROC_DIR"}
+# The project's own settings whose names merely share a prefix above: read from the environment by the process's
+# settings when it starts (app.settings), after the fork, so a child may ask for any value. gRPC itself reads none
+# of them (its variables, GRPC_VERBOSITY, GRPC_TRACE and the like, still start the usual way).
+PROJECT_SETTINGS = {"GRPC_PORT"}
 
 
 class ChildProcess(Protocol):
@@ -143,7 +149,8 @@ class PreloadedPython:
             name
             for name in {*env, *self.env}
             if name.startswith(START_TIME_PREFIXES)
-            and name not in LATE_PYTHON_SETTINGS
+            and name not in LATE_SETTINGS
+            and name not in PROJECT_SETTINGS
             and env.get(name) != self.env.get(name)
         )
 

@@ -13,10 +13,11 @@ import pytest
 
 from tests.app.factories import free_port
 from tests.app.servers import REPO, running, server_env, wait_until_ready
+from tests.processes import run_process
 
 
 def run_app(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "app"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    return run_process([sys.executable, "-m", "app"], cwd=REPO, env=env, timeout=60)
 
 
 def test_bad_settings_stop_start_up_with_a_message(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from ddpg_client import (
 from models.episode_gif import run_episode
 from models.policy import NumpyActor
 from tests.models.test_episode_gif import random_actor_bytes
+from tests.processes import start_process
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +75,6 @@ def run_server(tmp: Path, *, policy: bytes | None) -> Iterator[Server]:
         EMBEDDED_WORKER="false",
         BOOTSTRAP_JOB="false",
         LOG_LEVEL="WARNING",
-        PYTHONPATH=str(REPO_ROOT),
     )
     actor = None
     if policy is not None:
@@ -84,7 +84,9 @@ def run_server(tmp: Path, *, policy: bytes | None) -> Iterator[Server]:
         actor = NumpyActor.from_bytes(policy)
     log = tmp / "server.log"
     with log.open("wb") as log_file:
-        process = subprocess.Popen(
+        # The repository is the working directory, so `python -m app` imports this tree's service (no PYTHONPATH:
+        # a PYTHONPATH of its own would make tests.processes start it the usual way, not forked).
+        process = start_process(
             [sys.executable, "-m", "app"], cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import socket
 import struct
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -286,7 +285,7 @@ def test_bad_weights_as_real_processes(kind: str, tmp_path: Path) -> None:
     path = tmp_path / f"{kind}.safetensors"
     path.write_bytes(BAD_WEIGHTS[kind]())
     env = server_env(tmp_path, POLICY_FILE=str(path), EMBEDDED_WORKER="false", BOOTSTRAP_JOB="false", PORT="1")
-    app = subprocess.run([sys.executable, "-m", "app"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    app = run_process([sys.executable, "-m", "app"], cwd=REPO, env=env, timeout=60)
     assert app.returncode == 2, app.stdout + app.stderr
     assert f"POLICY_FILE {path} is not a valid" in app.stderr and "Traceback" not in app.stderr
     evaluate = run_process([sys.executable, "-m", "trainer", "evaluate", str(path), "--episodes", "1"], timeout=120)

@@ -12,6 +12,7 @@ import pytest
 
 from models.mlflow_registry import registered_model_name
 from store.settings import BAD_SETTINGS_EXIT, ProcessSettings, check_database_url
+from tests.processes import run_process
 from trainer.settings import WorkerSettings
 
 COMMANDS = {
@@ -23,13 +24,8 @@ COMMANDS = {
 
 def _run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DATA_DIR", "LOG_LEVEL", "RAY_ADDRESS"}}
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=tmp_path,
-        env={**clean, "DATA_DIR": str(tmp_path), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
+    return run_process(
+        [sys.executable, *args], cwd=tmp_path, env={**clean, "DATA_DIR": str(tmp_path), **env}, timeout=120
     )
 
 
