@@ -97,10 +97,13 @@ def test_promotion_reaches_every_worker_process_and_no_request_fails(tmp_path: P
             # Promote in the database directly, as another replica would: no worker process hears about it
             # over HTTP, so every one of them must find it by polling.
             for target in (second, first, second):
+                # Timed before the commit, not after it returns: the main thread can wait for the GIL behind the
+                # client threads in between, and a request answered by this promotion would then fall in the window
+                # of the previous one, and count as stale.
+                promoted_at.append((time.monotonic(), target))
                 with sessions() as session:
                     promote_policy(session, target)
                     session.commit()
-                promoted_at.append((time.monotonic(), target))
                 time.sleep(PROPAGATION_ALLOWANCE_SECONDS + 0.5)
         finally:
             stop.set()

@@ -63,7 +63,9 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def run_server(tmp: Path, *, policy: bytes | None) -> Iterator[Server]:
-    """Start the service the way users do (`python -m app`, no worker, no bootstrap job); stop it afterwards."""
+    """Start the service the way users do (`python -m app`, no worker, no bootstrap job); stop it afterwards. No
+    learner process or sweep runner either: the client's calls only queue their work, and each would be one more
+    process starting beside the server, idle but polling."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("API_KEY", "ACT_API_KEY", "DATABASE_URL"))}
     port = _free_port()
     env.update(
@@ -73,6 +75,8 @@ def run_server(tmp: Path, *, policy: bytes | None) -> Iterator[Server]:
         API_KEY=API_KEY,
         MAX_QUEUED_JOBS=str(MAX_QUEUED_JOBS),
         EMBEDDED_WORKER="false",
+        EMBEDDED_LEARNER="false",
+        EMBEDDED_SWEEP_RUNNER="false",
         BOOTSTRAP_JOB="false",
         LOG_LEVEL="WARNING",
     )
