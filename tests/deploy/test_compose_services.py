@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from app.grpc_oip.generated import grpc_predict_v2_pb2 as pb
 from app.grpc_oip.generated.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from tests.deploy.compose import ROOT, load_compose
+from tests.processes import START_TIME_PREFIXES, ChildProcess, start_process
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +57,7 @@ def _free_port() -> int:
 
 def _service_process(
     service: dict[str, Any], database_url: str, data_dir: Path, log: Path, **overrides: str
-) -> subprocess.Popen[bytes]:
+) -> ChildProcess:
     """Start a compose service's command locally: its environment, with the `db` host swapped for ours."""
     command = list(service["command"])
     assert command[0] == "python", "compose commands run the image's python"
@@ -65,14 +66,19 @@ def _service_process(
     assert "@db:5432/" in environment["DATABASE_URL"], "services reach PostgreSQL as the `db` service"
     environment.update(DATABASE_URL=database_url, DATA_DIR=str(data_dir), **overrides)
     base = {key: os.environ[key] for key in ("PATH", "HOME", "LANG") if key in os.environ}
-    return subprocess.Popen(
-        [sys.executable, *command[1:]],
-        cwd=ROOT,
-        env={**base, **environment},
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    # And this machine's interpreter and library settings (NUMBA_CACHE_DIR...), none of them the service's: with
+    # them, the process forks from the runner's preloaded Python (tests/processes.py) instead of importing its
+    # libraries again, and so do the API's two uvicorn workers.
+    base.update((key, value) for key, value in os.environ.items() if key.startswith(START_TIME_PREFIXES))
+    with log.open("wb") as output:
+        return start_process(
+            [sys.executable, *command[1:]],
+            cwd=ROOT,
+            env={**base, **environment},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _wait_for(predicate: Any, timeout: float, what: str, logs: list[Path]) -> Any:
