@@ -7,14 +7,13 @@ import random
 import sys
 
 import pytest
-from ray.tune.search.sample import Domain
 
 from models.sweep_space import Dimension
 from models.training_config import make_config
 from trainer.evaluation import EVAL_SEED_BASE
-from trainer.sweeps.trainable import HELDOUT_EPISODES, HELDOUT_SEED_BASE, _plain, heldout_seed_base
-from trainer.sweeps.tune_run import _no_callback_usage_tag_unless_reported, _no_lightning_variable_for_trials
-from trainer.sweeps.tune_space import make_scheduler, make_searcher, tune_space
+
+# Ray Tune (and the runner's modules, which import it) are imported by the tests that use them, not at collection:
+# importing it cost every pytest runner about a CPU second, and only the one that runs this module needs it.
 
 
 def _space(**dimensions: dict[str, object]) -> dict[str, Dimension]:
@@ -22,6 +21,9 @@ def _space(**dimensions: dict[str, object]) -> dict[str, Dimension]:
 
 
 def test_every_kind_samples_within_its_bounds_and_randint_includes_its_high_end() -> None:
+    from trainer.sweeps.trainable import _plain
+    from trainer.sweeps.tune_space import tune_space
+
     space = tune_space(
         _space(
             actor_lr={"loguniform": [1e-4, 3e-3]},
@@ -42,12 +44,18 @@ def test_every_kind_samples_within_its_bounds_and_randint_includes_its_high_end(
 
 
 def test_a_grid_is_every_choice() -> None:
+    from ray.tune.search.sample import Domain
+
+    from trainer.sweeps.tune_space import tune_space
+
     space = tune_space(_space(hidden_size={"choice": [32, 64]}), grid=True)
     assert space == {"hidden_size": {"grid_search": [32, 64]}}
     assert not isinstance(space["hidden_size"], Domain)
 
 
 def test_held_out_seeds_are_neither_the_training_seed_nor_the_evaluation_seeds() -> None:
+    from trainer.sweeps.trainable import HELDOUT_EPISODES, HELDOUT_SEED_BASE, heldout_seed_base
+
     default = make_config("default", seed=12)
     assert heldout_seed_base(default) == HELDOUT_SEED_BASE
     assert HELDOUT_SEED_BASE >= EVAL_SEED_BASE + 100  # evaluation seeds are EVAL_SEED_BASE + (0..eval_episodes-1)
@@ -57,6 +65,8 @@ def test_held_out_seeds_are_neither_the_training_seed_nor_the_evaluation_seeds()
 
 
 def test_asha_stops_on_the_periodic_evaluation_and_never_on_the_final_report() -> None:
+    from trainer.sweeps.tune_space import make_scheduler
+
     scheduler = make_scheduler("asha", max_episodes=30, eval_every=2)
     assert (scheduler.metric, getattr(scheduler, "_time_attr", None), getattr(scheduler, "_max_t", None)) == (
         "eval_return",
@@ -67,6 +77,8 @@ def test_asha_stops_on_the_periodic_evaluation_and_never_on_the_final_report() -
 
 
 def test_every_search_runs_at_most_max_concurrent_trials() -> None:
+    from trainer.sweeps.tune_space import make_searcher
+
     # Tune would ignore TuneConfig.max_concurrent_trials for a variant generator passed in (a bench caught 2 trials
     # running at max_concurrent 1), so every search carries the limit itself.
     for search in ("tpe", "random", "grid"):
@@ -79,6 +91,8 @@ def test_tunes_trial_actors_carry_no_runtime_environment_once_a_sweep_is_configu
 ) -> None:
     # Any runtime environment makes Ray start a trial's process through a setup process first (0.5 CPU s more).
     from ray.tune.execution import class_cache
+
+    from trainer.sweeps.tune_run import _no_lightning_variable_for_trials
 
     monkeypatch.setattr(class_cache, "DEFAULT_ENV_VARS", dict(class_cache.DEFAULT_ENV_VARS))  # put back after
     for name in class_cache.ENV_VARS_TO_PROPAGATE:  # what Tune passes on from the runner's environment, if set
@@ -96,6 +110,8 @@ def test_with_usage_statistics_off_a_run_does_not_import_mlflow_to_count_its_cal
 ) -> None:
     from ray import tune
     from ray.air._internal import usage
+
+    from trainer.sweeps.tune_run import _no_callback_usage_tag_unless_reported
 
     monkeypatch.setattr(usage, "tag_callbacks", usage.tag_callbacks)  # put back after the test
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")

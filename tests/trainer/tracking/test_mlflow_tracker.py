@@ -9,9 +9,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from mlflow import MlflowClient
 
 from models.mlflow_registry import (
     CHAMPION_ALIAS,
@@ -36,9 +36,23 @@ from trainer.tracking.mlflow_tracker import (
     MlflowTracker,
 )
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 REPO = Path(__file__).resolve().parents[3]
+
 # MLflow's own store code uses a loader strategy SQLAlchemy 2.1 deprecates; nothing this project can change.
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
+
+
+def _mlflow_client(**uris: str) -> MlflowClient:
+    """MLflow's client, imported when a test first asks for it: importing MLflow while collecting this module cost
+    every pytest runner 0.7 CPU s, and only the one that runs these tests needs it."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(**uris)
+
+
 # Port 9 (discard) on loopback: nothing listens, so every connection is refused at once.
 DOWN_SERVER = "http://127.0.0.1:9"
 CONFIG = {"env_id": "Pendulum-v1", "seed": 3, "hidden_size": 64, "actor_lr": 0.001, "max_episode_steps": None}
@@ -85,7 +99,7 @@ def test_a_run_records_params_metrics_by_env_step_and_artifacts(store: tuple[str
 
     assert tracker.disabled_reason is None
     assert tracker.run_id is not None
-    client = MlflowClient(tracking_uri=store[0])
+    client = _mlflow_client(tracking_uri=store[0])
     run = client.get_run(tracker.run_id)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "job-7"
@@ -122,12 +136,12 @@ def test_close_records_how_the_run_ended(store: tuple[str, str], outcome, status
     tracker.start(CONFIG)
     tracker.close(outcome)
     tracker.close()  # a second close changes nothing
-    assert MlflowClient(tracking_uri=store[0]).get_run(tracker.run_id).info.status == status  # type: ignore[arg-type]
+    assert _mlflow_client(tracking_uri=store[0]).get_run(tracker.run_id).info.status == status  # type: ignore[arg-type]
 
 
 def test_runs_share_the_experiment(store: tuple[str, str]) -> None:
     first, second = logged_run(store), logged_run(store)
-    client = MlflowClient(tracking_uri=store[0])
+    client = _mlflow_client(tracking_uri=store[0])
     assert first.run_id != second.run_id
     experiments = {client.get_run(r).info.experiment_id for r in (first.run_id, second.run_id) if r}
     assert len(experiments) == 1
@@ -167,7 +181,7 @@ def test_a_store_failure_midway_disables_without_raising(store: tuple[str, str],
     def broken(*args: object, **kwargs: object) -> None:
         raise ConnectionError("connection reset by peer")
 
-    monkeypatch.setattr(MlflowClient, "log_batch", broken)
+    monkeypatch.setattr("mlflow.MlflowClient.log_batch", broken)
     records.feed(tracker)
     tracker.finish(artifacts())
     monkeypatch.undo()
@@ -175,7 +189,7 @@ def test_a_store_failure_midway_disables_without_raising(store: tuple[str, str],
 
     assert tracker.disabled_reason == "logging episode 0 failed: ConnectionError: connection reset by peer"
     # The run is not left RUNNING: it is marked failed on close.
-    assert MlflowClient(tracking_uri=store[0]).get_run(tracker.run_id).info.status == "FAILED"  # type: ignore[arg-type]
+    assert _mlflow_client(tracking_uri=store[0]).get_run(tracker.run_id).info.status == "FAILED"  # type: ignore[arg-type]
 
 
 def test_without_mlflow_installed_the_tracker_disables_and_the_alias_raises(
@@ -203,7 +217,7 @@ def test_champion_alias_points_at_the_promoted_runs_actor(store: tuple[str, str]
     uri = store[0]
     first, second = logged_run(store, artifacts(1)), logged_run(store, artifacts(2))
     assert first.run_id and second.run_id
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = _mlflow_client(tracking_uri=uri, registry_uri=uri)
 
     assert set_champion_alias(uri, "pendulum", first.run_id) == "1"
     champion = client.get_model_version_by_alias("pendulum", CHAMPION_ALIAS)

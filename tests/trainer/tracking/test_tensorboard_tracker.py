@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.trainer.tracking import records
 from trainer.tracking import (
@@ -19,8 +19,14 @@ from trainer.tracking import (
 )
 from trainer.tracking.tensorboard_tracker import CONFIG_TAG, OUTCOME_TAG, TensorBoardTracker
 
+if TYPE_CHECKING:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
 
 def read_events(log_dir: Path) -> EventAccumulator:
+    # Imported here, not while every pytest runner collects this module.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     accumulator = EventAccumulator(str(log_dir))
     accumulator.Reload()
     return accumulator
