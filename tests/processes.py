@@ -193,9 +193,12 @@ class PreloadedPython:
             return self._exited.get(pid)
 
     def close(self) -> None:
+        """Tell the preloaded Python to exit; `wait_closed` waits for it."""
         with contextlib.suppress(OSError):
             self.control.shutdown(socket.SHUT_RDWR)  # the preloaded Python reads the end of its requests and exits
         self.control.close()
+
+    def wait_closed(self) -> None:
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
@@ -219,6 +222,8 @@ def close_all() -> None:
     with _PRELOADED_LOCK:
         for preloaded in _PRELOADED.values():
             preloaded.close()
+        for preloaded in _PRELOADED.values():  # both exit at once
+            preloaded.wait_closed()
         _PRELOADED.clear()
 
 
