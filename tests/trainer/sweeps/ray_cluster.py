@@ -20,9 +20,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.processes import PRELOADED_ENV, SWITCH_ENV
+from tests.trainer.sweeps import preloaded_ray
 from trainer.sweeps.ray_connection import NO_PRESTART
 
 RAY = str(Path(sys.executable).with_name("ray"))
+ROOT = Path(__file__).resolve().parents[3]
+# `ray start` as its console script runs it, with the interpreter path that the node starts its Python processes with
+# (a raylet's workers among them) given first: the preloaded Python's stand-in script.
+RAY_START_WITH_PYTHON = (
+    "import sys; from ray.scripts.scripts import main; sys.executable = sys.argv.pop(1); sys.argv[0] = 'ray'; "
+    "sys.exit(main())"
+)
 START_DEADLINE = 60.0
 STARTED = b"Ray runtime started."
 # The sweep runner's local Ray's system config, as `ray start` takes it (RAY_<key> variables): no idle worker process
@@ -108,6 +117,8 @@ class RayCluster:
         self.head: RayNode | None = None
         self.workers: list[RayNode] = []
         self._lister: NodeLister | None = None
+        self._preloaded: subprocess.Popen[bytes] | None = None
+        self._python: str | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -130,14 +141,42 @@ class RayCluster:
         self.workers.append(node)
         return node
 
+    def _ray_start(self) -> list[str]:
+        """The `ray start` command: its nodes' workers forked from the preloaded Python (started at the first node),
+        unless PREFORK=0 asks for every process to start the usual way."""
+        if os.environ.get(SWITCH_ENV) == "0":
+            return [RAY, "start"]
+        if self._python is None:
+            self._python = str(self._start_preloaded_python())
+        return [sys.executable, "-c", RAY_START_WITH_PYTHON, self._python, "start"]
+
+    def _start_preloaded_python(self) -> Path:
+        directory = self.root / "preloaded-python"
+        directory.mkdir()
+        # Under the short temp dir (a Unix socket's path must stay within the OS limit), which `stop` removes.
+        self.temp_dir.mkdir(exist_ok=True)
+        socket_path = self.temp_dir / "preloaded-python.sock"
+        with (self.root / "preloaded-python.log").open("wb") as err:
+            self._preloaded = subprocess.Popen(
+                [sys.executable, "-m", "tests.trainer.sweeps.preloaded_ray", str(socket_path), str(directory)],
+                env={**self.env, **NO_PRESTART_ENV, **PRELOADED_ENV}, cwd=ROOT, stdout=subprocess.PIPE, stderr=err,
+                start_new_session=True,
+            )  # fmt: skip
+        assert self._preloaded.stdout is not None
+        if self._preloaded.stdout.readline() != b"ready\n":
+            log = (self.root / "preloaded-python.log").read_text(errors="replace")
+            raise RuntimeError(f"the preloaded Python did not start:\n{log}")
+        return preloaded_ray.write_shim(directory, socket_path)
+
     def _start(self, name: str, args: list[str]) -> RayNode:
         node_manager_port = free_port()
         log = self.root / f"ray-{name}.log"
+        command = self._ray_start()
         with log.open("wb") as out:
             # No log monitor (a Python process per node, polling the logs for the node's whole life): every driver
             # here connects with log_to_driver=False, so nothing reads what it would forward.
             process = subprocess.Popen(
-                [RAY, "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats",
+                [*command, *args, "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats",
                  "--include-log-monitor=false",
                  f"--node-manager-port={node_manager_port}", f"--object-manager-port={free_port()}",
                  f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
@@ -199,6 +238,8 @@ class RayCluster:
             if "raylet" in _cmdline(pid) and f"--node_manager_port={node.node_manager_port}" in _cmdline(pid)
         ]
         doomed = [*raylets, *(pid for raylet in raylets for pid in _descendants(raylet))]
+        if self._python is not None:  # the node's workers are the preloaded Python's children
+            doomed += preloaded_ray.workers_of(Path(self._python).parent, set(doomed))
         for signal_number in (signal.SIGSTOP, signal.SIGKILL):
             for pid in doomed:
                 with contextlib.suppress(ProcessLookupError):
@@ -228,6 +269,9 @@ class RayCluster:
         for pid in self._pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        if self._preloaded is not None:
+            self._preloaded.kill()
+            self._preloaded.wait()
         subprocess.run(["rm", "-rf", str(self.temp_dir)], check=False)
 
     def logs(self) -> str:
