@@ -7,8 +7,9 @@ A forked process is a process of its own in every way a test can see, and it imp
 itself; what it is spared is importing the third-party libraries again (about 1.5 CPU s of the 2 to 3 it takes a
 server or worker process to start). Commands other than `python -m <project module>` start the usual way, and
 so does everything when PREFORK=0 is set (to rule the preloading out when a test fails). Of the processes the
-project starts itself, uvicorn's workers are forked by a forked API process (tests/prefork_server.py); the service's
-embedded worker and Ray's start the usual way.
+project starts itself, uvicorn's workers are forked by a forked API process (tests/prefork_server.py), and the test
+cluster's Ray workers by a preloaded Python of the cluster's own (tests/trainer/sweeps/preloaded_ray.py); the
+service's embedded worker and a local Ray's processes start the usual way.
 """
 
 from __future__ import annotations

@@ -32,6 +32,10 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
         cluster.start_head()
         cluster.add_worker()
         yield cluster
+        # The preloading saves time only if it happens: a shim that fell back to starting workers the usual way
+        # would pass every test above, slower.
+        forked = cluster.forked_workers()
+        assert forked is None or len(forked) >= 2, f"no trial ran in a forked worker: {forked}\n{cluster.logs()}"
     finally:
         cluster.stop()
 

@@ -79,6 +79,12 @@ def write_shim(directory: Path, socket_path: Path) -> Path:
     return path
 
 
+def forked(directory: Path) -> list[str]:
+    """What this process has forked so far: a line per child, its pid and Ray's script."""
+    log = directory / "forked.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
 def workers_of(directory: Path, shims: set[int]) -> list[int]:
     """The pids of the workers forked for the given scripts."""
     found = []
@@ -202,6 +208,8 @@ def serve(listener: socket.socket, directory: Path) -> None:
             for fd in fds:
                 os.close(fd)
             (children / str(pid)).write_text(str(request["shim"]))
+            with (directory / "forked.log").open("a") as log:
+                log.write(f"{pid} {Path(request['args'][0]).name}\n")
             conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
             waiting[pid] = conn
 

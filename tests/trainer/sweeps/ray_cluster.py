@@ -150,6 +150,13 @@ class RayCluster:
             self._python = str(self._start_preloaded_python())
         return [sys.executable, "-c", RAY_START_WITH_PYTHON, self._python, "start"]
 
+    def forked_workers(self) -> list[str] | None:
+        """The worker processes forked from the preloaded Python so far (None when the nodes start theirs the usual
+        way)."""
+        if self._python is None:
+            return None
+        return [line for line in preloaded_ray.forked(Path(self._python).parent) if "worker" in line]
+
     def _start_preloaded_python(self) -> Path:
         directory = self.root / "preloaded-python"
         directory.mkdir()
