@@ -152,12 +152,18 @@ def test_compose_services_run_as_local_processes(fresh_postgres_url: str, tmp_pa
 
             # The compose API serves the Open Inference Protocol over gRPC too, with the same action (from either
             # worker process, once both serve the promoted policy).
-            def grpc_action() -> list[float]:
+            def grpc_action() -> list[float] | None:
                 with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
                     request = pb.ModelInferRequest(model_name="default")
                     observation = request.inputs.add(name="observation", datatype="FP32", shape=[1, 3])
                     observation.contents.fp32_contents.extend([1.0, 0.0, 0.0])
-                    answer = GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)  # type: ignore[no-untyped-call]
+                    try:
+                        answer = GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)  # type: ignore[no-untyped-call]
+                    except grpc.RpcError as error:
+                        # A worker process that has not loaded the promoted policy yet says so: wait for it.
+                        if error.code() == grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                            return None
+                        raise
                 return list(answer.outputs[0].contents.fp32_contents)
 
             _wait_for(
