@@ -257,13 +257,16 @@ def _reap(control: socket.socket) -> None:
         control.send(json.dumps({"exited": pid, "returncode": os.waitstatus_to_exitcode(status)}).encode())
 
 
-def _build_numba_cpu_target() -> None:
-    """numba builds its CPU target's typing and lowering tables on a process's first compile or cache load: 0.3 CPU s
-    of every API process's start-up (loading the /act kernel). Built once here, every forked API inherits them."""
-    from numba.core.registry import cpu_target
+def _load_act_kernel() -> None:
+    """Every API process compiles /act's one-observation kernel before it serves (app.lifespan), from numba's on-disk
+    cache where NUMBA_CACHE_DIR names one (the tests set it): 0.6 CPU s of every API process's start-up, 0.3 of it
+    numba building its CPU target's typing and lowering tables, and 1.3 instead where the cache is still empty (a
+    fresh clone). Loaded once here, every forked API process and each of its uvicorn workers inherits the compiled
+    kernel (models.fused caches it per process), as a process that had compiled it itself would hold it. A child
+    asking for another NUMBA_ setting starts the usual way (tests/processes.py)."""
+    from models.fused import forward_one_kernel
 
-    cpu_target.target_context.refresh()
-    cpu_target.typing_context.refresh()
+    forward_one_kernel()
 
 
 def _build_served_routes() -> None:
@@ -284,7 +287,7 @@ def main() -> None:
     for module in PRELOADS[kind]:
         __import__(module)
     if kind == "api":
-        _build_numba_cpu_target()
+        _load_act_kernel()
         _build_served_routes()
     if _thread_count() != 1:
         control.send(json.dumps({"unavailable": f"{_thread_count()} threads after the imports"}).encode())
