@@ -38,8 +38,9 @@ import socket
 import sys
 import threading
 import traceback
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 # The database layer, settings and weights, which both kinds of process use.
 _STORE_AND_SETTINGS = [
@@ -162,26 +163,93 @@ def _exit_code(exit: SystemExit) -> int:
     return 1
 
 
-def _run_child(request: dict[str, Any], fds: list[int], control: socket.socket, started: int) -> None:
-    """In the forked child: become the requested process, tell the parent (`started`), run the module, exit as the
-    interpreter would."""
+def run_and_exit_as_interpreter(become_and_run: Callable[[], object]) -> NoReturn:
+    """In a forked child: run `become_and_run` (set the process up, then run its main module), then end the process
+    as the interpreter ends one: its exit code that of `sys.exit` (1 after a printed traceback), a SIGINT that went
+    unhandled ending it by that signal, non-daemon threads joined, atexit handlers run, streams flushed."""
     code = 1
     try:
-        control.close()
+        try:
+            become_and_run()
+            code = 0
+        except SystemExit as exit:
+            code = _exit_code(exit)
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        except BaseException:  # printed as the interpreter prints it
+            traceback.print_exc()
+        threading._shutdown()  # type: ignore[attr-defined]  # non-daemon threads are joined, as at a real exit
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # a stream closed at exit is not worth a traceback
+                stream.flush()
+        os._exit(code)
+
+
+def take_over(fds: list[int], cwd: str, env: dict[str, str]) -> None:
+    """In a forked child: the standard streams (stdin, stdout, stderr: `fds`), working directory and environment of
+    the process it stands in for."""
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+
+
+@dataclass
+class ChildExits:
+    """A selector that wakes when a child ends (SIGCHLD through the wakeup fd), for a server that forks children."""
+
+    selector: selectors.BaseSelector
+    wakeup_read: int
+    wakeup_write: int
+
+    @classmethod
+    def watch(cls) -> ChildExits:
+        wakeup_read, wakeup_write = os.pipe()
+        os.set_blocking(wakeup_write, False)
+        signal.set_wakeup_fd(wakeup_write)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        selector = selectors.DefaultSelector()
+        selector.register(wakeup_read, selectors.EVENT_READ)
+        return cls(selector, wakeup_read, wakeup_write)
+
+    def reaped(self) -> Iterator[tuple[int, int]]:
+        """After a wakeup: each ended child's pid and return code (negative: killed by that signal)."""
+        os.read(self.wakeup_read, 4096)
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            yield pid, os.waitstatus_to_exitcode(status)
+
+    def close_in_child(self) -> None:
+        """In a forked child: none of this is its own; signals are handled as in a new interpreter."""
+        self.selector.close()
+        os.close(self.wakeup_read)
+        os.close(self.wakeup_write)
         signal.set_wakeup_fd(-1)
-        # As in a new interpreter: SIGPIPE and SIGXFSZ stay ignored (the interpreter ignores them at start).
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _run_child(request: dict[str, Any], fds: list[int], started: int) -> NoReturn:
+    """In the forked child: become the requested process, tell the parent (`started`), run the module, exit as the
+    interpreter would."""
+
+    def become_and_run() -> None:
+        # As in a new interpreter: SIGPIPE and SIGXFSZ stay ignored (the interpreter ignores them at start).
         if request["new_session"]:
             os.setsid()
         elif request["process_group"] is not None:
             os.setpgid(0, request["process_group"])
-        for target, fd in enumerate(fds):
-            os.dup2(fd, target)
-            os.close(fd)
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
+        take_over(fds, request["cwd"], request["env"])
         sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
         _reopen_std_streams(request["unbuffered"])
         _reseed_after_fork()
@@ -193,40 +261,19 @@ def _run_child(request: dict[str, Any], fds: list[int], control: socket.socket, 
         os.close(started)
         sys.argv = [request["module"], *request["args"]]
         sys.path[0] = request["cwd"]
-        try:
-            runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
-            code = 0
-        except SystemExit as exit:
-            code = _exit_code(exit)
-        except KeyboardInterrupt:
-            # The interpreter ends a process whose SIGINT went unhandled by that signal.
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)
-        except BaseException:  # printed as the interpreter prints it
-            traceback.print_exc()
-            code = 1
-        threading._shutdown()  # type: ignore[attr-defined]  # non-daemon threads are joined, as at a real exit
-        atexit._run_exitfuncs()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):  # a stream closed at exit is not worth a traceback
-                stream.flush()
-        os._exit(code)
+        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+
+    run_and_exit_as_interpreter(become_and_run)
 
 
 def serve(control: socket.socket) -> None:
-    wakeup_read, wakeup_write = os.pipe()
-    os.set_blocking(wakeup_write, False)
-    signal.set_wakeup_fd(wakeup_write)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    selector = selectors.DefaultSelector()
-    selector.register(control, selectors.EVENT_READ)
-    selector.register(wakeup_read, selectors.EVENT_READ)
+    exits = ChildExits.watch()
+    exits.selector.register(control, selectors.EVENT_READ)
     while True:
-        for key, _ in selector.select():
-            if key.fileobj == wakeup_read:
-                os.read(wakeup_read, 4096)
-                _reap(control)
+        for key, _ in exits.selector.select():
+            if key.fileobj == exits.wakeup_read:
+                for pid, returncode in exits.reaped():
+                    control.send(json.dumps({"exited": pid, "returncode": returncode}).encode())
                 continue
             message, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 3)
             if not message:
@@ -235,26 +282,15 @@ def serve(control: socket.socket) -> None:
             started_read, started_write = os.pipe()
             pid = os.fork()
             if pid == 0:
-                selector.close()
-                for fd in (wakeup_read, wakeup_write, started_read):
-                    os.close(fd)
-                _run_child(request, fds, control, started_write)
+                exits.close_in_child()
+                control.close()
+                os.close(started_read)
+                _run_child(request, fds, started_write)
             for fd in (*fds, started_write):
                 os.close(fd)
             os.read(started_read, 1)  # empty if the child died first: the exit reply follows
             os.close(started_read)
             control.send(json.dumps({"id": request["id"], "pid": pid}).encode())
-
-
-def _reap(control: socket.socket) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        control.send(json.dumps({"exited": pid, "returncode": os.waitstatus_to_exitcode(status)}).encode())
 
 
 def _load_act_kernel() -> None:

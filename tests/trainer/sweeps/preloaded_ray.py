@@ -27,7 +27,6 @@ Protocol, over the Unix SOCK_SEQPACKET socket given as the first argument: the s
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
@@ -37,9 +36,10 @@ import signal
 import socket
 import sys
 import threading
-import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+from tests.prefork_server import ChildExits, run_and_exit_as_interpreter, take_over
 
 # What a trial's worker imports, less Ray; none of it starts a thread at import (with PRELOADED_ENV).
 PRELOADS = [
@@ -132,20 +132,11 @@ def _run_in_this_process(context: Any, passthrough_args: list[str], language: An
         os.execv(sys.executable, [sys.executable, *passthrough_args])
 
 
-def _run_child(request: dict[str, Any], fds: list[int]) -> None:
-    code = 1
-    try:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+def _run_child(request: dict[str, Any], fds: list[int]) -> NoReturn:
+    def become_and_run() -> None:
         # A group of its own, as a raylet gives each worker it starts: Ray may signal a worker's whole group.
         os.setpgid(0, 0)
-        for target, fd in enumerate(fds):
-            os.dup2(fd, target)
-            os.close(fd)
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
+        take_over(fds, request["cwd"], request["env"])
         sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115  # the process's own streams
         sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
         _die_with(request["shim"])
@@ -155,55 +146,37 @@ def _run_child(request: dict[str, Any], fds: list[int]) -> None:
         _exec_worker = RuntimeEnvContext.exec_worker
         RuntimeEnvContext.exec_worker = _run_in_this_process  # type: ignore[method-assign]
         sys.argv = list(request["args"])
-        try:
-            runpy.run_path(request["args"][0], run_name="__main__")
-            code = 0
-        except SystemExit as exit:
-            code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
-        except BaseException:
-            traceback.print_exc()
-        threading._shutdown()  # type: ignore[attr-defined]
-        atexit._run_exitfuncs()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(code)
+        runpy.run_path(request["args"][0], run_name="__main__")
+
+    run_and_exit_as_interpreter(become_and_run)
 
 
 def serve(listener: socket.socket, directory: Path) -> None:
     children = directory / "children"
     children.mkdir(exist_ok=True)
-    wakeup_read, wakeup_write = os.pipe()
-    os.set_blocking(wakeup_write, False)
-    signal.set_wakeup_fd(wakeup_write)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    selector = selectors.DefaultSelector()
-    selector.register(listener, selectors.EVENT_READ)
-    selector.register(wakeup_read, selectors.EVENT_READ)
+    exits = ChildExits.watch()
+    exits.selector.register(listener, selectors.EVENT_READ)
     parent = os.pidfd_open(os.getppid())
-    selector.register(parent, selectors.EVENT_READ)
+    exits.selector.register(parent, selectors.EVENT_READ)
     waiting: dict[int, socket.socket] = {}
     while True:
-        for key, _ in selector.select():
+        for key, _ in exits.selector.select():
             if key.fileobj == parent:
                 return  # the test process is gone: so is the cluster
-            if key.fileobj == wakeup_read:
-                os.read(wakeup_read, 4096)
-                _reap(waiting, children)
+            if key.fileobj == exits.wakeup_read:
+                for pid, returncode in exits.reaped():
+                    _report_exit(waiting.pop(pid, None), returncode)
+                    (children / str(pid)).unlink(missing_ok=True)
                 continue
             conn, _ = listener.accept()
             message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
             request = json.loads(message)
             pid = os.fork()
             if pid == 0:
-                selector.close()
-                listener.close()
-                conn.close()
-                for fd in (wakeup_read, wakeup_write, parent):
-                    os.close(fd)
-                for other in waiting.values():
+                exits.close_in_child()
+                for other in (listener, conn, *waiting.values()):
                     other.close()
+                os.close(parent)
                 _run_child(request, fds)
             for fd in fds:
                 os.close(fd)
@@ -214,20 +187,11 @@ def serve(listener: socket.socket, directory: Path) -> None:
             waiting[pid] = conn
 
 
-def _reap(waiting: dict[int, socket.socket], children: Path) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        (children / str(pid)).unlink(missing_ok=True)
-        conn = waiting.pop(pid, None)
-        if conn is not None:
-            with contextlib.suppress(OSError):
-                conn.sendall(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
-            conn.close()
+def _report_exit(conn: socket.socket | None, returncode: int) -> None:
+    if conn is not None:
+        with contextlib.suppress(OSError):  # the script is gone: it was killed
+            conn.sendall(json.dumps({"returncode": returncode}).encode() + b"\n")
+        conn.close()
 
 
 def main() -> None:
