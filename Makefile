@@ -59,10 +59,10 @@ test: lint
 	if [ "$$(cat $(VENV)/mypy.status)" != 0 ]; then cat $(VENV)/mypy.log; exit 1; fi; exit $$tests
 
 # The README's tour as written (tests/readme/run_readme.py): starts the service as `make run` does, on a fresh
-# DATA_DIR and a free port, and runs the README's bash and python blocks in order (then docs/API.md's), the slow
-# ones (a CLI training run, a sweep on a local Ray) included and the Docker one skipped; the first block that fails
-# stops it with its output. Needs curl and jq. 2.5 minutes on a 2-core machine at load 5, 7 at load 13 (the sweep
-# block is 25 to 110 s of it); not part of `make test`.
+# DATA_DIR and a free port, and runs the README's bash and python blocks in order (then docs/TOUR.md's and
+# docs/API.md's), the slow ones (a CLI training run, a sweep on a local Ray) included and the Docker one skipped; the
+# first block that fails stops it with its output. Needs curl and jq. 2.5 minutes on a 2-core machine at load 5, 7 at
+# load 13 (the sweep block is 25 to 110 s of it); not part of `make test`.
 test-readme: $(RUN_STAMP)
 	$(BIN)/python -m tests.readme.run_readme
 

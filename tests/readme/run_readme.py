@@ -33,7 +33,7 @@ from tests.readme.service import REPO, VENV_PYTHON, Service, free_port, port_is_
 
 logger = logging.getLogger("readme")
 
-DOCUMENTS = ("README.md", "docs/API.md")
+DOCUMENTS = ("README.md", "docs/TOUR.md", "docs/API.md")
 README_PORT = 8000
 TOOLS = ("bash", "curl", "jq")
 

@@ -88,7 +88,8 @@ def test_the_port_is_rewritten_in_both_spellings_of_the_address() -> None:
 
 
 def test_the_readme_tour_runs_every_bash_and_python_block_but_docker() -> None:
-    blocks = extract_file(REPO / "README.md", REPO)
+    # The tour: the README's steps 1 to 6, then docs/TOUR.md's (recording, online learning, imported policies).
+    blocks = [*extract_file(REPO / "README.md", REPO), *extract_file(REPO / "docs/TOUR.md", REPO)]
     runnable = [block for block in blocks if not block.skip]
     assert [block.lang for block in runnable] == ["bash", "bash", "bash", "bash", "python", "bash", "bash", "python",
                                                   "bash", "bash", "python", "python"]  # fmt: skip
